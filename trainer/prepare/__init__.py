@@ -1,0 +1,1 @@
+"""Dataset preparation: from the files people download to a verified train/val layout."""
