@@ -1,0 +1,39 @@
+"""What every provider returns: plain typed records, never raw cloud dicts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SSHEndpoint:
+    """How to reach a job's machine over SSH. Produced by a provider, consumed by `remote.py`.
+
+    `proxy_command` uses OpenSSH ProxyCommand syntax (%h host, %p port, %r user), e.g.
+    `ssh -W %h:%p bastion` or `aws ssm start-session --target %h --document-name
+    AWS-StartSSHSession --parameters portNumber=%p`. Tests use it to reach a loopback sshd.
+    """
+
+    host: str
+    port: int = 22
+    user: str = "ubuntu"
+    key_path: Path | None = None
+    proxy_command: str | None = None
+    known_hosts: Path | None = None  # where the host key is pinned (under $ORCH_HOME)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One job's machine as the cloud (or the local machine) reports it."""
+
+    job: str
+    provider: str  # "ec2" | "local"
+    instance_id: str
+    state: str  # pending | running | stopping | stopped | shutting-down | terminated
+    instance_type: str
+    region: str | None = None
+    zone: str | None = None
+    public_ip: str | None = None
+    private_ip: str | None = None
+    spot: bool = False
+    launched_at: str | None = None  # ISO 8601
