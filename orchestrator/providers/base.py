@@ -37,3 +37,47 @@ class Instance:
     private_ip: str | None = None
     spot: bool = False
     launched_at: str | None = None  # ISO 8601
+
+
+@dataclass(frozen=True)
+class InstanceTypeInfo:
+    name: str
+    vcpus: int
+    gpus: int = 0
+    gpu_name: str | None = None
+    memory_mib: int = 0
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What `orch launch` is about to create (also what `--dry-run` prints)."""
+
+    job: str
+    region: str
+    instance_type: str
+    vcpus: int
+    ami: str
+    ami_source: str  # "--ami" | "ssm:<name>" | "describe_images:<name>"
+    spot: bool
+    allow_on_demand_fallback: bool
+    volume_gb: int
+    volume_throughput: int
+    ssh_cidr: str
+    zones: tuple[str, ...]
+    key_name: str
+    security_group_name: str
+    iam_instance_profile: str | None = None
+    user_data: str = ""
+    price_per_hour: float | None = None
+    price_source: str | None = None
+
+
+@dataclass(frozen=True)
+class TeardownReport:
+    job: str
+    terminated: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
+    key_pairs: tuple[str, ...] = ()
+    kept_volumes: tuple[str, ...] = ()
+    remaining: tuple[str, ...] = ()  # anything still tagged for the job after teardown
+    warnings: tuple[str, ...] = ()

@@ -1,0 +1,123 @@
+"""The job registry: `$ORCH_HOME/state.json`, a cache of what the cloud's tags say.
+
+Schema-versioned, written atomically (temp file + os.replace), mode 600. It holds names, ids and
+paths only: never credentials. When it disagrees with the cloud, the cloud wins (`orch list`
+reconciles it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from orchestrator.config import orch_home
+
+SCHEMA_VERSION = 1
+
+
+class StateError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job: str
+    target: str = "aws"  # aws | local
+    region: str | None = None
+    instance_id: str | None = None
+    instance_type: str | None = None
+    spot: bool = False
+    key_name: str | None = None
+    key_path: str | None = None
+    security_group_id: str | None = None
+    ssh_user: str = "ubuntu"
+    ssh_proxy_command: str | None = None
+    public_ip: str | None = None
+    private_ip: str | None = None
+    status: str = "launching"  # launching | running | interrupted | terminated | ... (cloud state)
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+def state_path() -> Path:
+    return orch_home() / "state.json"
+
+
+def load() -> dict[str, JobRecord]:
+    path = state_path()
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise StateError(
+            f"{path} is unreadable ({e}). It is only a cache: move it aside and run `orch list`, "
+            "which rebuilds the AWS jobs from their tags."
+        ) from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
+        raise StateError(
+            f"{path} has schema {data.get('schema') if isinstance(data, dict) else '?'}, "
+            f"expected {SCHEMA_VERSION}. Move it aside and run `orch list` to rebuild it."
+        )
+    known = {f.name for f in fields(JobRecord)}
+    jobs = {}
+    for name, raw in (data.get("jobs") or {}).items():
+        if isinstance(raw, dict):
+            jobs[name] = JobRecord(**{k: v for k, v in raw.items() if k in known})
+    return jobs
+
+
+def _write(jobs: dict[str, JobRecord]) -> None:
+    path = state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"schema": SCHEMA_VERSION, "jobs": {n: asdict(r) for n, r in sorted(jobs.items())}}
+    fd, tmp = tempfile.mkstemp(prefix=".state.", dir=path.parent)  # created with mode 600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def get(job: str) -> JobRecord | None:
+    return load().get(job)
+
+
+def put(record: JobRecord) -> JobRecord:
+    jobs = load()
+    old = jobs.get(record.job)
+    record = replace(
+        record,
+        created_at=record.created_at or (old.created_at if old else None) or _now(),
+        updated_at=_now(),
+    )
+    jobs[record.job] = record
+    _write(jobs)
+    return record
+
+
+def update(job: str, **changes) -> JobRecord:
+    old = get(job) or JobRecord(job=job)
+    return put(replace(old, **changes))
+
+
+def remove(job: str) -> bool:
+    jobs = load()
+    if job not in jobs:
+        return False
+    del jobs[job]
+    _write(jobs)
+    return True

@@ -1,0 +1,180 @@
+"""Training settings: the defaults (here, each with a comment), a recipe file, then flags.
+
+Precedence: defaults < `trainer/recipes/NAME.toml` (or a path to a .toml) < command-line flags.
+The resolved `TrainConfig` is frozen, written to OUT/config.json and stored in every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import TrainerError
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- model ---
+    arch: str = "resnet50"            # torchvision model name, or one of ours: resnet_small, simple_cnn
+    width: int = 64                   # our models: channels of the first stage (torchvision models ignore it)
+    depths: tuple[int, ...] = (2, 2, 2, 2)  # our resnet_small: residual blocks per stage (2,2,2,2 = ResNet-18)
+    stem: str = "auto"                # our models: "imagenet" (7x7/2 + maxpool), "small" (3x3/1), auto: small when res <= 96
+    zero_init_residual: bool = True   # zero the last BN of each residual block: each block starts as identity
+    dropout: float = 0.0              # dropout before the classifier (our models)
+    # --- optimisation ---
+    epochs: int = 90                  # passes over the training set
+    batch_size: int = 256             # images per step per process (DDP: per GPU)
+    lr: float = 0.1                   # peak LR for batch_size 256; scaled linearly with the global batch
+    lr_scale_batch: int = 256         # the batch size `lr` is given for (0: use lr as is)
+    momentum: float = 0.9             # SGD momentum
+    nesterov: bool = True             # Nesterov momentum
+    weight_decay: float = 5e-5        # L2 on conv/linear weights only (never BN or bias)
+    label_smoothing: float = 0.1      # cross-entropy label smoothing
+    schedule: str = "onecycle"        # step (LR/10 at each third) | cosine | onecycle | linear (to zero) | constant
+    warmup_epochs: float = 2.0        # linear warmup from lr/warmup_div (step, cosine, linear); onecycle uses pct_start
+    warmup_div: float = 25.0          # warmup starts at lr / warmup_div
+    pct_start: float = 0.25           # onecycle: fraction of training spent rising to the peak
+    grad_clip: float = 0.0            # clip the global grad norm (0: off)
+    # --- resolution and augmentation ---
+    train_res: int = 176              # train crop (px) at the end of progressive resizing
+    train_res_start: int = 0          # progressive resizing: start crop (0: no progressive resizing)
+    res_ramp_epochs: float = 0.0      # epochs to go from train_res_start to train_res (0: 3/4 of the epochs)
+    eval_res: int = 224               # eval centre crop (px); larger than train_res is the "FixRes" effect
+    eval_resize: int = 0              # eval short-side resize before the crop (0: eval_res / 0.875)
+    crop_scale: tuple[float, float] = (0.25, 1.0)  # random-resized-crop area range (torchvision uses 0.08)
+    crop_ratio: tuple[float, float] = (0.75, 1.3333333)  # random-resized-crop aspect range
+    hflip: bool = True                # random horizontal flip
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # input normalisation (ImageNet stats)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # --- speed ---
+    precision: str = "auto"           # auto (fp16 on T4, bf16 where supported, fp32 on CPU) | fp16 | bf16 | fp32
+    channels_last: bool = True        # NHWC memory format: faster convolutions with tensor cores
+    compile: bool = False             # torch.compile the model (slow first epoch, faster after)
+    workers: int = 8                  # DataLoader worker processes per training process
+    prefetch_factor: int = 4          # batches each worker prepares ahead
+    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    # --- stopping, evaluation, checkpoints ---
+    target_top1: float = 0.0          # stop once val top-1 (percent) reaches this (0: off)
+    max_hours: float = 0.0            # save and stop before this wall-clock budget (0: off)
+    checkpoint_minutes: float = 30.0  # also save last.pt every N minutes inside an epoch (0: only per epoch)
+    eval_every: int = 1               # evaluate every N epochs (always after the last)
+    log_every_seconds: float = 30.0   # plain progress lines this often when output is not a terminal
+    seed: int = 0                     # seeds init, shuffling and augmentation
+    deterministic: bool = False       # cuDNN deterministic algorithms (slower)
+    recipe: str = ""                  # the recipe this config came from (informational)
+
+
+INT_TUPLES = {"depths"}
+FLOAT_TUPLES = {"crop_scale", "crop_ratio", "mean", "std"}
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+SCHEDULES = ("step", "cosine", "onecycle", "linear", "constant")
+PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+
+
+def available_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
+
+
+def recipe_path(name: str) -> Path:
+    """A recipe name (`fashion-mnist`) or a path to a .toml file."""
+    path = Path(name)
+    if path.suffix == ".toml" and path.exists():
+        return path
+    candidate = RECIPES_DIR / f"{name}.toml"
+    if candidate.exists():
+        return candidate
+    raise TrainerError(
+        f"unknown recipe {name!r}. Valid recipes: {', '.join(available_recipes()) or '(none)'}; "
+        f"or pass a path to a .toml file. List them with `trainer recipes`."
+    )
+
+
+def load_recipe(name: str) -> dict[str, Any]:
+    path = recipe_path(name)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise TrainerError(f"recipe {path} is not valid TOML: {exc}. Fix the file and run again.") from exc
+    # Allow one optional [train] table, so a recipe can carry notes in other tables.
+    values = data.get("train", data)
+    return {k: v for k, v in values.items() if not isinstance(v, dict)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    default = FIELDS[name].default
+    try:
+        if name in INT_TUPLES:
+            return tuple(int(v) for v in (value.split(",") if isinstance(value, str) else value))
+        if name in FLOAT_TUPLES:
+            return tuple(float(v) for v in (value.split(",") if isinstance(value, str) else value))
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise TrainerError(f"setting {name!r} got {value!r}, expected {type(default).__name__} like {default!r}") from exc
+
+
+def resolve(recipe: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then the recipe, then `overrides` (flags that were given; None values are skipped)."""
+    values: dict[str, Any] = {}
+    if recipe:
+        values.update(load_recipe(recipe))
+        values["recipe"] = recipe
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise TrainerError(
+            f"unknown setting(s) {', '.join(unknown)}"
+            + (f" in recipe {recipe!r}" if recipe else "")
+            + f". Valid settings: {', '.join(FIELDS)}."
+        )
+    config = TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    validate(config)
+    return config
+
+
+def validate(c: TrainConfig) -> None:
+    problems = []
+    if c.schedule not in SCHEDULES:
+        problems.append(f"schedule {c.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    if c.precision not in PRECISIONS:
+        problems.append(f"precision {c.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if c.epochs < 1:
+        problems.append("epochs must be at least 1")
+    if c.batch_size < 1:
+        problems.append("batch_size must be at least 1")
+    if c.lr <= 0:
+        problems.append("lr must be positive")
+    if c.train_res < 8 or c.eval_res < 8:
+        problems.append("train_res and eval_res must be at least 8 px")
+    if not (0 < c.crop_scale[0] <= c.crop_scale[1] <= 1) or len(c.crop_scale) != 2:
+        problems.append("crop_scale must be two numbers 0 < lo <= hi <= 1")
+    if c.stem not in ("auto", "imagenet", "small"):
+        problems.append("stem must be auto, imagenet or small")
+    if c.workers < 0:
+        problems.append("workers must be >= 0")
+    if problems:
+        raise TrainerError("invalid settings: " + "; ".join(problems) + ". See `trainer train --help`.")
+
+
+def to_dict(c: TrainConfig) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(c).items()}
+
+
+def from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config stored in a checkpoint; settings added since are left at their defaults."""
+    return TrainConfig(**{k: _coerce(k, v) for k, v in d.items() if k in FIELDS})

@@ -1,0 +1,147 @@
+"""The one AMP code path: precision settings, model preparation, a training step, evaluation.
+
+Training, evaluation, lr-find and the benchmarks all call these, so what the benchmark measures
+is what training does.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class AmpSettings:
+    dtype: torch.dtype | None   # autocast dtype, None: full fp32
+    use_grad_scaler: bool       # fp16 needs loss scaling; bf16 and fp32 do not
+    device_type: str = "cpu"
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def amp_settings(device: torch.device, precision: str = "auto") -> AmpSettings:
+    """fp16 + GradScaler on CUDA without bf16 (T4), bf16 where supported, fp32 on CPU unless asked."""
+    kind = device.type
+    if precision == "fp32":
+        return AmpSettings(None, False, kind)
+    if precision == "auto":
+        if kind != "cuda":
+            return AmpSettings(None, False, kind)
+        precision = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    if precision == "bf16":
+        return AmpSettings(torch.bfloat16, False, kind)
+    if precision == "fp16":
+        return AmpSettings(torch.float16, kind == "cuda", kind)
+    raise ValueError(f"precision {precision!r}: expected auto, fp16, bf16 or fp32")
+
+
+def make_grad_scaler(amp: AmpSettings) -> torch.amp.GradScaler:
+    return torch.amp.GradScaler(amp.device_type, enabled=amp.use_grad_scaler)
+
+
+def prepare_model(model: nn.Module, device: torch.device, channels_last: bool, compile: bool) -> nn.Module:
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model = torch.compile(model)
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP (`.module`) and torch.compile (`._orig_mod`)."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device, channels_last: bool):
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, targets.to(device, non_blocking=True)
+
+
+def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, amp: AmpSettings,
+               channels_last: bool, grad_clip: float = 0.0) -> torch.Tensor:
+    """Forward, backward and optimizer step on one batch already on the device; returns the loss."""
+    loss, _ = train_step_with_logits(model, images, targets, criterion, optimizer, scaler, amp, channels_last, grad_clip)
+    return loss
+
+
+def train_step_with_logits(model, images, targets, criterion, optimizer, scaler, amp, channels_last, grad_clip=0.0):
+    if channels_last and images.dim() == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    optimizer.zero_grad(set_to_none=True)
+    with amp.autocast():
+        logits = model(images)
+        loss = criterion(logits, targets)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[int]:
+    maxk = min(max(ks), logits.shape[1])
+    pred = logits.topk(maxk, dim=1).indices
+    hits = pred.eq(targets[:, None])
+    return [int(hits[:, :min(k, maxk)].any(dim=1).sum()) for k in ks]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float
+    top1: float        # percent
+    top5: float        # percent
+    count: int
+    per_class_correct: list[int]
+    per_class_total: list[int]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, amp: AmpSettings,
+             channels_last: bool, num_classes: int, distributed: bool = False) -> EvalResult:
+    """Loss, top-1/top-5 and per-class counts over `loader` (summed over processes under DDP)."""
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)   # loss*n, top1, top5, n
+    per_class = torch.zeros(2, num_classes, dtype=torch.float64, device=device)
+    for batch in loader:
+        images, targets = batch[0], batch[1]
+        if len(targets) == 0:
+            continue
+        images, targets = to_device(images, targets, device, channels_last)
+        with amp.autocast():
+            logits = model(images)
+        logits = logits.float()
+        loss = nn.functional.cross_entropy(logits, targets, reduction="sum")
+        c1, c5 = topk_correct(logits, targets)
+        sums += torch.tensor([float(loss), c1, c5, len(targets)], dtype=torch.float64, device=device)
+        correct = (logits.argmax(1) == targets).double()
+        per_class[0].index_add_(0, targets, correct)
+        per_class[1].index_add_(0, targets, torch.ones_like(correct))
+    if distributed:
+        torch.distributed.all_reduce(sums)
+        torch.distributed.all_reduce(per_class)
+    n = max(1.0, float(sums[3]))
+    return EvalResult(float(sums[0]) / n, 100 * float(sums[1]) / n, 100 * float(sums[2]) / n, int(sums[3]),
+                      [int(v) for v in per_class[0].tolist()], [int(v) for v in per_class[1].tolist()])

@@ -1,0 +1,98 @@
+"""What a source offers and what a run asks of it: the records shared by every dataset reader.
+
+A reader (imagenet.py, tiny.py, cifar.py) turns the files as distributed into a `Source`; the
+writer consumes the `Expect` / `Entry` events that `Source.entries(selection)` yields. Keeping the
+readers to this one shape is what lets the writer, the journal and the progress bar be shared.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Union
+
+SPLITS = ("train", "val")
+
+# Full-size counts (classes, train images, val images) that `trainer verify --expect` checks.
+FULL_COUNTS: dict[str, tuple[int, int, int]] = {
+    "imagenet": (1000, 1_281_167, 50_000),
+    "tiny-imagenet": (200, 100_000, 10_000),
+    "cifar100": (100, 50_000, 10_000),
+}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which classes to write, how many images each at most, and which (split, class) are done."""
+
+    classes: frozenset[str]
+    max_per_class: int | None = None
+    done: frozenset[tuple[str, str]] = frozenset()
+
+    def wants(self, split: str, cls: str) -> bool:
+        return cls in self.classes and (split, cls) not in self.done
+
+    def pick(self, names: list[str]) -> list[str]:
+        """The images kept for one class: the first N by name, so a rerun picks the same ones."""
+        names = sorted(names)
+        return names if self.max_per_class is None else names[: self.max_per_class]
+
+
+@dataclass(frozen=True)
+class Expect:
+    """The full list of images one (split, class) will get; it is complete when all are written."""
+
+    split: str
+    cls: str
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image: where it goes and its bytes as stored in the source (or encoded, for CIFAR)."""
+
+    split: str
+    cls: str
+    name: str
+    data: bytes
+
+
+Event = Union[Expect, Entry]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset found on disk: its classes, names, the files it came from, and a reader."""
+
+    dataset: str                       # "imagenet" | "tiny-imagenet" | "cifar100"
+    layout: str                        # e.g. "ilsvrc2012-archives", "kaggle-zip"
+    classes: tuple[str, ...]           # sorted folder names; index = position
+    names: Mapping[str, str]           # folder -> human-readable name
+    paths: tuple[Path, ...]            # the files/folders read (what --delete-source removes)
+    entries: Callable[[Selection], Iterator[Event]] = field(repr=False)
+    # (path, md5) of canonical archives, for --verify-checksums; empty when none is published.
+    checksums: tuple[tuple[Path, str], ...] = ()
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(_size(p) for p in self.paths)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def subset_classes(classes: tuple[str, ...], percent: float | None, seed: int) -> tuple[str, ...]:
+    """A seeded random `percent`% of the classes (at least one), sorted; all of them when None."""
+    if percent is None or percent >= 100:
+        return tuple(sorted(classes))
+    if not 0 < percent:
+        raise ValueError(f"--subset-percent must be in (0, 100], got {percent}")
+    k = max(1, round(len(classes) * percent / 100))
+    return tuple(sorted(random.Random(seed).sample(sorted(classes), k)))
+
+
+class SourceError(Exception):
+    """The source folder does not hold what the command needs; the message says what to do."""
