@@ -61,6 +61,7 @@ class Settings:
     volume_gb: int = 200
     volume_throughput: int = 250  # MiB/s for gp3 (125..1000); ImageNet reads want more than 125
     allow_on_demand_fallback: bool = True  # when spot has no capacity anywhere in the region
+    live_prices: bool = True  # ask the Pricing API (3 s timeout) before using the shipped table
     # Passed to the instance through user data (infra/bootstrap.sh acts on them).
     autostop_minutes: int | None = 30
     max_hours: float | None = None
@@ -74,7 +75,7 @@ class Settings:
 _ENV_PREFIX = "ORCH_"
 _INT_FIELDS = {"volume_gb", "volume_throughput", "autostop_minutes", "wait_timeout_s"}
 _FLOAT_FIELDS = {"max_hours", "max_dollars", "poll_interval_s"}
-_BOOL_FIELDS = {"allow_on_demand_fallback"}
+_BOOL_FIELDS = {"allow_on_demand_fallback", "live_prices"}
 _TUPLE_FIELDS = {"ami_owners"}
 _OPTIONAL = {
     "ssh_proxy_command", "ssh_cidr", "iam_instance_profile", "autostop_minutes", "max_hours",

@@ -1,14 +1,39 @@
-"""The job on a machine: dataset sync, trainer container, logs, weights. (Interface; being built.)
+"""The job on a machine: dataset sync, trainer container, logs, weights.
 
 Everything here takes an `SSHEndpoint` for a remote machine, or `None` for this machine (the
-local target). It never calls a cloud API.
+local target, see `local.py`). It never calls a cloud API.
+
+On the machine, a job lives in `<root>/<job>/{data,outputs}`, where `<root>` is the fast local
+disk that `infra/bootstrap.sh` mounts at /mnt/orch when the instance has one, else `~/orch`. The
+container's labels (`orch.job`, `orch.outputs`, ...) say where; orch keeps no copy of them.
+
+    status = start_job(endpoint, JobSpec(job="r50", data="~/data/imagenet", trainer_args=("--recipe", "imagenet-resnet50")))
+    code = follow_logs(endpoint, "r50", follow=True)       # survives dropped connections
+    report = fetch_weights(endpoint, "r50", "best", Path("weights/r50"))
+    stop_job(endpoint, "r50")
+
+Settings read from the environment (all optional):
+    ORCH_BASE_IMAGE          build the trainer on this base instead of the Dockerfile's pinned NGC tag
+    ORCH_RECONNECT_S         how long `follow_logs` keeps trying to reconnect (default 600 s)
 """
 from __future__ import annotations
 
+import json
+import os
+import posixpath
+import shlex
+import sys
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 from orchestrator.providers.base import SSHEndpoint
+
+REMOTE_FAST_ROOT = "/mnt/orch"  # infra/bootstrap.sh mounts the instance's NVMe disk here
+SSH_DEADLINE_S = 300.0
+DEFAULT_RECONNECT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -18,6 +43,8 @@ class JobSpec:
     image: str | None = None  # a prebuilt trainer image; None builds from the project's Dockerfile
     trainer_args: tuple[str, ...] = ()  # passed through to `trainer train` (after `--`)
     gpus: bool = True
+    base_image: str | None = None  # None: $ORCH_BASE_IMAGE, else the Dockerfile's pinned NGC image
+    max_restarts: int = 5  # restarts after a crash, each resuming from last.pt
 
 
 @dataclass(frozen=True)
@@ -27,6 +54,9 @@ class ContainerStatus:
     exit_code: int | None = None
     restarts: int = 0
     last_metrics: dict = field(default_factory=dict)  # the latest line of metrics.jsonl
+    image: str | None = None
+    outputs: str | None = None  # the outputs folder on the job's machine
+    runner: str = "docker"  # docker | process (the local target without an engine)
 
 
 @dataclass(frozen=True)
@@ -37,23 +67,369 @@ class FetchReport:
     bytes_downloaded: int
 
 
+class JobError(RuntimeError):
+    """The job could not be started or reached; the message says what was kept and what to do."""
+
+
+class EngineUnreachable(JobError):
+    """No Docker engine answered on the job's machine."""
+
+
+def trainer_command(trainer_args: tuple[str, ...], data: str = "/data", out: str = "/outputs") -> list[str]:
+    """`trainer train` on the mounted folders; `--resume auto` last so a restart always resumes."""
+    return ["train", "--data", data, "--out", out, *trainer_args, "--resume", "auto"]
+
+
+# -- sessions and engines -------------------------------------------------------------------------
+
+
+def _open(endpoint: SSHEndpoint | None, deadline_s: float = SSH_DEADLINE_S):
+    from orchestrator import remote
+
+    return remote.open_session(endpoint, deadline_s)
+
+
+def docker_client(session):
+    """A Docker SDK client for the engine on the session's machine."""
+    import docker
+
+    path = session.docker_socket()
+    try:
+        client = docker.DockerClient(base_url="unix://" + path, timeout=120)
+        client.ping()
+    except Exception as e:
+        raise EngineUnreachable(
+            f"no Docker engine answers on {session.where} ({type(e).__name__}: {e}). On an instance, "
+            "infra/bootstrap.sh installs and starts it; check `systemctl status docker` there."
+        ) from None
+    return client
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    import requests
+    import urllib3
+
+    from orchestrator.remote import TRANSPORT_ERRORS, RemoteError
+
+    return (*TRANSPORT_ERRORS, RemoteError, EngineUnreachable, requests.exceptions.ConnectionError,
+            requests.exceptions.ChunkedEncodingError, requests.exceptions.Timeout,
+            urllib3.exceptions.ProtocolError)
+
+
+# -- the job's folders on the machine ---------------------------------------------------------------
+
+
+def job_root(session, job: str) -> str:
+    """`<fast disk or ~>/orch/<job>` on the session's machine."""
+    out = session.run(
+        f"if [ -d {REMOTE_FAST_ROOT} ] && [ -w {REMOTE_FAST_ROOT} ]; then echo {REMOTE_FAST_ROOT}; "
+        'else echo "$HOME/orch"; fi', check=True).stdout.strip()
+    return posixpath.join(out, job)
+
+
+def _uid_gid(session) -> str:
+    ids = session.run("id -u; id -g", check=True).stdout.split()
+    return f"{ids[0]}:{ids[1]}"
+
+
+def _last_metrics(session, outputs: str | None) -> dict:
+    if not outputs:
+        return {}
+    result = session.run(f"tail -n 1 {shlex.quote(posixpath.join(outputs, 'metrics.jsonl'))} 2>/dev/null")
+    try:
+        value = json.loads(result.stdout.strip() or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _to_status(st, metrics: dict) -> ContainerStatus:
+    from orchestrator.container import LABEL_OUTPUTS
+
+    return ContainerStatus(job=st.job, state=st.state, exit_code=st.exit_code, restarts=st.restarts,
+                           last_metrics=metrics, image=st.image, outputs=st.labels.get(LABEL_OUTPUTS))
+
+
+# -- start ------------------------------------------------------------------------------------------
+
+
+def start_on(session, spec: JobSpec, root: str | None = None, say: Callable[[str], None] | None = None,
+             data_in_place: bool = False) -> ContainerStatus:
+    """Put the data on the session's machine, build or reuse the image, and run the container.
+
+    `data_in_place`: the data folder is already on that machine (the local target): mount it as is.
+    """
+    from orchestrator import container as ctr
+    from orchestrator.config import repo_root
+
+    say = say or (lambda m: print(m, file=sys.stderr, flush=True))
+    root = root or job_root(session, spec.job)
+    data_dir, outputs_dir = posixpath.join(root, "data"), posixpath.join(root, "outputs")
+    if data_in_place and spec.data not in ("demo",) and not spec.data.startswith("s3://"):
+        local = Path(spec.data).expanduser().resolve()
+        if not local.is_dir():
+            raise JobError(f"the data folder {local} does not exist; nothing was started. "
+                           "Pass --data with a dataset folder (train/ and val/), or --data demo.")
+        data_dir = str(local)
+        session.run(f"mkdir -p {shlex.quote(outputs_dir)}", check=True)
+    else:
+        session.run(f"mkdir -p {shlex.quote(data_dir)} {shlex.quote(outputs_dir)}", check=True)
+    user = _uid_gid(session)
+
+    client = docker_client(session)
+    try:
+        existing = ctr.status(client, spec.job)
+        if existing.state in ("running", "restarting", "created"):
+            say(f"  the job's container is already {existing.state}; not starting a second one")
+            return _to_status(existing, _last_metrics(session, existing.labels.get(ctr.LABEL_OUTPUTS)))
+
+        if spec.image:
+            image, image_hash = spec.image, ""
+            if not ctr.image_exists(client, image):
+                try:
+                    client.images.pull(image)
+                except Exception as e:
+                    raise JobError(f"image {image} is not on {session.where} and could not be pulled ({e}). "
+                                   "Leave out --image to build the trainer image there.") from None
+        else:
+            base = spec.base_image or os.environ.get("ORCH_BASE_IMAGE") or None
+            say(f"  trainer image on {session.where} (built once per content hash)")
+            image, image_hash = ctr.ensure_image(client, repo_root(), base)
+            say(f"  {image}")
+
+        if spec.data == "demo":
+            marker = session.run(f"test -f {shlex.quote(posixpath.join(data_dir, 'dataset.json'))}")
+            if marker.exit_code != 0:
+                say("  generating the demo dataset (trainer demo-data)")
+                code, output = ctr.run_once(client, image, ["demo-data", "--dest", "/data"],
+                                            {data_dir: {"bind": "/data", "mode": "rw"}}, user=user)
+                if code != 0:
+                    raise JobError(f"`trainer demo-data` failed in {image} (exit {code}):\n{output[-2000:]}")
+        elif spec.data.startswith("s3://"):
+            from orchestrator.sync import sync_s3
+
+            say(f"  copying {spec.data} on {session.where} with its instance role")
+            report = sync_s3(session, spec.data, data_dir)
+            say(f"  {report.files_sent} of {report.files_total} files copied")
+        elif not data_in_place:
+            from orchestrator.sync import sync_dataset
+
+            say(f"  syncing {spec.data} to {session.where}:{data_dir}")
+            report = sync_dataset(session, Path(spec.data), data_dir)
+            say(f"  {report.files_sent} of {report.files_total} files sent "
+                f"({report.bytes_sent / 1e6:.1f} MB, {report.mb_per_s:.1f} MB/s)")
+
+        run = ctr.RunSpec(job=spec.job, image=image, command=tuple(trainer_command(spec.trainer_args)),
+                          data_dir=data_dir, outputs_dir=outputs_dir, gpus=spec.gpus, user=user,
+                          max_restarts=spec.max_restarts, image_hash=image_hash, created_by=_created_by())
+        st = ctr.run_detached(client, run)
+        return _to_status(st, {})
+    finally:
+        client.close()
+
+
+def _created_by() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"orch {version('orch-trainer')}"
+    except Exception:
+        return "orch"
+
+
 def start_job(endpoint: SSHEndpoint | None, spec: JobSpec) -> ContainerStatus:
-    raise NotImplementedError
+    """Sync the data, build or reuse the trainer image, run it detached. Idempotent per job."""
+    if endpoint is None:
+        from orchestrator import local
+
+        return local.start(spec)
+    session = _open(endpoint)
+    try:
+        return start_on(session, spec)
+    finally:
+        session.close()
+
+
+# -- status -----------------------------------------------------------------------------------------
 
 
 def job_status(endpoint: SSHEndpoint | None, job: str) -> ContainerStatus:
-    raise NotImplementedError
+    if endpoint is None:
+        from orchestrator import local
+
+        return local.status(job)
+    session = _open(endpoint)
+    try:
+        return status_on(session, job)
+    finally:
+        session.close()
+
+
+def status_on(session, job: str) -> ContainerStatus:
+    from orchestrator import container as ctr
+
+    client = docker_client(session)
+    try:
+        st = ctr.status(client, job)
+    finally:
+        client.close()
+    outputs = st.labels.get(ctr.LABEL_OUTPUTS)
+    return _to_status(st, _last_metrics(session, outputs))
+
+
+# -- logs -------------------------------------------------------------------------------------------
+
+
+def parse_since(since: str | None, now: datetime | None = None) -> int | None:
+    """`--since`: a duration (90s, 10m, 2h, 1d), an RFC 3339 time, or Unix seconds -> ns since the epoch."""
+    if not since:
+        return None
+    from orchestrator.container import parse_timestamp_ns
+
+    text = since.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        now = now or datetime.now(timezone.utc)
+        return int((now - timedelta(seconds=float(text[:-1]) * units[text[-1]])).timestamp() * 1e9)
+    if text.replace(".", "", 1).isdigit():
+        return int(float(text) * 1e9)
+    try:
+        return parse_timestamp_ns(text if text[-1] == "Z" or "+" in text[10:] else text + "Z")
+    except ValueError:
+        raise JobError(f"--since {since!r}: use a duration (10m, 2h), an RFC 3339 time "
+                       "(2026-01-31T08:00:00Z) or Unix seconds") from None
 
 
 def follow_logs(endpoint: SSHEndpoint | None, job: str, follow: bool = False, since: str | None = None) -> int:
-    """Stream the trainer's output to stdout; return the container's exit code (or 0 if still running)."""
-    raise NotImplementedError
+    """Stream the trainer's output to stdout; return the container's exit code (or 0 if still running).
+
+    A dropped connection is reopened (for up to $ORCH_RECONNECT_S) and the stream carries on from
+    the last line printed: none lost, none repeated. Ctrl-C stops following, never the job (130).
+    """
+    since_ns = parse_since(since)
+    if endpoint is None:
+        from orchestrator import local
+
+        return local.follow_logs(job, follow, since_ns)
+    return follow_container_logs(lambda: _open(endpoint), job, follow, since_ns)
+
+
+def follow_container_logs(open_session: Callable[[], object], job: str, follow: bool, since_ns: int | None,
+                          out=None, reconnect_s: float | None = None) -> int:
+    """The reconnecting log follower behind `follow_logs`; `open_session` gives a fresh session."""
+    from orchestrator import container as ctr
+
+    out = out or sys.stdout
+    reconnect_s = reconnect_s if reconnect_s is not None else float(os.environ.get("ORCH_RECONNECT_S", DEFAULT_RECONNECT_S))
+    errors = _connection_errors()
+    cursor = ctr.LogCursor(since_ns)
+    lost_since: float | None = None
+    try:
+        while True:
+            session = client = None
+            try:
+                session = open_session()
+                client = docker_client(session)
+                if lost_since is not None:
+                    print(f"[orch] reconnected to {session.where}; carrying on", file=sys.stderr, flush=True)
+                lost_since = None
+                while True:
+                    cursor.restart()
+                    for line in ctr.stream_logs(client, job, cursor.since_ns, follow):
+                        if cursor.fresh(line):
+                            out.write(line.text + "\n")
+                            out.flush()
+                    st = ctr.status(client, job)
+                    if st.state == "missing":
+                        raise JobError(f"job {job!r} has no container on {session.where}. "
+                                       "See `orch status` (it may have been torn down).")
+                    if st.ended:
+                        return int(st.exit_code or 0)
+                    if not follow:
+                        return 0
+                    time.sleep(0.5)  # restarting (crash, then resume): attach again
+            except errors as e:
+                now = time.monotonic()
+                lost_since = lost_since or now
+                if not follow or now - lost_since > reconnect_s:
+                    raise JobError(f"lost the connection to job {job!r} ({type(e).__name__}: {e}). The job "
+                                   f"keeps running; `orch logs {job} --follow` picks up where this stopped.") from None
+                print(f"[orch] connection lost ({type(e).__name__}); reconnecting", file=sys.stderr, flush=True)
+                time.sleep(1.0)
+            finally:
+                if client is not None:
+                    try:
+                        client.close()
+                    except Exception:
+                        pass
+                if session is not None:
+                    try:
+                        session.close()
+                    except Exception:
+                        pass
+    except KeyboardInterrupt:
+        print(f"\n[orch] stopped following; the job keeps running. Again: orch logs {job} --follow",
+              file=sys.stderr, flush=True)
+        return 130
+
+
+# -- weights ----------------------------------------------------------------------------------------
 
 
 def fetch_weights(endpoint: SSHEndpoint | None, job: str, which: str, dest: Path) -> FetchReport:
-    raise NotImplementedError
+    """Download the checkpoints (verified against their .sha256) and metrics.jsonl, train.log, curves.png."""
+    from orchestrator.fetch import fetch_files, trainer_outputs
+
+    names, optional = trainer_outputs(which)
+    if endpoint is None:
+        from orchestrator import local
+        from orchestrator.remote import LocalSession
+
+        return fetch_files(LocalSession(), str(local.outputs_dir(job)), names, dest, optional=optional)
+    session = _open(endpoint)
+    try:
+        outputs = outputs_on(session, job)
+        return fetch_files(session, outputs, names, dest, optional=optional, progress=sys.stderr.isatty())
+    finally:
+        session.close()
+
+
+def outputs_on(session, job: str) -> str:
+    """The job's outputs folder: the container's label says; without a container, the usual place."""
+    from orchestrator import container as ctr
+
+    try:
+        client = docker_client(session)
+    except JobError:
+        return posixpath.join(job_root(session, job), "outputs")
+    try:
+        st = ctr.status(client, job)
+    finally:
+        client.close()
+    return st.labels.get(ctr.LABEL_OUTPUTS) or posixpath.join(job_root(session, job), "outputs")
+
+
+# -- stop -------------------------------------------------------------------------------------------
 
 
 def stop_job(endpoint: SSHEndpoint | None, job: str) -> bool:
-    """Stop and remove the job's container. True if one was removed."""
-    raise NotImplementedError
+    """Stop and remove the job's container. True if one was removed. The outputs folder stays."""
+    if endpoint is None:
+        from orchestrator import local
+
+        return local.stop(job)
+    session = _open(endpoint)
+    try:
+        return stop_on(session, job)
+    finally:
+        session.close()
+
+
+def stop_on(session, job: str) -> bool:
+    from orchestrator import container as ctr
+
+    client = docker_client(session)
+    try:
+        return ctr.remove(client, job)
+    finally:
+        client.close()

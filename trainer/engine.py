@@ -145,3 +145,25 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: AmpSettings,
     n = max(1.0, float(sums[3]))
     return EvalResult(float(sums[0]) / n, 100 * float(sums[1]) / n, 100 * float(sums[2]) / n, int(sums[3]),
                       [int(v) for v in per_class[0].tolist()], [int(v) for v in per_class[1].tolist()])
+
+
+def make_optimizer(model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float) -> torch.optim.SGD:
+    """SGD with weight decay on conv/linear weights only: decaying BN scales and biases hurts accuracy."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    from trainer.errors import TrainerError
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TrainerError("--device cuda was asked for but no CUDA GPU is visible (check nvidia-smi and the "
+                               "container's --gpus flag), or use --device cpu / auto.")
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise TrainerError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N.")

@@ -66,6 +66,7 @@ class LaunchPlan:
     zones: tuple[str, ...]
     key_name: str
     security_group_name: str
+    root_device: str = "/dev/sda1"
     iam_instance_profile: str | None = None
     user_data: str = ""
     price_per_hour: float | None = None

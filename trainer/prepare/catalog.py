@@ -34,7 +34,8 @@ class Selection:
 
     def pick(self, names: list[str]) -> list[str]:
         """The images kept for one class: the first N by name, so a rerun picks the same ones."""
-        names = sorted(names)
+        # Hidden names are never images: macOS re-packs add "._x.JPEG" metadata files.
+        names = sorted(n for n in names if not n.startswith(".") and n not in ("", ".."))
         return names if self.max_per_class is None else names[: self.max_per_class]
 
 
@@ -70,8 +71,8 @@ class Source:
     names: Mapping[str, str]           # folder -> human-readable name
     paths: tuple[Path, ...]            # the files/folders read (what --delete-source removes)
     entries: Callable[[Selection], Iterator[Event]] = field(repr=False)
-    # (path, md5) of canonical archives, for --verify-checksums; empty when none is published.
-    checksums: tuple[tuple[Path, str], ...] = ()
+    # The archives as distributed, whose published MD5 --verify-checksums compares (checksums.py).
+    canonical: tuple[Path, ...] = ()
 
     @property
     def size_bytes(self) -> int:

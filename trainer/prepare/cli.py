@@ -1,9 +1,215 @@
-"""`trainer prepare ...` and `trainer verify` (placeholder until the prepare work lands)."""
+"""`trainer prepare imagenet|tiny-imagenet|cifar100` and `trainer verify`: parse, call, print.
+
+The work is in run.py (prepare) and verify.py; this module only turns flags into their options,
+draws the progress bars and prints the summary or the error.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-prepare_app = typer.Typer(help="Prepare a dataset from the files as distributed.", no_args_is_help=True)
+prepare_app = typer.Typer(
+    help="Prepare a dataset from the files as distributed, into DEST/{train,val}/<class>/ + dataset.json. "
+    "Example: trainer prepare imagenet --source ~/downloads --dest /data/imagenet",
+    no_args_is_help=True,
+)
+
+SourceOpt = typer.Option(..., "--source", help="Folder holding the download as distributed (archives or extracted).")
+DestOpt = typer.Option(..., "--dest", help="Folder to write train/, val/ and dataset.json into (new, or a resumed run).")
+SubsetOpt = typer.Option(None, "--subset-percent", help="Keep a seeded random P% of the classes, train and val alike.")
+SeedOpt = typer.Option(0, "--seed", help="Seed of the --subset-percent class draw.")
+MaxOpt = typer.Option(None, "--max-per-class", min=1, help="Keep at most N images per class and split (first N by name).")
+ResizeOpt = typer.Option(None, "--resize-short", min=8,
+                         help="Store JPEGs re-encoded with the short side at S px (never upscaled); decodes several times faster when training.")
+WorkersOpt = typer.Option(None, "--workers", min=1, help="Processes for --resize-short and verify (default: all CPUs).")
+ChecksumOpt = typer.Option(False, "--verify-checksums", help="Check the archives' published MD5s first (fails on re-packed copies).")
+DeleteOpt = typer.Option(False, "--delete-source", help="Remove the source files, only after the result verifies.")
 
 
-def verify_command() -> None:
-    """Verify a prepared dataset."""
-    raise typer.Exit(2)
+def _run(dataset: str, source: Path, dest: Path, subset_percent, seed, max_per_class, resize_short, workers,
+         verify_checksums, delete_source) -> None:
+    from rich.console import Console
+
+    from trainer.prepare.run import PrepareError, PrepareOptions, prepare
+
+    console = Console(stderr=True)
+    opts = PrepareOptions(
+        dataset=dataset, source=source, dest=dest, subset_percent=subset_percent, seed=seed,
+        max_per_class=max_per_class, resize_short=resize_short, workers=workers or os.cpu_count() or 1,
+        verify_checksums=verify_checksums, delete_source=delete_source,
+    )
+    try:
+        with _ProgressReporter(console) as reporter:
+            result = prepare(opts, reporter)
+    except PrepareError as exc:
+        console.print(f"trainer prepare {dataset}: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    except (OSError, KeyboardInterrupt) as exc:
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        console.print(f"trainer prepare {dataset}: {why}. The classes already complete are kept in {dest}; "
+                      f"rerun the same command to finish (it skips them).", style="red", markup=False,
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 1)
+    train, val = (sum(result.counts[s].values()) for s in ("train", "val"))
+    rate = result.images_written / result.seconds if result.seconds > 0 else 0.0
+    typer.echo(
+        f"Prepared {result.dataset} ({result.layout}) in {result.dest}: {len(result.classes)} classes, "
+        f"{train:,} train and {val:,} val images.\n"
+        f"This run wrote {result.images_written:,} images ({result.bytes_written / 1e6:,.1f} MB) in "
+        f"{result.seconds:,.1f} s ({rate:,.0f} images/s); {result.classes_skipped} class folders were already "
+        f"complete; {result.partial_removed} half-written files removed."
+    )
+    if result.deleted:
+        typer.echo("Verified, then deleted the source: " + ", ".join(str(p) for p in result.deleted))
+    else:
+        typer.echo(f"Check it: trainer verify --data {result.dest}")
+
+
+@prepare_app.command("imagenet")
+def imagenet(source: Path = SourceOpt, dest: Path = DestOpt, subset_percent: Optional[float] = SubsetOpt,
+             seed: int = SeedOpt, max_per_class: Optional[int] = MaxOpt, resize_short: Optional[int] = ResizeOpt,
+             workers: Optional[int] = WorkersOpt, verify_checksums: bool = ChecksumOpt,
+             delete_source: bool = DeleteOpt) -> None:
+    """ImageNet-1k from the official ILSVRC2012 tars (or extracted), or the Kaggle download.
+
+    Example: trainer prepare imagenet --source ~/downloads --dest /data/imagenet --resize-short 160
+
+    A 10% prototype: trainer prepare imagenet --source ~/downloads --dest /data/in10 --subset-percent 10
+    """
+    _run("imagenet", source, dest, subset_percent, seed, max_per_class, resize_short, workers,
+         verify_checksums, delete_source)
+
+
+@prepare_app.command("tiny-imagenet")
+def tiny_imagenet(source: Path = SourceOpt, dest: Path = DestOpt, subset_percent: Optional[float] = SubsetOpt,
+                  seed: int = SeedOpt, max_per_class: Optional[int] = MaxOpt,
+                  resize_short: Optional[int] = ResizeOpt, workers: Optional[int] = WorkersOpt,
+                  verify_checksums: bool = ChecksumOpt, delete_source: bool = DeleteOpt) -> None:
+    """Tiny ImageNet from tiny-imagenet-200.zip (or extracted); val labels from val/val_annotations.txt.
+
+    Example: trainer prepare tiny-imagenet --source ~/downloads --dest /data/tiny-imagenet
+    """
+    _run("tiny-imagenet", source, dest, subset_percent, seed, max_per_class, resize_short, workers,
+         verify_checksums, delete_source)
+
+
+@prepare_app.command("cifar100")
+def cifar100(source: Path = SourceOpt, dest: Path = DestOpt, subset_percent: Optional[float] = SubsetOpt,
+             seed: int = SeedOpt, max_per_class: Optional[int] = MaxOpt, workers: Optional[int] = WorkersOpt,
+             verify_checksums: bool = ChecksumOpt, delete_source: bool = DeleteOpt) -> None:
+    """CIFAR-100 from cifar-100-python.tar.gz: PNG files in fine-label folders (test set = val).
+
+    Example: trainer prepare cifar100 --source ~/downloads --dest /data/cifar100
+    """
+    _run("cifar100", source, dest, subset_percent, seed, max_per_class, None, workers,
+         verify_checksums, delete_source)
+
+
+def verify_command(
+    data: Path = typer.Option(..., "--data", help="A prepared folder (train/, val/, dataset.json)."),
+    expect: Optional[str] = typer.Option(None, "--expect", help="Also require the full counts of imagenet, tiny-imagenet or cifar100."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes decoding images (default: all CPUs)."),
+    no_decode: bool = typer.Option(False, "--no-decode", help="Count only; skip decoding every image."),
+) -> None:
+    """Check a prepared dataset: classes and images per split, train/val class match, unreadable files.
+
+    Exits 1 with a report of what is wrong. Example: trainer verify --data /data/imagenet --expect imagenet
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from trainer.prepare.catalog import FULL_COUNTS
+    from trainer.prepare.verify import verify_dataset
+
+    console = Console(stderr=True)
+    if expect is not None and expect not in FULL_COUNTS:
+        console.print(f"[red]--expect {expect}: choose one of {', '.join(FULL_COUNTS)}[/red]")
+        raise typer.Exit(2)
+    if not data.is_dir():
+        console.print(f"[red]--data {data} is not a folder. Prepare one with `trainer prepare imagenet --source DIR --dest {data}`.[/red]")
+        raise typer.Exit(1)
+    with _ProgressReporter(console) as reporter:
+        report = verify_dataset(data, expect, workers or os.cpu_count() or 1, decode=not no_decode,
+                                on_total=reporter.verifying, on_checked=reporter.checked)
+    table = Table(title=f"{data}")
+    for col in ("split", "classes", "images", "fewest/class", "most/class"):
+        table.add_column(col, justify="right" if col != "split" else "left")
+    for split, per_class in report.counts.items():
+        n = list(per_class.values()) or [0]
+        table.add_row(split, f"{len(per_class):,}", f"{sum(n):,}", f"{min(n):,}", f"{max(n):,}")
+    Console().print(table)
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    if not report.ok:
+        console.print(f"[red]FAILED: {len(report.problems)} problem(s) in {data}:[/red]")
+        for problem in report.problems:
+            console.print(f"  - {problem}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1)
+    typer.echo(f"OK: {data} verifies" + (f" as full {expect}" if expect else "") + ".")
+
+
+class _ProgressReporter:
+    """Progress bars with images/s and ETA. The image total grows as classes are opened: classes
+    inside the ImageNet train tar are only counted when reached, so the unopened ones are
+    estimated at the mean size of the opened ones."""
+
+    def __init__(self, console):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]} img/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=console, transient=False)
+        self.task = None
+        self.units = self.opened = self.known = 0
+        self.unshown = 0
+        self.shown_at = 0.0
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._flush()
+        return self.progress.__exit__(*exc)
+
+    def begin(self, units: int) -> None:
+        self.units = units
+        self.task = self.progress.add_task("writing", total=None, rate="-")
+
+    def expect(self, images: int) -> None:
+        self.opened += 1
+        self.known += images
+        estimate = self.known + (self.units - self.opened) * (self.known / self.opened)
+        self.progress.update(self.task, total=round(estimate))
+
+    def written(self, images: int) -> None:
+        self._advance(images)
+
+    def verifying(self, total: int) -> None:
+        self._flush()
+        self.task = self.progress.add_task("verifying", total=total, rate="-")
+
+    def checked(self, images: int) -> None:
+        self._advance(images)
+
+    def _advance(self, n: int) -> None:
+        # Redraw at most ten times a second: updating rich for each of a million images costs.
+        import time
+
+        self.unshown += n
+        if time.monotonic() - self.shown_at > 0.1:
+            self._flush()
+
+    def _flush(self) -> None:
+        import time
+
+        if self.task is None or not self.unshown:
+            return
+        self.progress.update(self.task, advance=self.unshown)
+        self.unshown, self.shown_at = 0, time.monotonic()
+        speed = next(t for t in self.progress.tasks if t.id == self.task).speed
+        self.progress.update(self.task, rate=f"{speed:,.0f}" if speed else "-")

@@ -1,0 +1,189 @@
+"""Input pipeline: images/s per worker process, ours against torchvision ImageFolder + PIL.
+
+    python bench/data_pipeline.py                       # ~1 min on a laptop CPU
+    python bench/data_pipeline.py --images 512 --reps 7 --size 176
+    python bench/data_pipeline.py --device cuda          # adds GPU JPEG decoding (nvjpeg)
+
+Both pipelines run in this one process with torch limited to one thread, which is what one
+DataLoader worker gets: the figure is per worker, so the number of cores (or the neighbours on
+a shared machine) does not enter it. Multiply by the workers you run (8 vCPUs on a g4dn.2xlarge:
+about 7 workers beside the training process) to get the loader's ceiling.
+
+- baseline: torchvision `ImageFolder` (PIL loader) + RandomResizedCrop + RandomHorizontalFlip +
+  ToTensor + Normalize: decode the whole JPEG, crop, resize in PIL.
+- ours: `trainer.data.ImageFiles` (what training uses) over `trainer.decode.load_train_crop`:
+  crop box from the header, reduced-size JPEG decoding, torch's uint8 resize. It produces the
+  same normalized float tensor at `--size` px as the baseline.
+- ours, uint8 out: the same crop handed over as a uint8 tensor, for a loader that converts and
+  normalizes on the GPU (a quarter of the bytes through the queue and the PCIe bus, too).
+
+Data: ImageNet-like JPEGs (about 500x375, quality 90) made from scikit-image's photographs, and
+the same files after `prepare --resize-short 160` (re-encoded with the short side at 160 px).
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from _common import (interleaved, machine, make_jpeg_folder, median, pick_device, print_ratio, print_table,
+                     resize_short_copy, spread)
+
+# ------------------------------------------------------------------ settings (flags override)
+IMAGES = 96               # JPEGs per set; every repetition decodes each once per pipeline
+REPS = 5                  # interleaved repetitions (baseline, ours, ours, baseline, ...); medians compared
+SIZE = 160                # output crop, px (the T4 recipe trains at 160-192 px)
+RESIZE_SHORT = 160        # the re-encoded set's short side, px (`trainer prepare --resize-short`)
+CROP_SCALE = (0.08, 1.0)  # random-resized-crop area range (torchvision's and FFCV's default)
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def baseline_dataset(root: Path, size: int, scale: tuple[float, float]):
+    from torchvision import datasets, transforms
+
+    return datasets.ImageFolder(str(root), transforms.Compose([
+        transforms.RandomResizedCrop(size, scale=scale),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(MEAN, STD),
+    ]))
+
+
+def our_dataset(root: Path, size: int, scale: tuple[float, float]):
+    from trainer.data import ImageFiles, TrainTransform, load_dataset
+
+    info = load_dataset(root, need_train=True, need_val=False)
+    dataset = ImageFiles(info.train, TrainTransform(scale, (3 / 4, 4 / 3), hflip=True), MEAN, STD)
+    # The sampler's items: (index, train resolution, seed); no seed keeps the global generator.
+    return dataset, [(i, size, None) for i in range(len(dataset))]
+
+
+def uint8_loader(paths: list[str], size: int, scale: tuple[float, float]) -> Callable:
+    """decode.load_train_crop + flip + a uint8 tensor: the worker's share when the float
+    conversion and normalization run on the GPU (as FFCV and DALI do)."""
+    from torchvision.transforms import functional as F
+
+    from trainer.decode import load_train_crop
+
+    def load(index: int):
+        img = load_train_crop(paths[index], size, scale)
+        if torch.rand(()) < 0.5:
+            img = F.hflip(img)
+        return (F.pil_to_tensor(img),)
+    return load
+
+
+def rate(load: Callable, items: list) -> Callable[[], float]:
+    """A run: load every item once, return images/s."""
+    def run() -> float:
+        t0 = time.perf_counter()
+        for item in items:
+            x = load(item)[0]
+            assert isinstance(x, torch.Tensor), x   # a decoding failure would inflate the rate
+        return len(items) / (time.perf_counter() - t0)
+    return run
+
+
+def cpu_pipelines(root: Path, size: int, scale: tuple[float, float], reps: int) -> dict[str, list[float]]:
+    base = baseline_dataset(root / "train", size, scale)
+    ours, items = our_dataset(root, size, scale)
+    assert len(base) == len(ours), (len(base), len(ours))
+    runs = {
+        "ImageFolder + PIL": rate(base.__getitem__, list(range(len(base)))),
+        "ours (trainer.data)": rate(ours.__getitem__, items),
+        "ours, uint8 out": rate(uint8_loader([p for p, _ in ours.samples], size, scale), list(range(len(ours)))),
+    }
+    for run in runs.values():   # warm the page cache and imports out of the timing
+        run()
+    return interleaved(runs, reps)
+
+
+def gpu_decode(root: Path, size: int, scale: tuple[float, float], reps: int, device: torch.device,
+               batch: int = 128) -> list[float]:
+    """nvjpeg: read the bytes on the CPU, decode a batch on the GPU, random-resized-crop and flip
+    each image on the GPU. Returns images/s for the whole process (the CPU only reads files)."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+    from torchvision.transforms import RandomResizedCrop
+    from torchvision.transforms.v2 import functional as F2
+
+    from _common import Stopwatch
+
+    files = sorted((root / "train").glob("*/*.jpg"))
+    mean = torch.tensor(MEAN, device=device).view(3, 1, 1) * 255
+    std = torch.tensor(STD, device=device).view(3, 1, 1) * 255
+
+    def run() -> float:
+        watch = Stopwatch(device)
+        watch.start()
+        for i in range(0, len(files), batch):
+            data = [read_file(str(p)) for p in files[i:i + batch]]
+            images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+            crops = []
+            for img in images:
+                top, left, h, w = RandomResizedCrop.get_params(img, list(scale), [3 / 4, 4 / 3])
+                crop = F2.resized_crop(img, top, left, h, w, [size, size], antialias=True)
+                crops.append(crop.flip(-1) if torch.rand(()) < 0.5 else crop)
+            out = (torch.stack(crops).float() - mean) / std
+        del out
+        return len(files) / watch.stop()
+
+    run()   # nvjpeg handles and CUDA context out of the timing
+    return [run() for _ in range(reps)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--images", type=int, default=IMAGES, help=f"JPEGs per set (default {IMAGES})")
+    parser.add_argument("--reps", type=int, default=REPS, help=f"interleaved repetitions (default {REPS})")
+    parser.add_argument("--size", type=int, default=SIZE, help=f"output crop in px (default {SIZE})")
+    parser.add_argument("--resize-short", type=int, default=RESIZE_SHORT,
+                        help=f"short side of the re-encoded set, 0 to skip it (default {RESIZE_SHORT})")
+    parser.add_argument("--crop-scale", default=",".join(map(str, CROP_SCALE)), help="area range lo,hi (default 0.08,1.0)")
+    parser.add_argument("--dir", type=Path, help="keep the generated JPEGs here (reused next time) instead of a temp dir")
+    parser.add_argument("--data", type=Path, help="use this prepared dataset (DATA/train/<class>/*.jpg) instead")
+    parser.add_argument("--device", default="cpu", help="cuda adds GPU JPEG decoding (default cpu: CPU pipelines only)")
+    args = parser.parse_args()
+    scale = tuple(float(v) for v in args.crop_scale.split(","))
+    device = pick_device(args.device)
+
+    torch.set_num_threads(1)   # what a DataLoader worker gets
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.dir or Path(tmp)
+        sets = {}
+        if args.data:
+            sets[f"{args.data}"] = args.data
+        else:
+            full = make_jpeg_folder(work / "full", args.images)
+            sets["full-size (~500x375, q90)"] = full
+            if args.resize_short:
+                sets[f"resize-short {args.resize_short}"] = resize_short_copy(full, work / f"short{args.resize_short}",
+                                                                               args.resize_short)
+        print(f"machine: {machine(device)}; torch threads: 1 (one worker)")
+        print(f"{args.images} images per set, output {args.size} px, crop scale {scale}, {args.reps} interleaved reps\n")
+        rows, ratios = [], []
+        for name, root in sets.items():
+            results = cpu_pipelines(root, args.size, scale, args.reps)
+            base, ours, ours_uint8 = results.values()
+            for pipeline, values in results.items():
+                rows.append([name, pipeline, spread(values)])
+            ratios.append((f"ours/ImageFolder per worker, {name}, {args.size} px", median(ours), median(base)))
+            ratios.append((f"ours uint8 out/ImageFolder per worker, {name}, {args.size} px", median(ours_uint8),
+                           median(base)))
+            if device.type == "cuda":
+                gpu = gpu_decode(root, args.size, scale, args.reps, device)
+                rows.append([name, "GPU decode_jpeg (whole process)", spread(gpu)])
+                ratios.append((f"GPU decode (one process)/ImageFolder per worker, {name}", median(gpu), median(base)))
+        print_table(["images", "pipeline", "images/s per worker: median (min-max)"], rows)
+        print()
+        for label, ours, base in ratios:
+            print_ratio(label, ours, base)
+
+
+if __name__ == "__main__":
+    main()

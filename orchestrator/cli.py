@@ -1,0 +1,419 @@
+"""`orch`: from a dataset and an AWS account to trained weights.
+
+Each command parses its flags, calls one function in `orchestrator.flow` (or `orchestrator.job`)
+and prints the result. Nothing heavy is imported at module level: `orch --help` stays fast.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+
+app = typer.Typer(
+    name="orch",
+    help="Train an image classifier on a rented GPU (or this machine) and bring the weights home.\n\n"
+         "Example: orch launch --instance g4dn.2xlarge --name resnet50 --data s3://my-bucket/imagenet -- --recipe resnet50",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _out(message: str) -> None:
+    typer.echo(message)
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Turn the errors we expect into a clear message and an exit code, never a traceback."""
+    from orchestrator.config import ConfigError
+    from orchestrator.state import StateError
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except ConfigError as e:
+        _err(f"Error: {e}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except (StateError, RuntimeError) as e:
+        if isinstance(e, NotImplementedError):
+            _err("Error: this part of orch (the job on the machine) is not available in this build yet.")
+            raise typer.Exit(EXIT_ERROR) from None
+        _err(f"Error: {_friendly(e) or e}")
+        raise typer.Exit(EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        _err("Interrupted. Everything created so far is tagged: run the same command again to resume, "
+             "or `orch teardown JOB` to remove it.")
+        raise typer.Exit(130) from None
+    except Exception as e:
+        message = _friendly(e)
+        if message is None:
+            raise
+        _err(f"Error: {message}")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _friendly(e: BaseException) -> str | None:
+    if type(e).__module__.startswith("botocore"):
+        from orchestrator.providers.ec2 import friendly_error
+
+        return friendly_error(e)
+    return None
+
+
+def _settings(**flags):
+    from orchestrator.config import load_settings
+
+    return load_settings(**flags)
+
+
+# --- launch -----------------------------------------------------------------------------------
+
+
+@app.command(context_settings={"allow_extra_args": True})
+def launch(
+    trainer_args: Optional[List[str]] = typer.Argument(
+        None, help="After `--`: arguments passed to `trainer train` on the machine.", show_default=False),
+    instance: Optional[str] = typer.Option(None, "--instance", "-i", help="EC2 instance type, e.g. g4dn.2xlarge."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Job name (default: job-DATE-TIME). Launching an existing name resumes it."),
+    region: Optional[str] = typer.Option(None, "--region", help="AWS region (default: config, then AWS_DEFAULT_REGION)."),
+    spot: bool = typer.Option(False, "--spot/--on-demand", help="Spot (cheaper, can be reclaimed) or on-demand."),
+    on_demand_fallback: Optional[bool] = typer.Option(None, "--on-demand-fallback/--no-on-demand-fallback",
+                                                      help="With --spot: use on-demand when no zone has spot capacity."),
+    volume_gb: Optional[int] = typer.Option(None, "--volume-gb", help="Root gp3 volume size in GiB (ImageNet: 1000)."),
+    volume_throughput: Optional[int] = typer.Option(None, "--volume-throughput", help="gp3 throughput, MiB/s (125-1000)."),
+    ami: Optional[str] = typer.Option(None, "--ami", help="AMI id (default: the NVIDIA Deep Learning AMI)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and $/hour; create nothing."),
+    ssh_cidr: Optional[str] = typer.Option(None, "--ssh-cidr", help="Who may SSH in (default: your public IP as /32)."),
+    ssh_user: Optional[str] = typer.Option(None, "--ssh-user", help="SSH user on the instance (default: ubuntu)."),
+    ssh_proxy_command: Optional[str] = typer.Option(None, "--ssh-proxy-command", help="OpenSSH ProxyCommand to reach the instance (bastion, SSM)."),
+    iam_instance_profile: Optional[str] = typer.Option(None, "--iam-instance-profile", help="Instance profile name (to read s3:// data)."),
+    autostop_minutes: Optional[int] = typer.Option(None, "--autostop-minutes", help="Shut the instance down N minutes after the job ends (0: never)."),
+    max_hours: Optional[float] = typer.Option(None, "--max-hours", help="Hard cap: stop the job and the instance after this many hours."),
+    max_dollars: Optional[float] = typer.Option(None, "--max-dollars", help="Hard cap in USD, from the hourly price."),
+    checkpoint_bucket: Optional[str] = typer.Option(None, "--checkpoint-bucket", help="s3://bucket/prefix for checkpoints."),
+    target: str = typer.Option("aws", "--target", help="aws (an EC2 instance) or local (this machine's Docker)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset: a local folder, 'demo', or s3://... Without it, launch only provisions."),
+    image: Optional[str] = typer.Option(None, "--image", help="Trainer container image (default: build from the project's Dockerfile)."),
+    gpus: bool = typer.Option(True, "--gpus/--no-gpus", help="Give the container the GPUs."),
+) -> None:
+    """Start (or resume) a job's machine, and its training when --data is given.
+
+    Example: orch launch --instance g4dn.2xlarge --name resnet50 --volume-gb 1000 --data s3://bucket/imagenet -- --recipe resnet50
+
+    Example: orch launch --target local --data demo -- --epochs 2
+    """
+    from orchestrator.config import ConfigError, LaunchConfig
+
+    with _errors():
+        if target not in ("aws", "local"):
+            raise ConfigError(f"--target {target!r}: use aws or local")
+        if target == "aws" and not instance:
+            raise ConfigError("--instance is required for --target aws, e.g. --instance g4dn.2xlarge")
+        if trainer_args and not data:
+            raise ConfigError("trainer arguments after `--` need a dataset: add --data PATH|demo|s3://...")
+        settings = _settings(
+            region=region, volume_gb=volume_gb, volume_throughput=volume_throughput, ssh_cidr=ssh_cidr,
+            ssh_user=ssh_user, ssh_proxy_command=ssh_proxy_command, iam_instance_profile=iam_instance_profile,
+            allow_on_demand_fallback=on_demand_fallback, autostop_minutes=autostop_minutes,
+            max_hours=max_hours, max_dollars=max_dollars, checkpoint_bucket=checkpoint_bucket,
+        )
+        job_name = name or time.strftime("job-%Y%m%d-%H%M%S")
+        spec = None
+        if data:
+            from orchestrator.job import JobSpec
+
+            spec = JobSpec(job=job_name, data=data, image=image, trainer_args=tuple(trainer_args or ()), gpus=gpus)
+        cfg = LaunchConfig(job=job_name, instance_type=instance or "local", settings=settings, spot=spot,
+                           ami=ami, dry_run=dry_run, target=target, job_spec=spec)
+        from orchestrator import flow
+
+        if dry_run:
+            if target == "local":
+                _out(f"Dry run: job {job_name} would run on this machine; nothing created.")
+                return
+            p = flow.plan(cfg, settings.ssh_cidr or "<your public IP>/32 (detected at launch)")
+            _print_plan(p)
+            _out("Dry run: nothing was created.")
+            return
+        _out(f"Job {job_name}")
+        inst = flow.launch(cfg, say=_out)
+        if target == "local":
+            _out(f"Job {job_name} runs on this machine. Follow it: orch logs {job_name} --follow")
+            return
+        _out(f"Job {job_name}: {inst.instance_id} {inst.state} at {inst.public_ip or inst.private_ip}.")
+        if spec is None:
+            _out(f"Provisioned only (no --data). Connect: orch ssh {job_name}   Remove: orch teardown {job_name}")
+        else:
+            _out(f"Follow: orch logs {job_name} --follow   Weights: orch fetch-weights {job_name}")
+
+
+def _print_plan(p) -> None:
+    price = (f"${p.price_per_hour:.3f}/hour ({p.price_source})" if p.price_per_hour is not None
+             else "unknown (no live price and not in the table)")
+    rows = [
+        ("job", p.job), ("region", p.region), ("zones", ", ".join(p.zones)),
+        ("instance", f"{p.instance_type} ({p.vcpus} vCPUs)"),
+        ("market", ("spot, on-demand fallback" if p.allow_on_demand_fallback else "spot") if p.spot else "on-demand"),
+        ("ami", f"{p.ami} [{p.ami_source}]"),
+        ("root volume", f"{p.volume_gb} GiB gp3, {p.volume_throughput} MiB/s, {p.root_device}"),
+        ("ssh from", p.ssh_cidr), ("key pair", p.key_name), ("security group", p.security_group_name),
+        ("instance profile", p.iam_instance_profile or "-"),
+        ("user data", f"{len(p.user_data)} bytes" if p.user_data else "none (infra/bootstrap.sh not found)"),
+        ("price", price),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        _out(f"  {key:<{width}}  {value}")
+
+
+# --- status / list ----------------------------------------------------------------------------
+
+
+def _view_dict(view) -> dict:
+    d = {"job": view.job, "target": view.target, "state": view.state, "region": view.region, "note": view.note}
+    if view.instance is not None:
+        d["instance"] = asdict(view.instance)
+    c = view.container
+    if c is not None:
+        d["container"] = asdict(c) if hasattr(c, "__dataclass_fields__") else str(c)
+    return d
+
+
+@app.command()
+def status(
+    job: Optional[str] = typer.Argument(None, help="Job name (default: the only job)."),
+    container: bool = typer.Option(True, "--container/--no-container", help="Also ask the machine for the training container's state."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    region: Optional[str] = typer.Option(None, "--region", help="Region to look in when the job isn't in the registry."),
+) -> None:
+    """Show one job: its instance as AWS reports it, and its training container.
+
+    Example: orch status resnet50
+    """
+    from orchestrator import flow
+
+    with _errors():
+        settings = _settings(region=region)
+        view = flow.status(flow.resolve_job(job), settings, container=container)
+        if as_json:
+            _out(json.dumps(_view_dict(view), indent=2))
+            return
+        _out(f"{view.job}: {view.state} ({view.target})")
+        if view.instance is not None:
+            i = view.instance
+            _out(f"  instance  {i.instance_id} {i.instance_type}{' spot' if i.spot else ''} in {i.zone}")
+            _out(f"  address   {i.public_ip or i.private_ip or '-'}")
+            _out(f"  launched  {i.launched_at or '-'}")
+        c = view.container
+        if c is not None:
+            if hasattr(c, "state"):
+                _out(f"  container {c.state}" + (f" exit {c.exit_code}" if c.exit_code is not None else ""))
+                if c.last_metrics:
+                    _out("  metrics   " + " ".join(f"{k}={v}" for k, v in c.last_metrics.items()))
+            else:
+                _out(f"  container {c}")
+        if view.note:
+            _out(f"  note      {view.note}")
+
+
+@app.command("list")
+def list_(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    region: Optional[str] = typer.Option(None, "--region", help="Also look in this region."),
+) -> None:
+    """List every job: the registry reconciled with what AWS reports by tag.
+
+    Example: orch list
+    """
+    from orchestrator import flow
+
+    with _errors():
+        views = flow.list_jobs(_settings(region=region))
+        if as_json:
+            _out(json.dumps([_view_dict(v) for v in views], indent=2))
+            return
+        if not views:
+            _out("No jobs. Start one: orch launch --instance g4dn.2xlarge --name myjob")
+            return
+        _out(f"{'JOB':<24} {'TARGET':<6} {'STATE':<12} {'INSTANCE':<20} {'TYPE':<14} ADDRESS")
+        for v in views:
+            i = v.instance
+            _out(f"{v.job:<24} {v.target:<6} {v.state:<12} {(i.instance_id if i else '-'):<20} "
+                 f"{(i.instance_type if i else '-'):<14} {(i.public_ip or i.private_ip or '-') if i else '-'}")
+
+
+# --- teardown ---------------------------------------------------------------------------------
+
+
+@app.command()
+def teardown(
+    job: Optional[str] = typer.Argument(None, help="Job name (default: the only job)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Don't ask for confirmation (required off a terminal)."),
+    keep_volume: bool = typer.Option(False, "--keep-volume", help="Keep the root EBS volume (and its data) after terminating."),
+    region: Optional[str] = typer.Option(None, "--region", help="Region to look in when the job isn't in the registry."),
+) -> None:
+    """Stop the job, terminate its instance, delete its security group and key pair, and verify.
+
+    Example: orch teardown resnet50 --yes
+    """
+    from orchestrator import flow
+
+    with _errors():
+        settings = _settings(region=region)
+        name = flow.resolve_job(job)
+        if not yes:
+            if not sys.stdin.isatty():
+                _err(f"Refusing to tear down {name} without confirmation: add --yes.")
+                raise typer.Exit(EXIT_USAGE)
+            typer.confirm(f"Terminate job {name} and delete its resources?", abort=True)
+        report = flow.teardown(name, settings, keep_volume=keep_volume, say=_out)
+        for w in report.warnings:
+            _err(f"warning: {w}")
+        removed = ([f"instance {i}" for i in report.terminated] + [f"security group {g}" for g in report.security_groups]
+                   + [f"key pair {k}" for k in report.key_pairs])
+        _out(f"Removed: {', '.join(removed) if removed else 'nothing (no resources were left)'}")
+        if report.kept_volumes:
+            _out(f"Kept volume(s): {', '.join(report.kept_volumes)} (they bill until deleted: "
+                 f"aws ec2 delete-volume --volume-id {report.kept_volumes[0]})")
+        if report.remaining:
+            _err(f"Still tagged for {name}: {', '.join(report.remaining)}. Run `orch teardown {name} --yes` again.")
+            raise typer.Exit(EXIT_ERROR)
+        _out(f"Nothing tagged orch:job={name} remains.")
+
+
+# --- ssh / logs / fetch-weights ---------------------------------------------------------------
+
+
+def ssh_command(endpoint, extra: list[str]) -> list[str]:
+    args = ["ssh", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=accept-new", "-p", str(endpoint.port)]
+    if endpoint.key_path:
+        args += ["-i", str(endpoint.key_path)]
+    if endpoint.known_hosts:
+        args += ["-o", f"UserKnownHostsFile={endpoint.known_hosts}"]
+    if endpoint.proxy_command:
+        args += ["-o", f"ProxyCommand={endpoint.proxy_command}"]
+    return args + [f"{endpoint.user}@{endpoint.host}", *extra]
+
+
+@app.command(context_settings={"allow_extra_args": True})
+def ssh(
+    job: Optional[str] = typer.Argument(None, help="Job name (default: the only job)."),
+    command: Optional[List[str]] = typer.Argument(None, help="After `--`: a command to run instead of a shell."),
+    print_only: bool = typer.Option(False, "--print", help="Print the ssh command instead of running it."),
+    ssh_user: Optional[str] = typer.Option(None, "--ssh-user", help="SSH user (default: the one used at launch)."),
+    ssh_proxy_command: Optional[str] = typer.Option(None, "--ssh-proxy-command", help="OpenSSH ProxyCommand."),
+) -> None:
+    """Open a shell on the job's instance (with its key and pinned host key).
+
+    Example: orch ssh resnet50 -- nvidia-smi
+    """
+    import shlex
+
+    from orchestrator import flow
+
+    with _errors():
+        settings = _settings(ssh_user=ssh_user, ssh_proxy_command=ssh_proxy_command)
+        name = flow.resolve_job(job)
+        endpoint = flow.endpoint_for(name, settings)
+        if endpoint is None:
+            _err(f"Job {name} runs on this machine; use `docker exec` or `orch logs {name}`.")
+            raise typer.Exit(EXIT_USAGE)
+        args = ssh_command(endpoint, list(command or []))
+        if print_only:
+            _out(shlex.join(args))
+            return
+        os.execvp(args[0], args)
+
+
+@app.command()
+def logs(
+    job: Optional[str] = typer.Argument(None, help="Job name (default: the only job)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the trainer exits."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only output after this time (e.g. 10m, 2024-05-01T12:00)."),
+) -> None:
+    """Print the trainer's output; with --follow, stream it and exit with the trainer's code.
+
+    Example: orch logs resnet50 --follow
+    """
+    from orchestrator import flow
+
+    with _errors():
+        name = flow.resolve_job(job)
+        from orchestrator import job as job_api
+
+        code = job_api.follow_logs(flow.endpoint_for(name, _settings()), name, follow=follow, since=since)
+    raise typer.Exit(code)
+
+
+@app.command("fetch-weights")
+def fetch_weights(
+    job: Optional[str] = typer.Argument(None, help="Job name (default: the only job)."),
+    which: str = typer.Option("best", "--which", help="best, last or all."),
+    dest: Optional[Path] = typer.Option(None, "--dest", help="Folder to put them in (default: ./weights/JOB)."),
+) -> None:
+    """Download the job's weights (verified by checksum).
+
+    Example: orch fetch-weights resnet50 --which best --dest ./weights
+    """
+    from orchestrator import flow
+    from orchestrator.config import ConfigError
+
+    with _errors():
+        if which not in ("best", "last", "all"):
+            raise ConfigError(f"--which {which!r}: use best, last or all")
+        name = flow.resolve_job(job)
+        from orchestrator import job as job_api
+
+        target = dest or Path("weights") / name
+        report = job_api.fetch_weights(flow.endpoint_for(name, _settings()), name, which, target)
+        for f in report.files:
+            _out(f"{f}{'  (sha256 ok)' if f in report.verified else ''}")
+        _out(f"{len(report.files)} file(s), {report.bytes_downloaded} bytes downloaded into {report.dest}")
+
+
+# --- doctor -----------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(
+    instance: str = typer.Option("g4dn.2xlarge", "--instance", "-i", help="Instance type whose quota to check."),
+    spot: bool = typer.Option(False, "--spot/--on-demand", help="Check the spot quota instead."),
+    region: Optional[str] = typer.Option(None, "--region", help="AWS region."),
+) -> None:
+    """Check credentials, region, vCPU quota, key-file permissions, and local SSH and Docker.
+
+    Example: orch doctor --instance g4dn.2xlarge --region us-east-1
+    """
+    from orchestrator import flow
+
+    with _errors():
+        checks = flow.doctor(_settings(region=region), instance, spot)
+        for c in checks:
+            mark = {True: "ok  ", False: "FAIL", None: "warn"}[c.ok]
+            _out(f"[{mark}] {c.name}: {c.detail}")
+        if any(c.ok is False for c in checks):
+            raise typer.Exit(EXIT_ERROR)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

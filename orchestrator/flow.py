@@ -1,0 +1,522 @@
+"""The job lifecycle: plan -> pre-flight -> resume or create -> run -> (start job) ... -> teardown.
+
+Each step is a plain function the CLI calls. Cloud calls go through `providers.ec2`; the job on
+the machine goes through `orchestrator.job` (imported when needed). The state file is written at
+every step, but any step can be lost: the next `launch` or `teardown` finds resources by tag.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import stat
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+from orchestrator import state
+from orchestrator.config import LaunchConfig, Settings, orch_home, repo_root, validate_job_name
+from orchestrator.providers import ec2
+from orchestrator.providers.base import Instance, LaunchPlan, SSHEndpoint, TeardownReport
+
+Say = Callable[[str], None]
+IP_ECHO_URL = "https://checkip.amazonaws.com"
+
+
+class FlowError(RuntimeError):
+    """A failure with a message the user can act on (what was wrong, what was kept, what to run)."""
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def phase(name: str, say: Say) -> Iterator[None]:
+    start = time.monotonic()
+    say(f"… {name}")
+    yield
+    say(f"✓ {name} ({time.monotonic() - start:.1f}s)")
+
+
+# --- paths ------------------------------------------------------------------------------------
+
+
+def keys_dir() -> Path:
+    return orch_home() / "keys"
+
+
+def key_path(job: str) -> Path:
+    return keys_dir() / f"{job}.pem"
+
+
+def known_hosts_path() -> Path:
+    return orch_home() / "known_hosts"
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Atomically write a secret file that is mode 600 from its first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp: mode 600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- caller address ---------------------------------------------------------------------------
+
+
+def caller_cidr(timeout_s: float = 4.0) -> str:
+    """This machine's public IPv4 address as a /32, asked of an HTTPS echo service."""
+    import ipaddress
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(IP_ECHO_URL, timeout=timeout_s) as response:
+            text = response.read(64).decode().strip()
+        return f"{ipaddress.IPv4Address(text)}/32"
+    except Exception as e:
+        raise FlowError(
+            f"Could not detect your public IP address ({IP_ECHO_URL}: {e}). SSH is only opened to "
+            "your own address: pass it with --ssh-cidr YOUR.IP.ADDRESS/32 (or set ssh_cidr in "
+            f"{orch_home() / 'config.toml'})."
+        ) from None
+
+
+# --- user data --------------------------------------------------------------------------------
+
+
+def bootstrap_script(settings: Settings) -> Path | None:
+    path = Path(settings.bootstrap_script) if settings.bootstrap_script else repo_root() / "infra" / "bootstrap.sh"
+    return path if path.is_file() else None
+
+
+def render_user_data(job: str, settings: Settings, price_per_hour: float | None) -> str:
+    """infra/bootstrap.sh with the job's settings exported after its shebang. No credentials."""
+    script = bootstrap_script(settings)
+    if script is None:
+        return ""
+    text = script.read_text(encoding="utf-8")
+    values = {
+        "ORCH_JOB": job,
+        "ORCH_REGION": settings.region,
+        "ORCH_AUTOSTOP_MINUTES": settings.autostop_minutes,
+        "ORCH_MAX_HOURS": settings.max_hours,
+        "ORCH_MAX_DOLLARS": settings.max_dollars,
+        "ORCH_PRICE_PER_HOUR": price_per_hour,
+        "ORCH_CHECKPOINT_BUCKET": settings.checkpoint_bucket,
+    }
+    block = ["# --- orch job settings (written by `orch launch`; never credentials) ---"]
+    block += [f"export {k}={shlex.quote(str(v))}" for k, v in values.items() if v is not None]
+    lines = text.splitlines()
+    head = [lines.pop(0)] if lines and lines[0].startswith("#!") else ["#!/bin/bash"]
+    rendered = "\n".join(head + block + lines) + "\n"
+    _refuse_secrets(rendered, "user data")
+    if len(rendered.encode()) > 16384:
+        raise FlowError(f"{script} renders to {len(rendered.encode())} bytes of user data; EC2 allows 16384.")
+    return rendered
+
+
+def _refuse_secrets(text: str, where: str) -> None:
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"):
+        value = os.environ.get(name, "")
+        if len(value) >= 12 and value in text:
+            raise FlowError(f"Refusing to send {where}: it contains the value of ${name}.")
+
+
+# --- plan and pre-flight ----------------------------------------------------------------------
+
+
+def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
+    """Resolve everything a launch needs, reading the cloud but creating nothing."""
+    from orchestrator import pricing
+
+    s = cfg.settings
+    validate_job_name(cfg.job)
+    info = ec2.instance_type_info(s.region, cfg.instance_type)
+    ami = ec2.resolve_ami(s.region, s.ami_ssm_parameter, s.ami_owners, s.ami_name_pattern, cfg.ami)
+    zones = ec2.offered_zones(s.region, cfg.instance_type)
+    if not zones:
+        raise FlowError(f"{cfg.instance_type} is not offered in any zone of {s.region}. "
+                        "Try another region with --region (e.g. us-east-1, us-west-2).")
+    price = pricing.hourly_price(cfg.instance_type, s.region, spot=cfg.spot, live=s.live_prices)
+    return LaunchPlan(
+        job=cfg.job, region=s.region, instance_type=info.name, vcpus=info.vcpus, ami=ami.image_id,
+        ami_source=ami.source, spot=cfg.spot, allow_on_demand_fallback=s.allow_on_demand_fallback,
+        volume_gb=s.volume_gb, volume_throughput=s.volume_throughput, ssh_cidr=ssh_cidr, zones=zones,
+        key_name=ec2.resource_name(cfg.job), security_group_name=ec2.resource_name(cfg.job),
+        root_device=ami.root_device_name, iam_instance_profile=s.iam_instance_profile,
+        user_data=render_user_data(cfg.job, s, price.usd_per_hour if price else None),
+        price_per_hour=price.usd_per_hour if price else None,
+        price_source=price.source if price else None,
+    )
+
+
+def preflight(p: LaunchPlan) -> str:
+    """Refuse a launch AWS would refuse for quota; returns a one-line summary of the check."""
+    from orchestrator import quota
+
+    check = quota.check_vcpu_quota(p.region, p.instance_type, p.vcpus, p.spot)
+    if check.ok is False:
+        if p.spot and p.allow_on_demand_fallback:
+            od = quota.check_vcpu_quota(p.region, p.instance_type, p.vcpus, False)
+            if od.ok is not False:
+                return f"spot quota too low ({check.limit:g}); on-demand fallback allowed"
+        raise FlowError(quota.fix_message(check, p.region))
+    if check.ok is None:
+        return f"quota not checked: {check.detail}"
+    return (f"{check.quota_name}: {check.in_use_vcpus}+{check.needed_vcpus} of {check.limit:g} vCPUs")
+
+
+# --- launch -----------------------------------------------------------------------------------
+
+
+def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
+    """Create (or resume) the job's instance, record it, and start the job when one is given."""
+    validate_job_name(cfg.job)
+    if cfg.target == "local":
+        return _launch_local(cfg, say)
+    s = cfg.settings
+    with phase("plan", say):
+        cidr = s.ssh_cidr or caller_cidr()
+        p = plan(cfg, cidr)
+        say(f"  {p.instance_type} ({p.vcpus} vCPUs) in {p.region}, AMI {p.ami} [{p.ami_source}], "
+            f"{'spot' if p.spot else 'on-demand'}, {p.volume_gb} GB gp3, SSH from {p.ssh_cidr}")
+    with phase("pre-flight (quota)", say):
+        say("  " + preflight(p))
+    record = state.get(cfg.job)
+    if record and record.target == "local":
+        raise FlowError(f"Job {cfg.job!r} is a local job. Tear it down first (`orch teardown {cfg.job}`) "
+                        "or choose another --name.")
+    state.update(cfg.job, target="aws", region=p.region, instance_type=p.instance_type, spot=p.spot,
+                 ssh_user=s.ssh_user, ssh_proxy_command=s.ssh_proxy_command,
+                 status=record.status if record else "launching")
+
+    if not p.ssh_cidr.endswith("/32"):
+        say(f"  warning: SSH will be open to {p.ssh_cidr}, not a single address (asked with --ssh-cidr)")
+    with phase("look for an existing instance (tag orch:job)", say):
+        existing = []
+        for found in ec2.find_instances(p.region, cfg.job):
+            if found.state == "shutting-down":  # going away: wait, then start a fresh one
+                ec2.wait_for_state(p.region, found.instance_id, {"terminated"}, s.wait_timeout_s, s.poll_interval_s)
+            else:
+                existing.append(found)
+        if len(existing) > 1:
+            say(f"  warning: {len(existing)} instances tagged {cfg.job}; using the newest")
+        if existing:
+            say(f"  resuming {existing[0].instance_id} ({existing[0].state}); not starting a second one")
+            if existing[0].instance_type != p.instance_type:
+                say(f"  warning: it is a {existing[0].instance_type}, not {p.instance_type}; "
+                    f"`orch teardown {cfg.job}` first to change the type")
+        else:
+            say("  none")
+
+    with phase("key pair and security group", say):
+        key = _ensure_key(p.region, cfg.job, in_use=bool(existing))
+        group_id = ec2.ensure_security_group(p.region, cfg.job, p.ssh_cidr)
+        state.update(cfg.job, key_name=key.name, key_path=str(key_path(cfg.job)), security_group_id=group_id)
+
+    if existing:
+        instance = existing[0]
+        if instance.state in ("stopped", "stopping"):
+            ec2.wait_for_state(p.region, instance.instance_id, {"stopped"}, s.wait_timeout_s, s.poll_interval_s)
+            ec2.client("ec2", p.region).start_instances(InstanceIds=[instance.instance_id])
+    else:
+        with phase("run instance", say):
+            instance = ec2.run_instance(p, group_id, log=lambda m: say("  " + m))
+            say(f"  {instance.instance_id} in {instance.zone}{' (spot)' if instance.spot else ''}")
+    state.update(cfg.job, instance_id=instance.instance_id, spot=instance.spot, status=instance.state)
+
+    with phase("wait until running", say):
+        instance = ec2.wait_for_state(p.region, instance.instance_id, {"running"}, s.wait_timeout_s,
+                                      s.poll_interval_s)
+        state.update(cfg.job, status="running", public_ip=instance.public_ip, private_ip=instance.private_ip)
+        say(f"  {instance.public_ip or instance.private_ip}")
+
+    if cfg.job_spec is not None:
+        from orchestrator import job as job_api
+
+        with phase("start the job", say):
+            status = job_api.start_job(endpoint_for(cfg.job, s), cfg.job_spec)
+            say(f"  container {status.state}")
+    return instance
+
+
+def _ensure_key(region: str, job: str, in_use: bool) -> ec2.KeyPairInfo:
+    path = key_path(job)
+    existing = ec2.find_key_pair(region, job)
+    if existing and path.exists():
+        os.chmod(path, 0o600)
+        return existing
+    if existing and in_use:
+        raise FlowError(
+            f"The job's instance exists but its private key {path} is missing, so it can't be "
+            f"reached. Remove it with `orch teardown {job}` and launch again."
+        )
+    if existing:  # a key pair with no private key and no instance: replace it
+        ec2.delete_key_pair(region, existing)
+    if in_use:
+        raise FlowError(f"The job's instance exists but its key pair is gone. Run `orch teardown {job}` "
+                        "and launch again.")
+    info, material = ec2.create_key_pair(region, job)
+    write_private_file(path, material)
+    return info
+
+
+def _launch_local(cfg: LaunchConfig, say: Say) -> Instance:
+    record = state.get(cfg.job)
+    if record and record.target != "local":
+        raise FlowError(f"Job {cfg.job!r} already exists on AWS. Choose another --name.")
+    state.update(cfg.job, target="local", status="running")
+    if cfg.job_spec is not None:
+        from orchestrator import job as job_api
+
+        with phase("start the job on this machine", say):
+            status = job_api.start_job(None, cfg.job_spec)
+            say(f"  container {status.state}")
+    return Instance(job=cfg.job, provider="local", instance_id="local", state="running",
+                    instance_type="local")
+
+
+# --- where a job is ---------------------------------------------------------------------------
+
+
+def endpoint_for(job: str, settings: Settings | None = None) -> SSHEndpoint | None:
+    """How to reach the job's machine (None: it runs on this machine). Current settings win."""
+    from orchestrator.config import load_settings
+
+    s = settings or load_settings()
+    record = state.get(job)
+    if record and record.target == "local":
+        return None
+    region = (record.region if record else None) or s.region
+    instance = None
+    if record and record.instance_id:
+        instance = ec2.describe_instance(region, record.instance_id)
+    if instance is None or instance.state == "terminated":
+        live = ec2.find_instances(region, job)
+        instance = live[0] if live else None
+    if instance is None:
+        raise FlowError(f"No running instance for job {job!r} in {region}. See `orch list`.")
+    host = instance.public_ip or instance.private_ip
+    if not host:
+        raise FlowError(f"Instance {instance.instance_id} of job {job!r} has no address yet ({instance.state}).")
+    default_user = Settings().ssh_user
+    user = s.ssh_user if s.ssh_user != default_user else (record.ssh_user if record else default_user)
+    proxy = s.ssh_proxy_command or (record.ssh_proxy_command if record else None)
+    path = Path(record.key_path) if record and record.key_path else key_path(job)
+    return SSHEndpoint(host=host, port=22, user=user, key_path=path, proxy_command=proxy,
+                       known_hosts=known_hosts_path())
+
+
+def resolve_job(job: str | None) -> str:
+    """The job named, or the only one in the registry."""
+    if job:
+        return validate_job_name(job)
+    jobs = sorted(state.load())
+    if len(jobs) == 1:
+        return jobs[0]
+    if not jobs:
+        raise FlowError("No jobs yet. Start one with `orch launch --instance g4dn.2xlarge --name myjob`.")
+    raise FlowError(f"Several jobs: {', '.join(jobs)}. Name one, e.g. `orch status {jobs[0]}`.")
+
+
+@dataclass(frozen=True)
+class JobView:
+    job: str
+    target: str
+    state: str  # the cloud's word (running, terminated, ...), "gone", or "local"
+    region: str | None = None
+    instance: Instance | None = None
+    container: object | None = None  # job.ContainerStatus when asked for and reachable
+    note: str = ""
+
+
+def status(job: str, settings: Settings, container: bool = True) -> JobView:
+    record = state.get(job)
+    if record and record.target == "local":
+        view = JobView(job=job, target="local", state="local")
+        return replace(view, container=_container(None, job)) if container else view
+    region = (record.region if record else None) or settings.region
+    instances = ec2.find_instances(region, job, include_terminated=True)
+    live = [i for i in instances if i.state != "terminated"]
+    instance = live[0] if live else (instances[0] if instances else None)
+    if instance is None:
+        if record is None:
+            raise FlowError(f"No job {job!r} in the registry or tagged in {region}. See `orch list`.")
+        return JobView(job, "aws", "gone", region, None, None,
+                       f"nothing tagged in {region}; `orch teardown {job}` forgets it")
+    state.update(job, target="aws", region=region, instance_id=instance.instance_id,
+                 instance_type=instance.instance_type, status=instance.state,
+                 public_ip=instance.public_ip, private_ip=instance.private_ip)
+    note = ""
+    if instance.state == "terminated":
+        note = f"instance terminated; `orch teardown {job}` removes its key pair and security group"
+    view = JobView(job, "aws", instance.state, region, instance, None, note)
+    if container and instance.state == "running":
+        try:
+            view = replace(view, container=_container(endpoint_for(job, settings), job))
+        except FlowError as e:
+            view = replace(view, note=str(e))
+    return view
+
+
+def _container(endpoint: SSHEndpoint | None, job: str) -> object | None:
+    from orchestrator import job as job_api
+
+    try:
+        return job_api.job_status(endpoint, job)
+    except NotImplementedError:
+        return None
+    except Exception as e:  # unreachable, no container yet: the cloud view still stands
+        return f"unreachable: {e}"
+
+
+def list_jobs(settings: Settings) -> list[JobView]:
+    """Every job in the registry or tagged in the cloud; the registry is updated to match."""
+    records = state.load()
+    regions = {settings.region} | {r.region for r in records.values() if r.target == "aws" and r.region}
+    by_job: dict[str, Instance] = {}
+    unreachable: dict[str, str] = {}
+    for region in sorted(regions):
+        try:
+            for instance in ec2.find_instances(region, None):
+                if instance.job and instance.job not in by_job:
+                    by_job[instance.job] = instance
+        except Exception as e:  # no credentials or network: still list what the registry knows
+            if not type(e).__module__.startswith("botocore"):
+                raise
+            unreachable[region] = ec2.friendly_error(e) or str(e)
+    views = []
+    for name in sorted(set(records) | set(by_job)):
+        record = records.get(name)
+        if record and record.target == "local":
+            views.append(JobView(name, "local", "local"))
+            continue
+        instance = by_job.get(name)
+        region = (record.region if record else None) or settings.region
+        if instance is None and region in unreachable:
+            views.append(JobView(name, "aws", "unknown", region, None, None,
+                                 f"{record.status} when last seen; AWS not reachable: {unreachable[region]}"))
+            continue
+        if instance is None:
+            views.append(JobView(name, "aws", "terminated", region, None, None,
+                                 f"no live instance; `orch teardown {name}` cleans up"))
+            if record and record.status != "terminated":
+                state.update(name, status="terminated", public_ip=None)
+            continue
+        state.update(name, target="aws", region=instance.region, instance_id=instance.instance_id,
+                     instance_type=instance.instance_type, spot=instance.spot, status=instance.state,
+                     public_ip=instance.public_ip, private_ip=instance.private_ip)
+        views.append(JobView(name, "aws", instance.state, instance.region, instance))
+    return views
+
+
+# --- teardown ---------------------------------------------------------------------------------
+
+
+def teardown(job: str, settings: Settings, keep_volume: bool = False, say: Say = _quiet) -> TeardownReport:
+    """Stop the job, terminate its instance, delete its SG and key pair, and check nothing remains."""
+    validate_job_name(job)
+    record = state.get(job)
+    from orchestrator import job as job_api
+
+    if record and record.target == "local":
+        warnings = ()
+        try:
+            job_api.stop_job(None, job)
+        except Exception as e:
+            warnings = (f"could not stop the local container: {e}",)
+        state.remove(job)
+        return TeardownReport(job=job, warnings=warnings)
+
+    region = (record.region if record else None) or settings.region
+    warnings: list[str] = []
+    live = ec2.find_instances(region, job)
+    if any(i.state == "running" for i in live) and key_path(job).exists():
+        with phase("stop the job's container", say):
+            try:
+                job_api.stop_job(endpoint_for(job, settings), job)
+            except Exception as e:  # the instance is going anyway
+                warnings.append(f"could not stop the container cleanly ({type(e).__name__}: {e})")
+    with phase("terminate and delete", say):
+        report = ec2.terminate_job(region, job, keep_volume=keep_volume, timeout_s=settings.wait_timeout_s,
+                                   poll_s=settings.poll_interval_s, log=lambda m: say("  " + m))
+    key_path(job).unlink(missing_ok=True)
+    if report.remaining:
+        state.update(job, status="teardown-incomplete")
+    else:
+        state.remove(job)
+    return replace(report, warnings=tuple(warnings) + report.warnings)
+
+
+# --- doctor -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool | None  # None: could not tell (a warning)
+    detail: str
+
+
+def doctor(settings: Settings, instance_type: str = "g4dn.2xlarge", spot: bool = False) -> list[Check]:
+    from orchestrator import quota
+
+    checks: list[Check] = [Check("region", True, settings.region)]
+    try:
+        checks.append(Check("aws credentials", True, ec2.caller_identity(settings.region)))
+        creds_ok = True
+    except Exception as e:
+        checks.append(Check("aws credentials", False, ec2.friendly_error(e) or str(e)))
+        creds_ok = False
+    if creds_ok:
+        try:
+            info = ec2.instance_type_info(settings.region, instance_type)
+            q = quota.check_vcpu_quota(settings.region, info.name, info.vcpus, spot)
+            if q.ok is False:
+                checks.append(Check("vcpu quota", False, quota.fix_message(q, settings.region)))
+            elif q.ok is None:
+                checks.append(Check("vcpu quota", None, q.detail))
+            else:
+                checks.append(Check("vcpu quota", True, f"{q.quota_name} ({q.quota_code}): {q.limit:g} vCPUs, "
+                                                        f"{q.in_use_vcpus} in use; {instance_type} needs {info.vcpus}"))
+        except Exception as e:
+            checks.append(Check("vcpu quota", None, ec2.friendly_error(e) or str(e)))
+    bad = []
+    for path in [state.state_path(), *sorted(keys_dir().glob("*.pem"))] if keys_dir().exists() else [state.state_path()]:
+        if path.exists() and stat.S_IMODE(path.stat().st_mode) & 0o077:
+            bad.append(str(path))
+    checks.append(Check("key and state file permissions", not bad,
+                        "all mode 600" if not bad else f"too open: {', '.join(bad)}; fix: chmod 600 " + " ".join(bad)))
+    checks.append(_tool_check("ssh", "install OpenSSH (apt install openssh-client)"))
+    checks.append(_docker_check())
+    return checks
+
+
+def _tool_check(tool: str, fix: str) -> Check:
+    path = shutil.which(tool)
+    return Check(f"{tool} client", bool(path), path or f"not found; {fix}")
+
+
+def _docker_check() -> Check:
+    if not shutil.which("docker") and not os.path.exists("/var/run/docker.sock"):
+        return Check("docker (for --target local)", None, "not found; only needed for --target local")
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        version = client.version().get("Version", "?")
+        client.close()
+        return Check("docker (for --target local)", True, f"engine {version}")
+    except Exception as e:
+        return Check("docker (for --target local)", None, f"engine not reachable ({e}); only needed for --target local")

@@ -1,0 +1,542 @@
+"""EC2 provider: a narrow set of plain functions over boto3. Never SSH; never raw dicts out.
+
+Every resource is tagged `orch:job=<job>`, `orch:created-by=orch` and `Name=orch-<job>`: the tags
+are the truth, so any function here can rebuild what a job owns from the cloud alone.
+
+Retries: botocore's "standard" mode retries throttling, 5xx and transient network errors only,
+with exponential backoff. A capacity error is not retried in place: `run_instance` moves on to
+the region's next availability zone.
+
+Tests replace `CLIENT_FACTORY` (one function: service, region -> boto3 client) to put a fake at
+the edge where moto can't answer (Service Quotas values, capacity errors).
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from orchestrator.providers.base import Instance, InstanceTypeInfo, LaunchPlan, TeardownReport
+
+TAG_JOB = "orch:job"
+TAG_CREATED_BY = "orch:created-by"
+CREATED_BY = "orch"
+CAPACITY_ERRORS = {
+    "InsufficientInstanceCapacity",
+    "InsufficientCapacity",
+    "InsufficientHostCapacity",
+    "Unsupported",  # the type is not offered in this AZ
+    "SpotMaxPriceTooLow",
+}
+LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+
+
+class ProviderError(RuntimeError):
+    """A cloud failure the user can act on; the message says how."""
+
+
+class UnknownInstanceType(ProviderError):
+    def __init__(self, name: str, region: str, suggestions: list[str]):
+        self.suggestions = suggestions
+        hint = f" Did you mean: {', '.join(suggestions)}?" if suggestions else ""
+        super().__init__(f"Instance type {name!r} does not exist in {region}.{hint}")
+
+
+class CapacityError(ProviderError):
+    pass
+
+
+_shared_loader: Any = None  # botocore's parsed service models, shared between sessions
+
+
+def _default_client_factory(service: str, region: str) -> Any:
+    import boto3
+    import botocore.session
+    from botocore.config import Config
+
+    global _shared_loader
+    botocore_session = botocore.session.get_session()
+    if _shared_loader is None:
+        _shared_loader = botocore_session.get_component("data_loader")
+    else:
+        botocore_session.register_component("data_loader", _shared_loader)
+
+    config = Config(
+        region_name=region,
+        retries={"mode": "standard", "max_attempts": 5},
+        connect_timeout=5,
+        read_timeout=60,
+        user_agent_extra="orch",
+    )
+    return boto3.session.Session(botocore_session=botocore_session).client(service, config=config)
+
+
+CLIENT_FACTORY: Callable[[str, str], Any] = _default_client_factory
+_cache: dict[tuple, Any] = {}
+
+
+def client(service: str, region: str) -> Any:
+    """A boto3 client (cached per service, region, endpoint and factory)."""
+    key = (service, region, os.environ.get("AWS_ENDPOINT_URL"), CLIENT_FACTORY)
+    if key not in _cache:
+        _cache[key] = CLIENT_FACTORY(service, region)
+    return _cache[key]
+
+
+def error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code")
+    return None
+
+
+def friendly_error(exc: BaseException) -> str | None:
+    """A user-facing message for the botocore errors everyone meets, else None."""
+    try:
+        from botocore import exceptions as bx
+    except ImportError:  # pragma: no cover
+        return None
+    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
+        return "No AWS credentials found. Run `aws configure` (or set AWS_PROFILE), then `orch doctor`."
+    if isinstance(exc, bx.EndpointConnectionError):
+        return f"Cannot reach AWS ({exc}). Check the network and the region, then `orch doctor`."
+    if isinstance(exc, bx.ClientError):
+        code = error_code(exc)
+        msg = exc.response.get("Error", {}).get("Message", "")
+        if code in ("AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken",
+                    "UnrecognizedClientException", "RequestExpired"):
+            return f"AWS rejected the credentials ({code}: {msg}). Refresh them (`aws sso login` or `aws configure`)."
+        if code in ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException"):
+            return (f"AWS denied an operation ({code}: {msg}). Attach the policy in infra/ to "
+                    "your IAM user or role.")
+        if code == "VcpuLimitExceeded":
+            return (f"AWS refused the launch: vCPU quota exceeded ({msg}). Run `orch doctor` for "
+                    "the quota and the command that raises it.")
+        return f"AWS error {code}: {msg}"
+    return None
+
+
+def _tags(job: str) -> list[dict[str, str]]:
+    return [
+        {"Key": TAG_JOB, "Value": job},
+        {"Key": TAG_CREATED_BY, "Value": CREATED_BY},
+        {"Key": "Name", "Value": resource_name(job)},
+    ]
+
+
+def _tag_spec(resource_type: str, job: str) -> dict:
+    return {"ResourceType": resource_type, "Tags": _tags(job)}
+
+
+def _job_filter(job: str | None) -> list[dict]:
+    if job is None:
+        return [{"Name": f"tag:{TAG_CREATED_BY}", "Values": [CREATED_BY]}]
+    return [{"Name": f"tag:{TAG_JOB}", "Values": [job]}]
+
+
+def resource_name(job: str) -> str:
+    return f"orch-{job}"
+
+
+# --- AMI and instance types -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AmiInfo:
+    image_id: str
+    name: str
+    root_device_name: str
+    source: str
+
+
+def resolve_ami(region: str, ssm_parameter: str, owners: tuple[str, ...], name_pattern: str,
+                override: str | None = None) -> AmiInfo:
+    """`--ami` if given, else the SSM parameter, else the newest image matching the name."""
+    ec2 = client("ec2", region)
+    if override:
+        return _describe_ami(ec2, override, "--ami")
+    ssm_problem = ""
+    try:
+        value = client("ssm", region).get_parameter(Name=ssm_parameter)["Parameter"]["Value"]
+        return _describe_ami(ec2, value, f"ssm:{ssm_parameter}")
+    except Exception as e:  # not found, access denied, or no SSM: fall back to describe_images
+        if error_code(e) is None and not _is_boto_error(e):
+            raise
+        ssm_problem = error_code(e) or type(e).__name__
+    images = ec2.describe_images(
+        Owners=list(owners),
+        Filters=[{"Name": "name", "Values": [name_pattern]}, {"Name": "state", "Values": ["available"]}],
+    )["Images"]
+    if not images:
+        raise ProviderError(
+            f"No Deep Learning AMI found in {region}: SSM parameter {ssm_parameter} gave "
+            f"{ssm_problem}, and no image named {name_pattern!r} owned by {', '.join(owners)}. "
+            "Pass one explicitly with --ami ami-..."
+        )
+    newest = max(images, key=lambda i: i.get("CreationDate", ""))
+    return AmiInfo(newest["ImageId"], newest.get("Name", ""), newest.get("RootDeviceName", "/dev/sda1"),
+                   f"describe_images:{name_pattern}")
+
+
+def _is_boto_error(e: BaseException) -> bool:
+    return type(e).__module__.startswith("botocore")
+
+
+def _describe_ami(ec2: Any, image_id: str, source: str) -> AmiInfo:
+    try:
+        images = ec2.describe_images(ImageIds=[image_id])["Images"]
+    except Exception as e:
+        if error_code(e) in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed"):
+            images = []
+        else:
+            raise
+    if not images:
+        raise ProviderError(f"AMI {image_id} (from {source}) does not exist in this region. "
+                            "Check --ami, or leave it out to use the Deep Learning AMI.")
+    image = images[0]
+    return AmiInfo(image["ImageId"], image.get("Name", ""), image.get("RootDeviceName", "/dev/sda1"), source)
+
+
+def instance_type_info(region: str, instance_type: str) -> InstanceTypeInfo:
+    """The type's vCPUs and GPUs; raises UnknownInstanceType with the closest valid names."""
+    ec2 = client("ec2", region)
+    try:
+        found = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
+    except Exception as e:
+        if error_code(e) not in ("InvalidInstanceType", "InvalidParameterValue"):
+            raise
+        found = []
+    if not found:
+        raise UnknownInstanceType(instance_type, region, _closest_types(ec2, instance_type))
+    t = found[0]
+    gpus = t.get("GpuInfo", {}).get("Gpus", [])
+    return InstanceTypeInfo(
+        name=t["InstanceType"],
+        vcpus=int(t.get("VCpuInfo", {}).get("DefaultVCpus", 0)),
+        gpus=sum(int(g.get("Count", 0)) for g in gpus),
+        gpu_name=gpus[0].get("Name") if gpus else None,
+        memory_mib=int(t.get("MemoryInfo", {}).get("SizeInMiB", 0)),
+    )
+
+
+def _closest_types(ec2: Any, instance_type: str) -> list[str]:
+    """The nearest valid names: within the family when it exists (one small call), else all."""
+    family = instance_type.split(".")[0]
+    for filters in ([{"Name": "instance-type", "Values": [f"{family}.*"]}], []):
+        names = []
+        for page in ec2.get_paginator("describe_instance_types").paginate(Filters=filters):
+            names.extend(t["InstanceType"] for t in page["InstanceTypes"])
+        close = difflib.get_close_matches(instance_type, names, n=5, cutoff=0.6)
+        if close:
+            return close
+    return []
+
+
+def offered_zones(region: str, instance_type: str) -> tuple[str, ...]:
+    """AZs that offer the type and have a default subnet, in name order."""
+    ec2 = client("ec2", region)
+    offered = {
+        o["Location"]
+        for o in ec2.describe_instance_type_offerings(
+            LocationType="availability-zone",
+            Filters=[{"Name": "instance-type", "Values": [instance_type]}],
+        )["InstanceTypeOfferings"]
+    }
+    subnets = _default_subnets(region)
+    return tuple(sorted(z for z in subnets if z in offered))
+
+
+def _default_vpc(region: str) -> str:
+    vpcs = client("ec2", region).describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+    if not vpcs:
+        raise ProviderError(f"No default VPC in {region}. Create one with "
+                            f"`aws ec2 create-default-vpc --region {region}`.")
+    return vpcs[0]["VpcId"]
+
+
+def _default_subnets(region: str) -> dict[str, str]:
+    subnets = client("ec2", region).describe_subnets(Filters=[
+        {"Name": "vpc-id", "Values": [_default_vpc(region)]},
+        {"Name": "default-for-az", "Values": ["true"]},
+    ])["Subnets"]
+    return {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
+
+
+# --- key pair and security group --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyPairInfo:
+    name: str
+    key_id: str | None
+    created: bool
+
+
+def find_key_pair(region: str, job: str) -> KeyPairInfo | None:
+    pairs = client("ec2", region).describe_key_pairs(Filters=_job_filter(job))["KeyPairs"]
+    return KeyPairInfo(pairs[0]["KeyName"], pairs[0].get("KeyPairId"), False) if pairs else None
+
+
+def create_key_pair(region: str, job: str) -> tuple[KeyPairInfo, str]:
+    """Create the job's key pair; returns it and the private key material (PEM/OpenSSH text)."""
+    response = client("ec2", region).create_key_pair(
+        KeyName=resource_name(job), KeyType="ed25519", KeyFormat="pem",
+        TagSpecifications=[_tag_spec("key-pair", job)],
+    )
+    return KeyPairInfo(response["KeyName"], response.get("KeyPairId"), True), response["KeyMaterial"]
+
+
+def delete_key_pair(region: str, key: KeyPairInfo) -> None:
+    # By name: unique per region, and what every EC2 implementation accepts.
+    client("ec2", region).delete_key_pair(KeyName=key.name)
+
+
+def ensure_security_group(region: str, job: str, ssh_cidr: str) -> str:
+    """The job's security group, allowing inbound SSH from `ssh_cidr` only. Idempotent."""
+    ec2 = client("ec2", region)
+    groups = ec2.describe_security_groups(Filters=_job_filter(job))["SecurityGroups"]
+    if groups:
+        group_id = groups[0]["GroupId"]
+    else:
+        group_id = ec2.create_security_group(
+            GroupName=resource_name(job),
+            Description=f"orch job {job}: SSH from the launching machine only",
+            VpcId=_default_vpc(region),
+            TagSpecifications=[_tag_spec("security-group", job)],
+        )["GroupId"]
+    try:
+        ec2.authorize_security_group_ingress(
+            GroupId=group_id,
+            IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                            "IpRanges": [{"CidrIp": ssh_cidr, "Description": "orch: launching machine"}]}],
+        )
+    except Exception as e:
+        if error_code(e) != "InvalidPermission.Duplicate":
+            raise
+    # Launching again from another network: the old address loses access.
+    stale = [c for c in ssh_ingress_cidrs(region, group_id) if c != ssh_cidr]
+    if stale:
+        ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": c} for c in stale]}])
+    return group_id
+
+
+def ssh_ingress_cidrs(region: str, group_id: str) -> list[str]:
+    group = client("ec2", region).describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
+    return [r["CidrIp"] for p in group.get("IpPermissions", []) if p.get("FromPort") == 22
+            for r in p.get("IpRanges", [])]
+
+
+# --- instances --------------------------------------------------------------------------------
+
+
+def _to_instance(raw: dict, region: str) -> Instance:
+    tags = {t["Key"]: t["Value"] for t in raw.get("Tags", [])}
+    launched = raw.get("LaunchTime")
+    return Instance(
+        job=tags.get(TAG_JOB, ""),
+        provider="ec2",
+        instance_id=raw["InstanceId"],
+        state=raw.get("State", {}).get("Name", "unknown"),
+        instance_type=raw.get("InstanceType", ""),
+        region=region,
+        zone=raw.get("Placement", {}).get("AvailabilityZone"),
+        public_ip=raw.get("PublicIpAddress"),
+        private_ip=raw.get("PrivateIpAddress"),
+        spot=raw.get("InstanceLifecycle") == "spot",
+        launched_at=launched.isoformat() if hasattr(launched, "isoformat") else launched,
+    )
+
+
+def find_instances(region: str, job: str | None = None, include_terminated: bool = False) -> list[Instance]:
+    """Instances tagged for `job` (or every orch instance when job is None), newest first."""
+    filters = _job_filter(job)
+    if not include_terminated:
+        filters = filters + [{"Name": "instance-state-name", "Values": LIVE_STATES}]
+    found = []
+    for page in client("ec2", region).get_paginator("describe_instances").paginate(Filters=filters):
+        for reservation in page["Reservations"]:
+            found.extend(_to_instance(i, region) for i in reservation["Instances"])
+    return sorted(found, key=lambda i: i.launched_at or "", reverse=True)
+
+
+def describe_instance(region: str, instance_id: str) -> Instance | None:
+    try:
+        reservations = client("ec2", region).describe_instances(InstanceIds=[instance_id])["Reservations"]
+    except Exception as e:
+        if error_code(e) == "InvalidInstanceID.NotFound":
+            return None
+        raise
+    for reservation in reservations:
+        for raw in reservation["Instances"]:
+            return _to_instance(raw, region)
+    return None
+
+
+def run_instance(plan: LaunchPlan, security_group_id: str, log: Callable[[str], None] = lambda _: None) -> Instance:
+    """Start the job's instance: each AZ in turn on a capacity error; spot, then on-demand if allowed."""
+    ec2 = client("ec2", plan.region)
+    subnets = _default_subnets(plan.region)
+    zones = [z for z in plan.zones if z in subnets]
+    if not zones:
+        raise CapacityError(f"{plan.instance_type} is not offered in any AZ of {plan.region} with a "
+                            "default subnet. Try another region with --region.")
+    markets = [True, False] if plan.spot and plan.allow_on_demand_fallback else [plan.spot]
+    nonce = uuid.uuid4().hex[:12]
+    failures: list[str] = []
+    for spot in markets:
+        for zone in zones:
+            params: dict[str, Any] = dict(
+                ImageId=plan.ami,
+                InstanceType=plan.instance_type,
+                MinCount=1,
+                MaxCount=1,
+                KeyName=plan.key_name,
+                SecurityGroupIds=[security_group_id],
+                SubnetId=subnets[zone],
+                Placement={"AvailabilityZone": zone},
+                BlockDeviceMappings=[{
+                    "DeviceName": plan.root_device,
+                    "Ebs": {"VolumeSize": plan.volume_gb, "VolumeType": "gp3", "Iops": 3000,
+                            "Throughput": plan.volume_throughput, "DeleteOnTermination": True},
+                }],
+                # `shutdown -h now` on the instance (autostop, max-hours) ends the billing.
+                InstanceInitiatedShutdownBehavior="terminate",
+                TagSpecifications=[_tag_spec("instance", plan.job), _tag_spec("volume", plan.job)],
+                MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
+                # The same token across botocore's own retries: a retried call can't start a second.
+                ClientToken=f"orch-{plan.job}-{zone}-{'spot' if spot else 'od'}-{nonce}"[:64],
+            )
+            if plan.user_data:
+                params["UserData"] = plan.user_data
+            if plan.iam_instance_profile:
+                params["IamInstanceProfile"] = {"Name": plan.iam_instance_profile}
+            if spot:
+                params["InstanceMarketOptions"] = {
+                    "MarketType": "spot",
+                    "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
+                }
+            try:
+                raw = ec2.run_instances(**params)["Instances"][0]
+            except Exception as e:
+                code = error_code(e)
+                if code not in CAPACITY_ERRORS:
+                    raise
+                market = "spot" if spot else "on-demand"
+                failures.append(f"{zone} {market}: {code}")
+                log(f"no {market} capacity for {plan.instance_type} in {zone} ({code}); trying the next zone")
+                continue
+            return _to_instance(raw, plan.region)
+        if spot and len(markets) > 1:
+            log("no spot capacity in any zone; falling back to on-demand (allowed by settings)")
+    hint = " Try --on-demand," if plan.spot and not plan.allow_on_demand_fallback else " Try"
+    raise CapacityError(
+        f"No capacity for {plan.instance_type} in {plan.region} ({'; '.join(failures)})."
+        f"{hint} another region (--region) or another type (e.g. g5.xlarge), or retry later."
+    )
+
+
+def wait_for_state(region: str, instance_id: str, states: set[str], timeout_s: float,
+                   poll_s: float = 3.0) -> Instance:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        instance = describe_instance(region, instance_id)
+        if instance is not None and instance.state in states:
+            return instance
+        if instance is not None and instance.state == "terminated" and "terminated" not in states:
+            raise ProviderError(f"Instance {instance_id} terminated while starting (spot reclaimed, "
+                                "or a failed boot). Run `orch launch` again to start a new one.")
+        if time.monotonic() > deadline:
+            now = instance.state if instance else "not found"
+            raise ProviderError(f"Instance {instance_id} is still {now} after {timeout_s:.0f}s. It is "
+                                "tagged and recorded: run the same `orch launch` again to resume, "
+                                "or `orch teardown` to remove it.")
+        time.sleep(poll_s)
+
+
+def terminate_job(region: str, job: str, keep_volume: bool = False, timeout_s: float = 600,
+                  poll_s: float = 3.0, log: Callable[[str], None] = lambda _: None) -> TeardownReport:
+    """Terminate every instance tagged for the job, wait, then delete its SG and key pair."""
+    ec2 = client("ec2", region)
+    warnings: list[str] = []
+    instances = find_instances(region, job)
+    kept: list[str] = []
+    if keep_volume:
+        for inst in instances:
+            kept.extend(_keep_root_volume(ec2, inst.instance_id, warnings))
+    ids = [i.instance_id for i in instances]
+    if ids:
+        ec2.terminate_instances(InstanceIds=ids)
+        for instance_id in ids:
+            wait_for_state(region, instance_id, {"terminated"}, timeout_s, poll_s)
+        log(f"terminated {', '.join(ids)}")
+    groups = []
+    for group in ec2.describe_security_groups(Filters=_job_filter(job))["SecurityGroups"]:
+        # ENIs of a just-terminated instance can hold the group for a few seconds.
+        deadline = time.monotonic() + min(timeout_s, 120)
+        while True:
+            try:
+                ec2.delete_security_group(GroupId=group["GroupId"])
+                groups.append(group["GroupId"])
+                break
+            except Exception as e:
+                if error_code(e) != "DependencyViolation" or time.monotonic() > deadline:
+                    warnings.append(f"could not delete security group {group['GroupId']}: {e}")
+                    break
+                time.sleep(poll_s)
+    keys = []
+    for pair in ec2.describe_key_pairs(Filters=_job_filter(job))["KeyPairs"]:
+        delete_key_pair(region, KeyPairInfo(pair["KeyName"], pair.get("KeyPairId"), False))
+        keys.append(pair["KeyName"])
+    remaining = [r for r in remaining_resources(region, job) if r.split(" ", 1)[-1] not in kept]
+    return TeardownReport(job=job, terminated=tuple(ids), security_groups=tuple(groups),
+                          key_pairs=tuple(keys), kept_volumes=tuple(kept),
+                          remaining=tuple(remaining), warnings=tuple(warnings))
+
+
+def _keep_root_volume(ec2: Any, instance_id: str, warnings: list[str]) -> list[str]:
+    raw = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    root = raw.get("RootDeviceName")
+    volumes = [m["Ebs"]["VolumeId"] for m in raw.get("BlockDeviceMappings", [])
+               if m.get("DeviceName") == root and "Ebs" in m]
+    try:
+        ec2.modify_instance_attribute(InstanceId=instance_id, BlockDeviceMappings=[
+            {"DeviceName": root, "Ebs": {"DeleteOnTermination": False}}])
+    except Exception as e:
+        warnings.append(f"could not keep the root volume of {instance_id}: {e}")
+        return []
+    return volumes
+
+
+def remaining_resources(region: str, job: str) -> list[str]:
+    """Everything still tagged for the job: 'instance i-..', 'security-group sg-..', ..."""
+    ec2 = client("ec2", region)
+    left = [f"instance {i.instance_id}" for i in find_instances(region, job)]
+    left += [f"security-group {g['GroupId']}"
+             for g in ec2.describe_security_groups(Filters=_job_filter(job))["SecurityGroups"]]
+    left += [f"key-pair {k['KeyName']}" for k in ec2.describe_key_pairs(Filters=_job_filter(job))["KeyPairs"]]
+    left += [f"volume {v['VolumeId']}" for v in ec2.describe_volumes(Filters=_job_filter(job))["Volumes"]
+             if v.get("State") not in ("deleting", "deleted")]
+    return left
+
+
+def running_vcpus(region: str, families: tuple[str, ...], spot: bool) -> int:
+    """vCPUs of this account's pending/running instances in the given families (for quota checks)."""
+    total = 0
+    filters = [{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    for page in client("ec2", region).get_paginator("describe_instances").paginate(Filters=filters):
+        for reservation in page["Reservations"]:
+            for raw in reservation["Instances"]:
+                family = raw.get("InstanceType", "").split(".")[0]
+                if not family.startswith(families) or (raw.get("InstanceLifecycle") == "spot") != spot:
+                    continue
+                cpu = raw.get("CpuOptions", {})
+                total += int(cpu.get("CoreCount", 1)) * int(cpu.get("ThreadsPerCore", 1))
+    return total
+
+
+def caller_identity(region: str) -> str:
+    return client("sts", region).get_caller_identity()["Arn"]

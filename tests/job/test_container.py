@@ -1,0 +1,213 @@
+"""The trainer container on a real Docker engine: build, run detached, logs, restart, remove.
+
+The engine is the test dockerd (tests/fixtures/dockerd.py), reached as this machine's engine
+(`endpoint=None` with DOCKER_HOST); the base image is the locally imported stand-in for the NGC
+image (tests/images/base.py). The first run on a machine builds both (about 2 minutes); later runs
+reuse them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from orchestrator import container as ctr
+from orchestrator import job as job_api
+from orchestrator.config import repo_root
+from tests.fixtures.dockerd import docker_engine  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.needs_docker
+
+TINY = ("--recipe", "demo", "--device", "cpu", "--workers", "0", "--width", "8")
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_engine):  # noqa: F811
+    from tests.images.base import ensure_base_image
+
+    return ensure_base_image(docker_engine.base_url)
+
+
+@pytest.fixture(scope="session")
+def trainer_image(docker_engine, base_image):  # noqa: F811
+    client = docker_engine.client()
+    try:
+        tag, _ = ctr.ensure_image(client, repo_root(), base_image)
+    finally:
+        client.close()
+    return tag
+
+
+@pytest.fixture
+def local_engine(docker_engine, base_image, monkeypatch):  # noqa: F811
+    """This machine's engine is the test engine; builds use the test base."""
+    monkeypatch.setenv("DOCKER_HOST", docker_engine.base_url)
+    monkeypatch.setenv("ORCH_BASE_IMAGE", base_image)
+    monkeypatch.setenv("ORCH_LOCAL_RUNNER", "docker")
+    client = docker_engine.client()
+    yield client
+    for job in _made:
+        ctr.remove(client, job, timeout_s=1)
+    _made.clear()
+    client.close()
+
+
+_made: list[str] = []
+
+
+def new_job(kind: str) -> str:
+    """A job name of its own: test sessions may share the engine."""
+    name = f"t-{kind}-{uuid.uuid4().hex[:8]}"
+    _made.append(name)
+    return name
+
+
+def make_dataset(dest: Path, classes: int = 3, per_class: int = 20) -> Path:
+    subprocess.run([sys.executable, "-m", "trainer", "demo-data", "--dest", str(dest), "--classes", str(classes),
+                    "--per-class", str(per_class), "--size", "32"], check=True, capture_output=True)
+    return dest
+
+
+def epochs_in(metrics: Path) -> list[int]:
+    if not metrics.exists():
+        return []
+    return [json.loads(line)["epoch"] for line in metrics.read_text().splitlines() if line.strip()]
+
+
+def test_image_builds_from_the_dockerfile_on_the_base(docker_engine, base_image, trainer_image):  # noqa: F811
+    client = docker_engine.client()
+    image = client.images.get(trainer_image)
+    assert image.attrs["Config"]["Entrypoint"] == ["trainer"]
+    assert image.attrs["Config"]["User"] not in ("", "0", "root")  # non-root by default
+    code, out = ctr.run_once(client, trainer_image, ["models"], {})
+    assert code == 0, out
+    # torch comes from the base, not reinstalled: the same files in both images
+    probe = client.containers.run(trainer_image, entrypoint=["python3", "-c",
+                                  "import torch, trainer; print(torch.__file__)"], remove=True, network_mode="none")
+    assert b"/usr/local/lib/python3.11/dist-packages/torch/" in probe
+    # an unchanged context is a cache hit: the tag names the content, nothing is built again
+    first, _ = ctr.ensure_image(client, repo_root(), base_image)
+    started = time.monotonic()
+    again, _ = ctr.ensure_image(client, repo_root(), base_image)
+    assert again == first and time.monotonic() - started < 10
+    client.close()
+
+
+def test_context_hash_follows_the_trainer_sources(tmp_path):
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "Dockerfile").write_text("FROM x\n")
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    (tmp_path / "trainer" / "a.py").write_text("a = 1\n")
+    first, _ = ctr.image_tag(tmp_path)
+    (tmp_path / "trainer" / "__pycache__").mkdir()
+    (tmp_path / "trainer" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"junk")
+    assert ctr.image_tag(tmp_path)[0] == first  # caches do not change the image
+    (tmp_path / "trainer" / "a.py").write_text("a = 2\n")
+    assert ctr.image_tag(tmp_path)[0] != first
+    assert ctr.image_tag(tmp_path, "other-base")[0] != ctr.image_tag(tmp_path)[0]
+
+
+def test_job_runs_detached_with_labels_and_mounts(local_engine, trainer_image, tmp_path, capsys):
+    data = make_dataset(tmp_path / "data")
+    job = new_job("run")
+    spec = job_api.JobSpec(job=job, data=str(data), trainer_args=(*TINY, "--epochs", "2"))
+    started = job_api.start_job(None, spec)
+    assert started.state in ("running", "created", "exited")
+
+    container = ctr.find(local_engine, job)
+    assert container.labels[ctr.LABEL_JOB] == job
+    assert container.labels[ctr.LABEL_CREATED_BY].startswith("orch")
+    assert container.labels[ctr.LABEL_IMAGE_HASH]
+    mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
+    assert mounts["/data"]["Source"] == str(data) and mounts["/data"]["RW"] is False
+    assert mounts["/outputs"]["RW"] is True
+    host_config = container.attrs["HostConfig"]
+    assert host_config["RestartPolicy"]["Name"] == "on-failure"
+    assert host_config["ShmSize"] >= 1 << 30
+    assert container.attrs["Args"][-2:] == ["--resume", "auto"]
+    # a second start of a running job does not start another container
+    job_api.start_job(None, spec)
+    assert len(local_engine.containers.list(all=True, filters={"label": f"{ctr.LABEL_JOB}={job}"})) == 1
+
+    code = job_api.follow_logs(None, job, follow=True)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "epoch 1/2" in out and "epoch 2/2" in out
+    assert out.count("epoch 2/2") == 1
+
+    st = job_api.job_status(None, job)
+    assert (st.state, st.exit_code) == ("exited", 0)
+    assert st.last_metrics["epoch"] == 2
+
+    report = job_api.fetch_weights(None, job, "best", tmp_path / "weights")
+    assert tmp_path / "weights" / "checkpoints" / "best.pt" in report.verified
+    assert (tmp_path / "weights" / "metrics.jsonl").exists()
+
+    assert job_api.stop_job(None, job) is True
+    assert ctr.find(local_engine, job) is None
+    assert job_api.job_status(None, job).state == "missing"
+    assert job_api.stop_job(None, job) is False
+
+
+def test_container_killed_mid_epoch_restarts_and_resumes(local_engine, trainer_image, tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", classes=4, per_class=150)
+    job = new_job("crash")
+    epochs = 4
+    job_api.start_job(None, job_api.JobSpec(job=job, data=str(data),
+                                            trainer_args=(*TINY, "--epochs", str(epochs), "--batch-size", "16")))
+    outputs = Path(ctr.find(local_engine, job).labels[ctr.LABEL_OUTPUTS])
+    metrics = outputs / "metrics.jsonl"
+
+    deadline = time.monotonic() + 300
+    while len(epochs_in(metrics)) < 1:  # the first epoch is done and checkpointed
+        assert time.monotonic() < deadline, "the first epoch never finished"
+        assert ctr.status(local_engine, job).state == "running", ctr.find(local_engine, job).logs()[-3000:]
+        time.sleep(0.5)
+    time.sleep(1.0)  # into the next epoch
+    before = epochs_in(metrics)
+    assert len(before) < epochs, "the run finished before it could be killed; make epochs longer"
+    # A crash, not `docker stop`/`docker kill` (which count as a manual stop and are not restarted):
+    # SIGKILL the trainer from outside, as the OOM killer would.
+    pid = ctr.find(local_engine, job).attrs["State"]["Pid"]
+    os.kill(pid, signal.SIGKILL)
+
+    code = job_api.follow_logs(None, job, follow=True)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    st = job_api.job_status(None, job)
+    assert st.restarts >= 1
+    after = epochs_in(metrics)
+    assert after == list(range(1, epochs + 1)), after  # continued from the checkpoint, not from epoch 1
+    assert out.count(f"epoch 1/{epochs}") == 1  # epoch 1 was not trained again
+    job_api.stop_job(None, job)
+
+
+def test_log_cursor_skips_what_was_printed():
+    line = ctr.LogLine
+    cursor = ctr.LogCursor()
+    printed = [x.text for x in [line(1, "a"), line(2, "b"), line(2, "c")] if cursor.fresh(x)]
+    assert printed == ["a", "b", "c"]
+    # reconnect: the engine replays from ts 2 (inclusive), then new lines
+    cursor.restart()
+    replay = [line(2, "b"), line(2, "c"), line(2, "d"), line(3, "e")]
+    assert [x.text for x in replay if cursor.fresh(x)] == ["d", "e"]
+    cursor.restart()
+    assert [x.text for x in [line(3, "e"), line(4, "f")] if cursor.fresh(x)] == ["f"]
+
+
+def test_log_timestamps_and_since():
+    ns = ctr.parse_timestamp_ns("2026-01-31T08:00:01.123456789Z")
+    assert ns % 1_000_000_000 == 123456789
+    assert ctr.split_log_line("2026-01-31T08:00:01.5Z hello world").text == "hello world"
+    assert job_api.parse_since("2026-01-31T08:00:01.123456789Z") == ns
+    assert job_api.parse_since("1700000000") == 1_700_000_000 * 10**9
+    assert job_api.parse_since(None) is None
+    with pytest.raises(job_api.JobError):
+        job_api.parse_since("yesterday")

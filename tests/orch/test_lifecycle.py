@@ -1,0 +1,260 @@
+"""launch -> status -> list -> teardown through the CLI, against moto; what moto holds afterwards."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import boto3
+import pytest
+
+from tests.orch.conftest import REGION, Killed, tagged
+
+CIDR = "203.0.113.7/32"
+
+
+def home() -> Path:
+    return Path(os.environ["ORCH_HOME"])
+
+
+def state() -> dict:
+    return json.loads((home() / "state.json").read_text())
+
+
+def launch(orch, job, *extra):
+    return orch("launch", "--instance", "g4dn.2xlarge", "--name", job, "--ssh-cidr", CIDR, *extra)
+
+
+def test_launch_status_list_teardown_leaves_nothing(aws, orch, job_calls):
+    r = launch(orch, "t1", "--volume-gb", "100")
+    assert r.exit_code == 0, r.output
+    assert "✓ run instance" in r.output and "s)" in r.output  # each phase with its duration
+
+    held = tagged("t1")
+    assert len(held["instances"]) == 1
+    inst = held["instances"][0]
+    assert inst["InstanceType"] == "g4dn.2xlarge"
+    assert inst["ImageId"] == aws.image_id  # the Deep Learning AMI, via SSM
+    tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+    assert tags == {"orch:job": "t1", "orch:created-by": "orch", "Name": "orch-t1"}
+    run = aws.run_calls[-1]
+    assert run["InstanceInitiatedShutdownBehavior"] == "terminate"
+    assert run["BlockDeviceMappings"][0]["Ebs"] == {
+        "VolumeSize": 100, "VolumeType": "gp3", "Iops": 3000, "Throughput": 250, "DeleteOnTermination": True}
+    assert "UserData" not in run  # no infra/bootstrap.sh in this test
+
+    (sg,) = held["security_groups"]
+    assert sg["GroupName"] == "orch-t1"
+    ingress = [(p["FromPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in sg["IpPermissions"]]
+    assert ingress == [(22, [CIDR])]  # SSH from the caller's /32 only
+    (kp,) = held["key_pairs"]
+    assert kp["KeyName"] == "orch-t1"
+
+    key = home() / "keys" / "t1.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert "PRIVATE KEY" in key.read_text()
+    assert stat.S_IMODE((home() / "state.json").stat().st_mode) == 0o600
+    rec = state()["jobs"]["t1"]
+    assert state()["schema"] == 1
+    assert rec["instance_id"] == inst["InstanceId"] and rec["status"] == "running"
+    assert rec["security_group_id"] == sg["GroupId"] and rec["region"] == REGION
+    assert not job_calls.started  # no --data: provision only
+
+    r = orch("status", "t1", "--json")
+    assert r.exit_code == 0, r.output
+    view = json.loads(r.output)
+    assert view["state"] == "running" and view["instance"]["instance_id"] == inst["InstanceId"]
+    assert view["container"]["last_metrics"]["epoch"] == 1
+
+    r = orch("list", "--json")
+    assert r.exit_code == 0, r.output
+    assert [(v["job"], v["state"]) for v in json.loads(r.output)] == [("t1", "running")]
+
+    r = orch("teardown", "t1", "--yes")
+    assert r.exit_code == 0, r.output
+    assert "Nothing tagged orch:job=t1 remains." in r.output
+    assert inst["InstanceId"] in r.output and sg["GroupId"] in r.output and "orch-t1" in r.output
+    left = tagged("t1")
+    assert left["instances"] == [] and left["security_groups"] == [] and left["key_pairs"] == []
+    assert left["volumes"] == []
+    assert job_calls.stopped and job_calls.stopped[0][1] == "t1"  # container stopped first
+    assert not key.exists()
+    assert "t1" not in state()["jobs"]
+
+
+def test_launch_twice_resumes_instead_of_duplicating(aws, orch, job_calls):
+    assert launch(orch, "t2").exit_code == 0
+    first = tagged("t2")["instances"][0]["InstanceId"]
+    r = launch(orch, "t2")
+    assert r.exit_code == 0, r.output
+    assert f"resuming {first}" in r.output
+    held = tagged("t2")
+    assert [i["InstanceId"] for i in held["instances"]] == [first]
+    assert len(held["security_groups"]) == 1 and len(held["key_pairs"]) == 1
+    assert len(aws.run_calls) == 1
+
+
+def test_launch_again_from_another_address_moves_ssh_access(aws, orch, job_calls):
+    assert launch(orch, "t2b").exit_code == 0
+    r = orch("launch", "--instance", "g4dn.2xlarge", "--name", "t2b", "--ssh-cidr", "198.51.100.9/32")
+    assert r.exit_code == 0, r.output
+    (sg,) = tagged("t2b")["security_groups"]
+    assert [r["CidrIp"] for p in sg["IpPermissions"] for r in p["IpRanges"]] == ["198.51.100.9/32"]
+
+
+def test_launch_killed_after_run_instances_then_teardown_finds_everything(aws, orch, job_calls):
+    aws.fail_after_run_instances = True
+    with pytest.raises(Killed):
+        launch(orch, "t3")
+    held = tagged("t3")
+    assert len(held["instances"]) == 1  # it exists in the cloud, tagged, though orch never saw its id
+    assert state()["jobs"]["t3"]["instance_id"] is None
+
+    r = orch("teardown", "t3", "--yes")
+    assert r.exit_code == 0, r.output
+    left = tagged("t3")
+    assert left["instances"] == [] and left["security_groups"] == [] and left["key_pairs"] == []
+
+
+def test_launch_killed_then_launch_again_resumes(aws, orch, job_calls):
+    aws.fail_after_run_instances = True
+    with pytest.raises(Killed):
+        launch(orch, "t3b")
+    aws.fail_after_run_instances = False
+    r = launch(orch, "t3b")
+    assert r.exit_code == 0, r.output
+    assert len(tagged("t3b")["instances"]) == 1 and len(aws.run_calls) == 1
+    assert state()["jobs"]["t3b"]["status"] == "running"
+
+
+def test_teardown_with_no_state_file_finds_resources_by_tag(aws, orch, job_calls):
+    assert launch(orch, "t4").exit_code == 0
+    (home() / "state.json").unlink()
+    r = orch("list", "--json")  # rebuilds the registry from tags
+    assert [v["job"] for v in json.loads(r.output)] == ["t4"]
+    assert orch("teardown", "t4", "--yes").exit_code == 0
+    left = tagged("t4")
+    assert left["instances"] == [] and left["security_groups"] == [] and left["key_pairs"] == []
+
+
+def test_capacity_error_in_one_zone_then_success_in_the_next(aws, orch, job_calls):
+    aws.capacity_fail_zones = {"us-east-1a"}
+    r = launch(orch, "t5")
+    assert r.exit_code == 0, r.output
+    assert "no on-demand capacity for g4dn.2xlarge in us-east-1a" in r.output
+    zones = [c["Placement"]["AvailabilityZone"] for c in aws.run_calls]
+    assert zones == ["us-east-1a", "us-east-1b"]
+    (inst,) = tagged("t5")["instances"]
+    assert inst["Placement"]["AvailabilityZone"] == "us-east-1b"
+
+
+def test_no_capacity_anywhere_is_a_clear_error_and_leaves_a_teardownable_job(aws, orch, job_calls):
+    ec2 = boto3.client("ec2", region_name=REGION)
+    aws.capacity_fail_zones = {z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]}
+    r = launch(orch, "t6")
+    assert r.exit_code == 1
+    assert "No capacity for g4dn.2xlarge in us-east-1" in r.output and "Traceback" not in r.output
+    assert tagged("t6")["instances"] == []
+    assert orch("teardown", "t6", "--yes").exit_code == 0
+    left = tagged("t6")
+    assert left["security_groups"] == [] and left["key_pairs"] == []
+
+
+def test_spot_without_capacity_falls_back_to_on_demand(aws, orch, job_calls):
+    ec2 = boto3.client("ec2", region_name=REGION)
+    zones = {z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]}
+    calls = aws.run_calls
+
+    original = set(zones)
+    aws.capacity_fail_zones = original
+    # Spot fails everywhere; on-demand succeeds: clear the failures once the first on-demand call comes.
+    def spot_only(params, **_):
+        if "InstanceMarketOptions" not in params:
+            aws.capacity_fail_zones = set()
+    from orchestrator.providers import ec2 as provider
+    client = provider.client("ec2", REGION)
+    client.meta.events.register_first("provide-client-params.ec2.RunInstances", spot_only)
+    r = launch(orch, "t7", "--spot")
+    assert r.exit_code == 0, r.output
+    assert "falling back to on-demand" in r.output
+    assert "InstanceMarketOptions" in calls[0] and "InstanceMarketOptions" not in calls[-1]
+    assert len(tagged("t7")["instances"]) == 1
+
+
+def test_quota_of_zero_gives_the_actionable_message_and_creates_nothing(aws, orch, job_calls):
+    aws.quotas["L-DB2E81BA"] = 0.0
+    r = launch(orch, "t8")
+    assert r.exit_code == 1
+    assert "L-DB2E81BA" in r.output
+    assert ("aws service-quotas request-service-quota-increase --service-code ec2 "
+            "--quota-code L-DB2E81BA --desired-value 8 --region us-east-1") in r.output
+    held = tagged("t8")
+    assert held["instances"] == [] and held["security_groups"] == [] and held["key_pairs"] == []
+    assert aws.run_calls == []
+
+
+def test_unknown_quota_does_not_block(aws, orch, job_calls):
+    aws.quotas.clear()  # NoSuchResource: as moto, or a user without servicequotas:Get*
+    r = launch(orch, "t9")
+    assert r.exit_code == 0, r.output
+    assert "quota not checked" in r.output
+
+
+def test_dry_run_creates_nothing_and_prints_price(aws, orch):
+    r = launch(orch, "t10", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "$0.752/hour" in r.output and "g4dn.2xlarge (8 vCPUs)" in r.output
+    assert aws.image_id in r.output
+    held = tagged("t10")
+    assert held == {"instances": [], "security_groups": [], "key_pairs": [], "volumes": []}
+    assert not (home() / "state.json").exists() and not (home() / "keys").exists()
+
+
+def test_unknown_instance_type_is_refused_with_closest_names(aws, orch):
+    r = orch("launch", "--instance", "g4dn.2xlarg", "--name", "t11", "--ssh-cidr", CIDR)
+    assert r.exit_code == 1
+    assert "does not exist" in r.output and "g4dn.2xlarge" in r.output
+    assert aws.run_calls == []
+
+
+def test_ami_falls_back_to_describe_images_when_ssm_has_no_parameter(aws, orch, job_calls, monkeypatch):
+    monkeypatch.setenv("ORCH_AMI_SSM_PARAMETER", "/orch-test/missing")
+    monkeypatch.setenv("ORCH_AMI_OWNERS", "self")
+    r = launch(orch, "t12", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert f"{aws.image_id} [describe_images:" in r.output
+
+
+def test_launch_with_data_starts_the_job_over_ssh_endpoint(aws, orch, job_calls, monkeypatch):
+    monkeypatch.setenv("ORCH_SSH_PROXY_COMMAND", "nc 127.0.0.1 2222")
+    r = launch(orch, "t13", "--data", "demo", "--image", "trainer:dev", "--ssh-user", "orch", "--", "--epochs", "2")
+    assert r.exit_code == 0, r.output
+    ((endpoint, spec),) = job_calls.started
+    inst = tagged("t13")["instances"][0]
+    assert endpoint.host == (inst.get("PublicIpAddress") or inst["PrivateIpAddress"])
+    assert endpoint.user == "orch" and endpoint.proxy_command == "nc 127.0.0.1 2222"
+    assert endpoint.key_path == home() / "keys" / "t13.pem"
+    assert endpoint.known_hosts == home() / "known_hosts"
+    assert spec.data == "demo" and spec.image == "trainer:dev" and spec.trainer_args == ("--epochs", "2")
+
+    r = orch("ssh", "t13", "--print")
+    assert r.exit_code == 0, r.output
+    assert "ProxyCommand=nc 127.0.0.1 2222" in r.output and f"orch@{endpoint.host}" in r.output
+
+
+def test_teardown_needs_yes_off_a_terminal(aws, orch, job_calls):
+    assert launch(orch, "t14").exit_code == 0
+    r = orch("teardown", "t14")
+    assert r.exit_code == 2 and "--yes" in r.output
+    assert len(tagged("t14")["instances"]) == 1
+
+
+def test_keep_volume(aws, orch, job_calls):
+    assert launch(orch, "t15").exit_code == 0
+    r = orch("teardown", "t15", "--yes", "--keep-volume")
+    assert r.exit_code == 0, r.output
+    assert "Kept volume(s): vol-" in r.output
+    left = tagged("t15")
+    assert left["instances"] == [] and left["security_groups"] == [] and left["key_pairs"] == []
+    assert len(left["volumes"]) == 1

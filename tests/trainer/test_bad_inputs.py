@@ -1,0 +1,115 @@
+"""Bad input gives a clear message and exit code, never a traceback or lost work."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.trainer.conftest import TINY, cli, metrics
+
+
+def assert_clean_error(result, *phrases: str, code: int = 2) -> None:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    for phrase in phrases:
+        assert phrase in result.output, result.output
+
+
+def test_missing_data_directory(tmp_path):
+    result = cli("train", "--data", tmp_path / "nope", "--out", tmp_path / "out", *TINY)
+    assert_clean_error(result, "does not exist", "trainer demo-data")
+
+
+def test_empty_class_folder_is_named(data_copy, tmp_path):
+    (data_copy / "train" / "zz_empty").mkdir()
+    (data_copy / "val" / "zz_empty").mkdir()
+    result = cli("train", "--data", data_copy, "--out", tmp_path / "out", *TINY)
+    assert_clean_error(result, "hold no images", "zz_empty")
+
+
+def test_no_val_split(data_copy, tmp_path):
+    shutil.rmtree(data_copy / "val")
+    result = cli("train", "--data", data_copy, "--out", tmp_path / "out", *TINY)
+    assert_clean_error(result, "no val split", str(data_copy / "val"))
+
+
+def test_corrupt_jpeg_is_skipped_counted_and_reported(data_copy, tmp_path):
+    victim = sorted((data_copy / "train").glob("*/*.jpg"))[3]
+    victim.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    out = tmp_path / "out"
+    result = cli("train", "--data", data_copy, "--out", out, *TINY, "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    [row] = metrics(out)
+    assert row["skipped_images"] in (0, 1)   # 0 only when it fell in the dropped last partial batch
+    log = (out / "train.log").read_text()
+    if row["skipped_images"]:
+        assert str(victim) in log and "skipped unreadable image" in log
+
+
+def test_corrupt_val_jpeg_is_skipped_by_evaluate(data_copy, trained_run):
+    victim = sorted((data_copy / "val").glob("*/*.jpg"))[0]
+    victim.write_bytes(b"garbage")
+    result = cli("evaluate", "--data", data_copy, "--checkpoint", trained_run / "checkpoints" / "best.pt", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["images"] == 47 and report["skipped_images"] == 1
+
+
+def test_resume_with_another_architecture_is_refused_and_keeps_the_checkpoint(demo_data, trained_run, tmp_path):
+    out = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    args = [a if a != "resnet_small" else "simple_cnn" for a in TINY]
+    result = cli("train", "--data", demo_data, "--out", out, *args, "--epochs", "3")
+    assert_clean_error(result, "is for arch 'resnet_small', not 'simple_cnn'", "--arch resnet_small")
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_resume_or_evaluate_on_other_classes_is_refused(demo_data, trained_run, tmp_path):
+    other = tmp_path / "other"
+    assert cli("demo-data", "--dest", other, "--classes", "5", "--per-class", "20", "--size", "16").exit_code == 0
+    out = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    result = cli("train", "--data", other, "--out", out, *TINY, "--epochs", "3")
+    assert_clean_error(result, "trained on 4 classes but the data has 5")
+    result = cli("evaluate", "--data", other, "--checkpoint", out / "checkpoints" / "best.pt", "--workers", "0")
+    assert_clean_error(result, "trained on 4 classes")
+
+
+def test_every_checkpoint_copy_corrupt_is_a_clear_error(demo_data, trained_run, tmp_path):
+    out = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    for name in ("last.pt", "last.prev.pt"):
+        (out / "checkpoints" / name).write_bytes(b"torn")
+    result = cli("train", "--data", demo_data, "--out", out, *TINY, "--epochs", "3")
+    assert_clean_error(result, "no usable checkpoint", "--resume none")
+
+
+def test_predict_and_export_with_a_missing_or_foreign_checkpoint(tmp_path):
+    image = tmp_path / "x.jpg"
+    image.write_bytes(b"")
+    assert_clean_error(cli("predict", "--checkpoint", tmp_path / "none.pt", image), "does not exist")
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    assert_clean_error(cli("export", "--checkpoint", bogus, "--out", tmp_path / "m.onnx"), "cannot be read")
+
+
+@pytest.mark.parametrize("args,phrases", [
+    (["--recipe", "no-such-recipe"], ["unknown recipe 'no-such-recipe'", "fashion-mnist"]),
+    (["--set", "learning_rate=0.1"], ["unknown setting(s) learning_rate", "Valid settings:", "lr"]),
+    (["--set", "epochs=lots"], ["setting 'epochs' got 'lots'"]),
+    (["--schedule", "exponential"], ["schedule 'exponential' is not one of"]),
+    (["--arch", "resnet9000"], ["unknown architecture 'resnet9000'"]),
+    (["--set", "nokey"], ["--set expects KEY=VALUE"]),
+])
+def test_bad_settings(demo_data, tmp_path, args, phrases):
+    result = cli("train", "--data", demo_data, "--out", tmp_path / "out", *TINY, *args)
+    assert_clean_error(result, *phrases)
+
+
+def test_recipe_with_an_unknown_key_lists_valid_ones(demo_data, tmp_path):
+    recipe = tmp_path / "mine.toml"
+    recipe.write_text("[train]\nepochs = 2\nbatchsize = 64\n")
+    result = cli("train", "--data", demo_data, "--out", tmp_path / "out", "--recipe", recipe)
+    assert_clean_error(result, "unknown setting(s) batchsize", str(recipe), "batch_size")
+    recipe.write_text("epochs = = 2")
+    assert_clean_error(cli("train", "--data", demo_data, "--out", tmp_path / "out", "--recipe", recipe), "not valid TOML")

@@ -1,0 +1,40 @@
+"""Settings precedence and the LR schedules (pure functions of the step)."""
+from __future__ import annotations
+
+import pytest
+
+from trainer.config import available_recipes, load_recipe, resolve
+from trainer.schedule import Schedule
+
+
+def test_flags_override_the_recipe_which_overrides_the_defaults():
+    base = resolve()
+    recipe = load_recipe("fashion-mnist")
+    config = resolve("fashion-mnist", {"epochs": 7, "batch_size": None, "depths": "2,2"})
+    assert config.epochs == 7                                  # flag
+    assert config.batch_size == recipe["batch_size"]           # recipe (None flag is "not given")
+    assert config.depths == (2, 2)
+    assert config.momentum == base.momentum                    # default
+    assert "fashion-mnist" in available_recipes() and "demo" in available_recipes()
+
+
+def test_step_schedule_divides_by_ten_at_each_third():
+    s = Schedule("step", total_steps=300)
+    assert [s.factor(i) for i in (0, 99, 100, 199, 200, 299)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_warmup_then_linear_to_zero_and_cosine():
+    lin = Schedule("linear", total_steps=110, warmup_steps=10, warmup_div=10)
+    assert lin.factor(0) == pytest.approx(0.1) and lin.factor(10) == pytest.approx(1.0)
+    assert lin.factor(60) == pytest.approx(0.5) and lin.factor(110) == pytest.approx(0.0)
+    cos = Schedule("cosine", total_steps=100)
+    assert cos.factor(0) == pytest.approx(1.0) and cos.factor(50) == pytest.approx(0.5, abs=1e-3)
+    assert cos.factor(100) == pytest.approx(1e-4)
+
+
+def test_onecycle_rises_to_the_peak_then_anneals():
+    s = Schedule("onecycle", total_steps=100, pct_start=0.25, warmup_div=25)
+    values = [s.factor(i) for i in range(101)]
+    assert values[0] == pytest.approx(1 / 25) and max(values) == pytest.approx(1.0)
+    assert values.index(max(values)) == 25 and values[-1] < 1e-3
+    assert all(a <= b for a, b in zip(values[:25], values[1:26]))

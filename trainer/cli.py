@@ -1,0 +1,245 @@
+"""`trainer`: train, evaluate, predict, export, lr-find, demo-data (and `prepare`, `verify`).
+
+Heavy imports (torch) happen inside the commands, so `trainer --help` is instant.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from trainer.errors import TrainerError
+from trainer.prepare.cli import prepare_app, verify_command
+
+app = typer.Typer(
+    help="Train image classifiers from random weights, resume anywhere, and report like a lab notebook.\n\n"
+         "Example: trainer demo-data --dest /tmp/demo && trainer train --data /tmp/demo --out /tmp/run --recipe demo",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+app.add_typer(prepare_app, name="prepare")
+app.command("verify")(verify_command)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """A TrainerError is the user's to fix: print it (no traceback) and exit with its code."""
+    try:
+        yield
+    except TrainerError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(exc.code) from None
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise TrainerError(f"--set expects KEY=VALUE, got {pair!r} (for example --set crop_scale=0.35,1).")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., help="Dataset folder with train/<class>/* and val/<class>/*."),
+    out: Path = typer.Option(..., help="Run folder: checkpoints/, metrics.jsonl, train.log, curves.png, config.json."),
+    recipe: Optional[str] = typer.Option(None, help="Recipe name in trainer/recipes (see `trainer recipes`) or a .toml path."),
+    arch: Optional[str] = typer.Option(None, help="Model: resnet_small, simple_cnn, or any torchvision classifier (resnet50...)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs to train."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per step per process."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate per lr_scale_batch images (default 256)."),
+    schedule: Optional[str] = typer.Option(None, help="step | cosine | onecycle | linear | constant."),
+    warmup_epochs: Optional[float] = typer.Option(None, help="Linear warmup epochs (step, cosine, linear)."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay on conv/linear weights."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing."),
+    train_res: Optional[int] = typer.Option(None, help="Train crop size in px (final, with progressive resizing)."),
+    train_res_start: Optional[int] = typer.Option(None, help="Progressive resizing: first-epoch crop size (0: off)."),
+    eval_res: Optional[int] = typer.Option(None, help="Eval centre-crop size in px."),
+    width: Optional[int] = typer.Option(None, help="Our models: channels of the first stage."),
+    precision: Optional[str] = typer.Option(None, help="auto | fp16 | bf16 | fp32."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    workers: Optional[int] = typer.Option(None, help="DataLoader workers per process."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
+    seed: Optional[int] = typer.Option(None, help="Seed for init, shuffling and augmentation."),
+    target_top1: Optional[float] = typer.Option(None, help="Stop once val top-1 (percent) reaches this."),
+    max_hours: Optional[float] = typer.Option(None, help="Save and stop before this many hours of training (all resumes together)."),
+    checkpoint_minutes: Optional[float] = typer.Option(None, help="Also save last.pt every N minutes inside an epoch."),
+    set_: List[str] = typer.Option([], "--set", help="Any other setting as KEY=VALUE (repeatable), e.g. --set crop_scale=0.35,1."),
+    resume: str = typer.Option("auto", help="auto: continue from OUT/checkpoints/last.pt if present; none: start over; or a checkpoint path."),
+    stop_file: Optional[Path] = typer.Option(None, help="Save and stop cleanly when this file appears."),
+    watch_spot: bool = typer.Option(False, "--watch-spot", help="Poll EC2 metadata for a spot interruption notice; save and stop."),
+) -> None:
+    """Train a classifier from random weights.
+
+    Example: trainer train --data /data/imagenet --out /runs/r50 --recipe imagenet-resnet50 --epochs 16
+
+    DDP: torchrun --nproc_per_node 4 -m trainer train --data ... --out ... (same flags).
+    Exit 0 when done (or at --max-hours / --target-top1); 130/143 after Ctrl-C/SIGTERM, once last.pt is saved.
+    """
+    with user_errors():
+        from trainer.config import resolve
+        from trainer.train import train as run_training
+        flags = dict(arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, warmup_epochs=warmup_epochs,
+                     weight_decay=weight_decay, label_smoothing=label_smoothing, train_res=train_res,
+                     train_res_start=train_res_start, eval_res=eval_res, width=width, precision=precision,
+                     channels_last=channels_last, compile=compile, workers=workers, device=device, seed=seed,
+                     target_top1=target_top1, max_hours=max_hours, checkpoint_minutes=checkpoint_minutes)
+        flags.update(_parse_sets(set_))
+        config = resolve(recipe, flags)
+        code = run_training(config, data, out, resume=resume, stop_file=stop_file, watch_spot=watch_spot, argv=sys.argv)
+    raise typer.Exit(code)
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Option(..., help="Dataset folder (its val/ split is used)."),
+    checkpoint: Path = typer.Option(..., help="A checkpoint: OUT/checkpoints/best.pt or last.pt."),
+    split: str = typer.Option("val", help="val or train."),
+    batch_size: int = typer.Option(128, help="Images per batch."),
+    workers: int = typer.Option(4, help="DataLoader workers."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    out: Optional[Path] = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Top-1, top-5, loss and per-class accuracy of a checkpoint, as JSON on stdout.
+
+    Example: trainer evaluate --data /data/imagenet --checkpoint /runs/r50/checkpoints/best.pt
+    """
+    with user_errors():
+        from trainer.evaluate import evaluate_checkpoint
+        if split not in ("val", "train"):
+            raise TrainerError(f"--split must be val or train, not {split!r}.")
+        result = evaluate_checkpoint(checkpoint, data, split, batch_size, workers, device)
+        text = json.dumps(result, indent=1)
+        if out:
+            out.write_text(text + "\n")
+        typer.echo(text)
+
+
+@app.command()
+def predict(
+    images: List[Path] = typer.Argument(..., help="Image files."),
+    checkpoint: Path = typer.Option(..., help="A checkpoint: OUT/checkpoints/best.pt."),
+    top: int = typer.Option(5, help="How many classes to show."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Top-5 classes (names from dataset.json when it had them) and probabilities per image.
+
+    Example: trainer predict --checkpoint /runs/r50/checkpoints/best.pt cat.jpg dog.jpg
+    """
+    with user_errors():
+        from trainer.predict import predict as run_predict
+        missing = [str(p) for p in images if not p.is_file()]
+        if missing:
+            raise TrainerError(f"no such image file(s): {', '.join(missing)}")
+        results = run_predict(checkpoint, images, top)
+        if as_json:
+            typer.echo(json.dumps([{"image": r.image, "top": [{"class": c, "name": n, "prob": p} for c, n, p in r.top]}
+                                   for r in results], indent=1))
+            return
+        for r in results:
+            typer.echo(r.image)
+            for cls, name, prob in r.top:
+                typer.echo(f"  {100 * prob:6.2f}%  {name}" + (f"  ({cls})" if name != cls else ""))
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Option(..., help="A checkpoint: OUT/checkpoints/best.pt."),
+    format: str = typer.Option("onnx", help="onnx | torchscript."),
+    out: Path = typer.Option(..., help="Output file (e.g. model.onnx); metadata goes to <out>.json."),
+    opset: int = typer.Option(17, help="ONNX opset."),
+    dynamo: bool = typer.Option(False, "--dynamo", help="Use torch.export's ONNX exporter (slower; torch >= 2.5)."),
+) -> None:
+    """Export for deployment (Jetson / TensorRT) and check it matches the checkpoint.
+
+    Example: trainer export --checkpoint /runs/r50/checkpoints/best.pt --format onnx --out r50.onnx
+    """
+    with user_errors():
+        from trainer.export import export as run_export
+        result = run_export(checkpoint, format, out, opset=opset, dynamo=dynamo)
+        check = f"max |difference| vs checkpoint {result.max_abs_diff:.2e}" if result.max_abs_diff is not None else "not checked (no onnxruntime)"
+        typer.echo(f"wrote {result.path} and {result.metadata_path}; {check}")
+
+
+@app.command("lr-find")
+def lr_find(
+    data: Path = typer.Option(..., help="Dataset folder (train/ is used)."),
+    out: Path = typer.Option(..., help="Folder for lr_find.png and lr_find.json."),
+    recipe: Optional[str] = typer.Option(None, help="Recipe name or .toml path."),
+    arch: Optional[str] = typer.Option(None, help="Model name."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per step."),
+    steps: int = typer.Option(100, help="Steps of the range test."),
+    start_lr: float = typer.Option(1e-5, help="First LR."),
+    end_lr: float = typer.Option(10.0, help="Last LR."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda."),
+    set_: List[str] = typer.Option([], "--set", help="Other settings as KEY=VALUE."),
+) -> None:
+    """LR range test: loss vs LR plot and a suggested peak LR for one-cycle.
+
+    Example: trainer lr-find --data /data/tiny-imagenet --out /runs/lrf --recipe tiny-imagenet --steps 200
+    """
+    with user_errors():
+        from trainer.config import resolve
+        from trainer.lrfind import lr_find as run_lr_find
+        flags = dict(arch=arch, batch_size=batch_size, device=device)
+        flags.update(_parse_sets(set_))
+        result = run_lr_find(resolve(recipe, flags), data, out, start_lr, end_lr, steps)
+        typer.echo(f"suggested peak LR (one-cycle): {result.suggested_lr:.3g}  (use --lr with the same --batch-size)\n"
+                   f"plot: {result.plot}\ndata: {result.data}")
+
+
+@app.command("demo-data")
+def demo_data(
+    dest: Path = typer.Option(..., help="Folder to write train/, val/ and dataset.json into."),
+    classes: int = typer.Option(8, help="Number of classes."),
+    per_class: int = typer.Option(60, help="Train images per class (val gets a fifth)."),
+    val_per_class: int = typer.Option(0, help="Val images per class (0: a fifth of --per-class)."),
+    size: int = typer.Option(32, help="Image size in px."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Write a small generated dataset (coloured shapes on noise) that a small model learns in seconds.
+
+    Example: trainer demo-data --dest /tmp/demo && trainer train --data /tmp/demo --out /tmp/run --recipe demo
+    """
+    with user_errors():
+        if classes < 2 or per_class < 1 or size < 8:
+            raise TrainerError("--classes must be >= 2, --per-class >= 1 and --size >= 8.")
+        from trainer.demodata import generate
+        s = generate(dest, classes, per_class, val_per_class, size, seed)
+        typer.echo(f"wrote {s.train_images} train and {s.val_images} val images in {len(s.classes)} classes to {s.dest}")
+
+
+@app.command()
+def recipes() -> None:
+    """List the recipe files and what each sets.
+
+    Example: trainer recipes
+    """
+    from trainer.config import available_recipes, load_recipe
+    for name in available_recipes():
+        values = load_recipe(name)
+        typer.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+
+
+@app.command()
+def models() -> None:
+    """List the model names `--arch` accepts.
+
+    Example: trainer models
+    """
+    from trainer.models import available_models
+    typer.echo("\n".join(available_models()))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

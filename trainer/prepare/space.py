@@ -1,0 +1,48 @@
+"""Will the result fit? Checked before anything is written.
+
+The estimate is the source's size scaled by the share of it this run writes. With
+--resize-short S, a JPEG's bytes scale with its pixel count: ImageNet's average short side is
+about 350 px, and we allow 1.5x for the shorter images that are kept as they are.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from trainer.prepare.catalog import FULL_COUNTS
+
+TYPICAL_SHORT_SIDE = 350
+
+
+class SpaceError(Exception):
+    pass
+
+
+def estimate_bytes(source_bytes: int, dataset: str, share_of_classes: float,
+                   max_per_class: int | None, resize_short: int | None) -> int:
+    share = share_of_classes
+    if max_per_class is not None:
+        classes, train, val = FULL_COUNTS[dataset]
+        share *= min(1.0, max_per_class * 2 / ((train + val) / classes))
+    if resize_short is not None:
+        share *= min(1.0, 1.5 * (resize_short / TYPICAL_SHORT_SIDE) ** 2)
+    return int(source_bytes * share)
+
+
+def check_free_space(dest: Path, need: int) -> None:
+    """Raise SpaceError, saying what to do, when `need` bytes will not fit where `dest` lives."""
+    probe = Path(dest).absolute()
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < need:
+        raise SpaceError(
+            f"Not enough free space for {dest}: it needs about {_gb(need)}, and {probe} has {_gb(free)} free. "
+            f"Nothing was written and the source is untouched. Free some space or pick another --dest; "
+            f"or write less: --resize-short 160 (about a tenth of the bytes for ImageNet), "
+            f"or --subset-percent 10."
+        )
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

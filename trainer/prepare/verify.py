@@ -1,0 +1,147 @@
+"""`trainer verify`: does a prepared folder hold what training expects?
+
+Counts classes and images per split, compares train and val classes, compares the folders with
+dataset.json, decodes every image (JPEG at 1/8 scale via Image.draft: the whole entropy-coded
+stream is still read, so truncated files fail, at a fraction of the cost), and with --expect
+compares the counts with the full dataset's.
+"""
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from trainer.prepare.catalog import FULL_COUNTS, SPLITS
+from trainer.prepare.shrink import PART
+
+SHOW = 10   # problems of one kind listed by name before "... and N more"
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    data: Path
+    counts: dict[str, dict[str, int]]       # split -> class -> images
+    problems: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def images(self, split: str) -> int:
+        return sum(self.counts.get(split, {}).values())
+
+
+def _listed(items, what: str) -> str:
+    items = sorted(items)
+    more = f" ... and {len(items) - SHOW} more" if len(items) > SHOW else ""
+    return f"{len(items)} {what}: {', '.join(map(str, items[:SHOW]))}{more}"
+
+
+def check_image(path: str) -> str | None:
+    """None if the image decodes, else 'path: why'."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
+            img.load()
+    except Exception as exc:  # any decoder error means the trainer would fail on this file
+        return f"{path}: {type(exc).__name__}: {exc}"
+    return None
+
+
+def verify_dataset(data: Path, expect: str | None = None, workers: int = 1, decode: bool = True,
+                   on_checked: Callable[[int], None] = lambda n: None,
+                   on_total: Callable[[int], None] = lambda n: None) -> VerifyReport:
+    data = Path(data)
+    problems: list[str] = []
+    notes: list[str] = []
+    counts: dict[str, dict[str, int]] = {}
+    files: list[str] = []
+    partial: list[str] = []
+    for split in SPLITS:
+        split_dir = data / split
+        if not split_dir.is_dir():
+            problems.append(f"missing folder {split_dir}")
+            continue
+        counts[split] = {}
+        for cls_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            names = [e.name for e in os.scandir(cls_dir) if e.is_file()]
+            partial += [f"{cls_dir / n}" for n in names if n.endswith(PART)]
+            kept = [n for n in names if not n.startswith(".")]
+            counts[split][cls_dir.name] = len(kept)
+            files += [str(cls_dir / n) for n in kept]
+    if partial:
+        problems.append(_listed(partial, "half-written files (rerun the same `trainer prepare` command to finish)"))
+    if "train" in counts and "val" in counts:
+        train, val = set(counts["train"]), set(counts["val"])
+        if train - val:
+            problems.append(_listed(train - val, "classes in train/ but not in val/"))
+        if val - train:
+            problems.append(_listed(val - train, "classes in val/ but not in train/"))
+    for split, per_class in counts.items():
+        empty = [c for c, n in per_class.items() if n == 0]
+        if empty:
+            problems.append(_listed(empty, f"empty classes in {split}/"))
+
+    meta = _check_metadata(data, counts, problems, notes)
+    if expect is not None:
+        _check_expected(expect, counts, meta, problems)
+
+    if decode and files:
+        on_total(len(files))
+        bad = [why for why in _decode_all(files, workers, on_checked) if why]
+        if bad:
+            problems.append(_listed(bad, "unreadable images"))
+    return VerifyReport(data, counts, tuple(problems), tuple(notes))
+
+
+def _check_metadata(data: Path, counts, problems: list[str], notes: list[str]) -> dict:
+    path = data / "dataset.json"
+    if not path.is_file():
+        notes.append(f"no {path}: the trainer then takes class names from the folder names")
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as exc:
+        problems.append(f"{path} is not valid JSON ({exc}); rerun `trainer prepare` to rewrite it")
+        return {}
+    if "train" in counts and list(meta.get("classes", [])) != sorted(counts["train"]):
+        problems.append(f"{path} lists {len(meta.get('classes', []))} classes but train/ has "
+                        f"{len(counts['train'])} class folders (or other names)")
+    for split, per_class in counts.items():
+        want = meta.get("counts", {}).get(split)
+        if want is not None and want != per_class:
+            off = sorted(c for c in set(want) | set(per_class) if want.get(c) != per_class.get(c))
+            problems.append(_listed(off, f"classes in {split}/ whose image count differs from {path.name}"))
+    return meta
+
+
+def _check_expected(expect: str, counts, meta: dict, problems: list[str]) -> None:
+    classes, train, val = FULL_COUNTS[expect]
+    got = (len(counts.get("train", {})), sum(counts.get("train", {}).values()), sum(counts.get("val", {}).values()))
+    if got == (classes, train, val):
+        return
+    why = ""
+    if meta.get("subset") or meta.get("max_per_class"):
+        why = (f" This folder was prepared with subset={meta.get('subset')}, max_per_class={meta.get('max_per_class')}: "
+               f"--expect checks the full dataset, so leave it out for a subset.")
+    problems.append(f"--expect {expect}: wanted {classes} classes, {train:,} train and {val:,} val images; "
+                    f"found {got[0]} classes, {got[1]:,} train and {got[2]:,} val images.{why}")
+
+
+def _decode_all(files: list[str], workers: int, on_checked: Callable[[int], None]):
+    if workers <= 1 or len(files) < 64:
+        for f in files:
+            yield check_image(f)
+            on_checked(1)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        for why in pool.map(check_image, files, chunksize=64):
+            yield why
+            on_checked(1)

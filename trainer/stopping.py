@@ -1,0 +1,68 @@
+"""Reasons to stop training early and cleanly: SIGTERM/SIGINT, a spot-interruption notice, a stop file.
+
+The loop polls `StopRequest.reason` after each step; nothing here touches the model or files.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger("trainer")
+
+IMDS = "http://169.254.169.254"
+
+
+class StopRequest:
+    def __init__(self, stop_file: Path | None = None):
+        self.reason: str | None = None      # "SIGTERM", "SIGINT", "spot", "stop-file"
+        self.stop_file = stop_file
+        self._previous: dict[int, object] = {}
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def restore_signal_handlers(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.reason is None:
+            log.warning("received %s: finishing this step, saving last.pt, then stopping", name)
+        self.reason = self.reason or name
+
+    def poll(self) -> str | None:
+        if self.reason is None and self.stop_file is not None and self.stop_file.exists():
+            log.warning("stop file %s appeared: saving last.pt, then stopping", self.stop_file)
+            self.reason = "stop-file"
+        return self.reason
+
+    def watch_spot_notice(self, interval_s: float = 5.0) -> None:
+        """Poll the EC2 instance metadata for a spot interruption notice in a daemon thread (IMDSv2)."""
+        def loop():
+            while self.reason is None:
+                if spot_interruption_pending():
+                    log.warning("spot interruption notice: saving last.pt, then stopping")
+                    self.reason = "spot"
+                    return
+                threading.Event().wait(interval_s)
+        threading.Thread(target=loop, name="spot-notice", daemon=True).start()
+
+
+def spot_interruption_pending(timeout_s: float = 1.0) -> bool:
+    """True when IMDS lists a spot instance-action (404 means none; no IMDS means not on EC2)."""
+    try:
+        token_req = urllib.request.Request(f"{IMDS}/latest/api/token", method="PUT",
+                                           headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"})
+        token = urllib.request.urlopen(token_req, timeout=timeout_s).read().decode()
+        req = urllib.request.Request(f"{IMDS}/latest/meta-data/spot/instance-action",
+                                     headers={"X-aws-ec2-metadata-token": token})
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return resp.status == 200
+    except OSError:  # URLError/HTTPError (404: no notice) and timeouts are all OSError
+        return False

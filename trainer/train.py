@@ -1,0 +1,358 @@
+"""Train a classifier from random weights; resume anywhere; write the run folder.
+
+    trainer train --data DATA --out OUT --recipe fashion-mnist
+    torchrun --nproc_per_node 2 -m trainer train --data DATA --out OUT     # DDP, same flags
+
+OUT/checkpoints/{last,best}.pt (+ .sha256), OUT/metrics.jsonl, OUT/train.log, OUT/curves.png,
+OUT/config.json, OUT/status.json. `--resume auto` continues from last.pt (falling back to
+last.prev.pt if last.pt is corrupt): same epochs, LR schedule and metrics lines as a run never
+stopped. The loop below is deliberately one flat function you can read top to bottom.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer import checkpoint as ckpt
+from trainer.config import TrainConfig, to_dict
+from trainer.data import (EpochSampler, ImageFiles, TrainTransform, eval_transform, load_dataset, make_loader,
+                          progressive_resolution)
+from trainer.engine import (amp_settings, evaluate, make_grad_scaler, make_optimizer, pick_device, prepare_model,
+                            to_device, train_step_with_logits, unwrap)
+from trainer.errors import EXIT_SIGINT, EXIT_SIGTERM, TrainerError
+from trainer.metrics import Progress, append_metrics, read_metrics, setup_logging, truncate_metrics, write_run_config
+from trainer.models import build_model, resolve_stem
+from trainer.report import plot_curves
+from trainer.schedule import Schedule, make_scheduler
+from trainer.stopping import StopRequest
+
+log = logging.getLogger("trainer")
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def init_distributed(device_hint: str) -> Dist:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; NCCL on GPUs, gloo on CPU (the tests)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    use_cuda = torch.cuda.is_available() and device_hint != "cpu"
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    return Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world)
+
+
+def _all_max(flags: list[float], dist: Dist, device: torch.device) -> list[float]:
+    if not dist.enabled:
+        return flags
+    t = torch.tensor(flags, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return t.tolist()
+
+
+def _all_sum(values: torch.Tensor, dist: Dist) -> torch.Tensor:
+    if dist.enabled:
+        torch.distributed.all_reduce(values)
+    return values
+
+
+def _rng_states(dist: Dist) -> list[dict[str, Any]]:
+    state = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    if not dist.enabled:
+        return [state]
+    gathered: list[Any] = [None] * dist.world
+    torch.distributed.all_gather_object(gathered, state)
+    return gathered
+
+
+def _restore_rng(states: list[dict[str, Any]], dist: Dist) -> None:
+    if dist.rank < len(states):
+        torch.set_rng_state(states[dist.rank]["cpu"])
+        if torch.cuda.is_available() and states[dist.rank]["cuda"]:
+            torch.cuda.set_rng_state_all(states[dist.rank]["cuda"])
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command that was run, with `--resume auto` (what to type to continue)."""
+    args = list(argv)
+    if "--resume" in args:
+        i = args.index("--resume")
+        del args[i:i + 2]
+    args = [a for a in args if not a.startswith("--resume=")]
+    prog = "trainer" if Path(args[0]).name in ("trainer", "cli.py", "__main__.py") else args[0]
+    return " ".join(shlex.quote(a) for a in [prog, *args[1:], "--resume", "auto"])
+
+
+def write_status(out: Path, **fields: Any) -> None:
+    tmp = out / ".status.json.tmp"
+    tmp.write_text(json.dumps(fields) + "\n")
+    os.replace(tmp, out / "status.json")
+
+
+def train(config: TrainConfig, data_dir: Path, out_dir: Path, resume: str = "auto", stop_file: Path | None = None,
+          watch_spot: bool = False, argv: list[str] | None = None) -> int:
+    """Run (or continue) a training job; returns the process exit code. Raises TrainerError on bad input."""
+    dist = init_distributed(config.device)
+    try:
+        return _train(config, Path(data_dir), Path(out_dir), resume, stop_file, watch_spot, argv or sys.argv, dist)
+    finally:
+        if dist.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_file: Path | None, watch_spot: bool,
+           argv: list[str], dist: Dist) -> int:
+    started = time.monotonic()
+    device = pick_device(config.device, dist.local_rank)
+    ckpt_dir = out / "checkpoints"
+    if dist.main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(out / "train.log" if dist.main else None, dist.main)
+    info = load_dataset(data_dir)
+    classes = info.classes
+    amp = amp_settings(device, config.precision)
+    stem = resolve_stem(config.stem, config.train_res)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not config.deterministic
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    # ---- model, optimizer, schedule (same seed on every rank: identical initial weights) ----
+    torch.manual_seed(config.seed)
+    model = build_model(config.arch, len(classes), width=config.width, depths=config.depths, stem=stem,
+                        dropout=config.dropout, zero_init_residual=config.zero_init_residual)
+    global_batch = config.batch_size * dist.world
+    peak_lr = config.lr * global_batch / config.lr_scale_batch if config.lr_scale_batch else config.lr
+    optimizer = make_optimizer(model, peak_lr, config.momentum, config.nesterov, config.weight_decay)
+    train_sampler = EpochSampler(len(info.train), shuffle=True, seed=config.seed, rank=dist.rank, world=dist.world,
+                                 resolution=lambda e: progressive_resolution(e, config.train_res_start, config.train_res,
+                                                                             config.res_ramp_epochs, config.epochs))
+    steps_per_epoch = len(train_sampler.shard()) // config.batch_size
+    if steps_per_epoch == 0:
+        raise TrainerError(f"the train split has {len(info.train)} images, fewer than one batch of {config.batch_size} "
+                           f"per process. Use a smaller --batch-size.")
+    schedule = Schedule(config.schedule, steps_per_epoch * config.epochs, int(config.warmup_epochs * steps_per_epoch),
+                        config.warmup_div, config.pct_start)
+    scheduler = make_scheduler(optimizer, schedule)
+    scaler = make_grad_scaler(amp)
+
+    # ---- resume ----
+    start_epoch, start_step, best_top1, elapsed_before = 0, 0, 0.0, 0.0
+    partial = torch.zeros(4, dtype=torch.float64)   # loss*n, correct, n, skipped of an interrupted epoch
+    loaded = None
+    if resume == "auto":
+        loaded = ckpt.load_latest(ckpt_dir)
+    elif resume != "none":
+        loaded = ckpt.load(Path(resume)), Path(resume)
+    if loaded is not None:
+        payload, source = loaded
+        ckpt.check_compatible(payload, config.arch, classes, source)
+        unwrap(model).load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        scaler.load_state_dict(payload["scaler"])
+        start_epoch, start_step = payload["epoch"], payload["step_in_epoch"]
+        best_top1, elapsed_before = payload["best_top1"], payload.get("elapsed_seconds", 0.0)
+        partial = torch.tensor(payload["partial"], dtype=torch.float64)
+        _restore_rng(payload["rng"], dist)
+        log.info("resumed from %s: epoch %d, step %d/%d, best val top-1 %.2f%%", source, start_epoch + 1, start_step,
+                 steps_per_epoch, best_top1)
+        stored = payload.get("config", {})
+        changed = [k for k, v in to_dict(config).items() if stored.get(k, v) != v and k not in ("device", "workers", "max_hours")]
+        if changed:
+            log.warning("settings differ from the checkpoint's: %s (the new values are used)", ", ".join(changed))
+    if dist.main:
+        truncate_metrics(out / "metrics.jsonl", start_epoch)
+        write_run_config(out / "config.json", to_dict(config), {
+            "data": str(data_dir), "dataset": info.dataset, "num_classes": len(classes), "train_images": len(info.train),
+            "val_images": len(info.val), "world_size": dist.world, "global_batch": global_batch, "peak_lr": peak_lr,
+            "steps_per_epoch": steps_per_epoch, "device": str(device), "amp": str(amp.dtype), "stem": stem})
+        write_status(out, state="running", epoch=start_epoch, best_top1=best_top1)
+    if start_epoch >= config.epochs:
+        log.info("already trained %d of %d epochs; nothing to do (raise --epochs to train longer)", start_epoch, config.epochs)
+        return 0
+
+    model = prepare_model(model, device, config.channels_last, config.compile)
+    if dist.enabled:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    pin = device.type == "cuda"
+    train_set = ImageFiles(info.train, TrainTransform(config.crop_scale, config.crop_ratio, config.hflip), config.mean, config.std)
+    val_set = ImageFiles(info.val, eval_transform(config.eval_res, config.eval_resize), config.mean, config.std)
+    val_sampler = EpochSampler(len(info.val), shuffle=False, rank=dist.rank, world=dist.world)
+    train_loader = make_loader(train_set, train_sampler, config.batch_size, config.workers, config.prefetch_factor, pin, True)
+    val_loader = make_loader(val_set, val_sampler, config.batch_size, config.workers, config.prefetch_factor, pin, False)
+
+    stop = StopRequest(stop_file)
+    stop.install_signal_handlers()
+    if watch_spot and dist.main:
+        stop.watch_spot_notice()
+    budget_s = config.max_hours * 3600 if config.max_hours > 0 else float("inf")
+    save_seconds, eval_seconds = 0.0, 0.0
+    last_save = time.monotonic()
+    progress = Progress(dist.main, config.log_every_seconds)
+    log.info("training %s (%s stem) on %d classes, %d train / %d val images, %s x%d, %s, global batch %d, peak lr %g, "
+             "%d epochs x %d steps", config.arch, stem, len(classes), len(info.train), len(info.val), device, dist.world,
+             amp.dtype or "fp32", global_batch, peak_lr, config.epochs, steps_per_epoch)
+
+    def elapsed() -> float:
+        return elapsed_before + time.monotonic() - started
+
+    def save(epoch: int, step: int, sums: torch.Tensor, is_best: bool = False) -> None:
+        nonlocal save_seconds, last_save
+        t = time.monotonic()
+        payload = {
+            "format": ckpt.FORMAT_VERSION, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step_in_epoch": step,
+            "partial": sums.tolist(), "best_top1": best_top1, "elapsed_seconds": elapsed(), "rng": _rng_states(dist),
+            "config": to_dict(config), "arch": config.arch, "stem": stem, "classes": classes, "names": info.names,
+            "dataset": info.dataset, "mean": list(config.mean), "std": list(config.std),
+            "eval_res": config.eval_res, "eval_resize": eval_transform(config.eval_res, config.eval_resize).resize,
+        }
+        if dist.main:
+            ckpt.save(payload, ckpt_dir / "last.pt", keep_previous=True)
+            if is_best:
+                ckpt.save(payload, ckpt_dir / "best.pt")
+        if dist.enabled:
+            torch.distributed.barrier()
+        save_seconds, last_save = time.monotonic() - t, time.monotonic()
+
+    def stopped(reason: str, epoch: int, step: int) -> int:
+        code = {"SIGINT": EXIT_SIGINT}.get(reason, 0 if reason in ("max-hours", "target") else EXIT_SIGTERM)
+        if dist.main:
+            where = f"epoch {epoch + 1} step {step}/{steps_per_epoch}" if step else f"the end of epoch {epoch}"
+            log.warning("stopped (%s) at %s; saved %s. Resume with: %s", reason, where, ckpt_dir / "last.pt",
+                        resume_command(argv))
+            write_status(out, state="time_limit" if reason == "max-hours" else "interrupted", reason=reason,
+                         epoch=epoch, step_in_epoch=step, best_top1=best_top1, exit_code=code)
+        return code
+
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            first = epoch == start_epoch
+            step = start_step if first else 0
+            sums = partial.clone() if first else torch.zeros(4, dtype=torch.float64)
+            train_sampler.set_epoch(epoch, skip=step * config.batch_size)
+            res = progressive_resolution(epoch, config.train_res_start, config.train_res, config.res_ramp_epochs, config.epochs)
+            dev_sums = torch.zeros(3, dtype=torch.float64, device=device)   # loss*n, correct, n (kept on the device)
+            skipped = 0
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            model.train()
+            progress.start(f"epoch {epoch + 1}/{config.epochs} ({res}px)", steps_per_epoch)
+            t_epoch = time.perf_counter()
+            data_wait, images_seen = 0.0, 0
+            t_wait = time.perf_counter()
+            for images, targets, bad in train_loader:
+                data_wait += time.perf_counter() - t_wait
+                for path, why in bad:
+                    log.warning("skipped unreadable image %s (%s)", path, why)
+                skipped += len(bad)
+                if len(targets):
+                    images, targets = to_device(images, targets, device, config.channels_last)
+                    loss, logits = train_step_with_logits(model, images, targets, criterion, optimizer, scaler, amp,
+                                                          config.channels_last, config.grad_clip)
+                    n = len(targets)
+                    dev_sums += torch.stack([loss.double() * n, (logits.argmax(1) == targets).sum().double(),
+                                             torch.tensor(float(n), dtype=torch.float64, device=device)])
+                    images_seen += n
+                scheduler.step()
+                step += 1
+                if progress.due():
+                    s = dev_sums.tolist()   # a device sync: only when a line or the bar is due
+                    progress.update(step, f"loss {s[0] / max(1, s[2]):.4f} lr {scheduler.get_last_lr()[0]:.4g}")
+                # Stop or save inside the epoch: every rank must agree, so the flags are reduced.
+                out_of_time = elapsed() + 2 * save_seconds >= budget_s
+                periodic = config.checkpoint_minutes > 0 and time.monotonic() - last_save >= 60 * config.checkpoint_minutes
+                want_stop, want_save, timeout = _all_max([float(stop.poll() is not None), float(periodic), float(out_of_time)],
+                                                         dist, device)
+                if (want_stop or want_save or timeout) and step < steps_per_epoch:
+                    totals = _all_sum(torch.cat([dev_sums.cpu(), torch.tensor([float(skipped)], dtype=torch.float64)]).to(device), dist).cpu()
+                    save(epoch, step, totals + sums)
+                    if want_stop or timeout:
+                        progress.stop()
+                        return stopped(stop.reason or "SIGTERM" if want_stop else "max-hours", epoch, step)
+                t_wait = time.perf_counter()
+            progress.stop()
+            train_seconds = time.perf_counter() - t_epoch
+            totals = _all_sum(torch.cat([dev_sums.cpu(), torch.tensor([float(skipped)], dtype=torch.float64)]).to(device), dist).cpu()
+            totals += sums
+            n_train = max(1.0, float(totals[2]))
+
+            # ---- evaluate, log, checkpoint ----
+            row: dict[str, Any] = {
+                "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_res": res,
+                "train_loss": float(totals[0]) / n_train, "train_top1": 100 * float(totals[1]) / n_train,
+            }
+            last_epoch = epoch + 1 == config.epochs
+            skip_eval = elapsed() + eval_seconds + 2 * save_seconds >= budget_s and not last_epoch
+            if ((epoch + 1) % config.eval_every == 0 or last_epoch) and not skip_eval:
+                t_eval = time.perf_counter()
+                result = evaluate(model, val_loader, device, amp, config.channels_last, len(classes), dist.enabled)
+                eval_seconds = time.perf_counter() - t_eval
+                row.update(val_loss=result.loss, val_top1=result.top1, val_top5=result.top5)
+            else:
+                row.update(val_loss=None, val_top1=None, val_top5=None)
+            world_images = images_seen * dist.world
+            row.update(
+                images_per_sec=world_images / max(1e-9, train_seconds), epoch_seconds=train_seconds,
+                eval_seconds=eval_seconds, data_wait_fraction=data_wait / max(1e-9, train_seconds),
+                max_gpu_mem=(torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0),
+                skipped_images=int(totals[3]), elapsed_hours=elapsed() / 3600,
+            )
+            is_best = row["val_top1"] is not None and row["val_top1"] > best_top1
+            if is_best:
+                best_top1 = row["val_top1"]
+            if dist.main:
+                append_metrics(out / "metrics.jsonl", row)
+                val = (f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.2f}% top-5 {row['val_top5']:.2f}%"
+                       if row["val_top1"] is not None else "val skipped")
+                log.info("epoch %d/%d lr %.4g | train loss %.4f top-1 %.2f%% | %s | %.0f img/s, %.1f s, data wait %.0f%%%s",
+                         epoch + 1, config.epochs, row["lr"], row["train_loss"], row["train_top1"], val,
+                         row["images_per_sec"], train_seconds, 100 * row["data_wait_fraction"],
+                         f", {row['skipped_images']} unreadable images skipped" if row["skipped_images"] else "")
+            save(epoch + 1, 0, torch.zeros(4, dtype=torch.float64), is_best)
+            if dist.main:
+                try:
+                    plot_curves(read_metrics(out / "metrics.jsonl"), out / "curves.png")
+                except Exception as exc:  # noqa: BLE001 - a plot must never stop training
+                    log.warning("could not draw curves.png: %s", exc)
+            if config.target_top1 and row["val_top1"] is not None and row["val_top1"] >= config.target_top1:
+                log.info("val top-1 %.2f%% reached --target-top1 %.2f%%: stopping", row["val_top1"], config.target_top1)
+                if dist.main:
+                    write_status(out, state="finished", reason="target", epoch=epoch + 1, best_top1=best_top1, exit_code=0)
+                return 0
+            stop_now, timeout = _all_max([float(stop.poll() is not None), float(elapsed() + 2 * save_seconds >= budget_s)], dist, device)
+            if (stop_now or timeout) and not last_epoch:
+                return stopped(stop.reason or "SIGTERM" if stop_now else "max-hours", epoch + 1, 0)
+    finally:
+        progress.stop()
+        stop.restore_signal_handlers()
+    if dist.main:
+        log.info("finished %d epochs in %.2f h; best val top-1 %.2f%%; weights: %s", config.epochs, elapsed() / 3600,
+                 best_top1, ckpt_dir / "best.pt")
+        write_status(out, state="finished", reason="epochs", epoch=config.epochs, best_top1=best_top1, exit_code=0)
+    return 0
