@@ -29,7 +29,7 @@ from _common import Stopwatch, interleaved, machine, median, pick_device, print_
 
 # ------------------------------------------------------------------ settings (flags override)
 GPU = dict(archs="resnet18,resnet50", res="128,160,224", batch="256,128", steps=20, warmup=10, reps=5)
-CPU = dict(archs="resnet18,resnet50", res="64", batch="8", steps=2, warmup=1, reps=3)
+CPU = dict(archs="resnet18,resnet50", res="32", batch="4", steps=2, warmup=1, reps=3)
 # batch: one per arch (resnet50 at 224 px and batch 256 needs more than a T4's 16 GB in fp32).
 CLASSES = 1000            # classifier outputs (ImageNet)
 LR = 0.1                  # SGD learning rate for the naive and ceiling loops (the value does not change speed)
@@ -156,8 +156,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--archs", help="comma-separated model names (GPU default resnet18,resnet50)")
-    parser.add_argument("--res", help="comma-separated square input sizes in px (GPU default 128,160,224; CPU 64)")
-    parser.add_argument("--batch", help="batch per arch, comma-separated, or one for all (GPU default 256,128; CPU 8)")
+    parser.add_argument("--res", help="comma-separated square input sizes in px (GPU default 128,160,224; CPU 32)")
+    parser.add_argument("--batch", help="batch per arch, comma-separated, or one for all (GPU default 256,128; CPU 4)")
     parser.add_argument("--steps", type=int, help="timed steps per repetition (GPU default 20; CPU 2)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (GPU default 10; CPU 1)")
     parser.add_argument("--reps", type=int, help="interleaved repetitions (GPU default 5; CPU 3)")

@@ -92,6 +92,7 @@ def launch(
     instance: Optional[str] = typer.Option(None, "--instance", "-i", help="EC2 instance type, e.g. g4dn.2xlarge."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Job name (default: job-DATE-TIME). Launching an existing name resumes it."),
     region: Optional[str] = typer.Option(None, "--region", help="AWS region (default: config, then AWS_DEFAULT_REGION)."),
+    zone: Optional[str] = typer.Option(None, "--zone", help="Availability zone (default: each zone of the region in turn)."),
     spot: bool = typer.Option(False, "--spot/--on-demand", help="Spot (cheaper, can be reclaimed) or on-demand."),
     on_demand_fallback: Optional[bool] = typer.Option(None, "--on-demand-fallback/--no-on-demand-fallback",
                                                       help="With --spot: use on-demand when no zone has spot capacity."),
@@ -140,7 +141,7 @@ def launch(
 
             spec = JobSpec(job=job_name, data=data, image=image, trainer_args=tuple(trainer_args or ()), gpus=gpus)
         cfg = LaunchConfig(job=job_name, instance_type=instance or "local", settings=settings, spot=spot,
-                           ami=ami, dry_run=dry_run, target=target, job_spec=spec)
+                           zone=zone, ami=ami, dry_run=dry_run, target=target, job_spec=spec)
         from orchestrator import flow
 
         if dry_run:

@@ -218,6 +218,7 @@ class LaunchConfig:
     instance_type: str
     settings: Settings
     spot: bool = False
+    zone: str | None = None  # None: any zone of the region offering the type, in order
     ami: str | None = None  # None: resolve the Deep Learning AMI
     dry_run: bool = False
     target: str = "aws"  # aws | local

@@ -323,11 +323,14 @@ def split_log_line(raw: str) -> LogLine:
     return LogLine(parse_timestamp_ns(raw), raw[m.end():])
 
 
-def stream_logs(client, job: str, since_ns: int | None = None, follow: bool = False) -> Iterator[LogLine]:
+def stream_logs(client, job: str, since_ns: int | None = None, follow: bool = False,
+                partial: bool = False) -> Iterator[LogLine]:
     """The container's output as timestamped lines, from `since_ns` (inclusive) on.
 
     With `follow`, the iterator ends when the container stops (a restart needs a new call).
     Connection errors propagate: the caller reconnects and calls again with the last timestamp.
+    A trailing piece without a newline may be a line cut by a dropped connection, so it is only
+    yielded with `partial` (for a last read once the container has ended).
     """
     container = find(client, job)
     if container is None:
@@ -342,7 +345,7 @@ def stream_logs(client, job: str, since_ns: int | None = None, follow: bool = Fa
         *lines, pending = pending.split(b"\n")
         for raw in lines:
             yield split_log_line(raw.decode(errors="replace").rstrip("\r"))
-    if pending:
+    if pending and partial:
         yield split_log_line(pending.decode(errors="replace"))
 
 

@@ -148,6 +148,11 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
     if not zones:
         raise FlowError(f"{cfg.instance_type} is not offered in any zone of {s.region}. "
                         "Try another region with --region (e.g. us-east-1, us-west-2).")
+    if cfg.zone:
+        if cfg.zone not in zones:
+            raise FlowError(f"--zone {cfg.zone}: {cfg.instance_type} is offered in {', '.join(zones)} "
+                            f"of {s.region} (with a default subnet). Pick one of those, or leave --zone out.")
+        zones = (cfg.zone,)
     price = pricing.hourly_price(cfg.instance_type, s.region, spot=cfg.spot, live=s.live_prices)
     return LaunchPlan(
         job=cfg.job, region=s.region, instance_type=info.name, vcpus=info.vcpus, ami=ami.image_id,
@@ -187,8 +192,8 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
         return _launch_local(cfg, say)
     s = cfg.settings
     with phase("plan", say):
-        cidr = s.ssh_cidr or caller_cidr()
-        p = plan(cfg, cidr)
+        p = plan(cfg, ssh_cidr="")  # a bad type or AMI is reported before any network probe
+        p = replace(p, ssh_cidr=s.ssh_cidr or caller_cidr())
         say(f"  {p.instance_type} ({p.vcpus} vCPUs) in {p.region}, AMI {p.ami} [{p.ami_source}], "
             f"{'spot' if p.spot else 'on-demand'}, {p.volume_gb} GB gp3, SSH from {p.ssh_cidr}")
     with phase("pre-flight (quota)", say):
@@ -252,21 +257,20 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
 
 
 def _ensure_key(region: str, job: str, in_use: bool) -> ec2.KeyPairInfo:
+    """The job's key pair with its private key on disk (mode 600); created when missing."""
     path = key_path(job)
     existing = ec2.find_key_pair(region, job)
-    if existing and path.exists():
+    if path.exists() and (existing or in_use):
+        # A running instance keeps its public key even if the key pair object was deleted.
         os.chmod(path, 0o600)
-        return existing
-    if existing and in_use:
+        return existing or ec2.KeyPairInfo(ec2.resource_name(job), None, False)
+    if in_use:
         raise FlowError(
             f"The job's instance exists but its private key {path} is missing, so it can't be "
             f"reached. Remove it with `orch teardown {job}` and launch again."
         )
-    if existing:  # a key pair with no private key and no instance: replace it
+    if existing:  # a key pair whose private key is lost, and no instance uses it: replace it
         ec2.delete_key_pair(region, existing)
-    if in_use:
-        raise FlowError(f"The job's instance exists but its key pair is gone. Run `orch teardown {job}` "
-                        "and launch again.")
     info, material = ec2.create_key_pair(region, job)
     write_private_file(path, material)
     return info
@@ -314,6 +318,9 @@ def endpoint_for(job: str, settings: Settings | None = None) -> SSHEndpoint | No
     user = s.ssh_user if s.ssh_user != default_user else (record.ssh_user if record else default_user)
     proxy = s.ssh_proxy_command or (record.ssh_proxy_command if record else None)
     path = Path(record.key_path) if record and record.key_path else key_path(job)
+    if not path.exists():
+        raise FlowError(f"The private key of job {job!r} is missing ({path}), so its instance can't be "
+                        f"reached. `orch teardown {job}` removes it; launch again for a new key.")
     return SSHEndpoint(host=host, port=22, user=user, key_path=path, proxy_command=proxy,
                        known_hosts=known_hosts_path())
 
@@ -355,19 +362,27 @@ def status(job: str, settings: Settings, container: bool = True) -> JobView:
             raise FlowError(f"No job {job!r} in the registry or tagged in {region}. See `orch list`.")
         return JobView(job, "aws", "gone", region, None, None,
                        f"nothing tagged in {region}; `orch teardown {job}` forgets it")
+    shown, note = _cloud_state(job, instance)
     state.update(job, target="aws", region=region, instance_id=instance.instance_id,
-                 instance_type=instance.instance_type, status=instance.state,
+                 instance_type=instance.instance_type, status=shown,
                  public_ip=instance.public_ip, private_ip=instance.private_ip)
-    note = ""
-    if instance.state == "terminated":
-        note = f"instance terminated; `orch teardown {job}` removes its key pair and security group"
-    view = JobView(job, "aws", instance.state, region, instance, None, note)
+    view = JobView(job, "aws", shown, region, instance, None, note)
     if container and instance.state == "running":
         try:
             view = replace(view, container=_container(endpoint_for(job, settings), job))
         except FlowError as e:
             view = replace(view, note=str(e))
     return view
+
+
+def _cloud_state(job: str, instance: Instance) -> tuple[str, str]:
+    """The state to show for a job's instance, and what the user can do about it."""
+    if instance.state == "terminated" and instance.state_reason == ec2.SPOT_RECLAIMED:
+        return "interrupted", (f"AWS reclaimed the spot instance; its checkpoints are where the job put "
+                               f"them. Resume: `orch launch --name {job} ...`; clean up: `orch teardown {job}`")
+    if instance.state == "terminated":
+        return "terminated", f"instance terminated; `orch teardown {job}` removes its key pair and security group"
+    return instance.state, ""
 
 
 def _container(endpoint: SSHEndpoint | None, job: str) -> object | None:
@@ -389,8 +404,11 @@ def list_jobs(settings: Settings) -> list[JobView]:
     unreachable: dict[str, str] = {}
     for region in sorted(regions):
         try:
-            for instance in ec2.find_instances(region, None):
-                if instance.job and instance.job not in by_job:
+            for instance in ec2.find_instances(region, None, include_terminated=True):
+                seen = by_job.get(instance.job)
+                # Newest first; a live instance wins over a terminated one.
+                replaces_dead = seen is not None and seen.state == "terminated" and instance.state != "terminated"
+                if instance.job and (seen is None or replaces_dead):
                     by_job[instance.job] = instance
         except Exception as e:  # no credentials or network: still list what the registry knows
             if not type(e).__module__.startswith("botocore"):
@@ -414,10 +432,11 @@ def list_jobs(settings: Settings) -> list[JobView]:
             if record and record.status != "terminated":
                 state.update(name, status="terminated", public_ip=None)
             continue
+        shown, note = _cloud_state(name, instance)
         state.update(name, target="aws", region=instance.region, instance_id=instance.instance_id,
-                     instance_type=instance.instance_type, spot=instance.spot, status=instance.state,
+                     instance_type=instance.instance_type, spot=instance.spot, status=shown,
                      public_ip=instance.public_ip, private_ip=instance.private_ip)
-        views.append(JobView(name, "aws", instance.state, instance.region, instance))
+        views.append(JobView(name, "aws", shown, instance.region, instance, None, note))
     return views
 
 

@@ -344,6 +344,11 @@ def follow_container_logs(open_session: Callable[[], object], job: str, follow: 
                         raise JobError(f"job {job!r} has no container on {session.where}. "
                                        "See `orch status` (it may have been torn down).")
                     if st.ended:
+                        cursor.restart()
+                        for line in ctr.stream_logs(client, job, cursor.since_ns, follow=False, partial=True):
+                            if cursor.fresh(line):  # a last line with no newline, if any
+                                out.write(line.text + "\n")
+                        out.flush()
                         return int(st.exit_code or 0)
                     if not follow:
                         return 0

@@ -391,6 +391,27 @@ class SSHSession:
         t = self._client.get_transport()
         return t is not None and t.is_active()
 
+    def check_alive(self, timeout: float = 10.0) -> bool:
+        """Ask the server for a reply (an OpenSSH keepalive request); False if none comes in `timeout` s.
+
+        Plain keepalives expect no answer, so a silently dropped link (a laptop that slept, a NAT
+        that forgot the flow) only shows up here, or after TCP gives up many minutes later.
+        """
+        t = self._client.get_transport()
+        if t is None or not t.is_active():
+            return False
+        answered = threading.Event()
+
+        def ask():
+            try:
+                t.global_request("keepalive@openssh.com", wait=True)  # a refusal is an answer too
+                answered.set()
+            except TRANSPORT_ERRORS:
+                pass
+
+        threading.Thread(target=ask, daemon=True).start()
+        return answered.wait(timeout) and t.is_active()
+
     def _open_channel(self) -> paramiko.Channel:
         t = self._client.get_transport()
         try:

@@ -6,11 +6,13 @@ reconciles it).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Iterator
 
 from orchestrator.config import orch_home
 
@@ -92,11 +94,34 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """Serialize read-modify-write between concurrent `orch` processes (advisory, POSIX)."""
+    path = state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except ImportError:  # Windows: no lock, last writer wins
+            pass
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def get(job: str) -> JobRecord | None:
     return load().get(job)
 
 
 def put(record: JobRecord) -> JobRecord:
+    with _locked():
+        return _put(record)
+
+
+def _put(record: JobRecord) -> JobRecord:
     jobs = load()
     old = jobs.get(record.job)
     record = replace(
@@ -110,14 +135,16 @@ def put(record: JobRecord) -> JobRecord:
 
 
 def update(job: str, **changes) -> JobRecord:
-    old = get(job) or JobRecord(job=job)
-    return put(replace(old, **changes))
+    with _locked():
+        old = get(job) or JobRecord(job=job)
+        return _put(replace(old, **changes))
 
 
 def remove(job: str) -> bool:
-    jobs = load()
-    if job not in jobs:
-        return False
-    del jobs[job]
-    _write(jobs)
-    return True
+    with _locked():
+        jobs = load()
+        if job not in jobs:
+            return False
+        del jobs[job]
+        _write(jobs)
+        return True

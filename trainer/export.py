@@ -36,7 +36,9 @@ def export(checkpoint: Path, fmt: str, out: Path, opset: int = 17, dynamo: bool 
     example = torch.randn(2, 3, loaded.eval_res, loaded.eval_res)
     tmp = out.with_name(f".{out.name}.tmp")
     with warnings.catch_warnings():
+        # torch >= 2.10 flags both exporters as deprecated; they remain what TensorRT and Jetson users load.
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         if fmt == "onnx":
             # The TorchScript-based exporter by default: it works on every torch the NGC images ship
             # (2.3+), takes a second rather than ten, and its graphs are what TensorRT parses best.
@@ -75,5 +77,7 @@ def max_difference(model: torch.nn.Module, path: Path, fmt: str, res: int, batch
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     else:
-        got = torch.jit.load(str(path))(x).numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            got = torch.jit.load(str(path))(x).numpy()
     return float(abs(got - expected).max())

@@ -37,6 +37,7 @@ class Instance:
     private_ip: str | None = None
     spot: bool = False
     launched_at: str | None = None  # ISO 8601
+    state_reason: str | None = None  # the cloud's code, e.g. "Server.SpotInstanceTermination"
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ CAPACITY_ERRORS = {
     "Unsupported",  # the type is not offered in this AZ
     "SpotMaxPriceTooLow",
 }
+SPOT_RECLAIMED = "Server.SpotInstanceTermination"
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
 
@@ -348,6 +349,7 @@ def _to_instance(raw: dict, region: str) -> Instance:
         private_ip=raw.get("PrivateIpAddress"),
         spot=raw.get("InstanceLifecycle") == "spot",
         launched_at=launched.isoformat() if hasattr(launched, "isoformat") else launched,
+        state_reason=raw.get("StateReason", {}).get("Code"),
     )
 
 

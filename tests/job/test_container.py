@@ -157,9 +157,9 @@ def test_job_runs_detached_with_labels_and_mounts(local_engine, trainer_image, t
 
 
 def test_container_killed_mid_epoch_restarts_and_resumes(local_engine, trainer_image, tmp_path, capsys):
-    data = make_dataset(tmp_path / "data", classes=4, per_class=150)
+    data = make_dataset(tmp_path / "data", classes=4, per_class=60)
     job = new_job("crash")
-    epochs = 4
+    epochs = 3
     job_api.start_job(None, job_api.JobSpec(job=job, data=str(data),
                                             trainer_args=(*TINY, "--epochs", str(epochs), "--batch-size", "16")))
     outputs = Path(ctr.find(local_engine, job).labels[ctr.LABEL_OUTPUTS])

@@ -162,9 +162,23 @@ def test_cut_connection_is_reported_not_hung(sshd_server, ssh_endpoint):
     with pytest.raises(ConnectionLost):
         session.run("sleep 20", timeout=30)
     assert time.monotonic() - t < 10
+    assert not session.check_alive(timeout=2)
     session.close()
     with connect(ssh_endpoint) as again:  # later connections work
+        assert again.check_alive(timeout=10)
         assert again.run("echo ok").stdout == "ok\n"
+
+
+def test_a_silently_dropped_link_is_noticed_by_check_alive(sshd_server, ssh_endpoint):
+    with connect(ssh_endpoint) as session:
+        assert session.check_alive(timeout=10)
+        sshd_server.freeze_connections()
+        time.sleep(0.3)  # the relay notices within 0.1 s
+        t = time.monotonic()
+        assert not session.check_alive(timeout=2)
+        assert time.monotonic() - t < 4
+    with connect(ssh_endpoint) as again:
+        assert again.check_alive(timeout=10)
 
 
 def test_exec_stream_round_trip(ssh_endpoint):
@@ -241,3 +255,17 @@ def test_local_session_has_the_same_interface(tmp_path):
         f.seek(2)
         assert f.read() == b"345"
     assert session.docker_socket("unix:///run/x.sock") == "/run/x.sock"
+
+
+def test_no_local_environment_reaches_the_machine(ssh_endpoint, monkeypatch):
+    secret = "orch-test-local-secret-0c1d2e"
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "LC_ORCH_SECRET"):
+        monkeypatch.setenv(name, secret)
+    with connect(ssh_endpoint) as session:
+        remote_env = session.run("env", check=True).stdout
+        stream = session.exec_stream("env")
+        stream.close_stdin()
+        remote_env += stream.stdout.read().decode()
+        stream.wait(30)
+    assert secret not in remote_env
+    assert "AWS_" not in remote_env

@@ -41,6 +41,10 @@ class Edge:
 
     quotas: dict = field(default_factory=dict)  # quota code -> value; missing: NoSuchResource
     capacity_fail_zones: set = field(default_factory=set)  # RunInstances here -> InsufficientInstanceCapacity
+    no_spot_capacity: bool = False  # every spot RunInstances -> InsufficientInstanceCapacity
+    throttle_run_instances: int = 0  # answer this many RunInstances sends with 503 RequestLimitExceeded
+    sends: int = 0  # RunInstances requests that reached the wire (retries included)
+    spot_reclaimed: bool = False  # terminated instances report AWS's spot-reclaim reason
     fail_after_run_instances: bool = False  # simulate the launch being killed right after the call
     run_calls: list = field(default_factory=list)
 
@@ -65,6 +69,16 @@ class Killed(BaseException):
     """Stands for the process dying (SIGKILL, laptop closed): not an error orch can handle."""
 
 
+def _response(url, status, body):
+    from botocore.awsrequest import AWSResponse
+
+    class Raw:
+        def stream(self, **_):
+            yield body
+
+    return AWSResponse(url, status, {"Content-Type": "text/xml"}, Raw())
+
+
 @pytest.fixture
 def aws(moto_url, monkeypatch):
     req = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
@@ -85,7 +99,7 @@ def aws(moto_url, monkeypatch):
             def before(params, **_):
                 edge.run_calls.append(params)
                 zone = params.get("Placement", {}).get("AvailabilityZone")
-                if zone in edge.capacity_fail_zones:
+                if zone in edge.capacity_fail_zones or (edge.no_spot_capacity and "InstanceMarketOptions" in params):
                     raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity",
                                                  "Message": f"no capacity in {zone}"}}, "RunInstances")
 
@@ -93,7 +107,27 @@ def aws(moto_url, monkeypatch):
                 if edge.fail_after_run_instances:
                     raise Killed("killed right after run_instances")
 
+            def reclaimed(parsed, **_):
+                # moto can't reclaim a spot instance; AWS reports it like this.
+                for reservation in parsed.get("Reservations", []) if edge.spot_reclaimed else []:
+                    for inst in reservation["Instances"]:
+                        if inst["State"]["Name"] == "terminated":
+                            inst["StateReason"] = {"Code": "Server.SpotInstanceTermination",
+                                                   "Message": "Server.SpotInstanceTermination: Spot instance termination"}
+
+            def throttle(request, **_):
+                # Below botocore's retry handler, like a real throttled response from EC2.
+                edge.sends += 1
+                if edge.throttle_run_instances > 0:
+                    edge.throttle_run_instances -= 1
+                    return _response(request.url, 503, b"<Response><Errors><Error><Code>RequestLimitExceeded"
+                                     b"</Code><Message>Request limit exceeded.</Message></Error></Errors>"
+                                     b"<RequestID>orch-test</RequestID></Response>")
+                return None
+
             client.meta.events.register("provide-client-params.ec2.RunInstances", before)
+            client.meta.events.register("before-send.ec2.RunInstances", throttle)
+            client.meta.events.register("after-call.ec2.DescribeInstances", reclaimed)
             client.meta.events.register("after-call.ec2.RunInstances", after)
         return client
 

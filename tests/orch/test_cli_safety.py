@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -118,9 +117,10 @@ def test_corrupt_state_file_is_a_clean_error_and_is_left_alone(orch):
 
 
 bad_names = st.one_of(
-    st.text(min_size=1, max_size=60).filter(lambda s: not s.startswith("-")),
-    st.sampled_from(["UPPER", "with space", "a" * 41, "-lead", "dots.in.name", "semi;colon", "ünï"]),
-).filter(lambda s: not __import__("re").fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", s))
+    st.text(min_size=1, max_size=60),
+    st.sampled_from(["UPPER", "with space", "a" * 41, "dots.in.name", "semi;colon", "ünï", "../etc"]),
+).filter(lambda s: not s.startswith("-")  # an option to click, not a name: its own usage error
+         and not __import__("re").fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", s))
 bad_cidrs = st.one_of(st.text(max_size=30), st.sampled_from(["1.2.3.4", "1.2.3.4/33", "300.1.1.1/32",
                                                              "1.2.3.4/24", "::1/128", "0.0.0.0/x"]))
 bad_numbers = st.sampled_from(["-5", "0", "7", "abc", "1e9", "nan", "20000"])
@@ -200,3 +200,50 @@ def test_list_marks_an_instance_that_died_outside_orch(aws, orch, job_calls):
     assert orch("teardown", "gone", "--yes").exit_code == 0
     left = tagged("gone")
     assert left["security_groups"] == [] and left["key_pairs"] == []
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(name=bad_names, command=st.sampled_from([("status",), ("teardown", "--yes"), ("logs",),
+                                                 ("fetch-weights",), ("ssh", "--print")]))
+def test_bad_job_names_on_every_command_give_a_clean_error(orch, name, command):
+    state = home() / "state.json"
+    before = state.read_bytes() if state.exists() else None
+    r = orch(command[0], name, *command[1:])
+    assert r.exit_code == 2, (command, name, r.output)
+    assert "job name" in r.output and "Traceback" not in r.output
+    assert (state.read_bytes() if state.exists() else None) == before
+
+
+def test_other_bad_options_give_a_clean_error(orch):
+    cases = [
+        (("fetch-weights", "j", "--which", "newest"), "--which 'newest'"),
+        (("launch", "--target", "gcp", "--name", "j"), "--target 'gcp'"),
+        (("launch", "--name", "j"), "--instance is required"),
+        (("launch", "--instance", "g4dn.xlarge", "--name", "j", "--", "--epochs", "3"), "need a dataset"),
+        (("launch", "--instance", "g4dn.xlarge", "--name", "j", "--region", "mars"), "not an AWS region"),
+        (("launch", "--instance", "g4dn.xlarge", "--name", "j", "--volume-throughput", "5000"), "125..1000"),
+        (("launch", "--instance", "g4dn.xlarge", "--name", "j", "--max-hours", "-1"), "max_hours must be > 0"),
+        (("status",), "No jobs yet"),
+    ]
+    for args, message in cases:
+        r = orch(*args)
+        assert r.exit_code in (1, 2), (args, r.output)
+        assert message in r.output, (args, r.output)
+        assert "Traceback" not in r.output
+    assert not (home() / "state.json").exists()
+
+
+def test_a_reclaimed_spot_instance_shows_as_interrupted_and_resumes(aws, orch, job_calls):
+    assert orch("launch", "--instance", "g4dn.xlarge", "--name", "sp", "--ssh-cidr", CIDR, "--spot").exit_code == 0
+    (inst,) = tagged("sp")["instances"]
+    boto3.client("ec2", region_name=REGION).terminate_instances(InstanceIds=[inst["InstanceId"]])
+    aws.spot_reclaimed = True
+    r = orch("status", "sp")
+    assert r.exit_code == 0 and "sp: interrupted" in r.output and "orch launch --name sp" in r.output
+    assert [(v["job"], v["state"]) for v in json.loads(orch("list", "--json").output)] == [("sp", "interrupted")]
+    assert json.loads((home() / "state.json").read_text())["jobs"]["sp"]["status"] == "interrupted"
+    r = orch("launch", "--instance", "g4dn.xlarge", "--name", "sp", "--ssh-cidr", CIDR, "--spot")
+    assert r.exit_code == 0, r.output
+    (new,) = tagged("sp")["instances"]
+    assert new["InstanceId"] != inst["InstanceId"]
+    assert json.loads(orch("status", "sp", "--json", "--no-container").output)["state"] == "running"

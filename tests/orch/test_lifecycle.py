@@ -162,24 +162,32 @@ def test_no_capacity_anywhere_is_a_clear_error_and_leaves_a_teardownable_job(aws
 
 
 def test_spot_without_capacity_falls_back_to_on_demand(aws, orch, job_calls):
-    ec2 = boto3.client("ec2", region_name=REGION)
-    zones = {z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]}
-    calls = aws.run_calls
-
-    original = set(zones)
-    aws.capacity_fail_zones = original
-    # Spot fails everywhere; on-demand succeeds: clear the failures once the first on-demand call comes.
-    def spot_only(params, **_):
-        if "InstanceMarketOptions" not in params:
-            aws.capacity_fail_zones = set()
-    from orchestrator.providers import ec2 as provider
-    client = provider.client("ec2", REGION)
-    client.meta.events.register_first("provide-client-params.ec2.RunInstances", spot_only)
+    aws.no_spot_capacity = True
     r = launch(orch, "t7", "--spot")
     assert r.exit_code == 0, r.output
+    assert "no spot capacity for g4dn.2xlarge in us-east-1a" in r.output
     assert "falling back to on-demand" in r.output
-    assert "InstanceMarketOptions" in calls[0] and "InstanceMarketOptions" not in calls[-1]
-    assert len(tagged("t7")["instances"]) == 1
+    spot_calls = [c for c in aws.run_calls if "InstanceMarketOptions" in c]
+    assert len(spot_calls) == 5 and "InstanceMarketOptions" not in aws.run_calls[-1]  # every zone, then on-demand
+    (inst,) = tagged("t7")["instances"]
+    assert inst.get("InstanceLifecycle") != "spot"
+
+
+def test_spot_without_capacity_and_no_fallback_fails_clearly(aws, orch, job_calls):
+    aws.no_spot_capacity = True
+    r = launch(orch, "t7b", "--spot", "--no-on-demand-fallback")
+    assert r.exit_code == 1
+    assert "No capacity for g4dn.2xlarge" in r.output and "Try --on-demand" in r.output
+    assert tagged("t7b")["instances"] == []
+
+
+def test_spot_launch_is_tagged_spot(aws, orch, job_calls):
+    r = launch(orch, "t7c", "--spot")
+    assert r.exit_code == 0, r.output
+    (inst,) = tagged("t7c")["instances"]
+    assert aws.run_calls[0]["InstanceMarketOptions"]["MarketType"] == "spot"
+    assert json.loads(orch("status", "t7c", "--json", "--no-container").output)["instance"]["spot"] is (
+        inst.get("InstanceLifecycle") == "spot")
 
 
 def test_quota_of_zero_gives_the_actionable_message_and_creates_nothing(aws, orch, job_calls):
@@ -258,3 +266,50 @@ def test_keep_volume(aws, orch, job_calls):
     left = tagged("t15")
     assert left["instances"] == [] and left["security_groups"] == [] and left["key_pairs"] == []
     assert len(left["volumes"]) == 1
+
+
+def test_zone_is_respected_and_a_pinned_zone_does_not_wander(aws, orch, job_calls):
+    r = launch(orch, "t16", "--zone", "us-east-1c")
+    assert r.exit_code == 0, r.output
+    assert tagged("t16")["instances"][0]["Placement"]["AvailabilityZone"] == "us-east-1c"
+    aws.capacity_fail_zones = {"us-east-1d"}
+    r = launch(orch, "t17", "--zone", "us-east-1d")
+    assert r.exit_code == 1 and "No capacity for g4dn.2xlarge" in r.output
+    assert [c["Placement"]["AvailabilityZone"] for c in aws.run_calls[1:]] == ["us-east-1d"]
+    r = launch(orch, "t18", "--zone", "us-east-1z")
+    assert r.exit_code == 1 and "--zone us-east-1z" in r.output
+
+
+def test_ssh_settings_file_then_env_then_flag(aws, orch, job_calls, monkeypatch):
+    (home()).mkdir(parents=True, exist_ok=True)
+    (home() / "config.toml").write_text('ssh_proxy_command = "proxy-from-file %h"\nssh_user = "fileuser"\n')
+    assert launch(orch, "t19").exit_code == 0
+    r = orch("ssh", "t19", "--print")
+    assert r.exit_code == 0, r.output
+    assert "ProxyCommand=proxy-from-file %h" in r.output and "fileuser@" in r.output
+    assert f"UserKnownHostsFile={home() / 'known_hosts'}" in r.output and str(home() / "keys" / "t19.pem") in r.output
+    monkeypatch.setenv("ORCH_SSH_PROXY_COMMAND", "proxy-from-env")
+    assert "ProxyCommand=proxy-from-env" in orch("ssh", "t19", "--print").output
+    r = orch("ssh", "t19", "--print", "--ssh-proxy-command", "proxy-from-flag", "--ssh-user", "flaguser")
+    assert "ProxyCommand=proxy-from-flag" in r.output and "flaguser@" in r.output
+    (home() / "keys" / "t19.pem").unlink()
+    r = orch("ssh", "t19", "--print")
+    assert r.exit_code == 1 and "private key of job 't19' is missing" in r.output
+
+
+def test_resume_without_the_private_key_says_what_to_do(aws, orch, job_calls):
+    assert launch(orch, "t20").exit_code == 0
+    (home() / "keys" / "t20.pem").unlink()
+    r = launch(orch, "t20")
+    assert r.exit_code == 1 and "private key" in r.output and "orch teardown t20" in r.output
+    assert len(tagged("t20")["instances"]) == 1  # nothing duplicated, nothing destroyed
+    assert orch("teardown", "t20", "--yes").exit_code == 0
+    assert tagged("t20")["key_pairs"] == [] and tagged("t20")["instances"] == []
+
+
+def test_throttling_is_retried_with_backoff_and_launches_once(aws, orch, job_calls):
+    aws.throttle_run_instances = 2
+    r = launch(orch, "t21")
+    assert r.exit_code == 0, r.output
+    assert aws.sends == 3 and len(aws.run_calls) == 1  # one call, retried below it
+    assert len(tagged("t21")["instances"]) == 1

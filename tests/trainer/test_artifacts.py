@@ -37,6 +37,7 @@ def test_predict_names_classes_from_dataset_json(demo_data, trained_run):
     assert names[pred["top"][0]["class"]] in text.output
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 @pytest.mark.parametrize("fmt,suffix", [("onnx", "onnx"), ("torchscript", "pt")])
 def test_export_matches_the_checkpoint(demo_data, trained_run, tmp_path, fmt, suffix):
     ckpt = trained_run / "checkpoints" / "best.pt"
@@ -52,12 +53,12 @@ def test_export_matches_the_checkpoint(demo_data, trained_run, tmp_path, fmt, su
                                  meta["input"]["mean"], meta["input"]["std"]) for p in images])
     with torch.no_grad():
         expected = loaded.model(x).numpy()
-    if fmt == "onnx":
-        import onnxruntime
-        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-        got = session.run(None, {"images": x.numpy()})[0]
-    else:
-        got = torch.jit.load(str(out))(x).numpy()
+        if fmt == "onnx":
+            import onnxruntime
+            session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+            got = session.run(None, {"images": x.numpy()})[0]
+        else:
+            got = torch.jit.load(str(out))(x).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
 
 

@@ -1,0 +1,56 @@
+"""Each benchmark runs in its tiniest mode on a CPU and prints its result as `ratio ...` lines.
+
+No timing is asserted: these machines are shared and their figures are noise; the benchmarks'
+job is to print ratios measured in one run, and these tests only check that they do.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("skimage.data")
+
+REPO = Path(__file__).resolve().parents[2]
+RATIO = re.compile(r"^ratio .+: (\d+\.\d+|nan)x", re.MULTILINE)
+
+
+def run_bench(script: str, *args: str, timeout: int = 600) -> str:
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def ratios(out: str) -> list[float]:
+    return [float(v) for v in RATIO.findall(out)]
+
+
+def test_train_step_prints_ours_against_naive_and_ceiling():
+    out = run_bench("train_step.py", "--device", "cpu", "--archs", "resnet18", "--res", "32", "--batch", "2",
+                    "--steps", "1", "--warmup", "1", "--reps", "1")
+    assert "ratio ours/naive resnet18@32" in out and "ratio ours/ceiling resnet18@32" in out, out
+    assert all(r > 0 for r in ratios(out)), out
+
+
+def test_data_pipeline_prints_ratios_for_full_size_and_resized_jpegs(tmp_path):
+    out = run_bench("data_pipeline.py", "--images", "8", "--reps", "1", "--size", "64", "--dir", str(tmp_path))
+    assert "ratio ours/ImageFolder per worker, full-size" in out, out
+    assert "ratio ours/ImageFolder per worker, resize-short 160" in out, out
+    assert len(ratios(out)) == 4 and all(r > 0 for r in ratios(out)), out
+    # The generated set looks like ImageNet: ~500x375 JPEGs (portrait or landscape).
+    from PIL import Image
+    sizes = [Image.open(p).size for p in (tmp_path / "full" / "train").glob("*/*.jpg")]
+    assert sizes and all(330 <= min(s) <= 420 and 440 <= max(s) <= 560 for s in sizes), sizes
+
+
+def test_end_to_end_trains_from_jpeg_files_and_prints_the_ratio(tmp_path):
+    out = run_bench("end_to_end.py", "--device", "cpu", "--images", "32", "--batch", "8", "--steps", "2",
+                    "--warmup", "1", "--workers", "1", "--res", "32", "--dir", str(tmp_path))
+    assert "ratio end-to-end/synthetic" in out and "data-wait fraction" in out, out
+    assert len(ratios(out)) == 1 and ratios(out)[0] > 0, out

@@ -1,0 +1,191 @@
+"""trainer.decode: the fast JPEG path against the plain decode it replaces.
+
+The plain path (decode the whole image with PIL, then torchvision's crop and resize) is the
+reference; the fast path (reduced-size JPEG decoding, crop, torch's uint8 resize) must give the
+exact output size, the same crop for the same torch seed, and nearly the same pixels.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode, RandomResizedCrop
+from torchvision.transforms import functional as F
+
+from trainer import decode
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+# ---------------------------------------------------------------- reference: the plain path
+
+def plain_train_crop(path, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> Image.Image:
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+    top, left, h, w = RandomResizedCrop.get_params(img, list(scale), list(ratio))
+    return F.resized_crop(img, top, left, h, w, [size, size], InterpolationMode.BILINEAR, antialias=True)
+
+
+def plain_eval_crop(path, resize, crop) -> Image.Image:
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+    return F.center_crop(F.resize(img, resize, InterpolationMode.BILINEAR, antialias=True), [crop, crop])
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    mse = ((x - y) ** 2).mean()
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def mean_abs_diff(a: Image.Image, b: Image.Image) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean())
+
+
+# ---------------------------------------------------------------- images
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, str]:
+    """ImageNet-like photographs in the formats and modes ImageNet actually holds."""
+    root = tmp_path_factory.mktemp("decode")
+    astronaut = Image.fromarray(skimage_data.astronaut()).resize((500, 375), Image.Resampling.BICUBIC)
+    coffee = Image.fromarray(skimage_data.coffee()).resize((375, 500), Image.Resampling.BICUBIC)
+    big = Image.fromarray(skimage_data.hubble_deep_field())      # 1000x872: DCT reductions of 4 and 8
+    paths = {}
+
+    def save(name, img, **kw):
+        paths[name] = str(root / name)
+        img.save(paths[name], **kw)
+
+    save("photo.jpg", astronaut, quality=90)
+    save("portrait.jpg", coffee, quality=90)
+    save("progressive.jpg", astronaut, quality=90, progressive=True)
+    save("big.jpg", big, quality=90)
+    save("gray.jpg", astronaut.convert("L"), quality=90)
+    save("cmyk.jpg", astronaut.convert("CMYK"), quality=90)
+    save("photo.png", astronaut)
+    save("palette.png", astronaut.convert("P"))
+    save("tiny.jpg", astronaut.resize((7, 5)), quality=90)
+    save("png_named.jpg", astronaut, format="PNG")     # ImageNet has a PNG with a .JPEG name
+    return paths
+
+
+ALL = ["photo.jpg", "portrait.jpg", "progressive.jpg", "big.jpg", "gray.jpg", "cmyk.jpg", "photo.png",
+       "palette.png", "tiny.jpg", "png_named.jpg"]
+
+
+# ---------------------------------------------------------------- train crop
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("size", [32, 160, 224])
+def test_train_crop_has_the_exact_size_and_is_rgb(images, name, size):
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out = decode.load_train_crop(images[name], size)
+        assert out.size == (size, size) and out.mode == "RGB"
+
+
+@pytest.mark.parametrize("name", ["photo.jpg", "portrait.jpg", "big.jpg", "gray.jpg", "cmyk.jpg", "progressive.jpg"])
+def test_train_crop_matches_the_plain_decode_of_the_same_region(images, name):
+    scores, exact = [], []
+    for seed in range(20):
+        for size in (64, 160):
+            torch.manual_seed(seed)
+            ref = plain_train_crop(images[name], size)
+            torch.manual_seed(seed)
+            ours = decode.load_train_crop(images[name], size)
+            scores.append(psnr(ref, ours))
+            # Which crops decoded at full size? Those must be the plain path's pixels up to rounding.
+            torch.manual_seed(seed)
+            with Image.open(images[name]) as img:
+                _, _, h, w = RandomResizedCrop.get_params(img, [0.08, 1.0], [3 / 4, 4 / 3])
+            if decode.draft_scale(w, h, size) == 1:
+                exact.append(mean_abs_diff(ref, ours))
+    # A reduced decode filters differently from PIL's bilinear (it is a little sharper), so a
+    # crop may differ at edges; the same region and colours keep every crop above 22 dB.
+    assert min(scores) > 22, scores
+    assert np.median(scores) > 30, scores
+    assert exact and max(exact) < 1.0, exact
+
+
+def test_the_same_seed_gives_the_same_crop_and_the_same_draws_as_the_plain_path(images):
+    path = images["photo.jpg"]
+    torch.manual_seed(123)
+    a = np.asarray(decode.load_train_crop(path, 96))
+    after_ours = torch.rand(4)
+    torch.manual_seed(123)
+    b = np.asarray(decode.load_train_crop(path, 96))
+    torch.manual_seed(123)
+    plain_train_crop(path, 96)
+    after_plain = torch.rand(4)
+    assert np.array_equal(a, b)
+    # Same number of draws from torch's generator: the flip that follows is the plain path's flip.
+    assert torch.equal(after_ours, after_plain)
+    torch.manual_seed(124)
+    assert not np.array_equal(a, np.asarray(decode.load_train_crop(path, 96)))
+
+
+def test_a_worker_generator_makes_crops_reproducible(images):
+    """DataLoader seeds each worker's torch generator; the crop depends on nothing else."""
+    path = images["big.jpg"]
+
+    def crops(seed):
+        torch.manual_seed(seed)
+        return [np.asarray(decode.load_train_crop(path, 64, (0.25, 1.0))) for _ in range(4)]
+
+    assert all(np.array_equal(x, y) for x, y in zip(crops(7), crops(7)))
+
+
+def test_reduced_decoding_keeps_at_least_the_output_resolution():
+    for box_w, box_h, size in [(500, 375, 160), (330, 321, 160), (319, 400, 160), (1000, 900, 112), (50, 40, 160)]:
+        s = decode.draft_scale(box_w, box_h, size)
+        assert s in (1, 2, 4, 8)
+        assert s == 1 or min(box_w, box_h) / s >= size
+        assert s == 8 or min(box_w, box_h) / (2 * s) < size   # and it is the largest such reduction
+
+
+def test_a_large_crop_is_decoded_reduced(images, monkeypatch):
+    """The point of the module: a crop several times the output asks libjpeg for a reduced decode."""
+    from PIL import JpegImagePlugin
+
+    asked = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        asked.append(size)
+        return original(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    torch.manual_seed(0)
+    out = decode.load_train_crop(images["big.jpg"], 64, scale=(0.9, 1.0))
+    assert out.size == (64, 64)
+    assert asked and asked[0][0] <= 1000 // 4, asked
+
+
+# ---------------------------------------------------------------- eval crop
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("resize,crop", [(256, 224), (183, 160), (160, 160), (64, 96)])
+def test_eval_crop_has_the_exact_size(images, name, resize, crop):
+    out = decode.load_eval_crop(images[name], resize, crop)
+    assert out.size == (crop, crop) and out.mode == "RGB"
+
+
+@pytest.mark.parametrize("name", ["photo.jpg", "portrait.jpg", "gray.jpg", "cmyk.jpg"])
+@pytest.mark.parametrize("resize,crop", [(256, 224), (183, 160), (292, 256)])
+def test_eval_crop_equals_the_plain_path_on_imagenet_sized_images(images, name, resize, crop):
+    """Validation images (~500x375) are never reduced: the reported top-1 uses the standard pixels."""
+    ref, ours = plain_eval_crop(images[name], resize, crop), decode.load_eval_crop(images[name], resize, crop)
+    assert mean_abs_diff(ref, ours) < 0.5
+
+
+def test_eval_crop_of_a_large_image_is_close_to_the_plain_path(images):
+    ref, ours = plain_eval_crop(images["big.jpg"], 146, 128), decode.load_eval_crop(images["big.jpg"], 146, 128)
+    assert psnr(ref, ours) > 30
+
+
+def test_eval_crop_larger_than_the_resized_image_is_padded_like_the_plain_path(images):
+    ref, ours = plain_eval_crop(images["photo.jpg"], 64, 96), decode.load_eval_crop(images["photo.jpg"], 64, 96)
+    assert ours.size == (96, 96)
+    assert psnr(ref, ours) > 30

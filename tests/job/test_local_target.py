@@ -1,0 +1,127 @@
+"""`--target local` without Docker: the trainer as a detached local process (what CI runs).
+
+The README's main-job command for people without AWS, through the real `orch` console script:
+launch on the demo data, follow the logs to the exit code, fetch verified weights, tear down.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import job as job_api
+from orchestrator import local
+
+TINY = ("--recipe", "demo", "--device", "cpu", "--workers", "0", "--width", "8")
+ORCH = [str(Path(sys.executable).with_name("orch"))]  # the installed console script
+
+
+@pytest.fixture
+def process_runner(monkeypatch):
+    monkeypatch.setenv("ORCH_LOCAL_RUNNER", "process")
+    made: list[str] = []
+    yield made
+    for job in made:
+        local.stop(job)
+
+
+def orch(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([*ORCH, *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, env=os.environ.copy())
+
+
+def epochs_in(metrics: Path) -> list[int]:
+    if not metrics.exists():
+        return []
+    return [json.loads(line)["epoch"] for line in metrics.read_text().splitlines() if line.strip()]
+
+
+def test_local_demo_job_through_the_cli(process_runner, tmp_path):
+    job = "local-demo"
+    process_runner.append(job)
+    launched = orch("launch", "--target", "local", "--data", "demo", "--name", job, "--", *TINY, "--epochs", "2")
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    record = local.load_record(job)
+    assert record.runner == "process" and record.pid
+    assert (Path(record.data_dir) / "dataset.json").exists()  # `trainer demo-data` ran first
+
+    followed = orch("logs", job, "--follow")
+    assert followed.returncode == 0, followed.stdout + followed.stderr
+    assert "epoch 1/2" in followed.stdout and "epoch 2/2" in followed.stdout
+    assert followed.stdout.count("epoch 2/2 lr") == 1
+
+    # without --follow, the whole log again and the exit code
+    again = orch("logs", job)
+    assert again.returncode == 0 and again.stdout == followed.stdout
+
+    st = job_api.job_status(None, job)
+    assert (st.state, st.exit_code, st.runner) == ("exited", 0, "process")
+    assert st.last_metrics["epoch"] == 2
+
+    dest = tmp_path / "weights"
+    fetched = orch("fetch-weights", job, "--which", "all", "--dest", str(dest))
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert "sha256 ok" in fetched.stdout
+    for name in ("checkpoints/best.pt", "checkpoints/last.pt", "metrics.jsonl", "train.log"):
+        assert (dest / name).exists(), name
+    check = subprocess.run(["sha256sum", "-c", "best.pt.sha256"], cwd=dest / "checkpoints", capture_output=True)
+    assert check.returncode == 0
+
+    down = orch("teardown", job, "--yes")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert local.load_record(job) is None
+    assert job_api.job_status(None, job).state == "missing"
+
+
+def test_local_process_restarts_after_a_crash_and_resumes(process_runner, tmp_path, capsys):
+    job = "local-crash"
+    process_runner.append(job)
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, "-m", "trainer", "demo-data", "--dest", str(data), "--classes", "4",
+                    "--per-class", "60"], check=True, capture_output=True)
+    epochs = 3
+    job_api.start_job(None, job_api.JobSpec(job=job, data=str(data),
+                                            trainer_args=(*TINY, "--epochs", str(epochs), "--batch-size", "16")))
+    record = local.load_record(job)
+    metrics = Path(record.outputs_dir) / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not epochs_in(metrics):
+        assert time.monotonic() < deadline
+        assert job_api.job_status(None, job).state == "running"
+        time.sleep(0.5)
+    time.sleep(1.0)
+    assert len(epochs_in(metrics)) < epochs
+    trainer_pid = int(subprocess.run(["pgrep", "-P", str(record.pid)], capture_output=True, text=True).stdout.split()[0])
+    os.kill(trainer_pid, signal.SIGKILL)  # a crash: the supervisor restarts it with --resume auto
+
+    assert job_api.follow_logs(None, job, follow=True) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out
+    assert epochs_in(metrics) == list(range(1, epochs + 1))
+    assert job_api.job_status(None, job).restarts == 1
+
+
+def test_local_stop_ends_a_running_job_cleanly(process_runner):
+    job = "local-stop"
+    process_runner.append(job)
+    job_api.start_job(None, job_api.JobSpec(job=job, data="demo", trainer_args=(*TINY, "--epochs", "50")))
+    record = local.load_record(job)
+    assert job_api.job_status(None, job).state == "running"
+    assert job_api.stop_job(None, job) is True
+    assert not local._alive(record.pid)
+    assert job_api.job_status(None, job).state == "missing"
+    # the outputs stay for the user
+    assert Path(record.outputs_dir).is_dir()
+
+
+def test_local_s3_data_is_refused_with_a_way_out(process_runner):
+    with pytest.raises(job_api.JobError, match="aws s3 sync"):
+        job_api.start_job(None, job_api.JobSpec(job="local-s3", data="s3://bucket/imagenet"))
+    with pytest.raises(job_api.JobError, match="does not exist"):
+        job_api.start_job(None, job_api.JobSpec(job="local-missing", data="/nonexistent/data"))
