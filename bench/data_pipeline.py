@@ -121,7 +121,10 @@ def gpu_decode(root: Path, size: int, scale: tuple[float, float], reps: int, dev
         watch.start()
         for i in range(0, len(files), batch):
             data = [read_file(str(p)) for p in files[i:i + batch]]
-            images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+            try:   # batched decoding: torchvision >= 0.19
+                images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+            except TypeError:
+                images = [decode_jpeg(d, mode=ImageReadMode.RGB, device=device) for d in data]
             crops = []
             for img in images:
                 top, left, h, w = RandomResizedCrop.get_params(img, list(scale), [3 / 4, 4 / 3])

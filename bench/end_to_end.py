@@ -145,11 +145,15 @@ def main() -> None:
     parser.add_argument("--images", type=int, help="generated JPEGs when no --data (GPU default 4096; CPU 256)")
     parser.add_argument("--resize-short", type=int, default=0, help="re-encode the generated JPEGs at this short side")
     parser.add_argument("--dir", type=Path, help="keep the generated JPEGs here (reused next time)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for the training process (default 1)")
     args = parser.parse_args()
     device = pick_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
     settings = load_settings(args, device)
-    if device.type == "cuda":
+    if device.type == "cuda":   # as `trainer train` sets them
         torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
 
     with tempfile.TemporaryDirectory() as tmp:
         work = args.dir or Path(tmp)

@@ -5,7 +5,8 @@
     python bench/train_step.py --device cuda --archs resnet50 --res 224 --batch 128
 
 Three loops train the same model (same initial weights, a copy each) on the same random batch:
-- naive:   fp32, channels-first, `loss.backward(); opt.step()` (the typical first attempt).
+- naive:   fp32, channels-first, `loss.backward(); opt.step()`, PyTorch's default backend
+           switches (no cuDNN autotuning): the typical first attempt.
 - ours:    `trainer.engine` exactly as `trainer train` runs it with the recipe's settings
            (`--recipe`, default t4-rn18-fast): amp_settings (fp16 + GradScaler on a T4, bf16 where
            supported), prepare_model (channels_last, compile if the recipe says so), train_step.
@@ -18,6 +19,7 @@ compilation or warm-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Callable
@@ -29,7 +31,7 @@ from _common import Stopwatch, interleaved, machine, median, pick_device, print_
 
 # ------------------------------------------------------------------ settings (flags override)
 GPU = dict(archs="resnet18,resnet50", res="128,160,224", batch="256,128", steps=20, warmup=10, reps=5)
-CPU = dict(archs="resnet18,resnet50", res="32", batch="4", steps=2, warmup=1, reps=3)
+CPU = dict(archs="resnet18,resnet50", res="64", batch="8", steps=2, warmup=1, reps=3)
 # batch: one per arch (resnet50 at 224 px and batch 256 needs more than a T4's 16 GB in fp32).
 CLASSES = 1000            # classifier outputs (ImageNet)
 LR = 0.1                  # SGD learning rate for the naive and ceiling loops (the value does not change speed)
@@ -71,7 +73,7 @@ def plain_loop(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, de
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
             loss = criterion(model(images), targets)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -94,6 +96,17 @@ def our_loop(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, devi
     def step() -> None:
         train_step(model, images, targets, criterion, opt, scaler, amp, setup.channels_last)
     return step
+
+
+def with_backend_flags(step: Callable[[], None], tuned: bool) -> Callable[[], None]:
+    """cuDNN autotuning and TF32 matmuls as `trainer train` sets them (tuned), or PyTorch's
+    defaults (the naive loop: a first attempt sets neither). They are process-wide switches, so
+    each loop sets its own before every call."""
+    def run() -> None:
+        torch.backends.cudnn.benchmark = tuned
+        torch.backends.cuda.matmul.allow_tf32 = tuned
+        step()
+    return run
 
 
 def rate(step: Callable[[], None], device: torch.device, steps: int, batch: int) -> Callable[[], float]:
@@ -129,12 +142,13 @@ def bench_one(arch: str, res: int, batch: int, device: torch.device, setup: Setu
     images = torch.randn(batch, 3, res, res, device=device)
     targets = torch.randint(0, CLASSES, (batch,), device=device)
     loops: dict[str, Callable[[], None]] = {
-        "naive": plain_loop(copy.deepcopy(base), images, targets, device, None, False, False),
-        "ours": our_loop(copy.deepcopy(base), images, targets, device, setup, config),
+        "naive": with_backend_flags(plain_loop(copy.deepcopy(base), images, targets, device, None, False, False), False),
+        "ours": with_backend_flags(our_loop(copy.deepcopy(base), images, targets, device, setup, config), True),
     }
     for name, (dtype, cl, comp) in candidates(device, args.compile == "on" or
                                               (args.compile == "auto" and device.type == "cuda")).items():
-        loops[f"ceiling: {name}"] = plain_loop(copy.deepcopy(base), images, targets, device, dtype, cl, comp)
+        loops[f"ceiling: {name}"] = with_backend_flags(
+            plain_loop(copy.deepcopy(base), images, targets, device, dtype, cl, comp), True)
     runs = {}
     for name, step in list(loops.items()):
         try:
@@ -156,16 +170,23 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--archs", help="comma-separated model names (GPU default resnet18,resnet50)")
-    parser.add_argument("--res", help="comma-separated square input sizes in px (GPU default 128,160,224; CPU 32)")
-    parser.add_argument("--batch", help="batch per arch, comma-separated, or one for all (GPU default 256,128; CPU 4)")
+    parser.add_argument("--res", help="comma-separated square input sizes in px (GPU default 128,160,224; CPU 64)")
+    parser.add_argument("--batch", help="batch per arch, comma-separated, or one for all (GPU default 256,128; CPU 8)")
     parser.add_argument("--steps", type=int, help="timed steps per repetition (GPU default 20; CPU 2)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (GPU default 10; CPU 1)")
     parser.add_argument("--reps", type=int, help="interleaved repetitions (GPU default 5; CPU 3)")
     parser.add_argument("--recipe", default="t4-rn18-fast", help="whose speed settings `ours` uses (default t4-rn18-fast)")
+    parser.add_argument("--precision", choices=("auto", "fp16", "bf16", "fp32"),
+                        help="override the recipe's precision for `ours` (auto: fp16 on a T4, bf16 on A100/H100, fp32 on CPU)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (default 1: on a shared or small machine more threads than "
+                             "free cores make every parallel op wait for a descheduled thread)")
     parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                         help="try torch.compile in the ceiling (auto: on a GPU only; a CPU compile takes minutes)")
     args = parser.parse_args()
     device = pick_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
     defaults = GPU if device.type == "cuda" else CPU
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -174,11 +195,10 @@ def main() -> None:
     sizes = [int(v) for v in str(args.res).split(",")]
     batches = [int(v) for v in str(args.batch).split(",")]
     batches = (batches * len(archs))[:len(archs)] if len(batches) == 1 else batches
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True   # what the trainer sets for fixed shapes
-
     setup, config = recipe_setup(args.recipe)
-    print(f"machine: {machine(device)}")
+    if args.precision:
+        setup = Setup(args.precision, setup.channels_last, setup.compile)
+    print(f"machine: {machine(device)}" + (f"; torch threads: {args.threads}" if device.type == "cpu" else ""))
     print(f"ours = trainer.engine with recipe {args.recipe}: precision {setup.precision}, "
           f"channels_last {setup.channels_last}, compile {setup.compile}")
     print(f"{args.steps} timed steps x {args.reps} interleaved reps after {args.warmup} warm-up steps\n")

@@ -245,7 +245,7 @@ def list_(
     from orchestrator import flow
 
     with _errors():
-        views = flow.list_jobs(_settings(region=region))
+        views = flow.list_jobs(_settings(region=region), warn=_err)
         if as_json:
             _out(json.dumps([_view_dict(v) for v in views], indent=2))
             return

@@ -60,7 +60,7 @@ class Settings:
     ami_name_pattern: str = DEFAULT_AMI_NAME_PATTERN
     volume_gb: int = 200
     volume_throughput: int = 250  # MiB/s for gp3 (125..1000); ImageNet reads want more than 125
-    allow_on_demand_fallback: bool = True  # when spot has no capacity anywhere in the region
+    allow_on_demand_fallback: bool = False  # opt-in: on-demand costs ~2-3x spot
     live_prices: bool = True  # ask the Pricing API (3 s timeout) before using the shipped table
     # Passed to the instance through user data (infra/bootstrap.sh acts on them).
     autostop_minutes: int | None = 30

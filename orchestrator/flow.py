@@ -206,6 +206,8 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
                  ssh_user=s.ssh_user, ssh_proxy_command=s.ssh_proxy_command,
                  status=record.status if record else "launching")
 
+    if s.max_dollars is not None and p.price_per_hour is None:
+        say(f"  warning: no price known for {p.instance_type}; --max-dollars can't be enforced, use --max-hours")
     if not p.ssh_cidr.endswith("/32"):
         say(f"  warning: SSH will be open to {p.ssh_cidr}, not a single address (asked with --ssh-cidr)")
     with phase("look for an existing instance (tag orch:job)", say):
@@ -396,7 +398,7 @@ def _container(endpoint: SSHEndpoint | None, job: str) -> object | None:
         return f"unreachable: {e}"
 
 
-def list_jobs(settings: Settings) -> list[JobView]:
+def list_jobs(settings: Settings, warn: Say = _quiet) -> list[JobView]:
     """Every job in the registry or tagged in the cloud; the registry is updated to match."""
     records = state.load()
     regions = {settings.region} | {r.region for r in records.values() if r.target == "aws" and r.region}
@@ -414,6 +416,7 @@ def list_jobs(settings: Settings) -> list[JobView]:
             if not type(e).__module__.startswith("botocore"):
                 raise
             unreachable[region] = ec2.friendly_error(e) or str(e)
+            warn(f"warning: could not list {region}: {unreachable[region]}")
     views = []
     for name in sorted(set(records) | set(by_job)):
         record = records.get(name)
@@ -471,11 +474,26 @@ def teardown(job: str, settings: Settings, keep_volume: bool = False, say: Say =
         report = ec2.terminate_job(region, job, keep_volume=keep_volume, timeout_s=settings.wait_timeout_s,
                                    poll_s=settings.poll_interval_s, log=lambda m: say("  " + m))
     key_path(job).unlink(missing_ok=True)
+    _forget_host_keys({ip for i in live for ip in (i.public_ip, i.private_ip) if ip})
     if report.remaining:
         state.update(job, status="teardown-incomplete")
     else:
         state.remove(job)
     return replace(report, warnings=tuple(warnings) + report.warnings)
+
+
+def _forget_host_keys(hosts: set[str]) -> None:
+    """Drop pinned host keys of terminated instances: AWS reuses addresses for other machines."""
+    path = known_hosts_path()
+    if not hosts or not path.exists():
+        return
+    def names(line: str) -> set[str]:
+        field = line.split(" ", 1)[0]
+        return {n.split("]:")[0].lstrip("[") for n in field.split(",")}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if not (names(line) & hosts)]
+    if len(kept) != len(lines):
+        write_private_file(path, "\n".join(kept))
 
 
 # --- doctor -----------------------------------------------------------------------------------

@@ -38,7 +38,10 @@ def hourly_price(instance_type: str, region: str, spot: bool = False, live: bool
                 return found
         except Exception:  # offline, no permission, an endpoint without the API: use the table
             pass
-    return table_price(instance_type, region)
+    price = table_price(instance_type, region)
+    if price is not None and spot:
+        return Price(price.usd_per_hour, f"{price.source}, on-demand: spot is usually 50-70% less", True)
+    return price
 
 
 def _quick_client(service: str, region: str):

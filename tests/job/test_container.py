@@ -211,3 +211,45 @@ def test_log_timestamps_and_since():
     assert job_api.parse_since(None) is None
     with pytest.raises(job_api.JobError):
         job_api.parse_since("yesterday")
+
+
+def test_bootstrap_watcher_shuts_down_after_the_job_ends(docker_engine, base_image, tmp_path):  # noqa: F811
+    """infra/bootstrap.sh's watcher, on the test engine: no shutdown while the job runs, one after."""
+    client = docker_engine.client()
+    job = new_job("autostop")
+    marker = tmp_path / "shutdown-called"
+    client.containers.run(base_image, ["python3", "-c", "import time; time.sleep(6)"], detach=True,
+                          labels={ctr.LABEL_JOB: job}, network_mode="none", name=ctr.container_name(job))
+    env = {**os.environ, "DOCKER_HOST": docker_engine.base_url, "ORCH_AUTOSTOP_MINUTES": "0.05",
+           "ORCH_WATCH_INTERVAL_S": "1", "ORCH_SHUTDOWN_CMD": f"touch {marker}",
+           "ORCH_STATE_DIR": str(tmp_path / "state"), "ORCH_LOG": str(tmp_path / "watch.log")}
+    watcher = subprocess.Popen(["bash", str(repo_root() / "infra" / "bootstrap.sh"), "watch"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(4)
+        assert not marker.exists()  # the job still runs
+        assert watcher.wait(timeout=30) == 0
+        assert marker.exists()
+        log = (tmp_path / "watch.log").read_text()
+        assert "no orch container running for 3s" in log
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+        ctr.remove(client, job, timeout_s=1)
+        client.close()
+
+
+def test_iam_policy_changes_only_orch_tagged_resources():
+    policy = json.loads((repo_root() / "infra" / "iam-policy.json").read_text())
+    for st in policy["Statement"]:
+        actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+        assert all("*" not in a for a in actions), st["Sid"]  # no wildcard actions
+        writes = [a for a in actions if a.split(":")[1].startswith(("Terminate", "Delete", "Stop", "Start", "Modify",
+                                                                   "Authorize", "Revoke"))]
+        if writes:
+            assert st["Condition"]["Null"] == {"aws:ResourceTag/orch:job": "false"}, st["Sid"]
+        if "ec2:CreateTags" in actions:
+            assert "ec2:CreateAction" in st["Condition"]["StringEquals"]
+    role = json.loads((repo_root() / "infra" / "instance-role-policy.json").read_text())
+    role_actions = {a for st in role["Statement"] for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    assert role_actions <= {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"}

@@ -67,7 +67,8 @@ def test_local_target_starts_and_tears_down_the_job_on_this_machine(orch, job_ca
     assert state["jobs"]["loc"]["target"] == "local"
     r = orch("list", "--json")  # AWS is unreachable here (conftest): the local job is still listed
     assert r.exit_code == 0, r.output
-    assert [(v["job"], v["state"]) for v in json.loads(r.output)] == [("loc", "local")]
+    assert [(v["job"], v["state"]) for v in json.loads(r.stdout)] == [("loc", "local")]
+    assert "warning: could not list us-east-1: Cannot reach AWS" in r.stderr
     r = orch("teardown", "loc", "--yes")
     assert r.exit_code == 0, r.output
     assert job_calls.stopped == [(None, "loc")]
@@ -114,6 +115,10 @@ def test_corrupt_state_file_is_a_clean_error_and_is_left_alone(orch):
     r = orch("status", "x")
     assert r.exit_code == 1 and "state.json is unreadable" in r.output and "orch list" in r.output
     assert (home() / "state.json").read_text() == "{not json"
+    (home() / "state.json").write_text('{"schema": 99, "jobs": {}}')
+    r = orch("list")
+    assert r.exit_code == 1 and "schema 99, expected 1" in r.output
+    assert (home() / "state.json").read_text() == '{"schema": 99, "jobs": {}}'
 
 
 bad_names = st.one_of(

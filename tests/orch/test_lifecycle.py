@@ -71,9 +71,14 @@ def test_launch_status_list_teardown_leaves_nothing(aws, orch, job_calls):
     assert r.exit_code == 0, r.output
     assert [(v["job"], v["state"]) for v in json.loads(r.output)] == [("t1", "running")]
 
+    host = inst.get("PublicIpAddress") or inst["PrivateIpAddress"]
+    (home() / "known_hosts").write_text(f"{host} ssh-ed25519 AAAAkey\n[{host}]:2222 ssh-ed25519 AAAAkey\n"
+                                       "198.51.100.1 ssh-ed25519 AAAAother\n")
     r = orch("teardown", "t1", "--yes")
     assert r.exit_code == 0, r.output
     assert "Nothing tagged orch:job=t1 remains." in r.output
+    # the pinned host key goes with the instance (AWS reuses addresses); others stay
+    assert (home() / "known_hosts").read_text() == "198.51.100.1 ssh-ed25519 AAAAother\n"
     assert inst["InstanceId"] in r.output and sg["GroupId"] in r.output and "orch-t1" in r.output
     left = tagged("t1")
     assert left["instances"] == [] and left["security_groups"] == [] and left["key_pairs"] == []
@@ -163,7 +168,7 @@ def test_no_capacity_anywhere_is_a_clear_error_and_leaves_a_teardownable_job(aws
 
 def test_spot_without_capacity_falls_back_to_on_demand(aws, orch, job_calls):
     aws.no_spot_capacity = True
-    r = launch(orch, "t7", "--spot")
+    r = launch(orch, "t7", "--spot", "--on-demand-fallback")
     assert r.exit_code == 0, r.output
     assert "no spot capacity for g4dn.2xlarge in us-east-1a" in r.output
     assert "falling back to on-demand" in r.output
@@ -175,7 +180,7 @@ def test_spot_without_capacity_falls_back_to_on_demand(aws, orch, job_calls):
 
 def test_spot_without_capacity_and_no_fallback_fails_clearly(aws, orch, job_calls):
     aws.no_spot_capacity = True
-    r = launch(orch, "t7b", "--spot", "--no-on-demand-fallback")
+    r = launch(orch, "t7b", "--spot")  # on-demand fallback is opt-in
     assert r.exit_code == 1
     assert "No capacity for g4dn.2xlarge" in r.output and "Try --on-demand" in r.output
     assert tagged("t7b")["instances"] == []
@@ -313,3 +318,12 @@ def test_throttling_is_retried_with_backoff_and_launches_once(aws, orch, job_cal
     assert r.exit_code == 0, r.output
     assert aws.sends == 3 and len(aws.run_calls) == 1  # one call, retried below it
     assert len(tagged("t21")["instances"]) == 1
+
+
+def test_dry_run_spot_labels_the_table_price_honestly(aws, orch):
+    ami = boto3.client("ec2", region_name="eu-west-1").register_image(
+        Name="any-image", RootDeviceName="/dev/sda1")["ImageId"]
+    r = launch(orch, "t22", "--dry-run", "--spot", "--region", "eu-west-1", "--ami", ami)
+    assert r.exit_code == 0, r.output
+    assert "$0.752/hour" in r.output and "eu-west-1 is usually higher" in r.output
+    assert "spot is usually 50-70% less" in r.output and "spot, no fallback" not in r.output

@@ -1,0 +1,201 @@
+#!/bin/bash
+# orch instance bootstrap: EC2 user data, run once as root at first boot.
+#
+# `orch launch` sends this file as user data with the job's settings exported after the shebang
+# (ORCH_JOB, ORCH_AUTOSTOP_MINUTES, ORCH_MAX_HOURS, ORCH_MAX_DOLLARS, ORCH_PRICE_PER_HOUR,
+# ORCH_CHECKPOINT_BUCKET, ORCH_REGION). It never holds credentials: anything that touches AWS
+# from the instance (s3 copies) uses the instance profile (infra/instance-role-policy.json).
+#
+# What it does, each step safe to repeat:
+#   1. Docker running, the SSH user in the docker group (the Deep Learning AMI ships both).
+#   2. The NVIDIA container runtime registered with Docker when the machine has a GPU.
+#   3. The fast local NVMe disk (instance store), if any, at /mnt/orch for datasets and outputs
+#      (orch puts jobs there when it exists, else in ~/orch on the EBS volume).
+#   4. A watcher service (`bootstrap.sh watch`) that, independent of the laptop:
+#        - shuts the instance down ORCH_AUTOSTOP_MINUTES after the last orch container exited
+#          (the instance is launched with shutdown behaviour "terminate", so it is then gone);
+#        - stops the job (SIGTERM: the trainer saves last.pt) and the instance at the hard cap,
+#          ORCH_MAX_HOURS or ORCH_MAX_DOLLARS / ORCH_PRICE_PER_HOUR hours after boot;
+#        - copies each new last.pt/best.pt (+ .sha256) to ORCH_CHECKPOINT_BUCKET.
+#
+# The watcher runs anywhere Docker does, which is how the tests exercise it:
+#   ORCH_AUTOSTOP_MINUTES=0.05 ORCH_WATCH_INTERVAL_S=1 ORCH_SHUTDOWN_CMD="touch /tmp/down" bash bootstrap.sh watch
+#
+# The other files here, once per account (replace the EXAMPLE-* bucket names first):
+#   aws iam create-policy --policy-name orch --policy-document file://infra/iam-policy.json
+#       (attach it to the user or role that runs `orch`; it can only change orch:job-tagged resources)
+#   aws iam create-role --role-name orch-trainer --assume-role-policy-document file://infra/instance-role-trust.json
+#   aws iam put-role-policy --role-name orch-trainer --policy-name s3 --policy-document file://infra/instance-role-policy.json
+#   aws iam create-instance-profile --instance-profile-name orch-trainer
+#   aws iam add-role-to-instance-profile --instance-profile-name orch-trainer --role-name orch-trainer
+#       (then `orch launch --iam-instance-profile orch-trainer ...` for s3:// data and --checkpoint-bucket)
+set -uo pipefail
+
+ORCH_USER="${ORCH_USER:-ubuntu}"
+ORCH_DIR="${ORCH_DIR:-/mnt/orch}"
+STATE_DIR="${ORCH_STATE_DIR:-/var/lib/orch}"
+LOG="${ORCH_LOG:-/var/log/orch-bootstrap.log}"
+
+log() { echo "$(date -u +%FT%TZ) orch: $*" | tee -a "$LOG" >&2; }
+
+# Seconds from a (possibly fractional) number of minutes or hours; empty or 0 means "off".
+seconds() { awk -v v="${1:-0}" -v m="$2" 'BEGIN { s = v * m; if (s < 0) s = 0; printf "%d", s }'; }
+
+# -- 1. Docker ---------------------------------------------------------------------------------------
+setup_docker() {
+    if ! command -v docker >/dev/null 2>&1; then
+        log "installing docker.io"
+        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io
+    fi
+    systemctl enable --now docker
+    id "$ORCH_USER" >/dev/null 2>&1 && usermod -aG docker "$ORCH_USER"
+}
+
+# -- 2. GPUs -----------------------------------------------------------------------------------------
+setup_gpu_runtime() {
+    if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+        log "no working NVIDIA driver: the container runs without GPUs"
+        return 0
+    fi
+    if docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia; then
+        log "NVIDIA container runtime present: $(nvidia-smi -L | tr '\n' ' ')"
+        return 0
+    fi
+    if command -v nvidia-ctk >/dev/null 2>&1; then
+        nvidia-ctk runtime configure --runtime=docker && systemctl restart docker
+        log "registered the NVIDIA runtime with Docker"
+    else
+        log "WARNING: GPU present but no nvidia-container-toolkit; training would run on the CPU"
+    fi
+}
+
+# -- 3. Fast local disk ------------------------------------------------------------------------------
+setup_fast_disk() {
+    mkdir -p "$(dirname "$ORCH_DIR")"
+    if [ -e "$ORCH_DIR" ]; then return 0; fi
+    # The Deep Learning AMIs already mount the instance store here.
+    if mountpoint -q /opt/dlami/nvme 2>/dev/null; then
+        mkdir -p /opt/dlami/nvme/orch && ln -s /opt/dlami/nvme/orch "$ORCH_DIR"
+    else
+        local dev
+        dev=$(lsblk -dpno NAME,MODEL 2>/dev/null | awk '/Instance Storage/ {print $1; exit}')
+        if [ -n "$dev" ] && ! lsblk -no MOUNTPOINT "$dev" | grep -q .; then
+            log "formatting instance store $dev for $ORCH_DIR"
+            mkfs.ext4 -q -F -E nodiscard -m 0 "$dev" && mkdir -p "$ORCH_DIR" \
+                && mount -o noatime "$dev" "$ORCH_DIR"
+        fi
+    fi
+    if [ -e "$ORCH_DIR" ]; then
+        chown "$ORCH_USER:" "$ORCH_DIR/" 2>/dev/null
+        log "fast disk for jobs: $ORCH_DIR ($(df -h --output=size "$ORCH_DIR/" | tail -1 | tr -d ' '))"
+    else
+        log "no instance store: jobs go to ~$ORCH_USER/orch on the EBS volume"
+    fi
+}
+
+# -- 4. The watcher ------------------------------------------------------------------------------------
+active_jobs() {  # orch containers that are running or about to be (restart policy)
+    { docker ps -q --filter label=orch.job --filter status=running
+      docker ps -q --filter label=orch.job --filter status=restarting
+      docker ps -q --filter label=orch.job --filter status=created; } 2>/dev/null | wc -l
+}
+
+copy_checkpoints() {  # new checkpoints to the bucket, each .sha256 after its file
+    [ -n "${ORCH_CHECKPOINT_BUCKET:-}" ] || return 0
+    local id outputs job name
+    for id in $(docker ps -aq --filter label=orch.job 2>/dev/null); do
+        outputs=$(docker inspect -f '{{index .Config.Labels "orch.outputs"}}' "$id")
+        job=$(docker inspect -f '{{index .Config.Labels "orch.job"}}' "$id")
+        for name in last.pt best.pt; do
+            local f="$outputs/checkpoints/$name" stamp="$STATE_DIR/copied-$job-$name"
+            [ -f "$f" ] && [ -f "$f.sha256" ] || continue
+            [ -f "$stamp" ] && [ ! "$f.sha256" -nt "$stamp" ] && continue
+            aws s3 cp --only-show-errors "$f" "${ORCH_CHECKPOINT_BUCKET%/}/$job/$name" \
+                && aws s3 cp --only-show-errors "$f.sha256" "${ORCH_CHECKPOINT_BUCKET%/}/$job/$name.sha256" \
+                && touch -r "$f.sha256" "$stamp" && log "copied $job/$name to $ORCH_CHECKPOINT_BUCKET"
+        done
+    done
+}
+
+power_off() {
+    log "$1: shutting down"
+    copy_checkpoints
+    ${ORCH_SHUTDOWN_CMD:-shutdown -h now}
+    exit 0
+}
+
+watch() {
+    mkdir -p "$STATE_DIR"
+    local interval="${ORCH_WATCH_INTERVAL_S:-60}" autostop cap idle_since=""
+    autostop=$(seconds "${ORCH_AUTOSTOP_MINUTES:-30}" 60)
+    cap=$(seconds "${ORCH_MAX_HOURS:-0}" 3600)
+    if [ -n "${ORCH_MAX_DOLLARS:-}" ] && [ -n "${ORCH_PRICE_PER_HOUR:-}" ]; then
+        local by_price
+        by_price=$(awk -v d="$ORCH_MAX_DOLLARS" -v p="$ORCH_PRICE_PER_HOUR" 'BEGIN { printf "%d", (p > 0 ? d / p * 3600 : 0) }')
+        if [ "$by_price" -gt 0 ] && { [ "$cap" -eq 0 ] || [ "$by_price" -lt "$cap" ]; }; then cap=$by_price; fi
+    fi
+    local started; started=$(date +%s)
+    log "watcher: autostop ${autostop}s after the job ends (0: off), hard cap ${cap}s (0: none)"
+    while true; do
+        local now active; now=$(date +%s); active=$(active_jobs)
+        copy_checkpoints
+        if [ "$cap" -gt 0 ] && [ $((now - started)) -ge "$cap" ]; then
+            log "hard cap reached: stopping the job (the trainer saves last.pt)"
+            docker ps -q --filter label=orch.job | xargs -r docker update --restart=no >/dev/null
+            docker ps -q --filter label=orch.job | xargs -r docker stop --time 300 >/dev/null
+            power_off "hard cap of ${cap}s reached"
+        fi
+        if [ "$active" -gt 0 ]; then
+            touch "$STATE_DIR/job-seen"; idle_since=""
+        elif [ -f "$STATE_DIR/job-seen" ] && [ "$autostop" -gt 0 ]; then
+            # Only after a job ran: a fresh instance may spend hours receiving its dataset first.
+            idle_since="${idle_since:-$now}"
+            if [ $((now - idle_since)) -ge "$autostop" ]; then
+                power_off "no orch container running for ${autostop}s"
+            fi
+        fi
+        sleep "$interval"
+    done
+}
+
+install_watcher() {
+    install -m 0755 "$0" /usr/local/sbin/orch-bootstrap
+    {
+        echo "ORCH_JOB=${ORCH_JOB:-}"; echo "ORCH_AUTOSTOP_MINUTES=${ORCH_AUTOSTOP_MINUTES:-30}"
+        echo "ORCH_MAX_HOURS=${ORCH_MAX_HOURS:-}"; echo "ORCH_MAX_DOLLARS=${ORCH_MAX_DOLLARS:-}"
+        echo "ORCH_PRICE_PER_HOUR=${ORCH_PRICE_PER_HOUR:-}"; echo "ORCH_CHECKPOINT_BUCKET=${ORCH_CHECKPOINT_BUCKET:-}"
+        echo "AWS_DEFAULT_REGION=${ORCH_REGION:-}"
+    } > /etc/orch-watch.env
+    chmod 600 /etc/orch-watch.env
+    cat > /etc/systemd/system/orch-watch.service <<'UNIT'
+[Unit]
+Description=orch: autostop, hard cap and checkpoint copies
+After=docker.service
+Requires=docker.service
+
+[Service]
+EnvironmentFile=/etc/orch-watch.env
+ExecStart=/usr/local/sbin/orch-bootstrap watch
+Restart=always
+RestartSec=30
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    systemctl daemon-reload
+    systemctl enable --now orch-watch.service
+    log "watcher installed (orch-watch.service)"
+}
+
+case "${1:-boot}" in
+    watch) watch ;;
+    boot)
+        log "bootstrap for job ${ORCH_JOB:-?}"
+        setup_docker
+        setup_gpu_runtime
+        setup_fast_disk
+        install_watcher
+        log "bootstrap done"
+        ;;
+    *) echo "usage: $0 [boot|watch]" >&2; exit 2 ;;
+esac
