@@ -1,9 +1,9 @@
 """Shared by the benchmarks: timing, interleaved repetitions, test photographs, printing.
 
 Every benchmark compares against a baseline measured in the same run, with the repetitions of
-baseline and ours interleaved (A B A B ...) and the medians compared: on a shared or throttling
-machine the absolute figures drift, the ratio much less. Lines that start with `ratio ` are the
-result; tests look for them.
+baseline and ours interleaved (A B, B A, ...); each ratio is the median over repetitions of the
+two rates measured back to back. On a shared or throttling machine the absolute figures drift,
+such a ratio much less. Lines that start with `ratio ` are the result; tests look for them.
 """
 from __future__ import annotations
 
@@ -120,8 +120,15 @@ def print_table(headers: list[str], rows: list[list[object]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
-def print_ratio(label: str, ours: float, baseline: float, note: str = "") -> float:
-    ratio = ours / baseline if baseline > 0 else float("nan")
+def paired_ratio(ours: list[float], baseline: list[float]) -> float:
+    """The median over repetitions of ours/baseline within the same repetition: neighbouring
+    measurements share the machine's state of the moment, so this is steadier than a ratio of
+    medians when the machine is busy."""
+    pairs = [o / b for o, b in zip(ours, baseline) if b > 0]
+    return median(pairs) if pairs else float("nan")
+
+
+def print_ratio(label: str, ratio: float, note: str = "") -> float:
     print(f"ratio {label}: {ratio:.2f}x" + (f"  ({note})" if note else ""))
     return ratio
 

@@ -180,7 +180,7 @@ def main() -> None:
                  ["end to end (JPEG files through trainer.data)", f"{e2e:,.1f}"]])
     print(f"\ndata-wait fraction: {100 * wait:.1f}% of the timed wall time blocked on the next batch"
           + (f"; {bad} unreadable files skipped" if bad else ""))
-    print_ratio(f"end-to-end/synthetic {settings['arch']}@{settings['res']}", e2e, median(synthetic),
+    print_ratio(f"end-to-end/synthetic {settings['arch']}@{settings['res']}", e2e / median(synthetic),
                 "1.0: the input pipeline never makes the compute wait")
 
 

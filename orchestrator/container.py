@@ -230,7 +230,8 @@ def run_detached(client, spec: RunSpec) -> ContainerState:
         shm_size=spec.shm_size,
         restart_policy={"Name": "on-failure", "MaximumRetryCount": spec.max_restarts},
         network_mode=spec.network_mode,
-        environment={"PYTHONUNBUFFERED": "1"},
+        # USER/LOGNAME: the uid orch runs as may have no passwd entry in the image (getpass needs a name).
+        environment={"PYTHONUNBUFFERED": "1", "MPLCONFIGDIR": "/tmp/matplotlib", "USER": "orch", "LOGNAME": "orch"},
         log_config=docker.types.LogConfig(type="json-file", config={"max-size": "100m", "max-file": "3"}),
     )
     if spec.user:

@@ -194,7 +194,8 @@ def start_on(session, spec: JobSpec, root: str | None = None, say: Callable[[str
         else:
             base = spec.base_image or os.environ.get("ORCH_BASE_IMAGE") or None
             say(f"  trainer image on {session.where} (built once per content hash)")
-            image, image_hash = ctr.ensure_image(client, repo_root(), base)
+            image, image_hash = ctr.ensure_image(  # the first build pulls the base: minutes, once
+                client, repo_root(), base, log=lambda text: say("    " + text) if text.startswith("Step ") else None)
             say(f"  {image}")
 
         if spec.data == "demo":

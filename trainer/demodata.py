@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import colorsys
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +27,10 @@ class DemoSummary:
 
 
 def class_spec(index: int, num_classes: int) -> tuple[str, tuple[int, int, int]]:
+    """Every class its own hue and, cycling, a shape: colour alone separates a few classes at a glance,
+    shape is needed when there are many."""
     shape = SHAPES[index % len(SHAPES)]
-    n_hues = math.ceil(num_classes / len(SHAPES))
-    hue = (index // len(SHAPES)) / max(1, n_hues) + 0.07
+    hue = index / num_classes + 0.07
     r, g, b = colorsys.hsv_to_rgb(hue % 1.0, 0.85, 0.95)
     return shape, (int(r * 255), int(g * 255), int(b * 255))
 

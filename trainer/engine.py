@@ -44,6 +44,12 @@ def make_grad_scaler(amp: AmpSettings) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(amp.device_type, enabled=amp.use_grad_scaler)
 
 
+def effective_channels_last(device: torch.device, requested: bool) -> bool:
+    """channels_last only on GPUs: it is what tensor cores want, and on CPU (torch 2.14, oneDNN) the
+    backward pass of a channels_last conv net aborts the process on odd batch sizes (heap corruption)."""
+    return requested and device.type == "cuda"
+
+
 def prepare_model(model: nn.Module, device: torch.device, channels_last: bool, compile: bool) -> nn.Module:
     model = model.to(device)
     if channels_last:

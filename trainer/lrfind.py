@@ -16,7 +16,7 @@ from torch import nn
 
 from trainer.config import TrainConfig
 from trainer.data import EpochSampler, ImageFiles, TrainTransform, load_dataset, make_loader
-from trainer.engine import (amp_settings, make_grad_scaler, make_optimizer, pick_device, prepare_model, to_device,
+from trainer.engine import (amp_settings, effective_channels_last, make_grad_scaler, make_optimizer, pick_device, prepare_model, to_device,
                             train_step)
 from trainer.models import build_model, resolve_stem
 
@@ -39,7 +39,8 @@ def lr_find(config: TrainConfig, data_dir: Path, out_dir: Path, start_lr: float 
     model = build_model(config.arch, len(info.classes), width=config.width, depths=config.depths,
                         stem=resolve_stem(config.stem, config.train_res), dropout=config.dropout,
                         zero_init_residual=config.zero_init_residual)
-    model = prepare_model(model, device, config.channels_last, config.compile)
+    channels_last = effective_channels_last(device, config.channels_last)
+    model = prepare_model(model, device, channels_last, config.compile)
     optimizer = make_optimizer(model, start_lr, config.momentum, config.nesterov, config.weight_decay)
     scaler = make_grad_scaler(amp)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -61,8 +62,8 @@ def lr_find(config: TrainConfig, data_dir: Path, out_dir: Path, start_lr: float 
             lr = start_lr * gamma ** len(lrs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images, targets = to_device(images, targets, device, config.channels_last)
-            loss = float(train_step(model, images, targets, criterion, optimizer, scaler, amp, config.channels_last))
+            images, targets = to_device(images, targets, device, channels_last)
+            loss = float(train_step(model, images, targets, criterion, optimizer, scaler, amp, channels_last))
             avg = 0.9 * avg + 0.1 * loss
             smoothed = avg / (1 - 0.9 ** (len(lrs) + 1))
             lrs.append(lr)

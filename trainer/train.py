@@ -27,7 +27,7 @@ from trainer import checkpoint as ckpt
 from trainer.config import TrainConfig, to_dict
 from trainer.data import (EpochSampler, ImageFiles, TrainTransform, eval_transform, load_dataset, make_loader,
                           progressive_resolution)
-from trainer.engine import (amp_settings, evaluate, make_grad_scaler, make_optimizer, pick_device, prepare_model,
+from trainer.engine import (amp_settings, effective_channels_last, evaluate, make_grad_scaler, make_optimizer, pick_device, prepare_model,
                             to_device, train_step_with_logits, unwrap)
 from trainer.errors import EXIT_SIGINT, EXIT_SIGTERM, TrainerError
 from trainer.metrics import Progress, append_metrics, read_metrics, setup_logging, truncate_metrics, write_run_config
@@ -195,7 +195,8 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
         log.info("already trained %d of %d epochs; nothing to do (raise --epochs to train longer)", start_epoch, config.epochs)
         return 0
 
-    model = prepare_model(model, device, config.channels_last, config.compile)
+    channels_last = effective_channels_last(device, config.channels_last)
+    model = prepare_model(model, device, channels_last, config.compile)
     if dist.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -272,9 +273,9 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                     log.warning("skipped unreadable image %s (%s)", path, why)
                 skipped += len(bad)
                 if len(targets):
-                    images, targets = to_device(images, targets, device, config.channels_last)
+                    images, targets = to_device(images, targets, device, channels_last)
                     loss, logits = train_step_with_logits(model, images, targets, criterion, optimizer, scaler, amp,
-                                                          config.channels_last, config.grad_clip)
+                                                          channels_last, config.grad_clip)
                     n = len(targets)
                     dev_sums += torch.stack([loss.double() * n, (logits.argmax(1) == targets).sum().double(),
                                              torch.tensor(float(n), dtype=torch.float64, device=device)])
@@ -311,7 +312,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
             skip_eval = elapsed() + eval_seconds + 2 * save_seconds >= budget_s and not last_epoch
             if ((epoch + 1) % config.eval_every == 0 or last_epoch) and not skip_eval:
                 t_eval = time.perf_counter()
-                result = evaluate(model, val_loader, device, amp, config.channels_last, len(classes), dist.enabled)
+                result = evaluate(model, val_loader, device, amp, channels_last, len(classes), dist.enabled)
                 eval_seconds = time.perf_counter() - t_eval
                 row.update(val_loss=result.loss, val_top1=result.top1, val_top5=result.top5)
             else:

@@ -97,12 +97,28 @@ def ensure_rootfs() -> Path:
         raise RuntimeError("debootstrap is not installed (Debian: apt-get install debootstrap)")
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix="rootfs.", dir=CACHE_DIR))
-    subprocess.run(["debootstrap", "--variant=minbase", f"--include={DEBIAN_PACKAGES}",
-                    "bookworm", str(partial), MIRROR], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    shutil.rmtree(partial / "var/cache/apt/archives", ignore_errors=True)
-    os.replace(partial, ROOTFS)
+    made = subprocess.run(["debootstrap", "--variant=minbase", f"--include={DEBIAN_PACKAGES}",
+                           "bookworm", str(partial), MIRROR], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+    if made.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise RuntimeError(f"debootstrap from {MIRROR} failed: {made.stderr[-2000:]}")
+    for debs in (partial / "var/cache/apt/archives").glob("*.deb"):
+        debs.unlink()
+    try:
+        os.replace(partial, ROOTFS)
+    except OSError:  # another test session made it first
+        shutil.rmtree(partial, ignore_errors=True)
     return ROOTFS
+
+
+def why_no_base() -> str | None:
+    """None when the base image can be made here, else the reason."""
+    if (ROOTFS / "usr/bin/python3").exists():
+        return None
+    if shutil.which("debootstrap") is None:
+        return "debootstrap is not installed (Debian: apt-get install debootstrap)"
+    return None
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -19,7 +19,6 @@ import time
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
 
 from orchestrator import container as ctr
@@ -27,7 +26,7 @@ from orchestrator import job as job_api
 from orchestrator.providers import ec2 as ec2_provider
 from tests.fixtures.dockerd import docker_engine  # noqa: F401 (fixture)
 from tests.fixtures.sshd import sshd_server  # noqa: F401 (fixture)
-from tests.orch.conftest import REGION, aws, moto_url, orch, tagged  # noqa: F401 (fixtures)
+from tests.orch.conftest import aws, moto_url, orch, tagged  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.needs_docker, pytest.mark.needs_sshd]
 
@@ -37,8 +36,11 @@ TINY = ("--recipe", "demo", "--device", "cpu", "--workers", "0", "--width", "8")
 
 @pytest.fixture(scope="session")
 def base_image(docker_engine):  # noqa: F811
-    from tests.images.base import ensure_base_image
+    from tests.conftest import require
+    from tests.images.base import ensure_base_image, why_no_base
 
+    why = why_no_base()
+    require(why is None, why or "")
     return ensure_base_image(docker_engine.base_url)
 
 

@@ -110,9 +110,26 @@ def test_local_process_restarts_after_a_crash_and_resumes(process_runner, tmp_pa
 def test_local_stop_ends_a_running_job_cleanly(process_runner):
     job = "local-stop"
     process_runner.append(job)
-    job_api.start_job(None, job_api.JobSpec(job=job, data="demo", trainer_args=(*TINY, "--epochs", "50")))
+    launched = orch("launch", "--target", "local", "--data", "demo", "--name", job, "--", *TINY, "--epochs", "50")
+    assert launched.returncode == 0, launched.stdout + launched.stderr
     record = local.load_record(job)
     assert job_api.job_status(None, job).state == "running"
+
+    # Ctrl-C on `orch logs --follow` stops following, never the job
+    follower = subprocess.Popen([*ORCH, "logs", job, "--follow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    console = Path(record.outputs_dir).parent / "console.log"
+    while not console.exists() or "training" not in console.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    time.sleep(1.0)
+    follower.send_signal(signal.SIGINT)
+    out, err = follower.communicate(timeout=30)
+    assert follower.returncode == 130, err
+    assert "training" in out and "keeps running" in err
+    assert job_api.job_status(None, job).state == "running"
+
     assert job_api.stop_job(None, job) is True
     assert not local._alive(record.pid)
     assert job_api.job_status(None, job).state == "missing"

@@ -50,6 +50,25 @@ def trainer_process(*args, env: dict | None = None, timeout: float = 300) -> sub
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture
+def background_trainer():
+    """Start `python -m trainer ARGS` in the background (output together); ended after the test."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args, env: dict | None = None) -> subprocess.Popen:
+        full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+        proc = subprocess.Popen([sys.executable, "-m", "trainer", *[str(a) for a in args]], cwd=REPO, env=full_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def metrics(out: Path) -> list[dict]:
     path = out / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -67,6 +86,16 @@ def tiny_data(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("tiny-data")
     r = trainer("demo-data", "--dest", dest, "--classes", "3", "--per-class", "16", "--val-per-class", "4",
                 "--size", "16", "--seed", "1")
+    assert r.exit_code == 0, r.output
+    return dest
+
+
+@pytest.fixture(scope="session")
+def longer_data(tmp_path_factory) -> Path:
+    """Enough steps per epoch (18) that a run of 10 epochs outlasts the 5 s spot-notice poll."""
+    dest = tmp_path_factory.mktemp("longer-data")
+    r = trainer("demo-data", "--dest", dest, "--classes", "3", "--per-class", "48", "--val-per-class", "4",
+                "--size", "16", "--seed", "2")
     assert r.exit_code == 0, r.output
     return dest
 

@@ -13,7 +13,7 @@ from trainer.cli import app
 # A model and data small enough that an epoch takes about a second on a busy CPU.
 TINY = ["--arch", "resnet_small", "--width", "8", "--set", "depths=1,1", "--set", "stem=small",
         "--batch-size", "16", "--workers", "0", "--train-res", "16", "--eval-res", "16", "--set", "eval_resize=16",
-        "--set", "log_every_seconds=0.5", "--device", "cpu", "--lr", "0.5", "--set", "lr_scale_batch=0",
+        "--set", "log_every_seconds=0.5", "--device", "cpu", "--lr", "0.2", "--set", "lr_scale_batch=0",
         "--set", "label_smoothing=0", "--set", "crop_scale=0.6,1"]
 
 

@@ -1,0 +1,191 @@
+"""The instance stops itself, independent of the laptop: infra/bootstrap.sh's watcher, run here.
+
+The watcher is the real script in its `watch` mode. Only what an instance has and this machine
+must not be touched for are fakes on its PATH: `docker` (answers `ps`/`inspect` from a file the
+test flips, records `update`/`stop`), `shutdown` and `aws` (record their calls and the time).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.conftest import REPO
+
+BOOTSTRAP = REPO / "infra" / "bootstrap.sh"
+INTERVAL_S = 1
+
+FAKE_DOCKER = r"""#!/bin/bash
+# A one-container engine: $FAKE/container holds running|restarting|exited (absent: no container).
+echo "$*" >> "$FAKE/docker.calls"
+state=$(cat "$FAKE/container" 2>/dev/null || echo none)
+case "$1" in
+    ps)
+        [ "$state" = none ] && exit 0
+        all=0; want=""
+        for a in "$@"; do
+            case "$a" in -a|-aq|-qa) all=1 ;; status=*) want="${a#status=}" ;; esac
+        done
+        if [ $all = 1 ]; then echo c0ffee; exit 0; fi
+        if [ -n "$want" ]; then [ "$want" = "$state" ] && echo c0ffee; exit 0; fi
+        case "$state" in running|restarting) echo c0ffee ;; esac ;;
+    inspect)
+        case "$*" in *orch.outputs*) echo "$FAKE/outputs" ;; *orch.job*) echo demo-job ;; esac ;;
+    update) shift; for a in "$@"; do case "$a" in -*) ;; *) echo "$a" ;; esac; done ;;
+    stop) echo exited > "$FAKE/container"; echo c0ffee ;;
+esac
+"""
+
+FAKE_SHUTDOWN = """#!/bin/bash
+echo "$(date +%s.%N) $*" >> "$FAKE/shutdown.calls"
+"""
+
+FAKE_AWS = """#!/bin/bash
+echo "$*" >> "$FAKE/aws.calls"
+"""
+
+
+@dataclass
+class Instance:
+    """The fake instance's knobs and records."""
+
+    root: Path
+    proc: subprocess.Popen | None = None
+
+    def container(self, state: str | None) -> None:
+        path = self.root / "container"
+        if state is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(state + "\n")
+
+    def calls(self, tool: str) -> list[str]:
+        path = self.root / f"{tool}.calls"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def shutdown_time(self) -> float | None:
+        calls = self.calls("shutdown")
+        return float(calls[0].split()[0]) if calls else None
+
+    def watch(self, **settings: str) -> subprocess.Popen:
+        env = {
+            "PATH": f"{self.root / 'bin'}:/usr/bin:/bin", "FAKE": str(self.root),
+            "ORCH_WATCH_INTERVAL_S": str(INTERVAL_S), "ORCH_STATE_DIR": str(self.root / "state"),
+            "ORCH_LOG": str(self.root / "watch.log"), **settings,
+        }
+        self.proc = subprocess.Popen(["bash", str(BOOTSTRAP), "watch"], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        return self.proc
+
+    def log(self) -> str:
+        path = self.root / "watch.log"
+        return path.read_text() if path.exists() else ""
+
+
+@pytest.fixture
+def instance(tmp_path):
+    assert BOOTSTRAP.is_file(), "infra/bootstrap.sh (the instance's user data and watcher) is missing"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("docker", FAKE_DOCKER), ("shutdown", FAKE_SHUTDOWN), ("aws", FAKE_AWS)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "outputs" / "checkpoints").mkdir(parents=True)
+    inst = Instance(tmp_path)
+    yield inst
+    if inst.proc is not None and inst.proc.poll() is None:
+        inst.proc.kill()
+        inst.proc.communicate()
+
+
+def wait_for(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def test_autostop_fires_after_the_container_exits_and_not_before(instance):
+    autostop_s = 3
+    instance.container("running")
+    proc = instance.watch(ORCH_AUTOSTOP_MINUTES=str(autostop_s / 60))
+    time.sleep(autostop_s + 3 * INTERVAL_S)  # longer than the autostop delay, but the job still runs
+    assert instance.calls("shutdown") == [], instance.log()
+    instance.container("restarting")  # a restart after a crash is still the job
+    time.sleep(autostop_s + 2 * INTERVAL_S)
+    assert instance.calls("shutdown") == [], instance.log()
+
+    exited = time.time()
+    instance.container("exited")
+    assert wait_for(lambda: instance.shutdown_time() is not None, autostop_s + 10 * INTERVAL_S), instance.log()
+    waited = instance.shutdown_time() - exited
+    assert autostop_s - INTERVAL_S <= waited <= autostop_s + 6 * INTERVAL_S
+    assert instance.calls("shutdown") == [instance.calls("shutdown")[0]]  # once
+    assert instance.calls("shutdown")[0].split()[1:] == ["-h", "now"]
+    proc.wait(timeout=10)
+    assert proc.returncode == 0
+    assert "shutting down" in instance.log()
+    assert not [c for c in instance.calls("docker") if c.startswith("stop")], "autostop never stops a job"
+
+
+def test_a_fresh_instance_waiting_for_its_data_is_not_stopped(instance):
+    # No container has run yet (the dataset may take hours to arrive): autostop must wait for a job.
+    instance.container(None)
+    instance.watch(ORCH_AUTOSTOP_MINUTES=str(1 / 60))
+    time.sleep(5 * INTERVAL_S)
+    assert instance.calls("shutdown") == [], instance.log()
+    assert instance.proc.poll() is None
+
+
+def test_autostop_zero_never_stops(instance):
+    instance.container("running")
+    instance.watch(ORCH_AUTOSTOP_MINUTES="0")
+    time.sleep(2 * INTERVAL_S)
+    instance.container("exited")
+    time.sleep(5 * INTERVAL_S)
+    assert instance.calls("shutdown") == [], instance.log()
+
+
+@pytest.mark.parametrize("cap", [{"ORCH_MAX_HOURS": "0.001"},                       # 3.6 s
+                                 {"ORCH_MAX_DOLLARS": "0.002", "ORCH_PRICE_PER_HOUR": "2.0"}],
+                         ids=["max-hours", "max-dollars"])
+def test_hard_cap_stops_the_job_gracefully_then_the_instance(instance, cap):
+    instance.container("running")
+    started = time.time()
+    proc = instance.watch(ORCH_AUTOSTOP_MINUTES="30", **cap)
+    assert wait_for(lambda: instance.shutdown_time() is not None, 20), instance.log()
+    assert instance.shutdown_time() - started >= 3.6 - INTERVAL_S
+    docker = instance.calls("docker")
+    stops = [c for c in docker if c.startswith("stop")]
+    assert stops, docker
+    # SIGTERM with time to save last.pt, and no restart policy bringing the job back meanwhile.
+    assert "--time 300" in stops[0]
+    updates = [i for i, c in enumerate(docker) if c.startswith("update") and "--restart=no" in c]
+    assert updates and updates[0] < docker.index(stops[0])
+    assert "hard cap" in instance.log()
+    proc.wait(timeout=10)
+
+
+def test_new_checkpoints_are_copied_to_the_bucket_once_each(instance):
+    ckpts = instance.root / "outputs" / "checkpoints"
+    (ckpts / "last.pt").write_bytes(b"weights-1")
+    (ckpts / "last.pt.sha256").write_text("aaaa  last.pt\n")
+    instance.container("running")
+    instance.watch(ORCH_AUTOSTOP_MINUTES="30", ORCH_CHECKPOINT_BUCKET="s3://example-bucket/ckpt/")
+    assert wait_for(lambda: len(instance.calls("aws")) >= 2, 10), instance.log()
+    time.sleep(3 * INTERVAL_S)
+    calls = instance.calls("aws")
+    assert calls == [f"s3 cp --only-show-errors {ckpts}/last.pt s3://example-bucket/ckpt/demo-job/last.pt",
+                     f"s3 cp --only-show-errors {ckpts}/last.pt.sha256 s3://example-bucket/ckpt/demo-job/last.pt.sha256"]
+    # A new epoch's checkpoint: copied again (checksum file newer than the last copy).
+    time.sleep(1.1)
+    (ckpts / "last.pt").write_bytes(b"weights-2")
+    (ckpts / "last.pt.sha256").write_text("bbbb  last.pt\n")
+    os.utime(ckpts / "last.pt.sha256", (time.time() + 2, time.time() + 2))
+    assert wait_for(lambda: len(instance.calls("aws")) >= 4, 10), instance.log()
