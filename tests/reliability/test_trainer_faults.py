@@ -60,6 +60,28 @@ def test_spot_notice_mid_run_saves_and_exits_143_then_resume_matches_an_uninterr
     assert json.loads((out / "status.json").read_text())["state"] == "finished"
 
 
+def test_sigterm_mid_epoch_as_docker_stop_sends_it_saves_and_resumes(longer_data, background_trainer, tmp_path):
+    """The watcher's hard cap and `orch teardown` stop the container: SIGTERM, then SIGKILL after a grace period."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = background_trainer("train", "--data", longer_data, "--out", out, *TINY, "--epochs", 6)
+    deadline = time.monotonic() + 300
+    while not metrics(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[0]
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_SIGTERM, output
+    assert "SIGTERM" in output and no_traceback(output)
+    assert sha_ok(out / "checkpoints" / "last.pt")
+    assert json.loads((out / "status.json").read_text())["state"] == "interrupted"
+    r = trainer("train", "--data", longer_data, "--out", out, *TINY, "--epochs", 6, "--resume", "auto")
+    assert r.exit_code == 0, r.output
+    assert [m["epoch"] for m in metrics(out)] == [1, 2, 3, 4, 5, 6]
+
+
 def test_max_hours_stops_cleanly_with_a_checkpoint_and_says_why(tiny_data, tmp_path):
     out = tmp_path / "run"
     # 0.0003 h is about a second: inside the first of many epochs.

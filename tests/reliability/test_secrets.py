@@ -1,0 +1,240 @@
+"""Secrets stay home: with distinctive AWS credentials in the environment, a dry run, a real (moto)
+launch, a job over SSH and a local job leave them nowhere: not in $ORCH_HOME (state, keys, logs),
+not in the user data EC2 holds, not in CLI output, not in anything the instance receives.
+Also: key and state files are mode 600, and SSH is open only to the given /32.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import boto3
+import pytest
+
+from orchestrator.providers import ec2 as ec2_provider
+from tests.orch.conftest import REGION, tagged
+
+ACCESS_KEY = "AKIAORCHLEAK7F3A9Q2Z"
+SECRET_KEY = "SECRET-DO-NOT-LEAK-7f3a9c1e5b/wJalrXUtnFEMIK7MDENG"
+SESSION_TOKEN = "TOKEN-DO-NOT-LEAK-IQoJb3JpZ2luX2VjEJr7f3a9c1e5b"
+SECRETS = (ACCESS_KEY, SECRET_KEY, SESSION_TOKEN)
+CIDR = "198.51.100.23/32"
+ORCH = str(Path(sys.executable).with_name("orch"))
+
+
+def home() -> Path:
+    return Path(os.environ["ORCH_HOME"])
+
+
+def leaks(text: str | bytes) -> list[str]:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    return [s for s in SECRETS if s in text]
+
+
+def leaks_under(root: Path) -> dict[str, list[str]]:
+    found = {}
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            hit = leaks(path.read_bytes())
+            if hit:
+                found[str(path)] = hit
+    return found
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def credentials(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+
+
+@pytest.fixture
+def real_user_data(monkeypatch):
+    """The shipped infra/bootstrap.sh, not the tests' stand-in, is what goes to the instance."""
+    monkeypatch.delenv("ORCH_BOOTSTRAP_SCRIPT", raising=False)
+
+
+def ingress(job: str) -> list[dict]:
+    (group,) = tagged(job)["security_groups"]
+    return group["IpPermissions"]
+
+
+def user_data_of(instance_id: str) -> str:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    attr = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+    return base64.b64decode(attr.get("UserData", {}).get("Value", "")).decode()
+
+
+def test_launch_keeps_credentials_home_and_locks_the_door(aws, orch, job_calls, credentials, real_user_data):
+    outputs = []
+    r = orch("launch", "--instance", "g4dn.xlarge", "--name", "sec", "--ssh-cidr", CIDR, "--dry-run")
+    assert r.exit_code == 0, r.output
+    outputs.append(r.output)
+    assert "bytes" in r.output and "infra/bootstrap.sh not found" not in r.output
+
+    r = orch("launch", "--instance", "g4dn.xlarge", "--name", "sec", "--ssh-cidr", CIDR)
+    assert r.exit_code == 0, r.output
+    outputs.append(r.output)
+    for args in (("status", "sec"), ("list",), ("ssh", "sec", "--print"), ("doctor", "--instance", "g4dn.xlarge")):
+        outputs.append(orch(*args).output)
+
+    # What EC2 holds as user data: the real bootstrap script, the job's settings, no credentials.
+    (inst,) = tagged("sec")["instances"]
+    user_data = user_data_of(inst["InstanceId"])
+    assert user_data.startswith("#!/bin/bash\n") and "export ORCH_JOB=sec" in user_data
+    assert "export ORCH_AUTOSTOP_MINUTES=30" in user_data  # autostop is on by default
+    assert leaks(user_data) == []
+    assert "AWS_SECRET_ACCESS_KEY=" not in user_data and "AWS_SESSION_TOKEN=" not in user_data
+    shutdown = boto3.client("ec2", region_name=REGION).describe_instance_attribute(
+        InstanceId=inst["InstanceId"], Attribute="instanceInitiatedShutdownBehavior")
+    assert shutdown["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"  # autostop ends the bill
+
+    # SSH only, only from the caller's /32.
+    rules = ingress("sec")
+    assert [(p["IpProtocol"], p.get("FromPort"), p.get("ToPort")) for p in rules] == [("tcp", 22, 22)]
+    assert [rng["CidrIp"] for rng in rules[0]["IpRanges"]] == [CIDR]
+    assert not rules[0].get("Ipv6Ranges") and not rules[0].get("UserIdGroupPairs")
+
+    # Files under $ORCH_HOME: private, and free of credentials.
+    key = home() / "keys" / "sec.pem"
+    assert mode(key) == 0o600 and mode(key.parent) == 0o700
+    assert mode(home() / "state.json") == 0o600
+    for name in ("known_hosts", "state.lock"):
+        if (home() / name).exists():
+            assert mode(home() / name) & 0o077 == 0, name
+
+    r = orch("teardown", "sec", "--yes")
+    assert r.exit_code == 0, r.output
+    outputs.append(r.output)
+    assert leaks("\n".join(outputs)) == []
+    assert leaks_under(home()) == {}
+
+
+def test_ssh_is_open_to_the_world_only_when_asked_explicitly(aws, orch, job_calls):
+    r = orch("launch", "--instance", "g4dn.xlarge", "--name", "open", "--ssh-cidr", "0.0.0.0/0")
+    assert r.exit_code == 0, r.output
+    assert "warning" in r.output.lower() and "0.0.0.0/0" in r.output
+    rules = ingress("open")
+    assert [(p["IpProtocol"], p.get("FromPort"), p.get("ToPort")) for p in rules] == [("tcp", 22, 22)]
+    assert [rng["CidrIp"] for rng in rules[0]["IpRanges"]] == ["0.0.0.0/0"]
+
+    # Launching the same job again from a single address closes the world-wide rule.
+    r = orch("launch", "--instance", "g4dn.xlarge", "--name", "open", "--ssh-cidr", CIDR)
+    assert r.exit_code == 0, r.output
+    cidrs = [rng["CidrIp"] for p in ingress("open") for rng in p["IpRanges"]]
+    assert "0.0.0.0/0" not in cidrs and CIDR in cidrs
+
+
+# --- what the instance receives over SSH ---------------------------------------------------------
+
+RECORDER = """#!/bin/sh
+# Records what a command on the "instance" received (arguments and environment), then behaves.
+{{ echo "== $0 $*"; env; }} >> {log}
+{then}
+"""
+
+
+@pytest.fixture
+def instance_over_ssh(aws, sshd_server, monkeypatch, tmp_path):  # noqa: F811 (fixtures)
+    """The moto instance is reached through the real sshd; every tool it runs records its input."""
+    monkeypatch.setenv("ORCH_SSH_PROXY_COMMAND", sshd_server.proxy_command)
+    monkeypatch.setenv("ORCH_SSH_USER", sshd_server.user)
+    record = tmp_path / "instance-received.log"
+    tools = {"mkdir": "exec /bin/mkdir \"$@\"", "id": "exec /usr/bin/id \"$@\"", "tar": "exec /bin/tar \"$@\"",
+             "df": "exec /bin/df \"$@\"",
+             # No engine on this "instance": the job stops there, with everything before it sent.
+             "docker": "echo 'Cannot connect to the Docker daemon' >&2; exit 1"}
+    placed = []
+    for name, then in tools.items():
+        path = sshd_server.bin_dir / name
+        if path.exists():
+            continue
+        path.write_text(RECORDER.format(log=record, then=then))
+        path.chmod(0o755)
+        placed.append(path)
+
+    authorized = []
+    create = ec2_provider.create_key_pair
+
+    def create_and_install(region, job):  # what cloud-init does with the key pair at boot
+        info, material = create(region, job)
+        with tempfile.TemporaryDirectory() as d:
+            key = Path(d) / "key"
+            key.write_text(material)
+            key.chmod(0o600)
+            public = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], check=True, capture_output=True,
+                                    text=True).stdout.strip()
+        sshd_server.authorize(public)
+        authorized.append(public)
+        return info, material
+
+    monkeypatch.setattr(ec2_provider, "create_key_pair", create_and_install)
+    jobs: list[str] = []
+    yield record, jobs
+    for path in placed:
+        path.unlink(missing_ok=True)
+    for public in authorized:
+        sshd_server.revoke(public)
+    remote_home = Path(pwd.getpwnam(sshd_server.user).pw_dir)
+    for job in jobs:
+        shutil.rmtree(remote_home / "orch" / job, ignore_errors=True)
+
+
+@pytest.mark.needs_sshd
+def test_nothing_sent_to_the_instance_carries_credentials(instance_over_ssh, orch, sshd_server, credentials,
+                                                          tiny_data):
+    record, jobs = instance_over_ssh
+    jobs.append("sshsec")
+    r = orch("launch", "--instance", "g4dn.xlarge", "--name", "sshsec", "--ssh-cidr", CIDR, "--data", tiny_data,
+             "--", "--epochs", "1")
+    # This "instance" has no Docker engine: the launch stops there, cleanly, after the first commands.
+    assert r.exit_code == 1 and "Docker engine" in r.output and "Traceback" not in r.output, r.output
+    received = record.read_text() if record.exists() else ""
+    assert "== " in received, f"no command reached the instance: {r.output}"
+    assert leaks(received) == [], "credentials reached the instance"
+    assert not [line for line in received.splitlines() if line.startswith("AWS_")], \
+        "AWS_* variables reached the instance"
+    assert leaks("\n".join(sshd_server.requested_targets())) == []
+    remote_job = Path(pwd.getpwnam(sshd_server.user).pw_dir) / "orch" / "sshsec"
+    if remote_job.exists():
+        assert leaks_under(remote_job) == {}
+    assert leaks(r.output) == []
+    orch("teardown", "sshsec", "--yes")
+    assert leaks_under(home()) == {}
+
+
+def test_a_local_job_writes_no_credentials_under_orch_home(credentials, monkeypatch):
+    monkeypatch.setenv("ORCH_LOCAL_RUNNER", "process")
+    env = os.environ.copy()
+
+    def orch_cli(*args):
+        return subprocess.run([ORCH, *args], capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+                              env=env)
+
+    launched = orch_cli("launch", "--target", "local", "--data", "demo", "--name", "locsec", "--",
+                        "--recipe", "demo", "--device", "cpu", "--workers", "0", "--width", "8", "--epochs", "1")
+    try:
+        assert launched.returncode == 0, launched.stdout + launched.stderr
+        followed = orch_cli("logs", "locsec", "--follow")
+        assert followed.returncode == 0, followed.stdout + followed.stderr
+        outputs = [launched.stdout + launched.stderr, followed.stdout + followed.stderr,
+                   orch_cli("status", "locsec").stdout]
+    finally:
+        down = orch_cli("teardown", "locsec", "--yes")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert leaks("\n".join(outputs + [down.stdout, down.stderr])) == []
+    assert leaks_under(home()) == {}
+    if (home() / "state.json").exists():
+        assert mode(home() / "state.json") == 0o600
