@@ -188,7 +188,27 @@ def ensure_base_image(base_url: str) -> str:
             raise RuntimeError(f"docker import of {tag} failed: {imported.stderr.strip()}")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    _drop_older_bases(base_url, tag)
     return tag
+
+
+def _drop_older_bases(base_url: str, keep: str) -> None:
+    """Each base is a 4 GB layer: untag older ones and the trainer images built on them, then prune."""
+    import docker
+
+    client = docker.DockerClient(base_url=base_url, timeout=600)
+    try:
+        for image in client.images.list():
+            for tag in image.tags:
+                old_base = tag.startswith(REPOSITORY + ":") and tag != keep
+                if old_base or tag.startswith("orch-trainer:"):
+                    try:
+                        client.images.remove(tag, force=True)  # only untags an image a container uses
+                    except docker.errors.APIError:
+                        pass
+        client.images.prune(filters={"dangling": True})
+    finally:
+        client.close()
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def test_well_formed_but_unknown_region_is_refused_with_the_closest_names(regist
     known = boto3.session.Session().get_available_regions("ec2")  # botocore's own list: no network needed
     assert any(name in r.output for name in known), f"no valid region suggested: {r.output}"
     assert snapshot() == registry
-    assert aws.run_calls == [c for c in aws.run_calls if c.get("TagSpecifications") is None or "elsewhere" not in str(c)]
+    assert not any("elsewhere" in str(c) for c in aws.run_calls)
 
 
 @FEW
@@ -148,12 +148,13 @@ toml_garbage = st.one_of(
 def test_malformed_orch_config_file_is_a_clean_error(registry, orch, text, command):
     config = Path(os.environ["ORCH_HOME"]) / "config.toml"
     config.write_text(text, encoding="latin-1")
+    before = snapshot()
     try:
         r = orch(*command)
         if r.exit_code == 0:  # the garbage happened to be a valid, harmless config
             return
         assert_clean_failure(r, "config.toml")
-        assert snapshot() == registry
+        assert snapshot() == before
     finally:
         config.unlink()
 
