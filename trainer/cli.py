@@ -77,7 +77,7 @@ def train(
 ) -> None:
     """Train a classifier from random weights.
 
-    Example: trainer train --data /data/imagenet --out /runs/r50 --recipe imagenet-resnet50 --epochs 16
+    Example: trainer train --data /data/imagenet --out /runs/r50 --recipe t4-rn50
 
     DDP: torchrun --nproc_per_node 4 -m trainer train --data ... --out ... (same flags).
     Exit 0 when done (or at --max-hours / --target-top1); 130/143 after Ctrl-C/SIGTERM, once last.pt is saved.
@@ -182,7 +182,7 @@ def lr_find(
 ) -> None:
     """LR range test: loss vs LR plot and a suggested peak LR for one-cycle.
 
-    Example: trainer lr-find --data /data/tiny-imagenet --out /runs/lrf --recipe tiny-imagenet --steps 200
+    Example: trainer lr-find --data /data/tiny-imagenet --out /runs/lrf --arch resnet18 --batch-size 256 --steps 200
     """
     with user_errors():
         from trainer.config import resolve

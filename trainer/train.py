@@ -195,7 +195,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
         log.info("already trained %d of %d epochs; nothing to do (raise --epochs to train longer)", start_epoch, config.epochs)
         return 0
 
-    channels_last = effective_channels_last(device, config.channels_last)
+    channels_last = effective_channels_last(device, config.channels_last, config.batch_size)
     model = prepare_model(model, device, channels_last, config.compile)
     if dist.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -274,7 +274,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                 skipped += len(bad)
                 if len(targets):
                     images, targets = to_device(images, targets, device, channels_last)
-                    loss, logits = train_step_with_logits(model, images, targets, criterion, optimizer, scaler, amp,
+                    loss, logits, targets = train_step_with_logits(model, images, targets, criterion, optimizer, scaler, amp,
                                                           channels_last, config.grad_clip)
                     n = len(targets)
                     dev_sums += torch.stack([loss.double() * n, (logits.argmax(1) == targets).sum().double(),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -190,7 +189,3 @@ def fill_disk(mount_point: Path, free_bytes: int) -> Path:
 
 def no_traceback(text: str) -> bool:
     return "Traceback (most recent call last)" not in text and "--- Logging error ---" not in text
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

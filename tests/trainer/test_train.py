@@ -115,3 +115,14 @@ def test_torchrun_two_processes_gloo_runs_one_epoch(demo_data, tmp_path):
     payload = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
     assert not any(k.startswith("module.") for k in payload["model"])
     assert len(payload["rng"]) == 2
+
+
+def test_stop_file_saves_mid_epoch_and_exits_resumable(demo_data, tmp_path):
+    out, flag = tmp_path / "run", tmp_path / "stop-now"
+    flag.touch()
+    result = cli("train", "--data", demo_data, "--out", out, *TINY, "--epochs", "2", "--stop-file", flag)
+    assert result.exit_code == 143, result.output
+    payload = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert (payload["epoch"], payload["step_in_epoch"]) == (0, 1)
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "interrupted" and status["reason"] == "stop-file"
