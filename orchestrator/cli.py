@@ -139,6 +139,7 @@ def launch(
         if data:
             from orchestrator.job import JobSpec
 
+            _check_recipe(trainer_args or [])
             spec = JobSpec(job=job_name, data=data, image=image, trainer_args=tuple(trainer_args or ()), gpus=gpus)
         cfg = LaunchConfig(job=job_name, instance_type=instance or "local", settings=settings, spot=spot,
                            zone=zone, ami=ami, dry_run=dry_run, target=target, job_spec=spec)
@@ -162,6 +163,23 @@ def launch(
             _out(f"Provisioned only (no --data). Connect: orch ssh {job_name}   Remove: orch teardown {job_name}")
         else:
             _out(f"Follow: orch logs {job_name} --follow   Weights: orch fetch-weights {job_name}")
+
+
+def _check_recipe(trainer_args: list[str]) -> None:
+    """A recipe name after `--` must exist before an instance is paid for (a .toml path is the container's)."""
+    from orchestrator.config import ConfigError, repo_root
+
+    args = list(trainer_args)
+    names = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--recipe"]
+    names += [a.split("=", 1)[1] for a in args if a.startswith("--recipe=")]
+    valid = sorted(p.stem for p in (repo_root() / "trainer" / "recipes").glob("*.toml"))
+    for name in names:
+        if not name.endswith(".toml") and valid and name not in valid:
+            import difflib
+
+            close = difflib.get_close_matches(name, valid, n=1)
+            raise ConfigError(f"unknown recipe {name!r} after `--`" + (f" (did you mean {close[0]}?)" if close else "")
+                              + f". Valid recipes: {', '.join(valid)}.")
 
 
 def _print_plan(p) -> None:

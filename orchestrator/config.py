@@ -127,6 +127,14 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 def _validate(s: Settings) -> Settings:
     if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", s.region):
         raise ConfigError(f"region {s.region!r} is not an AWS region name (e.g. us-east-1)")
+    from botocore.session import get_session  # botocore's endpoint data: offline
+
+    known = get_session().get_available_regions("ec2")
+    if known and s.region not in known:
+        import difflib
+
+        close = difflib.get_close_matches(s.region, known, n=3) or known[:3]
+        raise ConfigError(f"region {s.region!r} is not an AWS region with EC2; did you mean {', '.join(close)}?")
     if not (8 <= s.volume_gb <= 16384):
         raise ConfigError(f"volume_gb = {s.volume_gb}: a gp3 root volume is 8..16384 GiB")
     if not (125 <= s.volume_throughput <= 1000):
@@ -138,7 +146,7 @@ def _validate(s: Settings) -> Settings:
         if value is not None and value <= 0:
             raise ConfigError(f"{name} must be > 0")
     if s.ssh_cidr is not None:
-        validate_cidr(s.ssh_cidr)
+        s = replace(s, ssh_cidr=validate_cidr(s.ssh_cidr))
     if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", s.ssh_user):
         raise ConfigError(f"ssh_user {s.ssh_user!r} is not a valid user name")
     return s
@@ -148,12 +156,12 @@ def validate_cidr(cidr: str) -> str:
     import ipaddress
 
     try:
-        ipaddress.IPv4Network(cidr, strict=True)
+        network = ipaddress.IPv4Network(cidr, strict=True)
     except ValueError:
         raise ConfigError(
             f"--ssh-cidr {cidr!r} is not an IPv4 network such as 203.0.113.7/32"
         ) from None
-    return cidr
+    return str(network)  # "1.2.3.4" -> "1.2.3.4/32": EC2 wants the prefix
 
 
 def validate_job_name(name: str) -> str:
@@ -195,6 +203,10 @@ def load_settings(**flags: Any) -> Settings:
     path = config_path()
     for key, value in _read_file(path).items():
         values[key] = _coerce(key, value, str(path))
+    try:
+        _validate(replace(Settings(), **values))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     for f in fields(Settings):
         env_name = _ENV_PREFIX + f.name.upper()
         if env_name in os.environ:

@@ -475,6 +475,9 @@ def teardown(job: str, settings: Settings, keep_volume: bool = False, say: Say =
                                    poll_s=settings.poll_interval_s, log=lambda m: say("  " + m))
     key_path(job).unlink(missing_ok=True)
     _forget_host_keys({ip for i in live for ip in (i.public_ip, i.private_ip) if ip})
+    if record is None and not (report.terminated or report.security_groups or report.key_pairs
+                               or report.kept_volumes or report.remaining):
+        raise FlowError(f"No job {job!r} in the registry or tagged in {region}. See `orch list`.")
     if report.remaining:
         state.update(job, status="teardown-incomplete")
     else:

@@ -25,13 +25,21 @@ app.command("verify")(verify_command)
 
 
 @contextlib.contextmanager
-def user_errors():
+def user_errors(where: Path | None = None):
     """A TrainerError is the user's to fix: print it (no traceback) and exit with its code."""
     try:
         yield
     except TrainerError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(exc.code) from None
+    except OSError as exc:
+        import errno
+        from trainer.errors import EXIT_DISK
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        typer.echo(f"error: could not write {exc.filename or where or 'the run folder'}: {exc.strerror}. Checkpoints already "
+                   "written were kept. Free disk space and resume with `trainer train ... --resume auto`.", err=True)
+        raise typer.Exit(EXIT_DISK) from None
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -82,7 +90,7 @@ def train(
     DDP: torchrun --nproc_per_node 4 -m trainer train --data ... --out ... (same flags).
     Exit 0 when done (or at --max-hours / --target-top1); 130/143 after Ctrl-C/SIGTERM, once last.pt is saved.
     """
-    with user_errors():
+    with user_errors(where=out):
         from trainer.config import resolve
         from trainer.train import train as run_training
         flags = dict(arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, warmup_epochs=warmup_epochs,

@@ -97,7 +97,7 @@ def load_recipe(name: str) -> dict[str, Any]:
     path = recipe_path(name)
     try:
         data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise TrainerError(f"recipe {path} is not valid TOML: {exc}. Fix the file and run again.") from exc
     # Allow one optional [train] table, so a recipe can carry notes in other tables.
     values = data.get("train", data)

@@ -5,6 +5,7 @@ The loop polls `StopRequest.reason` after each step; nothing here touches the mo
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import urllib.request
@@ -56,11 +57,12 @@ class StopRequest:
 
 def spot_interruption_pending(timeout_s: float = 1.0) -> bool:
     """True when IMDS lists a spot instance-action (404 means none; no IMDS means not on EC2)."""
+    base = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", IMDS).rstrip("/")
     try:
-        token_req = urllib.request.Request(f"{IMDS}/latest/api/token", method="PUT",
+        token_req = urllib.request.Request(f"{base}/latest/api/token", method="PUT",
                                            headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"})
         token = urllib.request.urlopen(token_req, timeout=timeout_s).read().decode()
-        req = urllib.request.Request(f"{IMDS}/latest/meta-data/spot/instance-action",
+        req = urllib.request.Request(f"{base}/latest/meta-data/spot/instance-action",
                                      headers={"X-aws-ec2-metadata-token": token})
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             return resp.status == 200
