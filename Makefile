@@ -21,9 +21,11 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt
 venv: $(VENV)/.installed
 
 demo: venv
-	$(VENV)/bin/orch launch --target local --name demo --data demo --yes -- --epochs 3 --device cpu
+	$(VENV)/bin/trainer demo-data --dest runs/demo-data
+	$(VENV)/bin/orch launch --target local --no-gpus --name demo --data runs/demo-data -- --recipe demo
 	$(VENV)/bin/orch logs demo --follow
-	$(VENV)/bin/orch fetch-weights demo --dest runs/demo-weights
+	$(VENV)/bin/orch fetch-weights demo --which all --dest runs/demo-weights
+	$(VENV)/bin/trainer evaluate --data runs/demo-data --checkpoint runs/demo-weights/checkpoints/best.pt
 	$(VENV)/bin/orch teardown demo --yes
 
 system-deps:

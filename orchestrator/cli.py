@@ -19,7 +19,7 @@ import typer
 app = typer.Typer(
     name="orch",
     help="Train an image classifier on a rented GPU (or this machine) and bring the weights home.\n\n"
-         "Example: orch launch --instance g4dn.2xlarge --name resnet50 --data s3://my-bucket/imagenet -- --recipe resnet50",
+         "Example: orch launch --instance g4dn.2xlarge --name resnet50 --data s3://my-bucket/imagenet -- --recipe t4-rn50",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -115,7 +115,7 @@ def launch(
 ) -> None:
     """Start (or resume) a job's machine, and its training when --data is given.
 
-    Example: orch launch --instance g4dn.2xlarge --name resnet50 --volume-gb 1000 --data s3://bucket/imagenet -- --recipe resnet50
+    Example: orch launch --instance g4dn.2xlarge --name resnet50 --volume-gb 1000 --data s3://bucket/imagenet -- --recipe t4-rn50
 
     Example: orch launch --target local --data demo -- --epochs 2
     """

@@ -7,7 +7,7 @@ On the machine, a job lives in `<root>/<job>/{data,outputs}`, where `<root>` is 
 disk that `infra/bootstrap.sh` mounts at /mnt/orch when the instance has one, else `~/orch`. The
 container's labels (`orch.job`, `orch.outputs`, ...) say where; orch keeps no copy of them.
 
-    status = start_job(endpoint, JobSpec(job="r50", data="~/data/imagenet", trainer_args=("--recipe", "imagenet-resnet50")))
+    status = start_job(endpoint, JobSpec(job="r50", data="~/data/imagenet", trainer_args=("--recipe", "t4-rn50")))
     code = follow_logs(endpoint, "r50", follow=True)       # survives dropped connections
     report = fetch_weights(endpoint, "r50", "best", Path("weights/r50"))
     stop_job(endpoint, "r50")
