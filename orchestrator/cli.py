@@ -242,7 +242,8 @@ def status(
         c = view.container
         if c is not None:
             if hasattr(c, "state"):
-                _out(f"  container {c.state}" + (f" exit {c.exit_code}" if c.exit_code is not None else ""))
+                label = "process  " if getattr(c, "runner", "docker") == "process" else "container"
+                _out(f"  {label} {c.state}" + (f" exit {c.exit_code}" if c.exit_code is not None else ""))
                 if c.last_metrics:
                     _out("  metrics   " + " ".join(f"{k}={v}" for k, v in c.last_metrics.items()))
             else:

@@ -254,7 +254,7 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
 
         with phase("start the job", say):
             status = job_api.start_job(endpoint_for(cfg.job, s), cfg.job_spec)
-            say(f"  container {status.state}")
+            say(f"  {'trainer process' if status.runner == 'process' else 'container'} {status.state}")
     return instance
 
 
@@ -288,7 +288,7 @@ def _launch_local(cfg: LaunchConfig, say: Say) -> Instance:
 
         with phase("start the job on this machine", say):
             status = job_api.start_job(None, cfg.job_spec)
-            say(f"  container {status.state}")
+            say(f"  {'trainer process' if status.runner == 'process' else 'container'} {status.state}")
     return Instance(job=cfg.job, provider="local", instance_id="local", state="running",
                     instance_type="local")
 

@@ -6,7 +6,9 @@ and reports the file, so one bad JPEG never stops an epoch.
 """
 from __future__ import annotations
 
+
 import contextlib
+import os
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,8 +218,18 @@ class EpochSampler(Sampler):
         return max(0, len(self.shard()) - self.skip)
 
 
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def make_loader(dataset: ImageFiles, sampler: EpochSampler, batch_size: int, workers: int, prefetch: int,
                 pin_memory: bool, drop_last: bool) -> DataLoader:
+    # More worker processes than CPUs only adds contention (and a warning per loader): recipes
+    # are written for an 8-vCPU g4dn.2xlarge, and the same recipe must run on a 2-core laptop.
+    workers = min(workers, available_cpus())
     kwargs = dict(persistent_workers=True, prefetch_factor=prefetch) if workers > 0 else {}
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin_memory,
                       drop_last=drop_last, collate_fn=collate_skipping_bad, **kwargs)

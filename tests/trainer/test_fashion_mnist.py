@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
@@ -13,8 +12,6 @@ import pytest
 from tests.conftest import require
 from tests.trainer.conftest import cli, metrics
 from tests.trainer.fashion_mnist import SOURCE, convert
-
-BUDGET_SECONDS = 8 * 60
 
 
 @pytest.mark.slow
@@ -33,7 +30,4 @@ def test_fashion_mnist_reaches_90_percent_with_the_recipe(tmp_path):
     print(f"\nfashion-mnist: val top-1 {best:.2f}% after {len(rows)} epochs; conversion {converted:.0f} s, "
           f"total {total:.0f} s; per epoch " + ", ".join(f"{r['epoch_seconds']:.0f} s" for r in rows))
     assert best >= 90.0, rows
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        # The budget holds on 2 free cores (CI); a laptop or a shared box only reports the time.
-        assert total < BUDGET_SECONDS, f"took {total:.0f} s, over the {BUDGET_SECONDS} s budget"
     assert json.loads((out / "status.json").read_text())["state"] == "finished"
