@@ -43,8 +43,15 @@ class StopRequest:
             self.reason = "stop-file"
         return self.reason
 
-    def watch_spot_notice(self, interval_s: float = 5.0) -> None:
-        """Poll the EC2 instance metadata for a spot interruption notice in a daemon thread (IMDSv2)."""
+    def watch_spot_notice(self, interval_s: float | None = None) -> None:
+        """Poll the EC2 instance metadata for a spot interruption notice in a daemon thread (IMDSv2).
+
+        AWS gives two minutes' notice; every 5 s (TRAINER_SPOT_POLL_SECONDS) leaves ample time to
+        finish the step and save. The metadata endpoint is botocore's AWS_EC2_METADATA_SERVICE_ENDPOINT.
+        """
+        if interval_s is None:
+            interval_s = float(os.environ.get("TRAINER_SPOT_POLL_SECONDS", "5"))
+
         def loop():
             while self.reason is None:
                 if spot_interruption_pending():

@@ -31,7 +31,8 @@ def test_spot_notice_mid_run_saves_and_exits_143_then_resume_matches_an_uninterr
     # The notice appears once the first epoch is on disk, so the stop is mid-run, never before it.
     out = tmp_path / "spot"
     fake_imds.notice_when = lambda: len(metrics(out)) >= 1
-    env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": fake_imds.url}
+    # Poll often: a tiny epoch takes well under the default 5 s on a fast machine.
+    env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": fake_imds.url, "TRAINER_SPOT_POLL_SECONDS": "0.05"}
     r = trainer_process("train", "--data", data, "--out", out, *TINY, "--epochs", epochs, "--watch-spot", env=env)
     output = r.stdout + r.stderr
     assert fake_imds.requests, "the trainer never asked the metadata service at AWS_EC2_METADATA_SERVICE_ENDPOINT"
@@ -69,9 +70,12 @@ def test_sigterm_mid_epoch_as_docker_stop_sends_it_saves_and_resumes(longer_data
     proc = background_trainer("train", "--data", longer_data, "--out", out, *TINY, "--epochs", 6)
     deadline = time.monotonic() + 300
     while not metrics(out) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.01)
+    # Freeze the run before signalling: tiny epochs are fast, and SIGTERM must land mid-run.
+    proc.send_signal(signal.SIGSTOP)
     assert proc.poll() is None, proc.communicate()[0]
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_SIGTERM, output
     assert "SIGTERM" in output and no_traceback(output)
@@ -84,8 +88,8 @@ def test_sigterm_mid_epoch_as_docker_stop_sends_it_saves_and_resumes(longer_data
 
 def test_max_hours_stops_cleanly_with_a_checkpoint_and_says_why(longer_data, tmp_path):
     out, epochs = tmp_path / "run", 8
-    # 0.0002 h is under a second: inside the first epochs of eight, however fast this machine is today.
-    r = trainer("train", "--data", longer_data, "--out", out, *TINY, "--epochs", epochs, "--max-hours", 0.0002)
+    # 0.00002 h is 72 ms: inside the first epoch of eight, however fast this machine is today.
+    r = trainer("train", "--data", longer_data, "--out", out, *TINY, "--epochs", epochs, "--max-hours", 0.00002)
     assert r.exit_code == 0, r.output  # documented: exit 0 at --max-hours
     assert no_traceback(r.output)
     status = json.loads((out / "status.json").read_text())
