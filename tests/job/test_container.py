@@ -162,23 +162,25 @@ def test_job_runs_detached_with_labels_and_mounts(local_engine, trainer_image, t
 def test_container_killed_mid_epoch_restarts_and_resumes(local_engine, trainer_image, tmp_path, capsys):
     data = make_dataset(tmp_path / "data", classes=4, per_class=60)
     job = new_job("crash")
-    epochs = 3
+    epochs = 4
     job_api.start_job(None, job_api.JobSpec(job=job, data=str(data),
                                             trainer_args=(*TINY, "--epochs", str(epochs), "--batch-size", "16")))
     outputs = Path(ctr.find(local_engine, job).labels[ctr.LABEL_OUTPUTS])
     metrics = outputs / "metrics.jsonl"
 
     deadline = time.monotonic() + 300
-    while len(epochs_in(metrics)) < 1:  # the first epoch is done and checkpointed
+    # The first epoch is done and checkpointed: the trainer draws curves.png after saving last.pt.
+    while not (len(epochs_in(metrics)) >= 1 and (outputs / "curves.png").exists()):
         assert time.monotonic() < deadline, "the first epoch never finished"
         assert ctr.status(local_engine, job).state == "running", ctr.find(local_engine, job).logs()[-3000:]
-        time.sleep(0.5)
-    time.sleep(1.0)  # into the next epoch
+        time.sleep(0.05)
+    # Freeze it first (tiny epochs are fast on an idle machine), check it is mid-run, then crash it:
+    # a SIGKILL from outside, as the OOM killer would (not `docker stop`/`docker kill`, which count
+    # as a manual stop and are not restarted).
+    pid = ctr.find(local_engine, job).attrs["State"]["Pid"]
+    os.kill(pid, signal.SIGSTOP)
     before = epochs_in(metrics)
     assert len(before) < epochs, "the run finished before it could be killed; make epochs longer"
-    # A crash, not `docker stop`/`docker kill` (which count as a manual stop and are not restarted):
-    # SIGKILL the trainer from outside, as the OOM killer would.
-    pid = ctr.find(local_engine, job).attrs["State"]["Pid"]
     os.kill(pid, signal.SIGKILL)
 
     code = job_api.follow_logs(None, job, follow=True)
