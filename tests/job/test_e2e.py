@@ -13,7 +13,6 @@ import pwd
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -23,9 +22,8 @@ import pytest
 
 from orchestrator import container as ctr
 from orchestrator import job as job_api
-from orchestrator.providers import ec2 as ec2_provider
 from tests.fixtures.dockerd import docker_engine  # noqa: F401 (fixture)
-from tests.fixtures.sshd import sshd_server  # noqa: F401 (fixture)
+from tests.fixtures.sshd import authorize_new_key_pairs, sshd_server  # noqa: F401 (fixture)
 from tests.orch.conftest import aws, moto_url, orch, tagged  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.needs_docker, pytest.mark.needs_sshd]
@@ -55,22 +53,7 @@ def instance(aws, sshd_server, docker_engine, base_image, monkeypatch):  # noqa:
     monkeypatch.setenv("ORCH_BASE_IMAGE", base_image)
     monkeypatch.setenv("ORCH_RECONNECT_S", "60")
 
-    authorized: list[str] = []
-    create = ec2_provider.create_key_pair
-
-    def create_and_install(region, job):  # what cloud-init does with the key pair on boot
-        info, material = create(region, job)
-        with tempfile.TemporaryDirectory() as d:
-            key = Path(d) / "key"
-            key.write_text(material)
-            key.chmod(0o600)
-            public = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], check=True, capture_output=True,
-                                    text=True).stdout.strip()
-        sshd_server.authorize(public)
-        authorized.append(public)
-        return info, material
-
-    monkeypatch.setattr(ec2_provider, "create_key_pair", create_and_install)
+    authorized = authorize_new_key_pairs(monkeypatch, sshd_server)
     jobs: list[str] = []
     yield jobs
     client = docker_engine.client()

@@ -12,13 +12,12 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import boto3
 import pytest
 
-from orchestrator.providers import ec2 as ec2_provider
+from tests.fixtures.sshd import authorize_new_key_pairs
 from tests.orch.conftest import REGION, tagged
 
 ACCESS_KEY = "AKIAORCHLEAK7F3A9Q2Z"
@@ -165,22 +164,7 @@ def instance_over_ssh(aws, sshd_server, monkeypatch, tmp_path):  # noqa: F811 (f
         path.chmod(0o755)
         placed.append(path)
 
-    authorized = []
-    create = ec2_provider.create_key_pair
-
-    def create_and_install(region, job):  # what cloud-init does with the key pair at boot
-        info, material = create(region, job)
-        with tempfile.TemporaryDirectory() as d:
-            key = Path(d) / "key"
-            key.write_text(material)
-            key.chmod(0o600)
-            public = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], check=True, capture_output=True,
-                                    text=True).stdout.strip()
-        sshd_server.authorize(public)
-        authorized.append(public)
-        return info, material
-
-    monkeypatch.setattr(ec2_provider, "create_key_pair", create_and_install)
+    authorized = authorize_new_key_pairs(monkeypatch, sshd_server)
     jobs: list[str] = []
     yield record, jobs
     for path in placed:
