@@ -21,21 +21,11 @@ import pytest
 from orchestrator import container as ctr
 from orchestrator import job as job_api
 from orchestrator.config import repo_root
-from tests.fixtures.dockerd import docker_engine  # noqa: F401 (fixture)
+from tests.fixtures.dockerd import base_image, docker_engine  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.needs_docker
 
 TINY = ("--recipe", "demo", "--device", "cpu", "--workers", "0", "--width", "8")
-
-
-@pytest.fixture(scope="session")
-def base_image(docker_engine):  # noqa: F811
-    from tests.conftest import require
-    from tests.images.base import ensure_base_image, why_no_base
-
-    why = why_no_base()
-    require(why is None, why or "")
-    return ensure_base_image(docker_engine.base_url)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import pytest
 
 from orchestrator import container as ctr
 from orchestrator import job as job_api
-from tests.fixtures.dockerd import docker_engine  # noqa: F401 (fixture)
+from tests.fixtures.dockerd import base_image, docker_engine  # noqa: F401 (fixtures)
 from tests.fixtures.sshd import authorize_new_key_pairs, sshd_server  # noqa: F401 (fixture)
 from tests.orch.conftest import aws, moto_url, orch, tagged  # noqa: F401 (fixtures)
 
@@ -30,16 +30,6 @@ pytestmark = [pytest.mark.needs_docker, pytest.mark.needs_sshd]
 
 CIDR = "198.51.100.7/32"
 TINY = ("--recipe", "demo", "--device", "cpu", "--workers", "0", "--width", "8")
-
-
-@pytest.fixture(scope="session")
-def base_image(docker_engine):  # noqa: F811
-    from tests.conftest import require
-    from tests.images.base import ensure_base_image, why_no_base
-
-    why = why_no_base()
-    require(why is None, why or "")
-    return ensure_base_image(docker_engine.base_url)
 
 
 @pytest.fixture
