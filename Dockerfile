@@ -25,7 +25,7 @@ COPY trainer ./trainer
 # Install the trainer without touching torch, then only the light deps that are missing (a base
 # with everything, like the NGC image or the test base, needs no network here).
 RUN python3 -m pip install --no-deps --no-build-isolation . \
- && missing="$(python3 -c 'import importlib.util as u; m={"numpy":"numpy","PIL":"pillow","matplotlib":"matplotlib","scipy":"scipy","typer":"typer","rich":"rich","onnx":"onnx","onnxscript":"onnxscript"}; print(" ".join(p for mod, p in m.items() if u.find_spec(mod) is None))')" \
+ && missing="$(python3 -c 'import importlib.util as u; m={"numpy":"numpy","PIL":"pillow","simplejpeg":"simplejpeg","matplotlib":"matplotlib","scipy":"scipy","typer":"typer","rich":"rich","onnx":"onnx","onnxscript":"onnxscript"}; print(" ".join(p for mod, p in m.items() if u.find_spec(mod) is None))')" \
  && if [ -n "$missing" ]; then python3 -m pip install $missing; fi \
  && python3 -c "import torch, torchvision, trainer.cli" \
  && rm -rf build *.egg-info

@@ -12,10 +12,11 @@ about 7 workers beside the training process) to get the loader's ceiling.
 - baseline: torchvision `ImageFolder` (PIL loader) + RandomResizedCrop + RandomHorizontalFlip +
   ToTensor + Normalize: decode the whole JPEG, crop, resize in PIL.
 - ours: `trainer.data.ImageFiles` (what training uses) over `trainer.decode.load_train_crop`:
-  crop box from the header, reduced-size JPEG decoding, torch's uint8 resize. It produces the
-  same normalized float tensor at `--size` px as the baseline.
-- ours, uint8 out: the same crop handed over as a uint8 tensor, for a loader that converts and
-  normalizes on the GPU (a quarter of the bytes through the queue and the PCIe bus, too).
+  crop box from the header, JPEG decoding at the smallest M/8 scale the crop allows, torch's
+  uint8 resize, flip; it hands over a uint8 tensor, and training converts and normalises it on
+  the device (`trainer.engine.to_device`; bench/end_to_end.py counts that cost).
+- ours + CPU normalise: the same, then the baseline's float conversion and normalisation in the
+  worker, for a like-for-like float tensor (what a CPU-only run pays per image).
 
 Data: ImageNet-like JPEGs (about 500x375, quality 90) made from scikit-image's photographs, and
 the same files after `prepare --resize-short 160` (re-encoded with the short side at 160 px).
@@ -57,24 +58,22 @@ def our_dataset(root: Path, size: int, scale: tuple[float, float]):
     from trainer.data import ImageFiles, TrainTransform, load_dataset
 
     info = load_dataset(root, need_train=True, need_val=False)
-    dataset = ImageFiles(info.train, TrainTransform(scale, (3 / 4, 4 / 3), hflip=True), MEAN, STD)
+    dataset = ImageFiles(info.train, TrainTransform(scale, (3 / 4, 4 / 3), hflip=True))
     # The sampler's items: (index, train resolution, seed); no seed keeps the global generator.
     return dataset, [(i, size, None) for i in range(len(dataset))]
 
 
-def uint8_loader(paths: list[str], size: int, scale: tuple[float, float]) -> Callable:
-    """decode.load_train_crop + flip + a uint8 tensor: the worker's share when the float
-    conversion and normalization run on the GPU (as FFCV and DALI do)."""
-    from torchvision.transforms import functional as F
+def with_cpu_normalise(load: Callable) -> Callable:
+    """`load`, then the float conversion and normalisation in this process (the baseline's ToTensor
+    + Normalize, done the trainer's way)."""
+    from trainer.engine import InputNorm
 
-    from trainer.decode import load_train_crop
+    norm = InputNorm(MEAN, STD)
 
-    def load(index: int):
-        img = load_train_crop(paths[index], size, scale)
-        if torch.rand(()) < 0.5:
-            img = F.hflip(img)
-        return (F.pil_to_tensor(img),)
-    return load
+    def run(item):
+        image, target = load(item)
+        return norm.apply(image), target
+    return run
 
 
 def rate(load: Callable, items: list) -> Callable[[], float]:
@@ -94,8 +93,8 @@ def cpu_pipelines(root: Path, size: int, scale: tuple[float, float], reps: int) 
     assert len(base) == len(ours), (len(base), len(ours))
     runs = {
         "ImageFolder + PIL": rate(base.__getitem__, list(range(len(base)))),
-        "ours (trainer.data)": rate(ours.__getitem__, items),
-        "ours, uint8 out": rate(uint8_loader([p for p, _ in ours.samples], size, scale), list(range(len(ours)))),
+        "ours (trainer.data, uint8 out)": rate(ours.__getitem__, items),
+        "ours + CPU normalise": rate(with_cpu_normalise(ours.__getitem__), items),
     }
     for run in runs.values():   # warm the page cache and imports out of the timing
         run()
@@ -172,12 +171,12 @@ def main() -> None:
         rows, ratios = [], []
         for name, root in sets.items():
             results = cpu_pipelines(root, args.size, scale, args.reps)
-            base, ours, ours_uint8 = results.values()
+            base, ours, ours_float = results.values()
             for pipeline, values in results.items():
                 rows.append([name, pipeline, spread(values)])
             ratios.append((f"ours/ImageFolder per worker, {name}, {args.size} px", paired_ratio(ours, base)))
-            ratios.append((f"ours uint8 out/ImageFolder per worker, {name}, {args.size} px",
-                           paired_ratio(ours_uint8, base)))
+            ratios.append((f"ours + CPU normalise/ImageFolder per worker, {name}, {args.size} px",
+                           paired_ratio(ours_float, base)))
             if device.type == "cuda":
                 gpu = gpu_decode(root, args.size, scale, args.reps, device)
                 rows.append([name, "GPU decode_jpeg (whole process)", spread(gpu)])

@@ -87,7 +87,7 @@ def synthetic_rate(parts, settings: dict, device: torch.device, num_classes: int
 def real_run(parts, settings: dict, device: torch.device, data: Path) -> tuple[float, float, int]:
     """(images/s, data-wait fraction, bad files) over `steps` batches after `warmup` batches."""
     from trainer.data import EpochSampler, ImageFiles, TrainTransform, load_dataset, make_loader
-    from trainer.engine import to_device, train_step
+    from trainer.engine import InputNorm, to_device, train_step
 
     model, optimizer, scaler, amp, criterion = parts
     info = load_dataset(data, need_train=True, need_val=False)
@@ -95,8 +95,8 @@ def real_run(parts, settings: dict, device: torch.device, data: Path) -> tuple[f
     # A small generated set is listed several times so the run fits in one epoch: a real epoch
     # (1.28M images) has one epoch-start refill of the workers per 2,500 steps, not one per 10.
     repeat = max(1, -(-needed * settings["batch"] // max(1, len(info.train))))
-    dataset = ImageFiles(info.train * repeat, TrainTransform(settings["scale"], settings["ratio"], True),
-                         settings["mean"], settings["std"])
+    dataset = ImageFiles(info.train * repeat, TrainTransform(settings["scale"], settings["ratio"], True))
+    norm = InputNorm(settings["mean"], settings["std"])   # uint8 batches are normalised on the device
     sampler = EpochSampler(len(dataset), shuffle=True, seed=0, resolution=lambda epoch: settings["res"])
     loader = make_loader(dataset, sampler, settings["batch"], settings["workers"], settings["prefetch"],
                          pin_memory=device.type == "cuda", drop_last=True)
@@ -119,7 +119,7 @@ def real_run(parts, settings: dict, device: torch.device, data: Path) -> tuple[f
             if done >= settings["warmup"]:
                 waited += time.perf_counter() - t0
             bad += len(skipped)
-            images, targets = to_device(images, targets, device, settings["channels_last"])
+            images, targets = to_device(images, targets, device, settings["channels_last"], norm)
             train_step(model, images, targets, criterion, optimizer, scaler, amp, settings["channels_last"])
             done += 1
         epoch += 1

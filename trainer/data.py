@@ -17,7 +17,6 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
-from torchvision.transforms import functional as F
 
 from trainer import decode
 from trainer.errors import TrainerError
@@ -116,17 +115,17 @@ class EvalTransform:
 
 
 class ImageFiles(Dataset):
-    """(image tensor, class index) for each file; None for a file that cannot be decoded.
+    """(uint8 image tensor (3, H, W), class index) for each file; (path, reason) for a file that
+    cannot be decoded. Workers hand over uint8: `engine.to_device` converts and normalises on the
+    training device (a quarter of the bytes through the worker queue and the PCIe bus).
 
     Items are indices or (index, train_resolution, seed) from `EpochSampler`, so progressive
     resizing works with persistent workers (their copy of the dataset never needs updating).
     """
 
-    def __init__(self, samples: Sequence[tuple[str, int]], transform: TrainTransform | EvalTransform,
-                 mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, samples: Sequence[tuple[str, int]], transform: TrainTransform | EvalTransform):
         self.samples = list(samples)
         self.transform = transform
-        self.mean, self.std = list(mean), list(std)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -143,12 +142,12 @@ class ImageFiles(Dataset):
             if isinstance(t, TrainTransform):
                 img = decode.load_train_crop(path, res, t.scale, t.ratio)
                 if t.hflip and torch.rand(()) < 0.5:
-                    img = F.hflip(img)
+                    img = img.flip(-1)
             else:
                 img = decode.load_eval_crop(path, t.resize, t.crop)
         except Exception as exc:  # noqa: BLE001 - any decoder failure means "skip this file"
             return (path, f"{type(exc).__name__}: {exc}")
-        return F.normalize(F.to_tensor(img), self.mean, self.std), target
+        return img, target
 
 
 @contextlib.contextmanager

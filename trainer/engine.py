@@ -6,6 +6,7 @@ is what training does.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -74,10 +75,36 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device, channels_last: bool):
+@dataclass(frozen=True)
+class InputNorm:
+    """Per-channel mean and std (of pixel values in 0..1) for the uint8 images the loaders yield."""
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def apply(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., 3, H, W) -> normalised float32, on the images' device, memory format kept."""
+        scale, shift = _norm_tensors(tuple(self.mean), tuple(self.std), images.device)
+        return images.float().mul_(scale).add_(shift)
+
+
+@functools.lru_cache(maxsize=16)
+def _norm_tensors(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
+    # Cached per device: making them every step would be a blocking host-to-device copy.
+    m = torch.tensor(mean, dtype=torch.float64).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float64).view(-1, 1, 1)
+    return (1 / (255 * s)).float().to(device), (-m / s).float().to(device)
+
+
+def to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device, channels_last: bool,
+              norm: InputNorm | None = None):
+    """Move a batch to the device; uint8 images are converted and normalised there (with `norm`)."""
     images = images.to(device, non_blocking=True)
     if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)   # on uint8: a quarter of the bytes
+    if images.dtype == torch.uint8:
+        if norm is None:
+            raise ValueError("uint8 images need an InputNorm (the dataset's mean and std)")
+        images = norm.apply(images)
     return images, targets.to(device, non_blocking=True)
 
 
@@ -133,7 +160,8 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, amp: AmpSettings,
-             channels_last: bool, num_classes: int, distributed: bool = False) -> EvalResult:
+             channels_last: bool, num_classes: int, distributed: bool = False,
+             norm: InputNorm | None = None) -> EvalResult:
     """Loss, top-1/top-5 and per-class counts over `loader` (summed over processes under DDP)."""
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)   # loss*n, top1, top5, n
@@ -142,7 +170,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: AmpSettings,
         images, targets = batch[0], batch[1]
         if len(targets) == 0:
             continue
-        images, targets = to_device(images, targets, device, channels_last)
+        images, targets = to_device(images, targets, device, channels_last, norm)
         with amp.autocast():
             logits = model(images)
         logits = logits.float()

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from trainer.data import EpochSampler, ImageFiles, eval_transform, load_dataset, make_loader
-from trainer.engine import amp_settings, evaluate, pick_device, prepare_model
+from trainer.engine import InputNorm, amp_settings, evaluate, pick_device, prepare_model
 from trainer.errors import TrainerError
 from trainer.inference import load_model
 
@@ -25,10 +25,11 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, split: str = "val", ba
     device = pick_device(device_name)
     amp = amp_settings(device, precision)
     model = prepare_model(loaded.model, device, channels_last=device.type == "cuda", compile=False)
-    dataset = ImageFiles(samples, eval_transform(loaded.eval_res, loaded.eval_resize), loaded.mean, loaded.std)
+    dataset = ImageFiles(samples, eval_transform(loaded.eval_res, loaded.eval_resize))
     loader = make_loader(dataset, EpochSampler(len(samples), shuffle=False), batch_size, workers, 2,
                          device.type == "cuda", drop_last=False)
-    result = evaluate(model, loader, device, amp, device.type == "cuda", len(loaded.classes))
+    result = evaluate(model, loader, device, amp, device.type == "cuda", len(loaded.classes),
+                      norm=InputNorm(tuple(loaded.mean), tuple(loaded.std)))
     per_class = {
         cls: {"name": loaded.label(i), "images": result.per_class_total[i],
               "top1": 100 * result.per_class_correct[i] / result.per_class_total[i] if result.per_class_total[i] else None}

@@ -16,7 +16,7 @@ from torch import nn
 
 from trainer.config import TrainConfig
 from trainer.data import EpochSampler, ImageFiles, TrainTransform, load_dataset, make_loader
-from trainer.engine import (amp_settings, effective_channels_last, make_grad_scaler, make_optimizer, pick_device, prepare_model, to_device,
+from trainer.engine import (InputNorm, amp_settings, effective_channels_last, make_grad_scaler, make_optimizer, pick_device, prepare_model, to_device,
                             train_step)
 from trainer.models import build_model, resolve_stem
 
@@ -44,7 +44,8 @@ def lr_find(config: TrainConfig, data_dir: Path, out_dir: Path, start_lr: float 
     optimizer = make_optimizer(model, start_lr, config.momentum, config.nesterov, config.weight_decay)
     scaler = make_grad_scaler(amp)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    dataset = ImageFiles(info.train, TrainTransform(config.crop_scale, config.crop_ratio, config.hflip), config.mean, config.std)
+    dataset = ImageFiles(info.train, TrainTransform(config.crop_scale, config.crop_ratio, config.hflip))
+    norm = InputNorm(config.mean, config.std)
     sampler = EpochSampler(len(info.train), shuffle=True, seed=config.seed, resolution=lambda e: config.train_res)
     loader = make_loader(dataset, sampler, config.batch_size, config.workers, config.prefetch_factor,
                          device.type == "cuda", drop_last=True)
@@ -62,7 +63,7 @@ def lr_find(config: TrainConfig, data_dir: Path, out_dir: Path, start_lr: float 
             lr = start_lr * gamma ** len(lrs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images, targets = to_device(images, targets, device, channels_last)
+            images, targets = to_device(images, targets, device, channels_last, norm)
             loss = float(train_step(model, images, targets, criterion, optimizer, scaler, amp, channels_last))
             avg = 0.9 * avg + 0.1 * loss
             smoothed = avg / (1 - 0.9 ** (len(lrs) + 1))

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.transforms import functional as F
 
 from trainer import decode
+from trainer.engine import InputNorm
 from trainer.errors import TrainerError
 from trainer.inference import load_model
 
@@ -27,7 +27,7 @@ def predict(checkpoint: Path, images: list[Path], k: int = 5) -> list[Prediction
             img = decode.load_eval_crop(path, loaded.eval_resize, loaded.eval_res)
         except Exception as exc:  # noqa: BLE001 - any decoder error is the user's file
             raise TrainerError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
-        x = F.normalize(F.to_tensor(img), loaded.mean, loaded.std)[None]
+        x = InputNorm(tuple(loaded.mean), tuple(loaded.std)).apply(img)[None]
         probs = loaded.model(x).float().softmax(1)[0]
         p, idx = probs.topk(min(k, len(loaded.classes)))
         results.append(Prediction(str(path), [(loaded.classes[i], loaded.label(i), float(v)) for v, i in zip(p.tolist(), idx.tolist())]))

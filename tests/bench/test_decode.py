@@ -1,8 +1,9 @@
 """trainer.decode: the fast JPEG path against the plain decode it replaces.
 
 The plain path (decode the whole image with PIL, then torchvision's crop and resize) is the
-reference; the fast path (reduced-size JPEG decoding, crop, torch's uint8 resize) must give the
-exact output size, the same crop for the same torch seed, and nearly the same pixels.
+reference; the fast path (libjpeg-turbo through simplejpeg, reduced-size decoding, crop, torch's
+uint8 resize) must give a (3, size, size) uint8 tensor, the same crop for the same torch seed, and
+nearly the same pixels.
 """
 from __future__ import annotations
 
@@ -33,14 +34,25 @@ def plain_eval_crop(path, resize, crop) -> Image.Image:
     return F.center_crop(F.resize(img, resize, InterpolationMode.BILINEAR, antialias=True), [crop, crop])
 
 
-def psnr(a: Image.Image, b: Image.Image) -> float:
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+def hwc(img) -> np.ndarray:
+    """A PIL image or a (3, H, W) tensor as an H x W x 3 float array."""
+    if isinstance(img, torch.Tensor):
+        return img.permute(1, 2, 0).numpy().astype(np.float64)
+    return np.asarray(img, dtype=np.float64)
+
+
+def is_rgb_uint8(out, size: int) -> bool:
+    return isinstance(out, torch.Tensor) and out.dtype == torch.uint8 and tuple(out.shape) == (3, size, size)
+
+
+def psnr(a, b) -> float:
+    x, y = hwc(a), hwc(b)
     mse = ((x - y) ** 2).mean()
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
-def mean_abs_diff(a: Image.Image, b: Image.Image) -> float:
-    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean())
+def mean_abs_diff(a, b) -> float:
+    return float(np.abs(hwc(a) - hwc(b)).mean())
 
 
 # ---------------------------------------------------------------- images
@@ -83,7 +95,7 @@ def test_train_crop_has_the_exact_size_and_is_rgb(images, name, size):
     for seed in range(5):
         torch.manual_seed(seed)
         out = decode.load_train_crop(images[name], size)
-        assert out.size == (size, size) and out.mode == "RGB"
+        assert is_rgb_uint8(out, size), (out.dtype, out.shape)
 
 
 @pytest.mark.parametrize("name", ["photo.jpg", "portrait.jpg", "big.jpg", "gray.jpg", "cmyk.jpg", "progressive.jpg"])
@@ -106,16 +118,17 @@ def test_train_crop_matches_the_plain_decode_of_the_same_region(images, name):
     # crop may differ at edges; the same region and colours keep every crop above 22 dB.
     assert min(scores) > 22, scores
     assert np.median(scores) > 30, scores
-    assert exact and max(exact) < 1.0, exact
+    # Full-scale crops differ only by libjpeg-turbo's fast integer IDCT and rounding: about a grey level.
+    assert exact and max(exact) < 1.5, exact
 
 
 def test_the_same_seed_gives_the_same_crop_and_the_same_draws_as_the_plain_path(images):
     path = images["photo.jpg"]
     torch.manual_seed(123)
-    a = np.asarray(decode.load_train_crop(path, 96))
+    a = decode.load_train_crop(path, 96).numpy()
     after_ours = torch.rand(4)
     torch.manual_seed(123)
-    b = np.asarray(decode.load_train_crop(path, 96))
+    b = decode.load_train_crop(path, 96).numpy()
     torch.manual_seed(123)
     plain_train_crop(path, 96)
     after_plain = torch.rand(4)
@@ -123,7 +136,7 @@ def test_the_same_seed_gives_the_same_crop_and_the_same_draws_as_the_plain_path(
     # Same number of draws from torch's generator: the flip that follows is the plain path's flip.
     assert torch.equal(after_ours, after_plain)
     torch.manual_seed(124)
-    assert not np.array_equal(a, np.asarray(decode.load_train_crop(path, 96)))
+    assert not np.array_equal(a, decode.load_train_crop(path, 96).numpy())
 
 
 def test_a_worker_generator_makes_crops_reproducible(images):
@@ -132,7 +145,7 @@ def test_a_worker_generator_makes_crops_reproducible(images):
 
     def crops(seed):
         torch.manual_seed(seed)
-        return [np.asarray(decode.load_train_crop(path, 64, (0.25, 1.0))) for _ in range(4)]
+        return [decode.load_train_crop(path, 64, (0.25, 1.0)).numpy() for _ in range(4)]
 
     assert all(np.array_equal(x, y) for x, y in zip(crops(7), crops(7)))
 
@@ -146,21 +159,39 @@ def test_reduced_decoding_keeps_at_least_the_output_resolution():
 
 
 def test_a_large_crop_is_decoded_reduced(images, monkeypatch):
-    """The point of the module: a crop several times the output asks libjpeg for a reduced decode."""
-    from PIL import JpegImagePlugin
+    """The point of the module: a crop several times the output asks libjpeg-turbo for a reduced
+    decode, and what comes back is the reduced image (1000x872 at 1/8 scale is 125x109)."""
+    import simplejpeg
 
-    asked = []
-    original = JpegImagePlugin.JpegImageFile.draft
+    shapes = []
+    original = simplejpeg.decode_jpeg
 
-    def spy(self, mode, size):
-        asked.append(size)
-        return original(self, mode, size)
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        shapes.append(out.shape[:2])
+        return out
 
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    monkeypatch.setattr(decode.simplejpeg, "decode_jpeg", spy)
     torch.manual_seed(0)
     out = decode.load_train_crop(images["big.jpg"], 64, scale=(0.9, 1.0))
-    assert out.size == (64, 64)
-    assert asked and asked[0][0] <= 1000 // 4, asked
+    assert is_rgb_uint8(out, 64)
+    assert shapes and shapes[0][1] <= 1000 // 4, shapes
+
+
+def test_a_jpeg_the_fast_decoder_rejects_takes_the_plain_path_with_the_same_crop(images, monkeypatch):
+    """A file libjpeg-turbo's binding refuses is decoded by PIL, from the crop box already drawn:
+    which decoder ran never changes the crop, nor the draws that follow (the flip)."""
+    def refuse(*args, **kwargs):
+        raise ValueError("simulated: unsupported JPEG")
+
+    torch.manual_seed(5)
+    ref = plain_train_crop(images["photo.jpg"], 96)
+    after_plain = torch.rand(2)
+    monkeypatch.setattr(decode.simplejpeg, "decode_jpeg", refuse)
+    torch.manual_seed(5)
+    ours = decode.load_train_crop(images["photo.jpg"], 96)
+    assert torch.equal(torch.rand(2), after_plain)
+    assert mean_abs_diff(ref, ours) == 0.0
 
 
 # ---------------------------------------------------------------- eval crop
@@ -169,7 +200,7 @@ def test_a_large_crop_is_decoded_reduced(images, monkeypatch):
 @pytest.mark.parametrize("resize,crop", [(256, 224), (183, 160), (160, 160), (64, 96)])
 def test_eval_crop_has_the_exact_size(images, name, resize, crop):
     out = decode.load_eval_crop(images[name], resize, crop)
-    assert out.size == (crop, crop) and out.mode == "RGB"
+    assert is_rgb_uint8(out, crop), (out.dtype, out.shape)
 
 
 @pytest.mark.parametrize("name", ["photo.jpg", "portrait.jpg", "gray.jpg", "cmyk.jpg"])
@@ -187,5 +218,5 @@ def test_eval_crop_of_a_large_image_is_close_to_the_plain_path(images):
 
 def test_eval_crop_larger_than_the_resized_image_is_padded_like_the_plain_path(images):
     ref, ours = plain_eval_crop(images["photo.jpg"], 64, 96), decode.load_eval_crop(images["photo.jpg"], 64, 96)
-    assert ours.size == (96, 96)
+    assert is_rgb_uint8(ours, 96)
     assert psnr(ref, ours) > 30

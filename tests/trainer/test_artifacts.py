@@ -49,7 +49,7 @@ def test_export_matches_the_checkpoint(demo_data, trained_run, tmp_path, fmt, su
     # Independently of the export's own check: real images through both.
     loaded = load_model(ckpt)
     images = sorted((demo_data / "val").glob("*/*.jpg"))[:5]
-    x = torch.stack([F.normalize(F.to_tensor(decode.load_eval_crop(p, meta["input"]["resize"], meta["input"]["crop"])),
+    x = torch.stack([F.normalize(decode.load_eval_crop(p, meta["input"]["resize"], meta["input"]["crop"]).float() / 255,
                                  meta["input"]["mean"], meta["input"]["std"]) for p in images])
     with torch.no_grad():
         expected = loaded.model(x).numpy()
