@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from trainer import checkpoint as ckpt
+from trainer import runlock
 from trainer.config import TrainConfig, to_dict
 from trainer.data import (EpochSampler, ImageFiles, TrainTransform, eval_transform, load_dataset, make_loader,
                           progressive_resolution)
-from trainer.engine import (amp_settings, effective_channels_last, evaluate, make_grad_scaler, make_optimizer, pick_device, prepare_model,
+from trainer.engine import (InputNorm, amp_settings, effective_channels_last, evaluate, make_grad_scaler, make_optimizer, pick_device, prepare_model,
                             to_device, train_step_with_logits, unwrap)
 from trainer.errors import EXIT_SIGINT, EXIT_SIGTERM, TrainerError
 from trainer.metrics import Progress, append_metrics, read_metrics, setup_logging, truncate_metrics, write_run_config
@@ -130,6 +131,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     ckpt_dir = out / "checkpoints"
     if dist.main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
+    run_lock = runlock.hold(out) if dist.main else None   # noqa: F841 - held until this function returns
     setup_logging(out / "train.log" if dist.main else None, dist.main)
     info = load_dataset(data_dir)
     classes = info.classes
@@ -144,6 +146,9 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     torch.manual_seed(config.seed)
     model = build_model(config.arch, len(classes), width=config.width, depths=config.depths, stem=stem,
                         dropout=config.dropout, zero_init_residual=config.zero_init_residual)
+    # On the device before the optimizer exists: a resumed optimizer's state (momentum buffers) is
+    # loaded onto its parameters' device, so CPU parameters here would leave it on the CPU.
+    model = model.to(device)
     global_batch = config.batch_size * dist.world
     peak_lr = config.lr * global_batch / config.lr_scale_batch if config.lr_scale_batch else config.lr
     optimizer = make_optimizer(model, peak_lr, config.momentum, config.nesterov, config.weight_decay)
@@ -201,8 +206,9 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     pin = device.type == "cuda"
-    train_set = ImageFiles(info.train, TrainTransform(config.crop_scale, config.crop_ratio, config.hflip), config.mean, config.std)
-    val_set = ImageFiles(info.val, eval_transform(config.eval_res, config.eval_resize), config.mean, config.std)
+    train_set = ImageFiles(info.train, TrainTransform(config.crop_scale, config.crop_ratio, config.hflip))
+    val_set = ImageFiles(info.val, eval_transform(config.eval_res, config.eval_resize))
+    norm = InputNorm(config.mean, config.std)
     val_sampler = EpochSampler(len(info.val), shuffle=False, rank=dist.rank, world=dist.world)
     train_loader = make_loader(train_set, train_sampler, config.batch_size, config.workers, config.prefetch_factor, pin, True)
     val_loader = make_loader(val_set, val_sampler, config.batch_size, config.workers, config.prefetch_factor, pin, False)
@@ -273,7 +279,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                     log.warning("skipped unreadable image %s (%s)", path, why)
                 skipped += len(bad)
                 if len(targets):
-                    images, targets = to_device(images, targets, device, channels_last)
+                    images, targets = to_device(images, targets, device, channels_last, norm)
                     loss, logits, targets = train_step_with_logits(model, images, targets, criterion, optimizer, scaler, amp,
                                                           channels_last, config.grad_clip)
                     n = len(targets)
@@ -312,7 +318,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
             skip_eval = elapsed() + eval_seconds + 2 * save_seconds >= budget_s and not last_epoch
             if ((epoch + 1) % config.eval_every == 0 or last_epoch) and not skip_eval:
                 t_eval = time.perf_counter()
-                result = evaluate(model, val_loader, device, amp, channels_last, len(classes), dist.enabled)
+                result = evaluate(model, val_loader, device, amp, channels_last, len(classes), dist.enabled, norm)
                 eval_seconds = time.perf_counter() - t_eval
                 row.update(val_loss=result.loss, val_top1=result.top1, val_top5=result.top5)
             else:

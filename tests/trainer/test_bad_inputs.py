@@ -114,3 +114,28 @@ def test_recipe_with_an_unknown_key_lists_valid_ones(demo_data, tmp_path):
     assert_clean_error(result, "unknown setting(s) batchsize", str(recipe), "batch_size")
     recipe.write_text("epochs = = 2")
     assert_clean_error(cli("train", "--data", demo_data, "--out", tmp_path / "out", "--recipe", recipe), "not valid TOML")
+
+
+def test_a_second_trainer_on_the_same_run_folder_is_refused_and_changes_nothing(demo_data, trained_run, tmp_path):
+    """Two trainers writing one --out would interleave metrics and overwrite checkpoints."""
+    import subprocess
+    import sys
+
+    out = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    # The first trainer, as far as the lock is concerned: a process holding OUT's run lock.
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from trainer.runlock import hold; h = hold(Path(sys.argv[1])); "
+                               "print('held', flush=True); time.sleep(120)", str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+        result = cli("train", "--data", demo_data, "--out", out, *TINY, "--epochs", "3")
+        assert_clean_error(result, f"another trainer (pid {holder.pid}) is training into {out}", "Nothing was changed")
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # Its end (even by SIGKILL) frees the folder: the run continues.
+    result = cli("train", "--data", demo_data, "--out", out, *TINY, "--epochs", "3")
+    assert result.exit_code == 0, result.output
