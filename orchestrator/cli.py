@@ -41,13 +41,14 @@ def _err(message: str) -> None:
 def _errors() -> Iterator[None]:
     """Turn the errors we expect into a clear message and an exit code, never a traceback."""
     from orchestrator.config import ConfigError
+    from orchestrator.flow import NoCheckpointSource
     from orchestrator.state import StateError
 
     try:
         yield
     except typer.Exit:
         raise
-    except ConfigError as e:
+    except (ConfigError, NoCheckpointSource) as e:
         _err(f"Error: {e}")
         raise typer.Exit(EXIT_USAGE) from None
     except (StateError, RuntimeError) as e:
@@ -90,10 +91,12 @@ def launch(
     trainer_args: Optional[List[str]] = typer.Argument(
         None, help="After `--`: arguments passed to `trainer train` on the machine.", show_default=False),
     instance: Optional[str] = typer.Option(None, "--instance", "-i", help="EC2 instance type, e.g. g4dn.2xlarge."),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Job name (default: job-DATE-TIME). Launching an existing name resumes it."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Job name, e.g. resnet50 (default: job-DATE-TIME). The name of a job whose "
+                                                                      "instance is up attaches to it; after a reclaim, add --resume."),
     region: Optional[str] = typer.Option(None, "--region", help="AWS region (default: config, then AWS_DEFAULT_REGION)."),
     zone: Optional[str] = typer.Option(None, "--zone", help="Availability zone (default: each zone of the region in turn)."),
-    spot: bool = typer.Option(False, "--spot/--on-demand", help="Spot (cheaper, can be reclaimed) or on-demand."),
+    spot: Optional[bool] = typer.Option(None, "--spot/--on-demand", show_default=False,
+                                        help="Spot (cheaper, can be reclaimed) or on-demand (the default)."),
     on_demand_fallback: Optional[bool] = typer.Option(None, "--on-demand-fallback/--no-on-demand-fallback",
                                                       help="With --spot: use on-demand when no zone has spot capacity."),
     volume_gb: Optional[int] = typer.Option(None, "--volume-gb", help="Root gp3 volume size in GiB (ImageNet: 1000)."),
@@ -107,21 +110,78 @@ def launch(
     autostop_minutes: Optional[int] = typer.Option(None, "--autostop-minutes", help="Shut the instance down N minutes after the job ends (0: never)."),
     max_hours: Optional[float] = typer.Option(None, "--max-hours", help="Hard cap: stop the job and the instance after this many hours."),
     max_dollars: Optional[float] = typer.Option(None, "--max-dollars", help="Hard cap in USD, from the hourly price."),
-    checkpoint_bucket: Optional[str] = typer.Option(None, "--checkpoint-bucket", help="s3://bucket/prefix for checkpoints."),
+    checkpoint_bucket: Optional[str] = typer.Option(None, "--checkpoint-bucket", help="s3://bucket/prefix the instance copies each checkpoint to (with its role), "
+                                                                "and --resume copies back from, e.g. s3://my-bucket/orch-ckpt."),
     target: str = typer.Option("aws", "--target", help="aws (an EC2 instance) or local (this machine's Docker)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset: a local folder, 'demo', or s3://... Without it, launch only provisions."),
     image: Optional[str] = typer.Option(None, "--image", help="Trainer container image (default: build from the project's Dockerfile)."),
-    gpus: bool = typer.Option(True, "--gpus/--no-gpus", help="Give the container the GPUs."),
+    gpus: Optional[bool] = typer.Option(None, "--gpus/--no-gpus", show_default=False,
+                                        help="Give the container the GPUs (the default), or not."),
+    remote_root: Optional[str] = typer.Option(
+        None, "--remote-root", help="Folder on the machine for job folders, e.g. /data/orch "
+                                    "(default: /mnt/orch when the instance has a fast disk there, else ~/orch)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue a reclaimed or terminated job from its newest checkpoint on a new instance, "
+                                "e.g. orch launch --name resnet50 --resume. Options not given default to the job's "
+                                "first launch. The checkpoint comes from --checkpoint-bucket (copied on the instance), "
+                                "else from --resume-from. A job whose instance still runs is re-attached, not duplicated."),
+    resume_from: Optional[Path] = typer.Option(
+        None, "--resume-from", help="With --resume: a local copy of the checkpoints, as written by "
+                                    "`orch fetch-weights JOB --which all --dest DIR`, e.g. --resume-from ./weights/resnet50 "
+                                    "(default: ./weights/JOB when it holds checkpoints/last.pt)."),
+    recover: Optional[bool] = typer.Option(
+        None, "--recover/--no-recover", show_default=False,
+        help="With --spot: stay attached following the logs and, when AWS reclaims the instance, launch a new one "
+             "and resume (like --resume), e.g. orch launch --spot --recover --checkpoint-bucket s3://b/ckpt ... "
+             "This runs in this terminal: if it closes, nothing relaunches the job (orch has no watcher in the cloud)."),
+    max_recoveries: Optional[int] = typer.Option(
+        None, "--max-recoveries", help="With --recover: give up after this many relaunches, e.g. --max-recoveries 5 "
+                                       "(default 3).", show_default=False),
 ) -> None:
     """Start (or resume) a job's machine, and its training when --data is given.
 
     Example: orch launch --instance g4dn.2xlarge --name resnet50 --volume-gb 1000 --data s3://bucket/imagenet -- --recipe t4-rn50
 
     Example: orch launch --target local --data demo -- --epochs 2
+
+    Example (after AWS reclaimed a spot job): orch launch --name resnet50 --resume
     """
     from orchestrator.config import ConfigError, LaunchConfig
 
     with _errors():
+        if resume_from is not None and not resume:
+            raise ConfigError("--resume-from is for --resume, e.g. orch launch --name JOB --resume --resume-from DIR")
+        if resume and target == "aws":
+            from orchestrator import flow
+
+            name = flow.resolve_job(name)
+            recorded = flow.recorded_launch(name, _settings(region=region))
+            if recorded is None and not (instance and data):
+                raise ConfigError(f"--resume: job {name!r} is not in the registry and has no tagged instance, so "
+                                  "there is nothing to take its settings from. Pass them: --instance TYPE --data "
+                                  "PATH|demo|s3://... -- TRAINER ARGS (and --resume-from DIR).")
+            if recorded is not None:
+                instance = instance or recorded.instance_type
+                region = region or recorded.region
+                spot = spot if spot is not None else recorded.spot
+                data = data or recorded.data
+                trainer_args = trainer_args or list(recorded.trainer_args)
+                image = image or recorded.image
+                gpus = gpus if gpus is not None else recorded.gpus
+                checkpoint_bucket = checkpoint_bucket or recorded.checkpoint_bucket
+                iam_instance_profile = iam_instance_profile or recorded.iam_instance_profile
+                volume_gb = volume_gb or recorded.volume_gb
+                remote_root = remote_root or recorded.remote_root
+                recover = recover if recover is not None else recorded.recover
+                max_recoveries = max_recoveries if max_recoveries is not None else recorded.max_recoveries
+        spot, gpus, recover = bool(spot), gpus is not False, bool(recover)
+        max_recoveries = 3 if max_recoveries is None else max_recoveries
+        if max_recoveries < 0:
+            raise ConfigError("--max-recoveries must be 0 or more, e.g. --max-recoveries 3")
+        if recover and not spot:
+            raise ConfigError("--recover is for --spot jobs: AWS does not reclaim on-demand instances")
+        if recover and not data:
+            raise ConfigError("--recover follows a training job: add --data PATH|demo|s3://...")
         if target not in ("aws", "local"):
             raise ConfigError(f"--target {target!r}: use aws or local")
         if target == "aws" and not instance:
@@ -133,6 +193,7 @@ def launch(
             ssh_user=ssh_user, ssh_proxy_command=ssh_proxy_command, iam_instance_profile=iam_instance_profile,
             allow_on_demand_fallback=on_demand_fallback, autostop_minutes=autostop_minutes,
             max_hours=max_hours, max_dollars=max_dollars, checkpoint_bucket=checkpoint_bucket,
+            remote_root=remote_root,
         )
         job_name = name or time.strftime("job-%Y%m%d-%H%M%S")
         spec = None
@@ -142,7 +203,9 @@ def launch(
             _check_recipe(trainer_args or [])
             spec = JobSpec(job=job_name, data=data, image=image, trainer_args=tuple(trainer_args or ()), gpus=gpus)
         cfg = LaunchConfig(job=job_name, instance_type=instance or "local", settings=settings, spot=spot,
-                           zone=zone, ami=ami, dry_run=dry_run, target=target, job_spec=spec)
+                           zone=zone, ami=ami, dry_run=dry_run, target=target, job_spec=spec, resume=resume,
+                           resume_from=str(resume_from) if resume_from else None, recover=recover,
+                           max_recoveries=max_recoveries)
         from orchestrator import flow
 
         if dry_run:
@@ -161,6 +224,13 @@ def launch(
         _out(f"Job {job_name}: {inst.instance_id} {inst.state} at {inst.public_ip or inst.private_ip}.")
         if spec is None:
             _out(f"Provisioned only (no --data). Connect: orch ssh {job_name}   Remove: orch teardown {job_name}")
+        elif recover:
+            _out(f"--recover: following the logs; if AWS reclaims the instance, orch launches a new one and resumes "
+                 f"(at most {max_recoveries} times). Keep this terminal open: nothing relaunches the job without it. "
+                 f"Ctrl-C stops following, not the job.")
+            code = flow.follow_and_recover(cfg, say=_out)
+            _out(f"Job {job_name}: the trainer exited with code {code}. Weights: orch fetch-weights {job_name}")
+            raise typer.Exit(code)
         else:
             _out(f"Follow: orch logs {job_name} --follow   Weights: orch fetch-weights {job_name}")
 
@@ -400,8 +470,10 @@ def fetch_weights(
         name = flow.resolve_job(job)
         from orchestrator import job as job_api
 
-        target = dest or Path("weights") / name
-        report = job_api.fetch_weights(flow.endpoint_for(name, _settings()), name, which, target)
+        target = dest or flow.default_resume_dir(name)
+        settings = _settings()
+        report = job_api.fetch_weights(flow.endpoint_for(name, settings), name, which, target,
+                                       remote_root=flow.remote_root_for(name, settings))
         for f in report.files:
             _out(f"{f}{'  (sha256 ok)' if f in report.verified else ''}")
         _out(f"{len(report.files)} file(s), {report.bytes_downloaded} bytes downloaded into {report.dest}")

@@ -67,6 +67,9 @@ class Settings:
     max_hours: float | None = None
     max_dollars: float | None = None
     checkpoint_bucket: str | None = None
+    # Where jobs live on the machine (`<remote_root>/<job>/{data,outputs}`). None: /mnt/orch (the
+    # instance's NVMe disk, mounted by infra/bootstrap.sh) when it is there, else ~/orch.
+    remote_root: str | None = None
     bootstrap_script: str | None = None  # default: infra/bootstrap.sh next to the package
     wait_timeout_s: int = 600
     poll_interval_s: float = 3.0
@@ -79,7 +82,7 @@ _BOOL_FIELDS = {"allow_on_demand_fallback", "live_prices"}
 _TUPLE_FIELDS = {"ami_owners"}
 _OPTIONAL = {
     "ssh_proxy_command", "ssh_cidr", "iam_instance_profile", "autostop_minutes", "max_hours",
-    "max_dollars", "checkpoint_bucket", "bootstrap_script",
+    "max_dollars", "checkpoint_bucket", "bootstrap_script", "remote_root",
 }
 
 
@@ -147,6 +150,12 @@ def _validate(s: Settings) -> Settings:
             raise ConfigError(f"{name} must be > 0")
     if s.ssh_cidr is not None:
         s = replace(s, ssh_cidr=validate_cidr(s.ssh_cidr))
+    if s.checkpoint_bucket is not None and not re.fullmatch(r"s3://[^/\s]+(/\S*)?", s.checkpoint_bucket):
+        raise ConfigError(f"checkpoint_bucket {s.checkpoint_bucket!r} is not an s3:// URI "
+                          "(e.g. --checkpoint-bucket s3://my-bucket/orch-checkpoints)")
+    if s.remote_root is not None and not re.fullmatch(r"(/|~/)[^\n\0]*", s.remote_root):
+        raise ConfigError(f"remote_root {s.remote_root!r}: use an absolute path on the machine "
+                          "(e.g. --remote-root /data/orch) or one under its home (~/orch)")
     if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", s.ssh_user):
         raise ConfigError(f"ssh_user {s.ssh_user!r} is not a valid user name")
     return s
@@ -235,6 +244,12 @@ class LaunchConfig:
     dry_run: bool = False
     target: str = "aws"  # aws | local
     job_spec: Any = None  # orchestrator.job.JobSpec, or None to provision only
+    # --resume: bring the newest checkpoint back onto a new machine before the trainer starts.
+    resume: bool = False
+    resume_from: str | None = None  # a local copy (`orch fetch-weights --which all --dest DIR`)
+    # --recover: stay attached, and on a spot reclaim launch again with --resume (from this terminal).
+    recover: bool = False
+    max_recoveries: int = 3
 
     @property
     def region(self) -> str:

@@ -1,5 +1,10 @@
 """The job lifecycle: plan -> pre-flight -> resume or create -> run -> (start job) ... -> teardown.
 
+`launch` with `cfg.resume` first makes sure there is a checkpoint to bring back (the bucket or a
+local copy) before anything is created, and hands it to the job as a `restore.Restore`;
+`follow_and_recover` stays attached and launches again with resume when AWS reclaims the spot
+instance (from this process: orch has no watcher in the cloud).
+
 Each step is a plain function the CLI calls. Cloud calls go through `providers.ec2`; the job on
 the machine goes through `orchestrator.job` (imported when needed). The state file is written at
 every step, but any step can be lost: the next `launch` or `teardown` finds resources by tag.
@@ -18,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from orchestrator import state
-from orchestrator.config import LaunchConfig, Settings, orch_home, repo_root, validate_job_name
+from orchestrator.config import ConfigError, LaunchConfig, Settings, orch_home, repo_root, validate_job_name
 from orchestrator.providers import ec2
 from orchestrator.providers.base import Instance, LaunchPlan, SSHEndpoint, TeardownReport
 
@@ -28,6 +33,10 @@ IP_ECHO_URL = "https://checkip.amazonaws.com"
 
 class FlowError(RuntimeError):
     """A failure with a message the user can act on (what was wrong, what was kept, what to run)."""
+
+
+class NoCheckpointSource(FlowError):
+    """`--resume` with nowhere to resume from; raised before anything is created (a usage error)."""
 
 
 def _quiet(_: str) -> None:
@@ -163,7 +172,18 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
         user_data=render_user_data(cfg.job, s, price.usd_per_hour if price else None),
         price_per_hour=price.usd_per_hour if price else None,
         price_source=price.source if price else None,
+        tags=_launch_tags(cfg),
     )
+
+
+def _launch_tags(cfg: LaunchConfig) -> tuple[tuple[str, str], ...]:
+    """Job settings that must outlive the state file: a resume on another laptop reads them back."""
+    tags = []
+    if cfg.settings.checkpoint_bucket:
+        tags.append((ec2.TAG_CHECKPOINT_BUCKET, cfg.settings.checkpoint_bucket))
+    if cfg.recover:
+        tags.append((ec2.TAG_RECOVER, "on"))
+    return tuple(tags)
 
 
 def preflight(p: LaunchPlan) -> str:
@@ -189,8 +209,12 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
     """Create (or resume) the job's instance, record it, and start the job when one is given."""
     validate_job_name(cfg.job)
     if cfg.target == "local":
+        if cfg.resume or cfg.recover:
+            raise ConfigError("--resume and --recover are for --target aws: a local job's outputs stay on this "
+                              "machine, so launching it again already resumes it")
         return _launch_local(cfg, say)
     s = cfg.settings
+    restore = _resume_sources(cfg, say) if cfg.resume else None  # refuses before anything is created
     with phase("plan", say):
         p = plan(cfg, ssh_cidr="")  # a bad type or AMI is reported before any network probe
         p = replace(p, ssh_cidr=s.ssh_cidr or caller_cidr())
@@ -204,7 +228,8 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
                         "or choose another --name.")
     state.update(cfg.job, target="aws", region=p.region, instance_type=p.instance_type, spot=p.spot,
                  ssh_user=s.ssh_user, ssh_proxy_command=s.ssh_proxy_command,
-                 status=record.status if record else "launching")
+                 status=record.status if record else "launching",
+                 launch=_launch_record(cfg) if cfg.job_spec is not None else (record.launch if record else None))
 
     if s.max_dollars is not None and p.price_per_hour is None:
         say(f"  warning: no price known for {p.instance_type}; --max-dollars can't be enforced, use --max-hours")
@@ -221,11 +246,17 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
             say(f"  warning: {len(existing)} instances tagged {cfg.job}; using the newest")
         if existing:
             say(f"  resuming {existing[0].instance_id} ({existing[0].state}); not starting a second one")
+            if cfg.resume:
+                say("  --resume: the job's outputs are still on that machine; its container is started "
+                    "again only if it stopped (and then carries on from its last.pt)")
             if existing[0].instance_type != p.instance_type:
                 say(f"  warning: it is a {existing[0].instance_type}, not {p.instance_type}; "
                     f"`orch teardown {cfg.job}` first to change the type")
         else:
             say("  none")
+            if not cfg.resume and cfg.job_spec is not None and _last_reclaimed(p.region, cfg.job):
+                say(f"  note: AWS reclaimed this job's last instance. This launch starts training from scratch; "
+                    f"to carry on from its checkpoint instead: Ctrl-C, then `orch launch --name {cfg.job} --resume`")
 
     with phase("key pair and security group", say):
         key = _ensure_key(p.region, cfg.job, in_use=bool(existing))
@@ -252,10 +283,154 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
     if cfg.job_spec is not None:
         from orchestrator import job as job_api
 
-        with phase("start the job", say):
-            status = job_api.start_job(endpoint_for(cfg.job, s), cfg.job_spec)
+        spec = replace(cfg.job_spec, remote_root=s.remote_root, restore=restore)
+        with phase("start the job" + (" (restoring its checkpoint)" if restore else ""), say):
+            try:
+                status = job_api.start_job(endpoint_for(cfg.job, s), spec)
+            except (RuntimeError, OSError) as e:
+                if isinstance(e, NotImplementedError):
+                    raise
+                raise FlowError(f"{e}\nThe instance {instance.instance_id} is up and recorded (it bills until "
+                                f"autostop or teardown): run the same `orch launch --name {cfg.job} ...` again "
+                                f"to carry on, or `orch teardown {cfg.job}` to remove it.") from e
             say(f"  {'trainer process' if status.runner == 'process' else 'container'} {status.state}")
     return instance
+
+
+# --- resume and recover -------------------------------------------------------------------------
+
+
+def _launch_record(cfg: LaunchConfig) -> state.LaunchRecord:
+    spec, s = cfg.job_spec, cfg.settings
+    data = spec.data
+    if data != "demo" and not data.startswith("s3://"):
+        data = str(Path(data).expanduser().resolve())  # a resume may run from another folder
+    return state.LaunchRecord(
+        data=data, trainer_args=tuple(spec.trainer_args), image=spec.image, gpus=spec.gpus,
+        instance_type=cfg.instance_type, region=s.region, spot=cfg.spot, checkpoint_bucket=s.checkpoint_bucket,
+        iam_instance_profile=s.iam_instance_profile, volume_gb=s.volume_gb, remote_root=s.remote_root,
+        recover=cfg.recover, max_recoveries=cfg.max_recoveries,
+    )
+
+
+def recorded_launch(job: str, settings: Settings) -> state.LaunchRecord | None:
+    """What the job was launched with: the state file, else what its newest instance's tags say."""
+    record = state.get(job)
+    if record and record.launch:
+        return record.launch
+    if record and record.target == "local":
+        return None
+    region = (record.region if record else None) or settings.region
+    found = ec2.find_instances(region, job, include_terminated=True)
+    if not found:
+        return None
+    newest = found[0]
+    return state.LaunchRecord(instance_type=newest.instance_type, region=region, spot=newest.spot,
+                              checkpoint_bucket=newest.tags.get(ec2.TAG_CHECKPOINT_BUCKET),
+                              recover=newest.tags.get(ec2.TAG_RECOVER) == "on")
+
+
+def remote_root_for(job: str, settings: Settings) -> str | None:
+    """The job folder's root on the machine: the setting, else what the job was launched with."""
+    record = state.get(job)
+    return settings.remote_root or (record.launch.remote_root if record and record.launch else None)
+
+
+def _last_reclaimed(region: str, job: str) -> bool:
+    found = ec2.find_instances(region, job, include_terminated=True)
+    return bool(found) and found[0].state_reason == ec2.SPOT_RECLAIMED
+
+
+def default_resume_dir(job: str) -> Path:
+    """Where `orch fetch-weights JOB` puts files without --dest (relative to the current folder)."""
+    return Path("weights") / job
+
+
+def _resume_sources(cfg: LaunchConfig, say: Say):
+    """The checkpoint sources for --resume; refuses (exit 2, nothing created) when there is none."""
+    from orchestrator.restore import Restore, RestoreError, local_copy
+
+    if cfg.job_spec is None:
+        raise ConfigError(f"--resume restarts training, so it needs the job's dataset: job {cfg.job!r} has none "
+                          "recorded. Add --data PATH|demo|s3://... (and the trainer arguments after `--`).")
+    folder = Path(cfg.resume_from).expanduser() if cfg.resume_from else default_resume_dir(cfg.job)
+    try:
+        local = local_copy(folder)
+    except RestoreError as e:
+        raise NoCheckpointSource(str(e)) from None
+    if cfg.resume_from and local is None:
+        raise NoCheckpointSource(f"--resume-from {cfg.resume_from}: there is no checkpoints/last.pt in it. "
+                                 f"`orch fetch-weights {cfg.job} --which all --dest {cfg.resume_from}` writes one "
+                                 "while the job's machine is up.")
+    bucket = cfg.settings.checkpoint_bucket
+    if bucket or local:
+        sources = ([f"{bucket} (copied on the new instance)"] if bucket else []) + ([str(folder)] if local else [])
+        say(f"--resume: the checkpoint comes from {', else '.join(sources)}")
+        return Restore(bucket=bucket, local_dir=str(folder) if local else None)
+    live = [i for i in ec2.find_instances(cfg.region, cfg.job) if i.state != "shutting-down"]
+    if live:
+        return None  # its outputs are still on it
+    raise NoCheckpointSource(
+        f"--resume: job {cfg.job!r} has no live instance and nothing to resume from: no checkpoint bucket was "
+        f"recorded for it and there is no local copy in {folder}/checkpoints. Nothing was created.\n"
+        f"Fix: pass --resume-from DIR (a copy made with `orch fetch-weights {cfg.job} --which all --dest DIR`), "
+        "or --checkpoint-bucket s3://... if its instance copied checkpoints there; or start over without --resume."
+    )
+
+
+def _machine_lost(region: str, instance_id: str) -> Callable[[], bool]:
+    def lost() -> bool:
+        instance = ec2.describe_instance(region, instance_id)
+        return instance is None or instance.state not in ("pending", "running")
+    return lost
+
+
+def follow_and_recover(cfg: LaunchConfig, say: Say = _quiet) -> int:
+    """Follow the job's logs; when AWS reclaims its spot instance, launch again with resume.
+
+    Returns the trainer's exit code. Runs in this process only: if this terminal closes, nothing
+    relaunches the job (`orch launch --name JOB --resume` does it by hand).
+    """
+    from orchestrator import job as job_api
+
+    s = cfg.settings
+    check_s = min(30.0, max(0.5, 10 * s.poll_interval_s))
+    recoveries = 0
+    if not s.checkpoint_bucket:
+        say(f"  warning: no --checkpoint-bucket: after a reclaim, only a local copy in {default_resume_dir(cfg.job)} "
+            f"(orch fetch-weights {cfg.job} --which all) can be resumed from")
+    while True:
+        record = state.get(cfg.job)
+        region = (record.region if record else None) or s.region
+        instance_id = record.instance_id if record else None
+        try:
+            code = job_api.follow_logs(endpoint_for(cfg.job, s), cfg.job, follow=True,
+                                       machine_lost=_machine_lost(region, instance_id) if instance_id else None,
+                                       check_s=check_s)
+        except job_api.MachineLost:
+            code = None
+        instance = ec2.describe_instance(region, instance_id) if instance_id else None
+        if instance is not None and instance.state == "shutting-down":
+            instance = ec2.wait_for_state(region, instance.instance_id, {"terminated"}, s.wait_timeout_s,
+                                          s.poll_interval_s)
+        reclaimed = instance is not None and instance.state_reason == ec2.SPOT_RECLAIMED
+        if code == 0 or (code is not None and not reclaimed):
+            return code
+        if not reclaimed:
+            state_now = instance.state if instance else "gone"
+            raise FlowError(f"the job's instance {instance_id} is {state_now}, and not because AWS reclaimed it, so "
+                            f"--recover does not relaunch it. See `orch status {cfg.job}`; to carry on from the last "
+                            f"checkpoint: orch launch --name {cfg.job} --resume")
+        if recoveries >= cfg.max_recoveries:
+            raise FlowError(f"AWS reclaimed the spot instance {instance_id} again, after {recoveries} recoveries "
+                            f"(--max-recoveries {cfg.max_recoveries}); giving up. The checkpoints are where the "
+                            f"job put them: `orch launch --name {cfg.job} --resume` carries on (try --on-demand).")
+        recoveries += 1
+        say(f"[orch] AWS reclaimed the spot instance {instance_id}: launching a new one and resuming from the "
+            f"last checkpoint (recovery {recoveries} of {cfg.max_recoveries})")
+        state.update(cfg.job, status="interrupted")
+        launch(replace(cfg, resume=True), say)
+        say(f"[orch] job {cfg.job} resumed; following its logs again")
 
 
 def _ensure_key(region: str, job: str, in_use: bool) -> ec2.KeyPairInfo:
@@ -381,7 +556,7 @@ def _cloud_state(job: str, instance: Instance) -> tuple[str, str]:
     """The state to show for a job's instance, and what the user can do about it."""
     if instance.state == "terminated" and instance.state_reason == ec2.SPOT_RECLAIMED:
         return "interrupted", (f"AWS reclaimed the spot instance; its checkpoints are where the job put "
-                               f"them. Resume: `orch launch --name {job} ...`; clean up: `orch teardown {job}`")
+                               f"them. Resume: `orch launch --name {job} --resume`; clean up: `orch teardown {job}`")
     if instance.state == "terminated":
         return "terminated", f"instance terminated; `orch teardown {job}` removes its key pair and security group"
     return instance.state, ""

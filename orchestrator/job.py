@@ -3,9 +3,11 @@
 Everything here takes an `SSHEndpoint` for a remote machine, or `None` for this machine (the
 local target, see `local.py`). It never calls a cloud API.
 
-On the machine, a job lives in `<root>/<job>/{data,outputs}`, where `<root>` is the fast local
-disk that `infra/bootstrap.sh` mounts at /mnt/orch when the instance has one, else `~/orch`. The
-container's labels (`orch.job`, `orch.outputs`, ...) say where; orch keeps no copy of them.
+On the machine, a job lives in `<root>/<job>/{data,outputs}`, where `<root>` is the `remote_root`
+setting when given, else the fast local disk that `infra/bootstrap.sh` mounts at /mnt/orch when
+the instance has one, else `~/orch`. The container's labels (`orch.job`, `orch.outputs`, ...) say
+where; orch keeps no copy of them. `JobSpec.restore` (from `orch launch --resume`) puts the newest
+checkpoint back in the outputs folder before the container starts (`restore.py`).
 
     status = start_job(endpoint, JobSpec(job="r50", data="~/data/imagenet", trainer_args=("--recipe", "t4-rn50")))
     code = follow_logs(endpoint, "r50", follow=True)       # survives dropped connections
@@ -27,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from orchestrator.providers.base import SSHEndpoint
 
@@ -45,6 +47,8 @@ class JobSpec:
     gpus: bool = True
     base_image: str | None = None  # None: $ORCH_BASE_IMAGE, else the Dockerfile's pinned NGC image
     max_restarts: int = 5  # restarts after a crash, each resuming from last.pt
+    remote_root: str | None = None  # None: /mnt/orch when the machine has it, else ~/orch
+    restore: Any = None  # orchestrator.restore.Restore: bring a checkpoint back before starting (--resume)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,10 @@ class JobError(RuntimeError):
 
 class EngineUnreachable(JobError):
     """No Docker engine answered on the job's machine."""
+
+
+class MachineLost(JobError):
+    """The job's machine went away (the caller's `machine_lost` check said so) while following its logs."""
 
 
 def trainer_command(trainer_args: tuple[str, ...], data: str = "/data", out: str = "/outputs") -> list[str]:
@@ -119,8 +127,13 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 # -- the job's folders on the machine ---------------------------------------------------------------
 
 
-def job_root(session, job: str) -> str:
-    """`<fast disk or ~>/orch/<job>` on the session's machine."""
+def job_root(session, job: str, remote_root: str | None = None) -> str:
+    """`<remote_root>/<job>`, else `<fast disk or ~>/orch/<job>` on the session's machine."""
+    if remote_root:
+        if remote_root.startswith("~/"):  # Docker mounts and SFTP need it absolute: the machine's $HOME
+            home = session.run('echo "$HOME"', check=True).stdout.strip()
+            remote_root = posixpath.join(home, remote_root[2:])
+        return posixpath.join(remote_root, job)
     out = session.run(
         f"if [ -d {REMOTE_FAST_ROOT} ] && [ -w {REMOTE_FAST_ROOT} ]; then echo {REMOTE_FAST_ROOT}; "
         'else echo "$HOME/orch"; fi', check=True).stdout.strip()
@@ -163,7 +176,7 @@ def start_on(session, spec: JobSpec, root: str | None = None, say: Callable[[str
     from orchestrator.config import repo_root
 
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
-    root = root or job_root(session, spec.job)
+    root = root or job_root(session, spec.job, spec.remote_root)
     data_dir, outputs_dir = posixpath.join(root, "data"), posixpath.join(root, "outputs")
     if data_in_place and spec.data not in ("demo",) and not spec.data.startswith("s3://"):
         local = Path(spec.data).expanduser().resolve()
@@ -219,6 +232,13 @@ def start_on(session, spec: JobSpec, root: str | None = None, say: Callable[[str
             report = sync_dataset(session, Path(spec.data), data_dir)
             say(f"  {report.files_sent} of {report.files_total} files sent "
                 f"({report.bytes_sent / 1e6:.1f} MB, {report.mb_per_s:.1f} MB/s)")
+
+        if spec.restore is not None:
+            from orchestrator.restore import restore_checkpoints
+
+            report = restore_checkpoints(session, spec.restore, spec.job, outputs_dir, say=say)
+            if report.source != "machine":
+                say(f"  restored {', '.join(report.files)} from {report.where}")
 
         run = ctr.RunSpec(job=spec.job, image=image, command=tuple(trainer_command(spec.trainer_args)),
                           data_dir=data_dir, outputs_dir=outputs_dir, gpus=spec.gpus, user=user,
@@ -301,23 +321,32 @@ def parse_since(since: str | None, now: datetime | None = None) -> int | None:
                        "(2026-01-31T08:00:00Z) or Unix seconds") from None
 
 
-def follow_logs(endpoint: SSHEndpoint | None, job: str, follow: bool = False, since: str | None = None) -> int:
+def follow_logs(endpoint: SSHEndpoint | None, job: str, follow: bool = False, since: str | None = None,
+                machine_lost: Callable[[], bool] | None = None, check_s: float = 30.0) -> int:
     """Stream the trainer's output to stdout; return the container's exit code (or 0 if still running).
 
     A dropped connection is reopened (for up to $ORCH_RECONNECT_S) and the stream carries on from
     the last line printed: none lost, none repeated. Ctrl-C stops following, never the job (130).
+    `machine_lost`, asked every `check_s` seconds, ends the following with `MachineLost` once it
+    says True (the caller knows the cloud; this module does not).
     """
     since_ns = parse_since(since)
     if endpoint is None:
         from orchestrator import local
 
         return local.follow_logs(job, follow, since_ns)
-    return follow_container_logs(lambda: _open(endpoint), job, follow, since_ns)
+    # Watched: short SSH attempts, so a machine that is gone is noticed between them, not after minutes.
+    deadline_s = SSH_DEADLINE_S if machine_lost is None else min(SSH_DEADLINE_S, max(10.0, 2 * check_s))
+    return follow_container_logs(lambda: _open(endpoint, deadline_s), job, follow, since_ns,
+                                 machine_lost=machine_lost, check_s=check_s)
 
 
 def follow_container_logs(open_session: Callable[[], object], job: str, follow: bool, since_ns: int | None,
-                          out=None, reconnect_s: float | None = None) -> int:
+                          out=None, reconnect_s: float | None = None,
+                          machine_lost: Callable[[], bool] | None = None, check_s: float = 30.0) -> int:
     """The reconnecting log follower behind `follow_logs`; `open_session` gives a fresh session."""
+    import threading
+
     from orchestrator import container as ctr
 
     out = out or sys.stdout
@@ -325,11 +354,38 @@ def follow_container_logs(open_session: Callable[[], object], job: str, follow: 
     errors = _connection_errors()
     cursor = ctr.LogCursor(since_ns)
     lost_since: float | None = None
+    gone, done = threading.Event(), threading.Event()
+    current: list = []  # the open session, for the watchdog to close
+
+    def watchdog():  # a blocked log read only ends when its connection does: close it
+        while not done.wait(check_s):
+            try:
+                lost = machine_lost()
+            except Exception:  # the cloud can't be asked right now: keep following
+                lost = False
+            if lost:
+                gone.set()
+                for s in list(current):
+                    try:
+                        s.close()
+                    except Exception:
+                        pass
+                return
+
+    def check_gone():
+        if gone.is_set():
+            raise MachineLost(f"the machine of job {job!r} is gone; stopped following its logs")
+
+    if machine_lost is not None:
+        threading.Thread(target=watchdog, name="orch-machine-watch", daemon=True).start()
     try:
         while True:
             session = client = None
             try:
+                check_gone()
                 session = open_session()
+                current[:] = [session]
+                check_gone()
                 client = docker_client(session)
                 if lost_since is not None:
                     print(f"[orch] reconnected to {session.where}; carrying on", file=sys.stderr, flush=True)
@@ -341,6 +397,7 @@ def follow_container_logs(open_session: Callable[[], object], job: str, follow: 
                             out.write(line.text + "\n")
                             out.flush()
                     st = ctr.status(client, job)
+                    check_gone()
                     if st.state == "missing":
                         raise JobError(f"job {job!r} has no container on {session.where}. "
                                        "See `orch status` (it may have been torn down).")
@@ -355,6 +412,7 @@ def follow_container_logs(open_session: Callable[[], object], job: str, follow: 
                         return 0
                     time.sleep(0.5)  # restarting (crash, then resume): attach again
             except errors as e:
+                check_gone()
                 now = time.monotonic()
                 lost_since = lost_since or now
                 if not follow or now - lost_since > reconnect_s:
@@ -363,6 +421,7 @@ def follow_container_logs(open_session: Callable[[], object], job: str, follow: 
                 print(f"[orch] connection lost ({type(e).__name__}); reconnecting", file=sys.stderr, flush=True)
                 time.sleep(1.0)
             finally:
+                current.clear()
                 if client is not None:
                     try:
                         client.close()
@@ -377,12 +436,15 @@ def follow_container_logs(open_session: Callable[[], object], job: str, follow: 
         print(f"\n[orch] stopped following; the job keeps running. Again: orch logs {job} --follow",
               file=sys.stderr, flush=True)
         return 130
+    finally:
+        done.set()
 
 
 # -- weights ----------------------------------------------------------------------------------------
 
 
-def fetch_weights(endpoint: SSHEndpoint | None, job: str, which: str, dest: Path) -> FetchReport:
+def fetch_weights(endpoint: SSHEndpoint | None, job: str, which: str, dest: Path,
+                  remote_root: str | None = None) -> FetchReport:
     """Download the checkpoints (verified against their .sha256) and metrics.jsonl, train.log, curves.png."""
     from orchestrator.fetch import fetch_files, trainer_outputs
 
@@ -394,25 +456,25 @@ def fetch_weights(endpoint: SSHEndpoint | None, job: str, which: str, dest: Path
         return fetch_files(LocalSession(), str(local.outputs_dir(job)), names, dest, optional=optional)
     session = _open(endpoint)
     try:
-        outputs = outputs_on(session, job)
+        outputs = outputs_on(session, job, remote_root)
         return fetch_files(session, outputs, names, dest, optional=optional, progress=sys.stderr.isatty())
     finally:
         session.close()
 
 
-def outputs_on(session, job: str) -> str:
+def outputs_on(session, job: str, remote_root: str | None = None) -> str:
     """The job's outputs folder: the container's label says; without a container, the usual place."""
     from orchestrator import container as ctr
 
     try:
         client = docker_client(session)
     except JobError:
-        return posixpath.join(job_root(session, job), "outputs")
+        return posixpath.join(job_root(session, job, remote_root), "outputs")
     try:
         st = ctr.status(client, job)
     finally:
         client.close()
-    return st.labels.get(ctr.LABEL_OUTPUTS) or posixpath.join(job_root(session, job), "outputs")
+    return st.labels.get(ctr.LABEL_OUTPUTS) or posixpath.join(job_root(session, job, remote_root), "outputs")
 
 
 # -- stop -------------------------------------------------------------------------------------------

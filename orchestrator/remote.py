@@ -565,7 +565,10 @@ class _UnixForwarder:
             self.last_error = chan.recv_stderr(_BUF).decode(errors="replace")
         up.join(timeout=5)
         conn.close()
-        chan.close()
+        try:
+            chan.close()  # the connection may be gone already (a closed session, a dead proxy)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
         with self._lock:
             self._live.discard(chan)
 

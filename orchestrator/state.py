@@ -24,6 +24,36 @@ class StateError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class LaunchRecord:
+    """What `orch launch` was given, so `orch launch --name JOB --resume` can start the same job again.
+
+    Only what is needed to rebuild the launch: never credentials. `data` is an absolute local path,
+    'demo' or an s3:// URI. The checkpoint bucket and the recover setting are also instance tags.
+    """
+
+    data: str | None = None
+    trainer_args: tuple[str, ...] = ()
+    image: str | None = None
+    gpus: bool = True
+    instance_type: str | None = None
+    region: str | None = None
+    spot: bool = False
+    checkpoint_bucket: str | None = None
+    iam_instance_profile: str | None = None
+    volume_gb: int | None = None
+    remote_root: str | None = None
+    recover: bool = False
+    max_recoveries: int = 3
+
+    @classmethod
+    def from_json(cls, raw: dict) -> "LaunchRecord":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        values["trainer_args"] = tuple(str(a) for a in values.get("trainer_args") or ())
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class JobRecord:
     job: str
     target: str = "aws"  # aws | local
@@ -41,6 +71,7 @@ class JobRecord:
     status: str = "launching"  # launching | running | interrupted | terminated | ... (cloud state)
     created_at: str | None = None
     updated_at: str | None = None
+    launch: LaunchRecord | None = None  # what the job was launched with (for --resume / --recover)
 
 
 def state_path() -> Path:
@@ -67,7 +98,10 @@ def load() -> dict[str, JobRecord]:
     jobs = {}
     for name, raw in (data.get("jobs") or {}).items():
         if isinstance(raw, dict):
-            jobs[name] = JobRecord(**{k: v for k, v in raw.items() if k in known})
+            values = {k: v for k, v in raw.items() if k in known}
+            launch = values.get("launch")
+            values["launch"] = LaunchRecord.from_json(launch) if isinstance(launch, dict) else None
+            jobs[name] = JobRecord(**values)
     return jobs
 
 

@@ -132,7 +132,11 @@ def _blocks(size: int) -> int:
 
 
 def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"
+    """A size for a message: GB for datasets, MB or kB when that is all there is."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n >= scale / 10:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n / 1e3:.0f} kB"
 
 
 # -- the transfer -------------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ by SIGKILL or OOM, so a lock is never stale and nothing needs cleaning up.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 from trainer.errors import TrainerError
 
@@ -17,6 +18,18 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are not guarded
     fcntl = None
+
+
+@contextlib.contextmanager
+def held(out: Path) -> Iterator[None]:
+    """`out` locked for the duration of the block (released on return and on any exception)."""
+    out.mkdir(parents=True, exist_ok=True)
+    handle = hold(out)
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()
 
 
 def hold(out: Path) -> IO | None:

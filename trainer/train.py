@@ -10,6 +10,7 @@ stopped. The loop below is deliberately one flat function you can read top to bo
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -118,7 +119,8 @@ def train(config: TrainConfig, data_dir: Path, out_dir: Path, resume: str = "aut
     """Run (or continue) a training job; returns the process exit code. Raises TrainerError on bad input."""
     dist = init_distributed(config.device)
     try:
-        return _train(config, Path(data_dir), Path(out_dir), resume, stop_file, watch_spot, argv or sys.argv, dist)
+        with runlock.held(Path(out_dir)) if dist.main else contextlib.nullcontext():
+            return _train(config, Path(data_dir), Path(out_dir), resume, stop_file, watch_spot, argv or sys.argv, dist)
     finally:
         if dist.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -131,7 +133,6 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     ckpt_dir = out / "checkpoints"
     if dist.main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-    run_lock = runlock.hold(out) if dist.main else None   # noqa: F841 - held until this function returns
     setup_logging(out / "train.log" if dist.main else None, dist.main)
     info = load_dataset(data_dir)
     classes = info.classes

@@ -1,7 +1,7 @@
 """What every provider returns: plain typed records, never raw cloud dicts."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -38,6 +38,7 @@ class Instance:
     spot: bool = False
     launched_at: str | None = None  # ISO 8601
     state_reason: str | None = None  # the cloud's code, e.g. "Server.SpotInstanceTermination"
+    tags: dict[str, str] = field(default_factory=dict)  # the orch:* tags (job settings that outlive the state file)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class LaunchPlan:
     user_data: str = ""
     price_per_hour: float | None = None
     price_source: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()  # extra instance tags, e.g. ("orch:checkpoint-bucket", "s3://...")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from orchestrator.providers.base import Instance, InstanceTypeInfo, LaunchPlan, 
 
 TAG_JOB = "orch:job"
 TAG_CREATED_BY = "orch:created-by"
+TAG_CHECKPOINT_BUCKET = "orch:checkpoint-bucket"
+TAG_RECOVER = "orch:recover"
 CREATED_BY = "orch"
 CAPACITY_ERRORS = {
     "InsufficientInstanceCapacity",
@@ -350,6 +352,7 @@ def _to_instance(raw: dict, region: str) -> Instance:
         spot=raw.get("InstanceLifecycle") == "spot",
         launched_at=launched.isoformat() if hasattr(launched, "isoformat") else launched,
         state_reason=raw.get("StateReason", {}).get("Code"),
+        tags={k: v for k, v in tags.items() if k.startswith("orch:")},
     )
 
 
@@ -407,7 +410,9 @@ def run_instance(plan: LaunchPlan, security_group_id: str, log: Callable[[str], 
                 }],
                 # `shutdown -h now` on the instance (autostop, max-hours) ends the billing.
                 InstanceInitiatedShutdownBehavior="terminate",
-                TagSpecifications=[_tag_spec("instance", plan.job), _tag_spec("volume", plan.job)],
+                TagSpecifications=[
+                    {"ResourceType": "instance", "Tags": _tags(plan.job) + [{"Key": k, "Value": v} for k, v in plan.tags]},
+                    _tag_spec("volume", plan.job)],
                 MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
                 # The same token across botocore's own retries: a retried call can't start a second.
                 ClientToken=f"orch-{plan.job}-{zone}-{'spot' if spot else 'od'}-{nonce}"[:64],

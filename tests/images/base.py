@@ -36,7 +36,7 @@ SITE = "usr/local/lib/python3.11/dist-packages"
 
 # What the trainer imports in the container (pyproject's `trainer` extra + its CLI), and what
 # `pip install --no-build-isolation .` needs to build the project.
-ROOTS = ("torch", "torchvision", "numpy", "pillow", "matplotlib", "scipy", "onnx", "onnxscript",
+ROOTS = ("torch", "torchvision", "numpy", "pillow", "simplejpeg", "matplotlib", "scipy", "onnx", "onnxscript",
          "typer", "rich", "setuptools", "packaging")
 # GPU-only weight: not needed to import or run torch on CPU.
 LEFT_OUT = re.compile(r"^(triton|cuda-bindings|cuda-pathfinder)$")

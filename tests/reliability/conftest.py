@@ -6,6 +6,7 @@ an HTTP server speaking IMDSv2 on 127.0.0.1, moto for EC2, OpenSSH for the insta
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -163,18 +164,24 @@ def fake_imds():
 # --- a small disk that really fills --------------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A fresh 3 MiB tmpfs; a helper fills it to leave only `free_bytes`."""
-    mount_point = tmp_path / "small-disk"
+@contextlib.contextmanager
+def tmpfs(mount_point: Path, options: str):
+    """A fresh tmpfs mounted at `mount_point` (made here) with mount `options`, unmounted after."""
     mount_point.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)],
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
                        capture_output=True, text=True)
     require(r.returncode == 0, f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
     try:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A fresh 3 MiB tmpfs; a helper fills it to leave only `free_bytes`."""
+    with tmpfs(tmp_path / "small-disk", "size=3m") as mount_point:
+        yield mount_point
 
 
 def fill_disk(mount_point: Path, free_bytes: int) -> Path:

@@ -1,0 +1,214 @@
+"""Bring a job's newest checkpoint back onto a new machine before the trainer starts (`orch launch --resume`).
+
+The trainer always runs with `--resume auto`: once `<outputs>/checkpoints/last.pt` (+ `.sha256`) is
+on the machine, it carries on from there with the same epochs and LR schedule. Sources, in order:
+
+- the checkpoint bucket (`--checkpoint-bucket`), where infra/bootstrap.sh copies each new checkpoint
+  as `<bucket>/<job>/last.pt` (+ `.sha256`): copied ON the machine by `aws s3 cp` with the
+  instance's role, never local credentials, then checked there with `sha256sum -c`;
+- a local copy, as `orch fetch-weights JOB --which all --dest DIR` writes it (`DIR/checkpoints/last.pt`
+  and its `.sha256`): uploaded over SFTP and checked on the machine against that digest.
+
+    report = restore_checkpoints(session, Restore(bucket="s3://b/ckpt", local_dir="weights/r50"), "r50", outputs)
+
+Files go to `checkpoints/.restore/` first and are renamed into place only once verified, so a cut
+copy never leaves a torn `last.pt`. A machine that still has a good `last.pt` keeps it.
+"""
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from orchestrator.remote import TRANSPORT_ERRORS, ConnectionLost, RemoteError, Session
+from orchestrator.sync import shell_path
+
+CHECKPOINTS = ("last.pt", "best.pt")  # last.pt is required; best.pt comes along when there is one
+_HEX = set("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class Restore:
+    bucket: str | None = None  # s3://bucket/prefix, as given to --checkpoint-bucket
+    local_dir: str | None = None  # a folder holding checkpoints/last.pt (from `orch fetch-weights`)
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    source: str  # machine (nothing to restore) | bucket | local
+    where: str  # the URI or folder it came from, or the machine's checkpoints folder
+    files: tuple[str, ...] = ()
+
+
+class RestoreError(RemoteError):
+    """No checkpoint could be brought back; the message says what was tried and what to do."""
+
+
+def bucket_uri(bucket: str, job: str, name: str) -> str:
+    """Where infra/bootstrap.sh puts a job's checkpoint: `${ORCH_CHECKPOINT_BUCKET%/}/$job/$name`."""
+    return f"{bucket.rstrip('/')}/{job}/{name}"
+
+
+def _digest_of(sha_file: Path) -> str | None:
+    text = sha_file.read_text(encoding="utf-8", errors="replace").split()
+    value = text[0].lower() if text else ""
+    return value if len(value) == 64 and set(value) <= _HEX else None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def local_copy(folder: str | Path) -> Path | None:
+    """`folder/checkpoints/last.pt` when it is there and matches its .sha256; None when it is not there.
+
+    A copy that does not match its .sha256 raises: resuming from it would fail on the machine anyway.
+    """
+    last = Path(folder).expanduser() / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return None
+    sha = last.with_name("last.pt.sha256")
+    if sha.is_file():
+        expected = _digest_of(sha)
+        if expected is None or _sha256(last) != expected:
+            raise RestoreError(f"{last} does not match {sha.name}, so it can't be resumed from. Fetch it again "
+                               f"(orch fetch-weights JOB --which all --dest {folder}) or point --resume-from elsewhere.")
+    return last
+
+
+def restore_checkpoints(session: Session, restore: Restore, job: str, outputs_dir: str,
+                        say: Callable[[str], None] = lambda _: None) -> RestoreReport:
+    """Put the newest checkpoint in `outputs_dir/checkpoints` on the session's machine (see the module doc)."""
+    ckpt_dir = posixpath.join(outputs_dir, "checkpoints")
+    if session.run(f"cd {shell_path(ckpt_dir)} 2>/dev/null && sha256sum -c --status last.pt.sha256").ok:
+        say(f"  {ckpt_dir}/last.pt is on the machine and verifies: kept, nothing restored")
+        return RestoreReport("machine", ckpt_dir)
+    problems: list[str] = []
+    if restore.bucket:
+        try:
+            return restore_from_bucket(session, restore.bucket, job, ckpt_dir, say)
+        except RestoreError as e:
+            if not restore.local_dir:
+                raise
+            problems.append(str(e))
+            say(f"  the bucket had no usable checkpoint ({e}); trying the local copy")
+    if restore.local_dir:
+        return restore_from_local(session, Path(restore.local_dir), outputs_dir, say)
+    raise RestoreError("no checkpoint source was given (a checkpoint bucket or a local copy)"
+                       + (f": {'; '.join(problems)}" if problems else ""))
+
+
+def _staging(session: Session, ckpt_dir: str) -> str:
+    staging = posixpath.join(ckpt_dir, ".restore")
+    session.run(f"rm -rf -- {shell_path(staging)} && mkdir -p -- {shell_path(staging)}", check=True)
+    return staging
+
+
+def _move_into_place(session: Session, staging: str, ckpt_dir: str, names: list[str]) -> None:
+    # Each .pt before its .sha256 (as the trainer writes them): a cut leaves no digest for a file that isn't there.
+    order = [n for name in names for n in (name, name + ".sha256")]
+    moves = " && ".join(f"mv -f -- {shlex.quote(n)} .." for n in order)
+    session.run(f"cd {shell_path(staging)} && {moves} && cd .. && rm -rf .restore", check=True)
+
+
+def restore_from_bucket(session: Session, bucket: str, job: str, ckpt_dir: str,
+                        say: Callable[[str], None] = lambda _: None) -> RestoreReport:
+    """`aws s3 cp` on the machine with its instance role; `sha256sum -c` there before anything is moved in.
+
+    The commands are built from `bucket`, `job` and the folder only: no local credential or AWS_*
+    variable is sent (the SSH session forwards no environment).
+    """
+    say(f"  copying {bucket_uri(bucket, job, 'last.pt')} on {session.where} with its instance role")
+    staging = _staging(session, ckpt_dir)
+    got: list[str] = []
+    for name in CHECKPOINTS:
+        for file in (name + ".sha256", name):
+            uri = bucket_uri(bucket, job, file)
+            cmd = (f"aws s3 cp {shlex.quote(uri)} {shell_path(posixpath.join(staging, file))} "
+                   "--only-show-errors --no-progress")
+            result = session.run(cmd)
+            if result.exit_code == 127:
+                raise RestoreError(f"the AWS CLI is not installed on {session.where}, so the checkpoint bucket "
+                                   "can't be read there (the Deep Learning AMI ships it). Resume from a local copy "
+                                   "instead: orch fetch-weights JOB --which all, then --resume-from DIR.")
+            if result.exit_code != 0:
+                if name != "last.pt":
+                    break  # best.pt is optional
+                text = (result.stderr or result.stdout).strip()[-600:]
+                session.run(f"rm -rf -- {shell_path(staging)}")
+                raise RestoreError(f"could not copy {uri} on {session.where} (exit {result.exit_code}): {text}. "
+                                   "It runs with the instance's role, never your local credentials: check the "
+                                   "checkpoint was written there and the role may s3:GetObject it (see infra/).")
+        else:
+            got.append(name)
+    _verify_staged(session, staging, got, f"the checkpoint copied from {bucket_uri(bucket, job, '')}",
+                   "The watcher may have been cut mid-copy: resume from a local copy (--resume-from).")
+    _move_into_place(session, staging, ckpt_dir, got)
+    return RestoreReport("bucket", bucket_uri(bucket, job, ""), tuple(f"checkpoints/{n}" for n in got))
+
+
+def _sftp_path(path: str) -> str:
+    return path[2:] if path.startswith("~/") else path  # SFTP starts in the home folder and knows no `~`
+
+
+def restore_from_local(session: Session, folder: Path, outputs_dir: str,
+                       say: Callable[[str], None] = lambda _: None) -> RestoreReport:
+    """Upload `folder/checkpoints/{last,best}.pt` (and metrics.jsonl) over SFTP, each checked by sha256 there."""
+    folder = Path(folder).expanduser()
+    if local_copy(folder) is None:
+        raise RestoreError(f"{folder / 'checkpoints' / 'last.pt'} does not exist. `orch fetch-weights JOB --which all "
+                           f"--dest {folder}` writes it while the job's machine is up.")
+    ckpt_dir = posixpath.join(outputs_dir, "checkpoints")
+    say(f"  uploading the checkpoint from {folder} to {session.where}")
+    staging = _staging(session, ckpt_dir)
+    names: list[str] = []
+    files = session.sftp()
+    try:
+        for name in [n for n in CHECKPOINTS if (folder / "checkpoints" / n).is_file()]:
+            local = folder / "checkpoints" / name
+            sha = local.with_name(name + ".sha256")
+            actual = _sha256(local)
+            expected = _digest_of(sha) if sha.is_file() else actual  # no .sha256: what is here now
+            if expected != actual:  # only best.pt can get here (local_copy checked last.pt)
+                say(f"  skipping {local}: it does not match {sha.name}")
+                continue
+            remote = posixpath.join(staging, name)
+            files.put(str(local), _sftp_path(remote))
+            with files.open(_sftp_path(remote + ".sha256"), "w") as f:
+                f.write(f"{expected}  {name}\n".encode())
+            names.append(name)
+        metrics = folder / "metrics.jsonl"
+        if metrics.is_file():  # the epochs before the checkpoint; the trainer trims any after it
+            files.put(str(metrics), _sftp_path(posixpath.join(staging, "metrics.jsonl")))
+    except TRANSPORT_ERRORS as e:
+        raise ConnectionLost(f"the upload of the checkpoint to {session.where} was cut ({type(e).__name__}: {e}); "
+                             "nothing was put in place. Run the same command again.") from e
+    finally:
+        try:
+            files.close()
+        except (OSError, EOFError):
+            pass
+    _verify_staged(session, staging, names, "the checkpoint uploaded", "Run the same command again.")
+    if metrics.is_file():
+        session.run(f"mv -f -- {shell_path(posixpath.join(staging, 'metrics.jsonl'))} "
+                    f"{shell_path(posixpath.join(outputs_dir, 'metrics.jsonl'))}", check=True)
+    _move_into_place(session, staging, ckpt_dir, names)
+    return RestoreReport("local", str(folder), tuple(f"checkpoints/{n}" for n in names)
+                         + (("metrics.jsonl",) if metrics.is_file() else ()))
+
+
+def _verify_staged(session: Session, staging: str, names: list[str], what: str, fix: str) -> None:
+    """`sha256sum -c` of the staged files on the machine; on a mismatch nothing is kept."""
+    check = session.run(f"cd {shell_path(staging)} && sha256sum -c --strict "
+                        + " ".join(shlex.quote(n + ".sha256") for n in names))
+    if not check.ok:
+        session.run(f"rm -rf -- {shell_path(staging)}")
+        raise RestoreError(f"{what} does not match its .sha256 on {session.where} "
+                           f"({(check.stdout + check.stderr).strip()[-300:]}); nothing was put in place. {fix}")
