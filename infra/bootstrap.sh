@@ -10,7 +10,8 @@
 #   1. Docker running, the SSH user in the docker group (the Deep Learning AMI ships both).
 #   2. The NVIDIA container runtime registered with Docker when the machine has a GPU.
 #   3. The fast local NVMe disk (instance store), if any, at /mnt/orch for datasets and outputs
-#      (orch puts jobs there when it exists, else in ~/orch on the EBS volume).
+#      (orch puts jobs there when it exists, else in ~/orch on the EBS volume; a job launched
+#      with --keep-volume keeps its outputs in ~/orch on the EBS volume, which outlives the instance).
 #   4. A watcher service (`bootstrap.sh watch`) that, independent of the laptop:
 #        - shuts the instance down ORCH_AUTOSTOP_MINUTES after the last orch container exited
 #          (the instance is launched with shutdown behaviour "terminate", so it is then gone);

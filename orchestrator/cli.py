@@ -124,7 +124,9 @@ def launch(
         False, "--resume", help="Continue a reclaimed or terminated job from its newest checkpoint on a new instance, "
                                 "e.g. orch launch --name resnet50 --resume. Options not given default to the job's "
                                 "first launch. The checkpoint comes from --checkpoint-bucket (copied on the instance), "
-                                "else from --resume-from. A job whose instance still runs is re-attached, not duplicated."),
+                                "else from --resume-from, else from the volume a --keep-volume job left (the new "
+                                "instance starts in its zone). A job whose instance still runs is re-attached, "
+                                "not duplicated."),
     resume_from: Optional[Path] = typer.Option(
         None, "--resume-from", help="With --resume: a local copy of the checkpoints, as written by "
                                     "`orch fetch-weights JOB --which all --dest DIR`, e.g. --resume-from ./weights/resnet50 "
@@ -137,6 +139,11 @@ def launch(
     max_recoveries: Optional[int] = typer.Option(
         None, "--max-recoveries", help="With --recover: give up after this many relaunches, e.g. --max-recoveries 5 "
                                        "(default 3).", show_default=False),
+    keep_volume: Optional[bool] = typer.Option(
+        None, "--keep-volume/--no-keep-volume", show_default=False,
+        help="Keep the root EBS volume when the instance goes (spot reclaim, autostop), and write the job's outputs "
+             "(checkpoints, metrics) on it, in ~/orch/JOB/outputs, e.g. orch launch --spot --keep-volume ... "
+             "`orch teardown JOB` still deletes it unless given --keep-volume too. It bills until deleted."),
 ) -> None:
     """Start (or resume) a job's machine, and its training when --data is given.
 
@@ -145,6 +152,8 @@ def launch(
     Example: orch launch --target local --data demo -- --epochs 2
 
     Example (after AWS reclaimed a spot job): orch launch --name resnet50 --resume
+
+    Example (outputs that outlive the instance): orch launch --instance g4dn.xlarge --spot --keep-volume --data demo
     """
     from orchestrator.config import ConfigError, LaunchConfig
 
@@ -174,7 +183,8 @@ def launch(
                 remote_root = remote_root or recorded.remote_root
                 recover = recover if recover is not None else recorded.recover
                 max_recoveries = max_recoveries if max_recoveries is not None else recorded.max_recoveries
-        spot, gpus, recover = bool(spot), gpus is not False, bool(recover)
+                keep_volume = keep_volume if keep_volume is not None else recorded.keep_volume
+        spot, gpus, recover, keep_volume = bool(spot), gpus is not False, bool(recover), bool(keep_volume)
         max_recoveries = 3 if max_recoveries is None else max_recoveries
         if max_recoveries < 0:
             raise ConfigError("--max-recoveries must be 0 or more, e.g. --max-recoveries 3")
@@ -184,6 +194,8 @@ def launch(
             raise ConfigError("--recover follows a training job: add --data PATH|demo|s3://...")
         if target not in ("aws", "local"):
             raise ConfigError(f"--target {target!r}: use aws or local")
+        if keep_volume and target != "aws":
+            raise ConfigError("--keep-volume is for --target aws: a local job's outputs already stay on this machine")
         if target == "aws" and not instance:
             raise ConfigError("--instance is required for --target aws, e.g. --instance g4dn.2xlarge")
         if trainer_args and not data:
@@ -205,7 +217,7 @@ def launch(
         cfg = LaunchConfig(job=job_name, instance_type=instance or "local", settings=settings, spot=spot,
                            zone=zone, ami=ami, dry_run=dry_run, target=target, job_spec=spec, resume=resume,
                            resume_from=str(resume_from) if resume_from else None, recover=recover,
-                           max_recoveries=max_recoveries)
+                           max_recoveries=max_recoveries, keep_volume=keep_volume)
         from orchestrator import flow
 
         if dry_run:
@@ -260,7 +272,9 @@ def _print_plan(p) -> None:
         ("instance", f"{p.instance_type} ({p.vcpus} vCPUs)"),
         ("market", ("spot, on-demand fallback" if p.allow_on_demand_fallback else "spot") if p.spot else "on-demand"),
         ("ami", f"{p.ami} [{p.ami_source}]"),
-        ("root volume", f"{p.volume_gb} GiB gp3, {p.volume_throughput} MiB/s, {p.root_device}"),
+        ("root volume", f"{p.volume_gb} GiB gp3, {p.volume_throughput} MiB/s, {p.root_device}, "
+                        + ("kept after the instance (tag orch:keep-volume=on); the job's outputs are written on it"
+                           if p.keep_volume else "deleted with the instance")),
         ("ssh from", p.ssh_cidr), ("key pair", p.key_name), ("security group", p.security_group_name),
         ("instance profile", p.iam_instance_profile or "-"),
         ("user data", f"{len(p.user_data)} bytes" if p.user_data else "none (infra/bootstrap.sh not found)"),
@@ -355,7 +369,9 @@ def list_(
 def teardown(
     job: Optional[str] = typer.Argument(None, help="Job name (default: the only job)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Don't ask for confirmation (required off a terminal)."),
-    keep_volume: bool = typer.Option(False, "--keep-volume", help="Keep the root EBS volume (and its data) after terminating."),
+    keep_volume: bool = typer.Option(
+        False, "--keep-volume", help="Keep the root EBS volume (and its data) after terminating, and any volume "
+                                     "a `launch --keep-volume` left behind."),
     region: Optional[str] = typer.Option(None, "--region", help="Region to look in when the job isn't in the registry."),
 ) -> None:
     """Stop the job, terminate its instance, delete its security group and key pair, and verify.
@@ -376,7 +392,7 @@ def teardown(
         for w in report.warnings:
             _err(f"warning: {w}")
         removed = ([f"instance {i}" for i in report.terminated] + [f"security group {g}" for g in report.security_groups]
-                   + [f"key pair {k}" for k in report.key_pairs])
+                   + [f"key pair {k}" for k in report.key_pairs] + [f"volume {v}" for v in report.volumes])
         _out(f"Removed: {', '.join(removed) if removed else 'nothing (no resources were left)'}")
         if report.kept_volumes:
             _out(f"Kept volume(s): {', '.join(report.kept_volumes)} (they bill until deleted: "
@@ -473,7 +489,8 @@ def fetch_weights(
         target = dest or flow.default_resume_dir(name)
         settings = _settings()
         report = job_api.fetch_weights(flow.endpoint_for(name, settings), name, which, target,
-                                       remote_root=flow.remote_root_for(name, settings))
+                                       remote_root=flow.remote_root_for(name, settings),
+                                       outputs_root=flow.outputs_root_for(name))
         for f in report.files:
             _out(f"{f}{'  (sha256 ok)' if f in report.verified else ''}")
         _out(f"{len(report.files)} file(s), {report.bytes_downloaded} bytes downloaded into {report.dest}")

@@ -250,6 +250,8 @@ class LaunchConfig:
     # --recover: stay attached, and on a spot reclaim launch again with --resume (from this terminal).
     recover: bool = False
     max_recoveries: int = 3
+    # --keep-volume: the root EBS volume outlives the instance, and the job's outputs are written on it.
+    keep_volume: bool = False
 
     @property
     def region(self) -> str:

@@ -1,7 +1,9 @@
 """The job lifecycle: plan -> pre-flight -> resume or create -> run -> (start job) ... -> teardown.
 
-`launch` with `cfg.resume` first makes sure there is a checkpoint to bring back (the bucket or a
-local copy) before anything is created, and hands it to the job as a `restore.Restore`;
+`launch` with `cfg.resume` first makes sure there is a checkpoint to bring back (the bucket, a
+local copy, or the root volume a `--keep-volume` job left: the new instance starts in its zone and
+it is attached while the job restores from it) before anything is created, and hands it to the job
+as a `restore.Restore`;
 `follow_and_recover` stays attached and launches again with resume when AWS reclaims the spot
 instance (from this process: orch has no watcher in the cloud).
 
@@ -172,7 +174,7 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
         user_data=render_user_data(cfg.job, s, price.usd_per_hour if price else None),
         price_per_hour=price.usd_per_hour if price else None,
         price_source=price.source if price else None,
-        tags=_launch_tags(cfg),
+        tags=_launch_tags(cfg), keep_volume=cfg.keep_volume,
     )
 
 
@@ -183,6 +185,8 @@ def _launch_tags(cfg: LaunchConfig) -> tuple[tuple[str, str], ...]:
         tags.append((ec2.TAG_CHECKPOINT_BUCKET, cfg.settings.checkpoint_bucket))
     if cfg.recover:
         tags.append((ec2.TAG_RECOVER, "on"))
+    if cfg.keep_volume:
+        tags.append((ec2.TAG_KEEP_VOLUME, "on"))
     return tuple(tags)
 
 
@@ -218,8 +222,11 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
     with phase("plan", say):
         p = plan(cfg, ssh_cidr="")  # a bad type or AMI is reported before any network probe
         p = replace(p, ssh_cidr=s.ssh_cidr or caller_cidr())
+        if restore is not None and restore.volume_id:
+            p = replace(p, zones=(_kept_volume_zone(p, restore.volume_id),))
         say(f"  {p.instance_type} ({p.vcpus} vCPUs) in {p.region}, AMI {p.ami} [{p.ami_source}], "
-            f"{'spot' if p.spot else 'on-demand'}, {p.volume_gb} GB gp3, SSH from {p.ssh_cidr}")
+            f"{'spot' if p.spot else 'on-demand'}, {p.volume_gb} GB gp3"
+            f"{' kept after the instance (outputs on it)' if p.keep_volume else ''}, SSH from {p.ssh_cidr}")
     with phase("pre-flight (quota)", say):
         say("  " + preflight(p))
     record = state.get(cfg.job)
@@ -283,18 +290,57 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
     if cfg.job_spec is not None:
         from orchestrator import job as job_api
 
-        spec = replace(cfg.job_spec, remote_root=s.remote_root, restore=restore)
-        with phase("start the job" + (" (restoring its checkpoint)" if restore else ""), say):
-            try:
-                status = job_api.start_job(endpoint_for(cfg.job, s), spec)
-            except (RuntimeError, OSError) as e:
-                if isinstance(e, NotImplementedError):
-                    raise
-                raise FlowError(f"{e}\nThe instance {instance.instance_id} is up and recorded (it bills until "
-                                f"autostop or teardown): run the same `orch launch --name {cfg.job} ...` again "
-                                f"to carry on, or `orch teardown {cfg.job}` to remove it.") from e
-            say(f"  {'trainer process' if status.runner == 'process' else 'container'} {status.state}")
+        spec = replace(cfg.job_spec, remote_root=s.remote_root, restore=restore,
+                       outputs_root=job_api.ROOT_VOLUME_ROOT if cfg.keep_volume else None)
+        with _volume_attached(restore.volume_id if restore else None, instance, s, say):
+            with phase("start the job" + (" (restoring its checkpoint)" if restore else ""), say):
+                try:
+                    status = job_api.start_job(endpoint_for(cfg.job, s), spec)
+                except (RuntimeError, OSError) as e:
+                    if isinstance(e, NotImplementedError):
+                        raise
+                    raise FlowError(f"{e}\nThe instance {instance.instance_id} is up and recorded (it bills until "
+                                    f"autostop or teardown): run the same `orch launch --name {cfg.job} ...` again "
+                                    f"to carry on, or `orch teardown {cfg.job}` to remove it.") from e
+                say(f"  {'trainer process' if status.runner == 'process' else 'container'} {status.state}")
     return instance
+
+
+def _kept_volume_zone(p: LaunchPlan, volume_id: str) -> str:
+    """The zone the new instance must start in: a volume attaches only within its zone."""
+    volume = ec2.get_volume(p.region, volume_id)
+    if volume is None or volume.state != "available":
+        raise FlowError(f"The kept volume {volume_id} of job {p.job} is {volume.state if volume else 'gone'}; "
+                        f"nothing was created. Run `orch launch --name {p.job} --resume` again once it is available, "
+                        "or resume from another source (--resume-from, --checkpoint-bucket).")
+    if volume.zone not in p.zones:
+        raise FlowError(f"The kept volume {volume_id} is in {volume.zone}, and {p.instance_type} can't start there "
+                        f"(zones: {', '.join(p.zones)}); nothing was created. Leave out --zone, or pick an instance "
+                        f"type offered in {volume.zone}.")
+    return volume.zone
+
+
+@contextlib.contextmanager
+def _volume_attached(volume_id: str | None, instance: Instance, s: Settings, say: Say) -> Iterator[None]:
+    """The kept volume attached to the instance while the job restores from it, then detached (kept)."""
+    if volume_id is None:
+        yield
+        return
+    region = instance.region or s.region
+    with phase(f"attach the kept volume {volume_id}", say):
+        from orchestrator.restore import ATTACH_DEVICE
+
+        ec2.attach_volume(region, volume_id, instance.instance_id, ATTACH_DEVICE, timeout_s=s.wait_timeout_s,
+                          poll_s=s.poll_interval_s)
+    try:
+        yield
+    finally:
+        with phase(f"detach the kept volume {volume_id} (`orch teardown` deletes it)", say):
+            try:
+                ec2.detach_volume(region, volume_id, instance.instance_id, timeout_s=s.wait_timeout_s,
+                                  poll_s=s.poll_interval_s)
+            except Exception as e:  # it goes with the instance's teardown anyway
+                say(f"  warning: could not detach {volume_id} ({ec2.friendly_error(e) or e})")
 
 
 # --- resume and recover -------------------------------------------------------------------------
@@ -309,7 +355,7 @@ def _launch_record(cfg: LaunchConfig) -> state.LaunchRecord:
         data=data, trainer_args=tuple(spec.trainer_args), image=spec.image, gpus=spec.gpus,
         instance_type=cfg.instance_type, region=s.region, spot=cfg.spot, checkpoint_bucket=s.checkpoint_bucket,
         iam_instance_profile=s.iam_instance_profile, volume_gb=s.volume_gb, remote_root=s.remote_root,
-        recover=cfg.recover, max_recoveries=cfg.max_recoveries,
+        recover=cfg.recover, max_recoveries=cfg.max_recoveries, keep_volume=cfg.keep_volume,
     )
 
 
@@ -327,13 +373,22 @@ def recorded_launch(job: str, settings: Settings) -> state.LaunchRecord | None:
     newest = found[0]
     return state.LaunchRecord(instance_type=newest.instance_type, region=region, spot=newest.spot,
                               checkpoint_bucket=newest.tags.get(ec2.TAG_CHECKPOINT_BUCKET),
-                              recover=newest.tags.get(ec2.TAG_RECOVER) == "on")
+                              recover=newest.tags.get(ec2.TAG_RECOVER) == "on",
+                              keep_volume=newest.tags.get(ec2.TAG_KEEP_VOLUME) == "on")
 
 
 def remote_root_for(job: str, settings: Settings) -> str | None:
     """The job folder's root on the machine: the setting, else what the job was launched with."""
     record = state.get(job)
     return settings.remote_root or (record.launch.remote_root if record and record.launch else None)
+
+
+def outputs_root_for(job: str) -> str | None:
+    """Where the job's outputs are when not under its job folder: on the root volume (--keep-volume)."""
+    from orchestrator.job import ROOT_VOLUME_ROOT
+
+    record = state.get(job)
+    return ROOT_VOLUME_ROOT if record and record.launch and record.launch.keep_volume else None
 
 
 def _last_reclaimed(region: str, job: str) -> bool:
@@ -368,13 +423,22 @@ def _resume_sources(cfg: LaunchConfig, say: Say):
         say(f"--resume: the checkpoint comes from {', else '.join(sources)}")
         return Restore(bucket=bucket, local_dir=str(folder) if local else None)
     live = [i for i in ec2.find_instances(cfg.region, cfg.job) if i.state != "shutting-down"]
+    kept = ec2.kept_volumes(cfg.region, cfg.job)
+    if kept and (not live or live[0].zone == kept[0].zone):
+        # With a live instance too: an earlier resume may have stopped before the restore (its machine, a good
+        # last.pt already there, is then kept as is: restore.restore_checkpoints).
+        say(f"--resume: the checkpoint comes from the kept volume {kept[0].volume_id} ({kept[0].zone}), "
+            f"attached to the {'instance' if live else 'new instance'} while the job starts")
+        return Restore(volume_id=kept[0].volume_id)
     if live:
         return None  # its outputs are still on it
     raise NoCheckpointSource(
         f"--resume: job {cfg.job!r} has no live instance and nothing to resume from: no checkpoint bucket was "
-        f"recorded for it and there is no local copy in {folder}/checkpoints. Nothing was created.\n"
+        f"recorded for it, no volume of it was kept and there is no local copy in {folder}/checkpoints. "
+        "Nothing was created.\n"
         f"Fix: pass --resume-from DIR (a copy made with `orch fetch-weights {cfg.job} --which all --dest DIR`), "
-        "or --checkpoint-bucket s3://... if its instance copied checkpoints there; or start over without --resume."
+        "or --checkpoint-bucket s3://... if its instance copied checkpoints there; or start over without --resume "
+        "(and with --keep-volume, so that the next reclaim leaves its outputs behind)."
     )
 
 
@@ -396,8 +460,8 @@ def follow_and_recover(cfg: LaunchConfig, say: Say = _quiet) -> int:
     s = cfg.settings
     check_s = min(30.0, max(0.5, 10 * s.poll_interval_s))
     recoveries = 0
-    if not s.checkpoint_bucket:
-        say(f"  warning: no --checkpoint-bucket: after a reclaim, only a local copy in {default_resume_dir(cfg.job)} "
+    if not s.checkpoint_bucket and not cfg.keep_volume:
+        say(f"  warning: no --checkpoint-bucket or --keep-volume: after a reclaim, only a local copy in {default_resume_dir(cfg.job)} "
             f"(orch fetch-weights {cfg.job} --which all) can be resumed from")
     while True:
         record = state.get(cfg.job)
@@ -539,7 +603,7 @@ def status(job: str, settings: Settings, container: bool = True) -> JobView:
             raise FlowError(f"No job {job!r} in the registry or tagged in {region}. See `orch list`.")
         return JobView(job, "aws", "gone", region, None, None,
                        f"nothing tagged in {region}; `orch teardown {job}` forgets it")
-    shown, note = _cloud_state(job, instance)
+    shown, note = _cloud_state(job, instance, region)
     state.update(job, target="aws", region=region, instance_id=instance.instance_id,
                  instance_type=instance.instance_type, status=shown,
                  public_ip=instance.public_ip, private_ip=instance.private_ip)
@@ -552,14 +616,20 @@ def status(job: str, settings: Settings, container: bool = True) -> JobView:
     return view
 
 
-def _cloud_state(job: str, instance: Instance) -> tuple[str, str]:
+def _cloud_state(job: str, instance: Instance, region: str) -> tuple[str, str]:
     """The state to show for a job's instance, and what the user can do about it."""
-    if instance.state == "terminated" and instance.state_reason == ec2.SPOT_RECLAIMED:
+    if instance.state != "terminated":
+        return instance.state, ""
+    kept = ec2.kept_volumes(region, job)
+    volume = (f" Its outputs are on the kept volume {', '.join(v.volume_id for v in kept)} ({kept[0].zone}, "
+              f"~/orch/{job}/outputs there): `orch launch --name {job} --resume` restores from it; "
+              f"`orch teardown {job}` deletes it (add --keep-volume to keep it).") if kept else ""
+    if instance.state_reason == ec2.SPOT_RECLAIMED:
         return "interrupted", (f"AWS reclaimed the spot instance; its checkpoints are where the job put "
-                               f"them. Resume: `orch launch --name {job} --resume`; clean up: `orch teardown {job}`")
-    if instance.state == "terminated":
-        return "terminated", f"instance terminated; `orch teardown {job}` removes its key pair and security group"
-    return instance.state, ""
+                               f"them. Resume: `orch launch --name {job} --resume`; clean up: `orch teardown {job}`."
+                               + volume)
+    return "terminated", (f"instance terminated; `orch teardown {job}` removes its key pair and security group."
+                          + volume)
 
 
 def _container(endpoint: SSHEndpoint | None, job: str) -> object | None:
@@ -610,7 +680,7 @@ def list_jobs(settings: Settings, warn: Say = _quiet) -> list[JobView]:
             if record and record.status != "terminated":
                 state.update(name, status="terminated", public_ip=None)
             continue
-        shown, note = _cloud_state(name, instance)
+        shown, note = _cloud_state(name, instance, instance.region or region)
         state.update(name, target="aws", region=instance.region, instance_id=instance.instance_id,
                      instance_type=instance.instance_type, spot=instance.spot, status=shown,
                      public_ip=instance.public_ip, private_ip=instance.private_ip)
@@ -650,7 +720,7 @@ def teardown(job: str, settings: Settings, keep_volume: bool = False, say: Say =
                                    poll_s=settings.poll_interval_s, log=lambda m: say("  " + m))
     key_path(job).unlink(missing_ok=True)
     _forget_host_keys({ip for i in live for ip in (i.public_ip, i.private_ip) if ip})
-    if record is None and not (report.terminated or report.security_groups or report.key_pairs
+    if record is None and not (report.terminated or report.security_groups or report.key_pairs or report.volumes
                                or report.kept_volumes or report.remaining):
         raise FlowError(f"No job {job!r} in the registry or tagged in {region}. See `orch list`.")
     if report.remaining:

@@ -5,9 +5,12 @@ local target, see `local.py`). It never calls a cloud API.
 
 On the machine, a job lives in `<root>/<job>/{data,outputs}`, where `<root>` is the `remote_root`
 setting when given, else the fast local disk that `infra/bootstrap.sh` mounts at /mnt/orch when
-the instance has one, else `~/orch`. The container's labels (`orch.job`, `orch.outputs`, ...) say
-where; orch keeps no copy of them. `JobSpec.restore` (from `orch launch --resume`) puts the newest
-checkpoint back in the outputs folder before the container starts (`restore.py`).
+the instance has one, else `~/orch`. A job launched with `--keep-volume` writes its outputs to
+`~/orch/<job>/outputs` instead (`JobSpec.outputs_root`): the root EBS volume, which outlives the
+instance, while the data stays on the fast disk (it can be synced again). The container's labels
+(`orch.job`, `orch.outputs`, ...) say where; orch keeps no copy of them. `JobSpec.restore` (from
+`orch launch --resume`) puts the newest checkpoint back in the outputs folder before the container
+starts (`restore.py`).
 
     status = start_job(endpoint, JobSpec(job="r50", data="~/data/imagenet", trainer_args=("--recipe", "t4-rn50")))
     code = follow_logs(endpoint, "r50", follow=True)       # survives dropped connections
@@ -34,6 +37,7 @@ from typing import Any, Callable
 from orchestrator.providers.base import SSHEndpoint
 
 REMOTE_FAST_ROOT = "/mnt/orch"  # infra/bootstrap.sh mounts the instance's NVMe disk here
+ROOT_VOLUME_ROOT = "~/orch"  # on the root EBS volume: outputs that outlive the instance (--keep-volume)
 SSH_DEADLINE_S = 300.0
 DEFAULT_RECONNECT_S = 600.0
 
@@ -49,6 +53,7 @@ class JobSpec:
     max_restarts: int = 5  # restarts after a crash, each resuming from last.pt
     remote_root: str | None = None  # None: /mnt/orch when the machine has it, else ~/orch
     restore: Any = None  # orchestrator.restore.Restore: bring a checkpoint back before starting (--resume)
+    outputs_root: str | None = None  # None: `<job root>/outputs`; else `<outputs_root>/<job>/outputs` (--keep-volume)
 
 
 @dataclass(frozen=True)
@@ -127,17 +132,29 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 # -- the job's folders on the machine ---------------------------------------------------------------
 
 
+def _absolute(session, path: str) -> str:
+    if path.startswith("~/"):  # Docker mounts and SFTP need it absolute: the machine's $HOME
+        home = session.run('echo "$HOME"', check=True).stdout.strip()
+        return posixpath.join(home, path[2:])
+    return path
+
+
 def job_root(session, job: str, remote_root: str | None = None) -> str:
     """`<remote_root>/<job>`, else `<fast disk or ~>/orch/<job>` on the session's machine."""
     if remote_root:
-        if remote_root.startswith("~/"):  # Docker mounts and SFTP need it absolute: the machine's $HOME
-            home = session.run('echo "$HOME"', check=True).stdout.strip()
-            remote_root = posixpath.join(home, remote_root[2:])
-        return posixpath.join(remote_root, job)
+        return posixpath.join(_absolute(session, remote_root), job)
     out = session.run(
         f"if [ -d {REMOTE_FAST_ROOT} ] && [ -w {REMOTE_FAST_ROOT} ]; then echo {REMOTE_FAST_ROOT}; "
         'else echo "$HOME/orch"; fi', check=True).stdout.strip()
     return posixpath.join(out, job)
+
+
+def job_dirs(session, spec: JobSpec, root: str | None = None) -> tuple[str, str]:
+    """The job's (data, outputs) folders on the session's machine, absolute."""
+    root = root or job_root(session, spec.job, spec.remote_root)
+    if spec.outputs_root:
+        return posixpath.join(root, "data"), posixpath.join(_absolute(session, spec.outputs_root), spec.job, "outputs")
+    return posixpath.join(root, "data"), posixpath.join(root, "outputs")
 
 
 def _uid_gid(session) -> str:
@@ -176,8 +193,7 @@ def start_on(session, spec: JobSpec, root: str | None = None, say: Callable[[str
     from orchestrator.config import repo_root
 
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
-    root = root or job_root(session, spec.job, spec.remote_root)
-    data_dir, outputs_dir = posixpath.join(root, "data"), posixpath.join(root, "outputs")
+    data_dir, outputs_dir = job_dirs(session, spec, root)
     if data_in_place and spec.data not in ("demo",) and not spec.data.startswith("s3://"):
         local = Path(spec.data).expanduser().resolve()
         if not local.is_dir():
@@ -444,7 +460,7 @@ def follow_container_logs(open_session: Callable[[], object], job: str, follow: 
 
 
 def fetch_weights(endpoint: SSHEndpoint | None, job: str, which: str, dest: Path,
-                  remote_root: str | None = None) -> FetchReport:
+                  remote_root: str | None = None, outputs_root: str | None = None) -> FetchReport:
     """Download the checkpoints (verified against their .sha256) and metrics.jsonl, train.log, curves.png."""
     from orchestrator.fetch import fetch_files, trainer_outputs
 
@@ -456,25 +472,28 @@ def fetch_weights(endpoint: SSHEndpoint | None, job: str, which: str, dest: Path
         return fetch_files(LocalSession(), str(local.outputs_dir(job)), names, dest, optional=optional)
     session = _open(endpoint)
     try:
-        outputs = outputs_on(session, job, remote_root)
+        outputs = outputs_on(session, job, remote_root, outputs_root)
         return fetch_files(session, outputs, names, dest, optional=optional, progress=sys.stderr.isatty())
     finally:
         session.close()
 
 
-def outputs_on(session, job: str, remote_root: str | None = None) -> str:
+def outputs_on(session, job: str, remote_root: str | None = None, outputs_root: str | None = None) -> str:
     """The job's outputs folder: the container's label says; without a container, the usual place."""
     from orchestrator import container as ctr
+
+    def usual() -> str:
+        return job_dirs(session, JobSpec(job=job, data="", remote_root=remote_root, outputs_root=outputs_root))[1]
 
     try:
         client = docker_client(session)
     except JobError:
-        return posixpath.join(job_root(session, job, remote_root), "outputs")
+        return usual()
     try:
         st = ctr.status(client, job)
     finally:
         client.close()
-    return st.labels.get(ctr.LABEL_OUTPUTS) or posixpath.join(job_root(session, job, remote_root), "outputs")
+    return st.labels.get(ctr.LABEL_OUTPUTS) or usual()
 
 
 # -- stop -------------------------------------------------------------------------------------------

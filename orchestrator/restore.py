@@ -7,7 +7,10 @@ on the machine, it carries on from there with the same epochs and LR schedule. S
   as `<bucket>/<job>/last.pt` (+ `.sha256`): copied ON the machine by `aws s3 cp` with the
   instance's role, never local credentials, then checked there with `sha256sum -c`;
 - a local copy, as `orch fetch-weights JOB --which all --dest DIR` writes it (`DIR/checkpoints/last.pt`
-  and its `.sha256`): uploaded over SFTP and checked on the machine against that digest.
+  and its `.sha256`): uploaded over SFTP and checked on the machine against that digest;
+- the root EBS volume a `--keep-volume` job left behind, attached to the new machine by the caller
+  (flow.py; this module never calls a cloud API): its root partition is mounted read-only and
+  `<home>/orch/<job>/outputs/checkpoints/` copied from it, then checked with `sha256sum -c`.
 
     report = restore_checkpoints(session, Restore(bucket="s3://b/ckpt", local_dir="weights/r50"), "r50", outputs)
 
@@ -34,11 +37,13 @@ _HEX = set("0123456789abcdef")
 class Restore:
     bucket: str | None = None  # s3://bucket/prefix, as given to --checkpoint-bucket
     local_dir: str | None = None  # a folder holding checkpoints/last.pt (from `orch fetch-weights`)
+    volume_id: str | None = None  # a kept root volume (vol-...), attached to the machine as a second disk
+    volume_device: str | None = None  # its block device there; None: found by the volume id (Nitro NVMe serial)
 
 
 @dataclass(frozen=True)
 class RestoreReport:
-    source: str  # machine (nothing to restore) | bucket | local
+    source: str  # machine (nothing to restore) | bucket | local | volume
     where: str  # the URI or folder it came from, or the machine's checkpoints folder
     files: tuple[str, ...] = ()
 
@@ -101,7 +106,9 @@ def restore_checkpoints(session: Session, restore: Restore, job: str, outputs_di
             say(f"  the bucket had no usable checkpoint ({e}); trying the local copy")
     if restore.local_dir:
         return restore_from_local(session, Path(restore.local_dir), outputs_dir, say)
-    raise RestoreError("no checkpoint source was given (a checkpoint bucket or a local copy)"
+    if restore.volume_id:
+        return restore_from_volume(session, restore.volume_id, job, outputs_dir, restore.volume_device, say)
+    raise RestoreError("no checkpoint source was given (a checkpoint bucket, a local copy or a kept volume)"
                        + (f": {'; '.join(problems)}" if problems else ""))
 
 
@@ -212,3 +219,92 @@ def _verify_staged(session: Session, staging: str, names: list[str], what: str, 
         session.run(f"rm -rf -- {shell_path(staging)}")
         raise RestoreError(f"{what} does not match its .sha256 on {session.where} "
                            f"({(check.stdout + check.stderr).strip()[-300:]}); nothing was put in place. {fix}")
+
+
+def volume_device_path(volume_id: str) -> str:
+    """Where a Nitro instance shows an attached EBS volume: its id, without the dash, is the NVMe serial."""
+    return f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}"
+
+
+_DEVICE_WAIT_S = 60  # an attached volume's device node can take a few seconds to appear
+ATTACH_DEVICE = "/dev/sdf"  # the device name the volume is attached as (flow.py)
+XEN_DEVICE = "/dev/xvdf"  # how a Xen instance shows ATTACH_DEVICE
+
+# Root (or sudo -n) for blkid/mount; the copies themselves are written by the session's user.
+_AS_ROOT = 'as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi; }; '
+
+
+def restore_from_volume(session: Session, volume_id: str, job: str, outputs_dir: str, device: str | None = None,
+                        say: Callable[[str], None] = lambda _: None) -> RestoreReport:
+    """Copy the checkpoints (and metrics.jsonl) off a kept root volume attached to the session's machine.
+
+    The volume's root partition (its largest ext4/xfs one) is mounted read-only in a temporary folder;
+    `<$HOME>/orch/<job>/outputs` there is where a `--keep-volume` job wrote them (`job.ROOT_VOLUME_ROOT`).
+    """
+    # Nitro instances name the NVMe device after the volume; older (Xen) ones show flow's /dev/sdf as /dev/xvdf.
+    candidates = [device] if device else [volume_device_path(volume_id), XEN_DEVICE]
+    where = f"{volume_id} ({' or '.join(candidates)})"
+    say(f"  copying the checkpoint from the kept volume {where} on {session.where}")
+    found = session.run(_AS_ROOT + f"""dev=
+for i in $(seq {_DEVICE_WAIT_S}); do
+    for d in {' '.join(shlex.quote(c) for c in candidates)}; do [ -b "$d" ] && dev=$d && break 2; done; sleep 1
+done
+[ -n "$dev" ] || {{ echo "no block device {' or '.join(candidates)}" >&2; exit 3; }}
+best=; best_size=0
+for part in $(lsblk -lnpo NAME "$dev"); do
+    type=$(as_root blkid -p -o value -s TYPE "$part" 2>/dev/null) || continue
+    case "$type" in ext2|ext3|ext4|xfs) ;; *) continue ;; esac
+    size=$(lsblk -bdno SIZE "$part")
+    if [ "$size" -gt "$best_size" ]; then best=$part; best_size=$size; best_type=$type; fi
+done
+[ -n "$best" ] || {{ echo "no ext4 or xfs filesystem on $dev" >&2; exit 4; }}
+echo "$best $best_type"
+""", timeout=_DEVICE_WAIT_S + 60)
+    if not found.ok:
+        raise RestoreError(f"the kept volume {where} is not usable on {session.where} "
+                           f"({(found.stderr or found.stdout).strip()[-300:]}). It is left as it was: `orch launch "
+                           f"--name {job} --resume` tries again; or resume from a local copy (--resume-from).")
+    partition, fs_type = found.stdout.split()[-2:]
+    options = "ro,nouuid" if fs_type == "xfs" else "ro"  # xfs: the new root came from the same image (same UUID)
+    mounted = session.run(_AS_ROOT + f"mnt=$(mktemp -d /tmp/orch-volume.XXXXXX) && "
+                          f"as_root mount -o {options} {shlex.quote(partition)} \"$mnt\" && echo \"$mnt\"", timeout=120)
+    if not mounted.ok:
+        raise RestoreError(f"could not mount {partition} of the kept volume {where} read-only on {session.where}: "
+                           f"{(mounted.stderr or mounted.stdout).strip()[-300:]}. The volume is left as it was.")
+    mount_point = mounted.stdout.strip().splitlines()[-1]
+    try:
+        home = session.run('echo "$HOME"', check=True).stdout.strip()
+        source = posixpath.join(mount_point, home.lstrip("/"), "orch", job, "outputs")
+        ckpt_dir = posixpath.join(outputs_dir, "checkpoints")
+        staging = _staging(session, ckpt_dir)
+        names: list[str] = []
+        for name in CHECKPOINTS:
+            src = posixpath.join(source, "checkpoints", name)
+            both = f"as_root test -f {shlex.quote(src)} && as_root test -f {shlex.quote(src + '.sha256')}"
+            if not session.run(_AS_ROOT + both).ok:
+                if name == "last.pt":
+                    session.run(f"rm -rf -- {shell_path(staging)}")
+                    raise RestoreError(f"the kept volume {volume_id} has no {home}/orch/{job}/outputs/checkpoints/"
+                                       "last.pt (with its .sha256): the job wrote no checkpoint there. Nothing was "
+                                       "put in place; start over without --resume, or resume from another source.")
+                continue
+            for file in (name, name + ".sha256"):  # `as_root cat` reads; the user's shell writes (their file)
+                session.run(_AS_ROOT + f"as_root cat {shlex.quote(posixpath.join(source, 'checkpoints', file))} "
+                            f"> {shell_path(posixpath.join(staging, file))}", check=True)
+            names.append(name)
+        metrics = posixpath.join(source, "metrics.jsonl")
+        has_metrics = session.run(_AS_ROOT + f"as_root test -f {shlex.quote(metrics)}").ok
+        if has_metrics:
+            session.run(_AS_ROOT + f"as_root cat {shlex.quote(metrics)} > "
+                        f"{shell_path(posixpath.join(staging, 'metrics.jsonl'))}", check=True)
+        _verify_staged(session, staging, names, f"the checkpoint copied from the kept volume {volume_id}",
+                       "The volume is left as it was; resume from another source (--resume-from).")
+        if has_metrics:
+            session.run(f"mv -f -- {shell_path(posixpath.join(staging, 'metrics.jsonl'))} "
+                        f"{shell_path(posixpath.join(outputs_dir, 'metrics.jsonl'))}", check=True)
+        _move_into_place(session, staging, ckpt_dir, names)
+    finally:
+        session.run(_AS_ROOT + f"as_root umount {shlex.quote(mount_point)} && rmdir {shlex.quote(mount_point)}",
+                    timeout=120)
+    return RestoreReport("volume", volume_id, tuple(f"checkpoints/{n}" for n in names)
+                         + (("metrics.jsonl",) if has_metrics else ()))

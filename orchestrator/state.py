@@ -28,7 +28,7 @@ class LaunchRecord:
     """What `orch launch` was given, so `orch launch --name JOB --resume` can start the same job again.
 
     Only what is needed to rebuild the launch: never credentials. `data` is an absolute local path,
-    'demo' or an s3:// URI. The checkpoint bucket and the recover setting are also instance tags.
+    'demo' or an s3:// URI. The checkpoint bucket, the recover and keep-volume settings are also instance tags.
     """
 
     data: str | None = None
@@ -44,6 +44,7 @@ class LaunchRecord:
     remote_root: str | None = None
     recover: bool = False
     max_recoveries: int = 3
+    keep_volume: bool = False
 
     @classmethod
     def from_json(cls, raw: dict) -> "LaunchRecord":

@@ -74,6 +74,21 @@ class LaunchPlan:
     price_per_hour: float | None = None
     price_source: str | None = None
     tags: tuple[tuple[str, str], ...] = ()  # extra instance tags, e.g. ("orch:checkpoint-bucket", "s3://...")
+    keep_volume: bool = False  # the root volume outlives the instance (DeleteOnTermination off, tagged)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """An EBS volume tagged for a job."""
+
+    volume_id: str
+    job: str
+    state: str  # creating | available | in-use | deleting | ...
+    zone: str
+    size_gb: int = 0
+    attached_to: str | None = None  # the instance id while attached
+    kept: bool = False  # launched with --keep-volume (tag orch:keep-volume=on)
+    created_at: str | None = None  # ISO 8601
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,7 @@ class TeardownReport:
     terminated: tuple[str, ...] = ()
     security_groups: tuple[str, ...] = ()
     key_pairs: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()  # volumes left by an instance (--keep-volume at launch), deleted now
     kept_volumes: tuple[str, ...] = ()
     remaining: tuple[str, ...] = ()  # anything still tagged for the job after teardown
     warnings: tuple[str, ...] = ()

@@ -19,12 +19,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from orchestrator.providers.base import Instance, InstanceTypeInfo, LaunchPlan, TeardownReport
+from orchestrator.providers.base import Instance, InstanceTypeInfo, LaunchPlan, TeardownReport, Volume
 
 TAG_JOB = "orch:job"
 TAG_CREATED_BY = "orch:created-by"
 TAG_CHECKPOINT_BUCKET = "orch:checkpoint-bucket"
 TAG_RECOVER = "orch:recover"
+TAG_KEEP_VOLUME = "orch:keep-volume"  # on the instance and its root volume: it outlives the instance
 CREATED_BY = "orch"
 CAPACITY_ERRORS = {
     "InsufficientInstanceCapacity",
@@ -405,14 +406,16 @@ def run_instance(plan: LaunchPlan, security_group_id: str, log: Callable[[str], 
                 Placement={"AvailabilityZone": zone},
                 BlockDeviceMappings=[{
                     "DeviceName": plan.root_device,
+                    # --keep-volume: a spot reclaim or an autostop shutdown leaves the job's outputs behind.
                     "Ebs": {"VolumeSize": plan.volume_gb, "VolumeType": "gp3", "Iops": 3000,
-                            "Throughput": plan.volume_throughput, "DeleteOnTermination": True},
+                            "Throughput": plan.volume_throughput, "DeleteOnTermination": not plan.keep_volume},
                 }],
                 # `shutdown -h now` on the instance (autostop, max-hours) ends the billing.
                 InstanceInitiatedShutdownBehavior="terminate",
                 TagSpecifications=[
                     {"ResourceType": "instance", "Tags": _tags(plan.job) + [{"Key": k, "Value": v} for k, v in plan.tags]},
-                    _tag_spec("volume", plan.job)],
+                    {"ResourceType": "volume", "Tags": _tags(plan.job) + (
+                        [{"Key": TAG_KEEP_VOLUME, "Value": "on"}] if plan.keep_volume else [])}],
                 MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
                 # The same token across botocore's own retries: a retried call can't start a second.
                 ClientToken=f"orch-{plan.job}-{zone}-{'spot' if spot else 'od'}-{nonce}"[:64],
@@ -480,6 +483,21 @@ def terminate_job(region: str, job: str, keep_volume: bool = False, timeout_s: f
         for instance_id in ids:
             wait_for_state(region, instance_id, {"terminated"}, timeout_s, poll_s)
         log(f"terminated {', '.join(ids)}")
+    # Volumes that outlived an instance (launched with --keep-volume, then reclaimed or stopped).
+    deleted_volumes: list[str] = []
+    for volume in _detached_volumes(region, job, min(timeout_s, 120), poll_s):
+        if keep_volume:
+            if volume.volume_id not in kept:
+                kept.append(volume.volume_id)
+            continue
+        try:
+            ec2.delete_volume(VolumeId=volume.volume_id)
+            deleted_volumes.append(volume.volume_id)
+        except Exception as e:
+            if error_code(e) != "InvalidVolume.NotFound":
+                warnings.append(f"could not delete volume {volume.volume_id}: {e}")
+    if deleted_volumes:
+        log(f"deleted kept volume(s) {', '.join(deleted_volumes)}")
     groups = []
     for group in ec2.describe_security_groups(Filters=_job_filter(job))["SecurityGroups"]:
         # ENIs of a just-terminated instance can hold the group for a few seconds.
@@ -500,7 +518,7 @@ def terminate_job(region: str, job: str, keep_volume: bool = False, timeout_s: f
         keys.append(pair["KeyName"])
     remaining = [r for r in remaining_resources(region, job) if r.split(" ", 1)[-1] not in kept]
     return TeardownReport(job=job, terminated=tuple(ids), security_groups=tuple(groups),
-                          key_pairs=tuple(keys), kept_volumes=tuple(kept),
+                          key_pairs=tuple(keys), volumes=tuple(deleted_volumes), kept_volumes=tuple(kept),
                           remaining=tuple(remaining), warnings=tuple(warnings))
 
 
@@ -516,6 +534,84 @@ def _keep_root_volume(ec2: Any, instance_id: str, warnings: list[str]) -> list[s
         warnings.append(f"could not keep the root volume of {instance_id}: {e}")
         return []
     return volumes
+
+
+def _to_volume(raw: dict) -> Volume:
+    tags = {t["Key"]: t["Value"] for t in raw.get("Tags", [])}
+    attached = [a["InstanceId"] for a in raw.get("Attachments", []) if a.get("State") in ("attaching", "attached")]
+    created = raw.get("CreateTime")
+    return Volume(volume_id=raw["VolumeId"], job=tags.get(TAG_JOB, ""), state=raw.get("State", "unknown"),
+                  zone=raw.get("AvailabilityZone", ""), size_gb=int(raw.get("Size", 0)),
+                  attached_to=attached[0] if attached else None, kept=tags.get(TAG_KEEP_VOLUME) == "on",
+                  created_at=created.isoformat() if hasattr(created, "isoformat") else created)
+
+
+def job_volumes(region: str, job: str) -> list[Volume]:
+    """The EBS volumes tagged for the job (deleted ones left out)."""
+    raw = client("ec2", region).describe_volumes(Filters=_job_filter(job))["Volumes"]
+    return [_to_volume(v) for v in raw if v.get("State") not in ("deleting", "deleted")]
+
+
+def kept_volumes(region: str, job: str) -> list[Volume]:
+    """The job's volumes attached to no instance (what a --keep-volume job leaves), newest first."""
+    available = [v for v in job_volumes(region, job) if v.state == "available"]
+    return sorted(available, key=lambda v: v.created_at or "", reverse=True)
+
+
+def get_volume(region: str, volume_id: str) -> Volume | None:
+    try:
+        raw = client("ec2", region).describe_volumes(VolumeIds=[volume_id])["Volumes"]
+    except Exception as e:
+        if error_code(e) == "InvalidVolume.NotFound":
+            return None
+        raise
+    return _to_volume(raw[0]) if raw else None
+
+
+def _volume_attachment(region: str, volume_id: str, instance_id: str) -> str | None:
+    raw = client("ec2", region).describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
+    states = [a.get("State") for a in raw.get("Attachments", []) if a.get("InstanceId") == instance_id]
+    return states[0] if states else None
+
+
+def attach_volume(region: str, volume_id: str, instance_id: str, device: str = "/dev/sdf",
+                  timeout_s: float = 300, poll_s: float = 3.0) -> None:
+    """Attach the volume to the instance as a second disk and wait until it is attached."""
+    client("ec2", region).attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device=device)
+    deadline = time.monotonic() + timeout_s
+    while _volume_attachment(region, volume_id, instance_id) != "attached":
+        if time.monotonic() > deadline:
+            raise ProviderError(f"Volume {volume_id} is still not attached to {instance_id} after {timeout_s:.0f}s. "
+                                f"It is tagged: `orch teardown` removes it, or run the same `orch launch` again.")
+        time.sleep(poll_s)
+
+
+def detach_volume(region: str, volume_id: str, instance_id: str, timeout_s: float = 300,
+                  poll_s: float = 3.0) -> None:
+    """Detach the volume from the instance and wait until it is available again."""
+    client("ec2", region).detach_volume(VolumeId=volume_id, InstanceId=instance_id)
+    deadline = time.monotonic() + timeout_s
+    while _volume_attachment(region, volume_id, instance_id) is not None:
+        if time.monotonic() > deadline:
+            raise ProviderError(f"Volume {volume_id} is still attached to {instance_id} after {timeout_s:.0f}s; "
+                                "`orch teardown` deletes it with the instance.")
+        time.sleep(poll_s)
+
+
+def _detached_volumes(region: str, job: str, timeout_s: float, poll_s: float) -> list[Volume]:
+    """The job's volumes once none is still detaching from a terminated instance."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        volumes = job_volumes(region, job)
+        busy = [v for v in volumes if v.state == "in-use" and not _live(region, v.attached_to)]
+        if not busy or time.monotonic() > deadline:
+            return [v for v in volumes if v.state == "available"]
+        time.sleep(poll_s)
+
+
+def _live(region: str, instance_id: str | None) -> bool:
+    instance = describe_instance(region, instance_id) if instance_id else None
+    return instance is not None and instance.state != "terminated"
 
 
 def remaining_resources(region: str, job: str) -> list[str]:

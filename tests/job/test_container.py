@@ -241,7 +241,7 @@ def test_iam_policy_changes_only_orch_tagged_resources():
         actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
         assert all("*" not in a for a in actions), st["Sid"]  # no wildcard actions
         writes = [a for a in actions if a.split(":")[1].startswith(("Terminate", "Delete", "Stop", "Start", "Modify",
-                                                                   "Authorize", "Revoke"))]
+                                                                   "Authorize", "Revoke", "Attach", "Detach"))]
         if writes:
             assert st["Condition"]["Null"] == {"aws:ResourceTag/orch:job": "false"}, st["Sid"]
         if "ec2:CreateTags" in actions:
