@@ -400,7 +400,10 @@ def teardown(
         if report.remaining:
             _err(f"Still tagged for {name}: {', '.join(report.remaining)}. Run `orch teardown {name} --yes` again.")
             raise typer.Exit(EXIT_ERROR)
-        _out(f"Nothing tagged orch:job={name} remains.")
+        if report.kept_volumes:
+            _out(f"Nothing else tagged orch:job={name} remains.")
+        else:
+            _out(f"Nothing tagged orch:job={name} remains.")
 
 
 # --- ssh / logs / fetch-weights ---------------------------------------------------------------

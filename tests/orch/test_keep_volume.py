@@ -70,6 +70,7 @@ def test_teardown_keep_volume_keeps_a_volume_left_by_a_reclaim(aws, orch, job_ca
     r = orch("teardown", "kv2", "--yes", "--keep-volume")
     assert r.exit_code == 0, r.output
     assert f"Kept volume(s): {volume['VolumeId']}" in r.output
+    assert "Nothing else tagged orch:job=kv2 remains." in r.output and "Nothing tagged" not in r.output
     left = tagged("kv2")
     assert [v["VolumeId"] for v in left["volumes"]] == [volume["VolumeId"]]
     assert left["instances"] == [] and left["security_groups"] == [] and left["key_pairs"] == []
