@@ -27,6 +27,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # job.py imports this module: the type only, never at run time
+    from orchestrator.job import ContainerStatus
 
 RUNNER_ENV = "ORCH_LOCAL_RUNNER"
 STOP_TIMEOUT_S = 60.0
@@ -151,7 +155,7 @@ def _runner_of(job: str) -> str | None:
 # -- start -------------------------------------------------------------------------------------------
 
 
-def start(spec) -> "ContainerStatus":  # noqa: F821 (job.ContainerStatus)
+def start(spec) -> "ContainerStatus":
     from orchestrator import job as job_api
     from orchestrator.remote import LocalSession
 
