@@ -101,7 +101,7 @@ active_jobs() {  # orch containers that are running or about to be (restart poli
       docker ps -q --filter label=orch.job --filter status=created; } 2>/dev/null | wc -l
 }
 
-copy_checkpoints() {  # new checkpoints to the bucket, each .sha256 after its file
+copy_checkpoints() {  # new checkpoints to the bucket, each .sha256 after its file; the metrics after last.pt
     [ -n "${ORCH_CHECKPOINT_BUCKET:-}" ] || return 0
     local id outputs job name
     for id in $(docker ps -aq --filter label=orch.job 2>/dev/null); do
@@ -113,7 +113,10 @@ copy_checkpoints() {  # new checkpoints to the bucket, each .sha256 after its fi
             [ -f "$stamp" ] && [ ! "$f.sha256" -nt "$stamp" ] && continue
             aws s3 cp --only-show-errors "$f" "${ORCH_CHECKPOINT_BUCKET%/}/$job/$name" \
                 && aws s3 cp --only-show-errors "$f.sha256" "${ORCH_CHECKPOINT_BUCKET%/}/$job/$name.sha256" \
-                && touch -r "$f.sha256" "$stamp" && log "copied $job/$name to $ORCH_CHECKPOINT_BUCKET"
+                && touch -r "$f.sha256" "$stamp" && log "copied $job/$name to $ORCH_CHECKPOINT_BUCKET" \
+                && if [ "$name" = last.pt ] && [ -f "$outputs/metrics.jsonl" ]; then  # the history a resume shows
+                       aws s3 cp --only-show-errors "$outputs/metrics.jsonl" "${ORCH_CHECKPOINT_BUCKET%/}/$job/metrics.jsonl"
+                   fi
         done
     done
 }

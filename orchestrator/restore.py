@@ -157,8 +157,17 @@ def restore_from_bucket(session: Session, bucket: str, job: str, ckpt_dir: str,
             got.append(name)
     _verify_staged(session, staging, got, f"the checkpoint copied from {bucket_uri(bucket, job, '')}",
                    "The watcher may have been cut mid-copy: resume from a local copy (--resume-from).")
+    # The epochs' history, copied by the watcher after last.pt (optional: the trainer trims any line
+    # past the checkpoint, and an older watcher did not copy it).
+    metrics = posixpath.join(staging, "metrics.jsonl")
+    has_metrics = session.run(f"aws s3 cp {shlex.quote(bucket_uri(bucket, job, 'metrics.jsonl'))} "
+                              f"{shell_path(metrics)} --only-show-errors --no-progress").ok
+    if has_metrics:
+        session.run(f"mv -f -- {shell_path(metrics)} "
+                    f"{shell_path(posixpath.join(posixpath.dirname(ckpt_dir), 'metrics.jsonl'))}", check=True)
     _move_into_place(session, staging, ckpt_dir, got)
-    return RestoreReport("bucket", bucket_uri(bucket, job, ""), tuple(f"checkpoints/{n}" for n in got))
+    return RestoreReport("bucket", bucket_uri(bucket, job, ""), tuple(f"checkpoints/{n}" for n in got)
+                         + (("metrics.jsonl",) if has_metrics else ()))
 
 
 def _sftp_path(path: str) -> str:

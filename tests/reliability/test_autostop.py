@@ -194,3 +194,18 @@ def test_new_checkpoints_are_copied_to_the_bucket_once_each(instance):
     (ckpts / "last.pt.sha256").write_text("bbbb  last.pt\n")
     os.utime(ckpts / "last.pt.sha256", (time.time() + 2, time.time() + 2))
     assert wait_for(lambda: len(instance.calls("aws")) >= 4, 10), instance.log()
+
+
+def test_the_metrics_follow_last_pt_to_the_bucket(instance):
+    """A resume from the bucket gets the run's history too (orchestrator/restore.py copies it back)."""
+    outputs = instance.root / "outputs"
+    (outputs / "checkpoints" / "last.pt").write_bytes(b"weights-1")
+    (outputs / "checkpoints" / "last.pt.sha256").write_text("aaaa  last.pt\n")
+    (outputs / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    instance.container("running")
+    instance.watch(ORCH_AUTOSTOP_MINUTES="30", ORCH_CHECKPOINT_BUCKET="s3://example-bucket/ckpt")
+    assert wait_for(lambda: len(instance.calls("aws")) >= 3, 10), instance.log()
+    assert instance.calls("aws")[:3] == [
+        f"s3 cp --only-show-errors {outputs}/checkpoints/last.pt s3://example-bucket/ckpt/demo-job/last.pt",
+        f"s3 cp --only-show-errors {outputs}/checkpoints/last.pt.sha256 s3://example-bucket/ckpt/demo-job/last.pt.sha256",
+        f"s3 cp --only-show-errors {outputs}/metrics.jsonl s3://example-bucket/ckpt/demo-job/metrics.jsonl"]

@@ -159,7 +159,8 @@ def freeze_after_a_checkpoint(machine: Machine, job: str) -> int:
 
 
 def copy_to_bucket(machine: Machine, job: str) -> None:
-    """What infra/bootstrap.sh's watcher does on a real instance: each checkpoint and its .sha256."""
+    """What infra/bootstrap.sh's watcher does on a real instance: each checkpoint and its .sha256,
+    and metrics.jsonl after last.pt."""
     dest = machine.bucket_root / BUCKET.removeprefix("s3://") / job
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("last.pt", "best.pt"):
@@ -167,6 +168,8 @@ def copy_to_bucket(machine: Machine, job: str) -> None:
         if src.exists() and sha_ok(src):
             shutil.copy2(src, dest / name)
             shutil.copy2(src.with_name(name + ".sha256"), dest / (name + ".sha256"))
+            if name == "last.pt" and (machine.outputs(job) / "metrics.jsonl").exists():
+                shutil.copy2(machine.outputs(job) / "metrics.jsonl", dest / "metrics.jsonl")
 
 
 def reclaim(edge, job: str) -> str:
@@ -236,9 +239,9 @@ def test_a_reclaimed_spot_job_resumes_from_the_bucket_on_a_new_instance(machine,
     r = orch("logs", job, "--follow")
     assert r.exit_code == 0, r.output
     assert_resumed_after(machine, job, epoch)
-    # the new machine has the bucket's checkpoint only: its metrics start after it and end where a
-    # run never interrupted ends
-    assert [m["epoch"] for m in metrics(machine.outputs(job))] == list(range(epoch + 1, EPOCHS + 1))
+    # the new machine has the bucket's checkpoint and history: each epoch once, ending where a run
+    # never interrupted ends
+    assert [m["epoch"] for m in metrics(machine.outputs(job))] == list(range(1, EPOCHS + 1))
     assert orch("teardown", job, "--yes").exit_code == 0
 
 
