@@ -19,13 +19,13 @@ copy never leaves a torn `last.pt`. A machine that still has a good `last.pt` ke
 """
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from orchestrator.fetch import sha256_file
 from orchestrator.remote import TRANSPORT_ERRORS, ConnectionLost, RemoteError, Session
 from orchestrator.sync import shell_path
 
@@ -63,14 +63,6 @@ def _digest_of(sha_file: Path) -> str | None:
     return value if len(value) == 64 and set(value) <= _HEX else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def local_copy(folder: str | Path) -> Path | None:
     """`folder/checkpoints/last.pt` when it is there and matches its .sha256; None when it is not there.
 
@@ -82,7 +74,7 @@ def local_copy(folder: str | Path) -> Path | None:
     sha = last.with_name("last.pt.sha256")
     if sha.is_file():
         expected = _digest_of(sha)
-        if expected is None or _sha256(last) != expected:
+        if expected is None or sha256_file(last) != expected:
             raise RestoreError(f"{last} does not match {sha.name}, so it can't be resumed from. Fetch it again "
                                f"(orch fetch-weights JOB --which all --dest {folder}) or point --resume-from elsewhere.")
     return last
@@ -190,7 +182,7 @@ def restore_from_local(session: Session, folder: Path, outputs_dir: str,
         for name in [n for n in CHECKPOINTS if (folder / "checkpoints" / n).is_file()]:
             local = folder / "checkpoints" / name
             sha = local.with_name(name + ".sha256")
-            actual = _sha256(local)
+            actual = sha256_file(local)
             expected = _digest_of(sha) if sha.is_file() else actual  # no .sha256: what is here now
             if expected != actual:  # only best.pt can get here (local_copy checked last.pt)
                 say(f"  skipping {local}: it does not match {sha.name}")
