@@ -53,7 +53,7 @@ def load_settings(args, device: torch.device) -> dict:
 
 
 def build(settings: dict, device: torch.device, num_classes: int):
-    from trainer.engine import amp_settings, make_grad_scaler, make_optimizer, prepare_model
+    from trainer.engine import amp_settings, make_grad_scaler, make_optimizer, prepare_model, training_forward
     from trainer.models import build_model, resolve_stem
 
     c = settings["config"]
@@ -65,6 +65,8 @@ def build(settings: dict, device: torch.device, num_classes: int):
     amp = amp_settings(device, settings["precision"])
     optimizer = make_optimizer(model, 0.01, c.momentum, c.nesterov, c.weight_decay)
     criterion = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
+    # What `trainer train` steps: the CUDA-graphed training pass where the recipe and device allow.
+    model, _ = training_forward(model, amp, device, settings["batch"], c.cuda_graphs, settings["compile"], False)
     return model, optimizer, make_grad_scaler(amp), amp, criterion
 
 

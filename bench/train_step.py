@@ -6,12 +6,16 @@
 
 Three loops train the same model (same initial weights, a copy each) on the same random batch:
 - naive:   fp32, channels-first, `loss.backward(); opt.step()`, PyTorch's default backend
-           switches (no cuDNN autotuning): the typical first attempt.
+           switches (no cuDNN autotuning): the typical first attempt. Since Ampere those defaults
+           run convolutions in TF32 on tensor cores; a T4 has no TF32, so on a GPU a second row,
+           "naive, no TF32", also turns that off: what the same loop gets on a T4 or a V100.
 - ours:    `trainer.engine` exactly as `trainer train` runs it with the recipe's settings
            (`--recipe`, default t4-rn18-fast): amp_settings (fp16 + GradScaler on a T4, bf16 where
-           supported), prepare_model (channels_last, compile if the recipe says so), train_step.
+           supported), prepare_model (channels_last, compile if the recipe says so), fused SGD,
+           the CUDA-graphed training pass (engine.training_forward) on a GPU, train_step.
 - ceiling: the fastest of the plain-PyTorch configurations below (autocast in the device's best
-           half precision, channels_last, torch.compile where it works), timed the same way.
+           half precision, channels_last, torch.compile where it works, CUDA graphs through
+           torch.cuda.make_graphed_callables with fused SGD on a GPU), timed the same way.
 Repetitions are interleaved (naive, ours, ceiling candidates, then reversed); a ratio is the
 median over repetitions of the two rates measured back to back. Only the optimizer steps are
 timed (CUDA events on a GPU), never model building, compilation or warm-up.
@@ -35,6 +39,7 @@ CPU = dict(archs="resnet18,resnet50", res="64", batch="8", steps=2, warmup=1, re
 # batch: one per arch (resnet50 at 224 px and batch 256 needs more than a T4's 16 GB in fp32).
 CLASSES = 1000            # classifier outputs (ImageNet)
 LR = 0.1                  # SGD learning rate for the naive and ceiling loops (the value does not change speed)
+NO_TF32 = "naive, no TF32"  # the naive loop with TF32 convolutions off too (GPU only)
 
 
 @dataclass(frozen=True)
@@ -42,13 +47,14 @@ class Setup:
     precision: str        # auto | fp16 | bf16 | fp32, as trainer.engine.amp_settings reads it
     channels_last: bool
     compile: bool
+    cuda_graphs: bool
 
 
 def recipe_setup(recipe: str) -> tuple[Setup, "object"]:
     from trainer.config import resolve
 
     config = resolve(recipe)
-    return Setup(config.precision, config.channels_last, config.compile), config
+    return Setup(config.precision, config.channels_last, config.compile, config.cuda_graphs), config
 
 
 def best_half(device: torch.device) -> torch.dtype | None:
@@ -60,18 +66,24 @@ def best_half(device: torch.device) -> torch.dtype | None:
 
 
 def plain_loop(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, device: torch.device,
-               dtype: torch.dtype | None, channels_last: bool, compile: bool, config) -> Callable[[], None]:
+               dtype: torch.dtype | None, channels_last: bool, compile: bool, config,
+               graphs: bool = False) -> Callable[[], None]:
     """A plain PyTorch training step (the naive loop is dtype=None, channels_last=False, compile=False).
 
     Same optimizer arithmetic and loss as ours (SGD with the recipe's momentum, Nesterov and weight
-    decay; label smoothing), so the comparison isolates precision, memory layout and compilation."""
+    decay; label smoothing), so the comparison isolates precision, memory layout, compilation and
+    (graphs) CUDA-graph replay of forward and backward with fused SGD, as PyTorch's docs show it."""
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     if compile:
         model = torch.compile(model)
+    if graphs:
+        torch.backends.cudnn.benchmark = True   # autotune before capture, as the timed steps will run
+        with torch.autocast(device.type, dtype=dtype, cache_enabled=False) if dtype else contextlib.nullcontext():
+            model = torch.cuda.make_graphed_callables(model, (images,))
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=config.momentum, nesterov=config.nesterov,
-                          weight_decay=config.weight_decay)
+                          weight_decay=config.weight_decay, fused=graphs or None)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16 and device.type == "cuda")
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
@@ -88,27 +100,31 @@ def plain_loop(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, de
 def our_loop(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, device: torch.device,
              setup: Setup, config) -> Callable[[], None]:
     """The trainer's step, through its public functions, with the recipe's settings."""
-    from trainer.engine import amp_settings, make_grad_scaler, make_optimizer, prepare_model, to_device, train_step
+    from trainer.engine import (amp_settings, make_grad_scaler, make_optimizer, prepare_model, to_device, train_step,
+                                training_forward)
 
     amp = amp_settings(device, setup.precision)
     model = prepare_model(model, device, setup.channels_last, setup.compile)
     opt = make_optimizer(model, LR, config.momentum, config.nesterov, config.weight_decay)
+    forward, _ = training_forward(model, amp, device, len(images), setup.cuda_graphs, setup.compile, False)
     scaler = make_grad_scaler(amp)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     images, targets = to_device(images, targets, device, setup.channels_last)
 
     def step() -> None:
-        train_step(model, images, targets, criterion, opt, scaler, amp, setup.channels_last)
+        train_step(forward, images, targets, criterion, opt, scaler, amp, setup.channels_last)
     return step
 
 
-def with_backend_flags(step: Callable[[], None], tuned: bool) -> Callable[[], None]:
+def with_backend_flags(step: Callable[[], None], tuned: bool, conv_tf32: bool = True) -> Callable[[], None]:
     """cuDNN autotuning and TF32 matmuls as `trainer train` sets them (tuned), or PyTorch's
-    defaults (the naive loop: a first attempt sets neither). They are process-wide switches, so
-    each loop sets its own before every call."""
+    defaults (the naive loop: a first attempt sets neither); TF32 convolutions are PyTorch's
+    default, off only for "naive, no TF32". They are process-wide switches, so each loop sets its
+    own before every call."""
     def run() -> None:
         torch.backends.cudnn.benchmark = tuned
         torch.backends.cuda.matmul.allow_tf32 = tuned
+        torch.backends.cudnn.allow_tf32 = conv_tf32
         step()
     return run
 
@@ -124,17 +140,19 @@ def rate(step: Callable[[], None], device: torch.device, steps: int, batch: int)
     return run
 
 
-def candidates(device: torch.device, try_compile: bool) -> dict[str, tuple[torch.dtype | None, bool, bool]]:
-    """Plain-PyTorch configurations for the ceiling: name -> (autocast dtype, channels_last, compile)."""
+def candidates(device: torch.device, try_compile: bool) -> dict[str, tuple[torch.dtype | None, bool, bool, bool]]:
+    """Plain-PyTorch configurations for the ceiling: name -> (autocast dtype, channels_last, compile, CUDA graphs)."""
     half = best_half(device)
     half_name = {torch.float16: "fp16", torch.bfloat16: "bf16"}[half]
     out = {
-        "fp32 NHWC": (None, True, False),
-        f"{half_name} NCHW": (half, False, False),
-        f"{half_name} NHWC": (half, True, False),
+        "fp32 NHWC": (None, True, False, False),
+        f"{half_name} NCHW": (half, False, False, False),
+        f"{half_name} NHWC": (half, True, False, False),
     }
+    if device.type == "cuda":
+        out[f"{half_name} NHWC graphs"] = (half, True, False, True)
     if try_compile:
-        out[f"{half_name} NHWC compile"] = (half, True, True)
+        out[f"{half_name} NHWC compile"] = (half, True, True, False)
     return out
 
 
@@ -147,14 +165,19 @@ def bench_one(arch: str, res: int, batch: int, device: torch.device, setup: Setu
     targets = torch.randint(0, CLASSES, (batch,), device=device)
     naive = plain_loop(copy.deepcopy(base), images, targets, device, None, False, False, config)
     ours = our_loop(copy.deepcopy(base), images, targets, device, setup, config)
-    loops: dict[str, Callable[[], None]] = {
-        "naive": with_backend_flags(naive, False),
-        "ours": with_backend_flags(ours, True),
-    }
-    for name, (dtype, cl, comp) in candidates(device, args.compile == "on" or
-                                              (args.compile == "auto" and device.type == "cuda")).items():
-        loops[f"ceiling: {name}"] = with_backend_flags(
-            plain_loop(copy.deepcopy(base), images, targets, device, dtype, cl, comp, config), True)
+    loops: dict[str, Callable[[], None]] = {"naive": with_backend_flags(naive, False)}
+    if device.type == "cuda":
+        strict = plain_loop(copy.deepcopy(base), images, targets, device, None, False, False, config)
+        loops[NO_TF32] = with_backend_flags(strict, False, conv_tf32=False)
+    loops["ours"] = with_backend_flags(ours, True)
+    for name, (dtype, cl, comp, graphs) in candidates(device, args.compile == "on" or
+                                                      (args.compile == "auto" and device.type == "cuda")).items():
+        try:
+            loop = plain_loop(copy.deepcopy(base), images, targets, device, dtype, cl, comp, config, graphs)
+        except Exception as exc:  # noqa: BLE001 - a candidate that fails to build is left out, saying why
+            print(f"  {arch}@{res}: ceiling: {name} left out: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+            continue
+        loops[f"ceiling: {name}"] = with_backend_flags(loop, True)
     runs = {}
     for name, step in list(loops.items()):
         try:
@@ -203,10 +226,10 @@ def main() -> None:
     batches = (batches * len(archs))[:len(archs)] if len(batches) == 1 else batches
     setup, config = recipe_setup(args.recipe)
     if args.precision:
-        setup = Setup(args.precision, setup.channels_last, setup.compile)
+        setup = Setup(args.precision, setup.channels_last, setup.compile, setup.cuda_graphs)
     print(f"machine: {machine(device)}" + (f"; torch threads: {args.threads}" if device.type == "cpu" else ""))
     print(f"ours = trainer.engine with recipe {args.recipe}: precision {setup.precision}, "
-          f"channels_last {setup.channels_last}, compile {setup.compile}")
+          f"channels_last {setup.channels_last}, compile {setup.compile}, CUDA graphs {setup.cuda_graphs}")
     print(f"{args.steps} timed steps x {args.reps} interleaved reps after {args.warmup} warm-up steps\n")
     rows, summary = [], []
     for arch, batch in zip(archs, batches):
@@ -224,6 +247,9 @@ def main() -> None:
             continue
         if "naive" in results:
             print_ratio(f"ours/naive {arch}@{res}", paired_ratio(results["ours"], results["naive"]))
+        if NO_TF32 in results:
+            print_ratio(f"ours/naive-no-TF32 {arch}@{res}", paired_ratio(results["ours"], results[NO_TF32]),
+                        "fp32 as on a T4, which has no TF32")
         if ceiling_name:
             # The ceiling is the fastest plain configuration; the naive loop counts if it is faster.
             best = max((n for n in (ceiling_name, "naive") if n in medians), key=medians.get)

@@ -5,9 +5,10 @@
 #
 # CI has no GPU, so the test suite covers these paths on the CPU only. This script trains the demo
 # recipe on generated data with each precision (fp16 + GradScaler as on a T4, bf16 as on A100/H100,
-# fp32), once with torch.compile and progressive resizing, interrupts and resumes one run, then
-# checks that each run learned (val top-1 well above chance) and that `trainer evaluate` of the
-# best checkpoint reproduces the logged top-1. Exit 0 only when every check passed.
+# fp32), with progressive resizing (CUDA graphs recaptured per resolution), once with torch.compile,
+# interrupts and resumes one run, then checks that each run learned (val top-1 well above chance),
+# that the runs meant to use CUDA graphs did, and that `trainer evaluate` of the best checkpoint
+# reproduces the logged top-1. Exit 0 only when every check passed.
 set -euo pipefail
 WORK="${1:-$(mktemp -d)}"
 PY="${PYTHON:-python3}"
@@ -32,6 +33,7 @@ run() {  # name, extra flags...
 run fp16 --precision fp16
 run bf16 --precision bf16
 run fp32 --precision fp32
+run progressive --precision auto --train-res-start 24
 run compiled --precision auto --compile --train-res-start 24
 
 # Interrupted after the first checkpointed epoch, then resumed: same epoch count as uninterrupted.
@@ -49,7 +51,7 @@ run resumed --precision fp16 --resume auto
 import json, subprocess, sys
 from pathlib import Path
 work = Path(sys.argv[1]); failed = []
-for name in ("fp16", "bf16", "fp32", "compiled", "resumed"):
+for name in ("fp16", "bf16", "fp32", "progressive", "compiled", "resumed"):
     lines = [json.loads(l) for l in (work / name / "metrics.jsonl").read_text().splitlines() if l.strip()]
     evals = [l for l in lines if l.get("val_top1") is not None]
     epochs = sorted({l["epoch"] for l in evals})
@@ -61,6 +63,8 @@ for name in ("fp16", "bf16", "fp32", "compiled", "resumed"):
     ok = best > 40 and epochs == list(range(1, 7)) and top1 is not None and abs(top1 - best) < 1.0
     if name == "resumed":   # the second run continued (no epoch logged twice), it did not start over
         ok = ok and len(evals) == 6 and "resum" in (work / "resumed.log").read_text().lower()
+    graphs = "CUDA graphs off (torch.compile" if name == "compiled" else "CUDA graphs on"
+    ok = ok and (sys.argv[2] != "cuda" or graphs in (work / f"{name}.log").read_text())
     print(f"{'ok  ' if ok else 'FAIL'} {name:9s} epochs {epochs[0]}..{epochs[-1]}  best val top-1 {best:.1f}%  "
           f"evaluate: {top1 if top1 is None else round(top1, 2)}%")
     failed += [] if ok else [name]

@@ -72,6 +72,8 @@ def train(
     precision: Optional[str] = typer.Option(None, help="auto | fp16 | bf16 | fp32."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs",
+                                               help="Replay each step's forward and backward as a CUDA graph (GPU only; default on)."),
     workers: Optional[int] = typer.Option(None, help="DataLoader workers per process."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
     seed: Optional[int] = typer.Option(None, help="Seed for init, shuffling and augmentation."),
@@ -96,7 +98,7 @@ def train(
         flags = dict(arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, warmup_epochs=warmup_epochs,
                      weight_decay=weight_decay, label_smoothing=label_smoothing, train_res=train_res,
                      train_res_start=train_res_start, eval_res=eval_res, width=width, precision=precision,
-                     channels_last=channels_last, compile=compile, workers=workers, device=device, seed=seed,
+                     channels_last=channels_last, compile=compile, cuda_graphs=cuda_graphs, workers=workers, device=device, seed=seed,
                      target_top1=target_top1, max_hours=max_hours, checkpoint_minutes=checkpoint_minutes)
         flags.update(_parse_sets(set_))
         config = resolve(recipe, flags)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -64,10 +65,122 @@ def prepare_model(model: nn.Module, device: torch.device, channels_last: bool, c
     return model
 
 
+class GraphedTraining(nn.Module):
+    """The model's training forward and backward as CUDA graph replays (`make_graphed_callables`).
+
+    On a fast GPU a ResNet step at 128-160 px is bound by the host launching a thousand small
+    kernels, not by the GPU running them; a replay launches them all at once. One capture, for the
+    full batch at one input shape: a new shape (progressive resizing) drops the old capture and
+    makes a new one (a second or two); any other batch (a short one, or the model in eval mode) runs
+    eagerly. The loss and the optimizer step stay outside the graph, so the LR schedule, GradScaler
+    (fp16), gradient clipping and checkpoints are unchanged. Parameters are the wrapped model's, so
+    `parameters()` and `unwrap` see the same tensors.
+    """
+
+    def __init__(self, model: nn.Module, amp: AmpSettings, batch_size: int, capture=None):
+        super().__init__()
+        self.model = model
+        self.amp = amp
+        self.batch_size = batch_size
+        self.captures = 0                              # how many shapes were captured (for logs and tests)
+        self.failed = ""                               # why a capture failed; then every step runs eagerly
+        self._capture = capture or capture_cuda_graph  # tests pass a fake: CUDA graphs need a GPU
+        # (shape key, replaying callable); a tuple, so the captured module is not registered as
+        # a submodule of this one (its parameters and state_dict stay the model's alone).
+        self._current: tuple[tuple, object] | None = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.failed or not self.model.training or images.shape[0] != self.batch_size:
+            return self.model(images)
+        key = (tuple(images.shape), images.stride(), images.dtype, images.device)
+        if self._current is None or self._current[0] != key:
+            self._current = None                       # free the old capture's memory pool first
+            try:
+                self._current = (key, self._capture(self.model, images, self.amp))
+            except Exception as exc:  # noqa: BLE001 - a speed-up must never end a run: go on eagerly
+                self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                logging.getLogger("trainer").warning("CUDA graph capture failed (%s); training goes on without "
+                                                     "graphs (--no-cuda-graphs skips trying)", self.failed)
+                return self.model(images)
+            self.captures += 1
+        return self._current[1](images)
+
+
+class _Forward(nn.Module):
+    """A fresh module around `model` for each capture: make_graphed_callables patches the forward
+    of the module it is given, and the model itself must stay plain (eval, checkpoints, export)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+
+def capture_cuda_graph(model: nn.Module, images: torch.Tensor, amp: AmpSettings):
+    """A callable replaying `model`'s forward (and, through autograd, its backward) for this shape."""
+    # The warm-up iterations run the batch through BatchNorm in train mode; put the running
+    # statistics back afterwards so capturing leaves the model exactly as it was.
+    saved = [b.detach().clone() for b in model.buffers()]
+    sample = images.detach().clone()
+    # AMP inside a graph needs autocast's weight cache off; replays then cast weights every step,
+    # as an eager step does anyway.
+    autocast = (torch.autocast(amp.device_type, dtype=amp.dtype, cache_enabled=False) if amp.dtype is not None
+                else contextlib.nullcontext())
+    with autocast, _thread_local_capture() as extra:
+        graphed = torch.cuda.make_graphed_callables(_Forward(model), (sample,), **extra)
+    with torch.no_grad():
+        for buffer, value in zip(model.buffers(), saved):
+            buffer.copy_(value)
+    return graphed
+
+
+@contextlib.contextmanager
+def _thread_local_capture():
+    """Capture in "thread_local" error mode: the DataLoader's pin-memory thread keeps calling CUDA
+    (pinned allocations, event queries) while we capture, which the default "global" mode forbids
+    in every thread. Newer torch takes the mode as an argument of make_graphed_callables; older
+    releases (those in NVIDIA's NGC containers of 2025-26 among them) do not, so there, and only for
+    the duration of the capture, torch.cuda.graph (which make_graphed_callables looks up when it
+    captures) defaults to that mode."""
+    import inspect
+    if "capture_error_mode" in inspect.signature(torch.cuda.make_graphed_callables).parameters:
+        yield {"capture_error_mode": "thread_local"}
+        return
+    original = torch.cuda.graph
+
+    class ThreadLocalGraph(original):
+        def __init__(self, cuda_graph, pool=None, stream=None, capture_error_mode="thread_local"):
+            super().__init__(cuda_graph, pool=pool, stream=stream, capture_error_mode=capture_error_mode)
+
+    torch.cuda.graph = ThreadLocalGraph
+    try:
+        yield {}
+    finally:
+        torch.cuda.graph = original
+
+
+def training_forward(model: nn.Module, amp: AmpSettings, device: torch.device, batch_size: int, cuda_graphs: bool,
+                     compiled: bool, distributed: bool) -> tuple[nn.Module, str]:
+    """What a training step calls: the model, or its CUDA-graphed training pass; and why, for the log."""
+    if not cuda_graphs:
+        return model, "off"
+    if device.type != "cuda":
+        return model, "off (no CUDA device)"
+    if compiled:
+        return model, "off (torch.compile does its own)"
+    if distributed:
+        return model, "off (not with DDP)"
+    return GraphedTraining(model, amp, batch_size), "on"
+
+
 def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP (`.module`) and torch.compile (`._orig_mod`)."""
+    """The plain module under DDP (`.module`), torch.compile (`._orig_mod`) and GraphedTraining."""
     while True:
-        if hasattr(model, "_orig_mod"):
+        if isinstance(model, GraphedTraining):
+            model = model.model
+        elif hasattr(model, "_orig_mod"):
             model = model._orig_mod
         elif isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
@@ -189,11 +302,24 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: AmpSettings,
 
 
 def make_optimizer(model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float) -> torch.optim.SGD:
-    """SGD with weight decay on conv/linear weights only: decaying BN scales and biases hurts accuracy."""
+    """SGD with weight decay on conv/linear weights only: decaying BN scales and biases hurts accuracy.
+
+    On CUDA the fused implementation: a few kernels for all parameters instead of a few per
+    tensor group, and with fp16 GradScaler unscales and skips inf steps inside it, without a sync."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+    fused = all(p.is_cuda for p in decay + no_decay) and bool(decay + no_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, fused=fused or None)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a checkpoint's optimizer state but keep this optimizer's implementation (fused, foreach):
+    those describe the machine it runs on, and a run saved on a CPU may resume on a GPU or back."""
+    flags = [{k: g.get(k) for k in ("fused", "foreach")} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kept in zip(optimizer.param_groups, flags):
+        group.update(kept)
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:

@@ -29,8 +29,9 @@ from trainer import runlock
 from trainer.config import TrainConfig, to_dict
 from trainer.data import (EpochSampler, ImageFiles, TrainTransform, eval_transform, load_dataset, make_loader,
                           progressive_resolution)
-from trainer.engine import (InputNorm, amp_settings, effective_channels_last, evaluate, make_grad_scaler, make_optimizer, pick_device, prepare_model,
-                            to_device, train_step_with_logits, unwrap)
+from trainer.engine import (InputNorm, amp_settings, effective_channels_last, evaluate, load_optimizer_state, make_grad_scaler,
+                            make_optimizer, pick_device, prepare_model, to_device, train_step_with_logits, training_forward,
+                            unwrap)
 from trainer.errors import EXIT_SIGINT, EXIT_SIGTERM, TrainerError
 from trainer.metrics import Progress, append_metrics, read_metrics, setup_logging, truncate_metrics, write_run_config
 from trainer.models import build_model, resolve_stem
@@ -177,7 +178,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
         payload, source = loaded
         ckpt.check_compatible(payload, config.arch, classes, source)
         unwrap(model).load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
+        load_optimizer_state(optimizer, payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         scaler.load_state_dict(payload["scaler"])
         start_epoch, start_step = payload["epoch"], payload["step_in_epoch"]
@@ -205,6 +206,8 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     model = prepare_model(model, device, channels_last, config.compile)
     if dist.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_model, graphs = training_forward(model, amp, device, config.batch_size, config.cuda_graphs, config.compile,
+                                          dist.enabled)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     pin = device.type == "cuda"
     train_set = ImageFiles(info.train, TrainTransform(config.crop_scale, config.crop_ratio, config.hflip))
@@ -223,8 +226,8 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     last_save = time.monotonic()
     progress = Progress(dist.main, config.log_every_seconds)
     log.info("training %s (%s stem) on %d classes, %d train / %d val images, %s x%d, %s, global batch %d, peak lr %g, "
-             "%d epochs x %d steps", config.arch, stem, len(classes), len(info.train), len(info.val), device, dist.world,
-             amp.dtype or "fp32", global_batch, peak_lr, config.epochs, steps_per_epoch)
+             "%d epochs x %d steps, CUDA graphs %s", config.arch, stem, len(classes), len(info.train), len(info.val), device,
+             dist.world, amp.dtype or "fp32", global_batch, peak_lr, config.epochs, steps_per_epoch, graphs)
 
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - started
@@ -265,7 +268,8 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
             sums = partial.clone() if first else torch.zeros(4, dtype=torch.float64)
             train_sampler.set_epoch(epoch, skip=step * config.batch_size)
             res = progressive_resolution(epoch, config.train_res_start, config.train_res, config.res_ramp_epochs, config.epochs)
-            dev_sums = torch.zeros(3, dtype=torch.float64, device=device)   # loss*n, correct, n (kept on the device)
+            dev_sums = torch.zeros(2, dtype=torch.float64, device=device)   # loss*n, correct (kept on the device)
+            counted = 0.0                                                    # n, counted on the host
             skipped = 0
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -281,24 +285,26 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                 skipped += len(bad)
                 if len(targets):
                     images, targets = to_device(images, targets, device, channels_last, norm)
-                    loss, logits, targets = train_step_with_logits(model, images, targets, criterion, optimizer, scaler, amp,
-                                                          channels_last, config.grad_clip)
+                    loss, logits, targets = train_step_with_logits(step_model, images, targets, criterion, optimizer, scaler,
+                                                                   amp, channels_last, config.grad_clip)
                     n = len(targets)
-                    dev_sums += torch.stack([loss.double() * n, (logits.argmax(1) == targets).sum().double(),
-                                             torch.tensor(float(n), dtype=torch.float64, device=device)])
+                    # No host-to-device copy here: from pageable memory that would make the host wait
+                    # for the GPU every step (the count stays on the host).
+                    dev_sums += torch.stack([loss.double() * n, (logits.argmax(1) == targets).sum().double()])
+                    counted += n
                     images_seen += n
                 scheduler.step()
                 step += 1
                 if progress.due():
                     s = dev_sums.tolist()   # a device sync: only when a line or the bar is due
-                    progress.update(step, f"loss {s[0] / max(1, s[2]):.4f} lr {scheduler.get_last_lr()[0]:.4g}")
+                    progress.update(step, f"loss {s[0] / max(1, counted):.4f} lr {scheduler.get_last_lr()[0]:.4g}")
                 # Stop or save inside the epoch: every rank must agree, so the flags are reduced.
                 out_of_time = elapsed() + 2 * save_seconds >= budget_s
                 periodic = config.checkpoint_minutes > 0 and time.monotonic() - last_save >= 60 * config.checkpoint_minutes
                 want_stop, want_save, timeout = _all_max([float(stop.poll() is not None), float(periodic), float(out_of_time)],
                                                          dist, device)
                 if (want_stop or want_save or timeout) and step < steps_per_epoch:
-                    totals = _all_sum(torch.cat([dev_sums.cpu(), torch.tensor([float(skipped)], dtype=torch.float64)]).to(device), dist).cpu()
+                    totals = _all_sum(torch.cat([dev_sums.cpu(), torch.tensor([counted, float(skipped)], dtype=torch.float64)]).to(device), dist).cpu()
                     save(epoch, step, totals + sums)
                     if want_stop or timeout:
                         progress.stop()
@@ -306,7 +312,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                 t_wait = time.perf_counter()
             progress.stop()
             train_seconds = time.perf_counter() - t_epoch
-            totals = _all_sum(torch.cat([dev_sums.cpu(), torch.tensor([float(skipped)], dtype=torch.float64)]).to(device), dist).cpu()
+            totals = _all_sum(torch.cat([dev_sums.cpu(), torch.tensor([counted, float(skipped)], dtype=torch.float64)]).to(device), dist).cpu()
             totals += sums
             n_train = max(1.0, float(totals[2]))
 
