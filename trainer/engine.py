@@ -94,7 +94,10 @@ class GraphedTraining(nn.Module):
             return self.model(images)
         key = (tuple(images.shape), images.stride(), images.dtype, images.device)
         if self._current is None or self._current[0] != key:
-            self._current = None                       # free the old capture's memory pool first
+            if self._current is not None:
+                self._current = None                   # free the old capture's memory pool first,
+                if images.is_cuda:                     # back to the device: a 16 GB T4 has no room for two
+                    torch.cuda.empty_cache()
             try:
                 self._current = (key, self._capture(self.model, images, self.amp))
             except Exception as exc:  # noqa: BLE001 - a speed-up must never end a run: go on eagerly
