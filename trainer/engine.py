@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 from dataclasses import dataclass
 
@@ -71,7 +72,7 @@ class GraphedTraining(nn.Module):
     On a fast GPU a ResNet step at 128-160 px is bound by the host launching a thousand small
     kernels, not by the GPU running them; a replay launches them all at once. One capture, for the
     full batch at one input shape: a new shape (progressive resizing) drops the old capture and
-    makes a new one (a second or two); any other batch (a short one, or the model in eval mode) runs
+    makes a new one (three warm-up steps and a capture); any other batch (a short one, or the model in eval mode) runs
     eagerly. The loss and the optimizer step stay outside the graph, so the LR schedule, GradScaler
     (fp16), gradient clipping and checkpoints are unchanged. Parameters are the wrapped model's, so
     `parameters()` and `unwrap` see the same tensors.
@@ -131,12 +132,13 @@ def capture_cuda_graph(model: nn.Module, images: torch.Tensor, amp: AmpSettings)
     # as an eager step does anyway.
     autocast = (torch.autocast(amp.device_type, dtype=amp.dtype, cache_enabled=False) if amp.dtype is not None
                 else contextlib.nullcontext())
-    with autocast, _thread_local_capture() as extra:
-        graphed = torch.cuda.make_graphed_callables(_Forward(model), (sample,), **extra)
-    with torch.no_grad():
-        for buffer, value in zip(model.buffers(), saved):
-            buffer.copy_(value)
-    return graphed
+    try:
+        with autocast, _thread_local_capture() as extra:
+            return torch.cuda.make_graphed_callables(_Forward(model), (sample,), **extra)
+    finally:   # a failed capture too: the run goes on eagerly from the same state
+        with torch.no_grad():
+            for buffer, value in zip(model.buffers(), saved):
+                buffer.copy_(value)
 
 
 @contextlib.contextmanager
@@ -147,7 +149,6 @@ def _thread_local_capture():
     releases (those in NVIDIA's NGC containers of 2025-26 among them) do not, so there, and only for
     the duration of the capture, torch.cuda.graph (which make_graphed_callables looks up when it
     captures) defaults to that mode."""
-    import inspect
     if "capture_error_mode" in inspect.signature(torch.cuda.make_graphed_callables).parameters:
         yield {"capture_error_mode": "thread_local"}
         return

@@ -75,6 +75,32 @@ def test_a_failed_capture_leaves_training_eager_with_a_warning(caplog):
     assert "--no-cuda-graphs" in caplog.records[0].getMessage()
 
 
+def test_capturing_leaves_batchnorm_statistics_as_they_were(monkeypatch):
+    """make_graphed_callables runs warm-up steps through BatchNorm in train mode; whether the
+    capture works or fails, the running statistics are put back."""
+    from trainer import engine
+
+    model = small_model()
+    before = [b.clone() for b in model.buffers()]
+
+    def warm_up_then(result):
+        def fake(callables, sample_args, **_):
+            for _ in range(3):
+                callables(*sample_args)   # what the real warm-up does to BatchNorm
+            if isinstance(result, Exception):
+                raise result
+            return result
+        return fake
+
+    for outcome in ("replay", RuntimeError("capture failed")):
+        monkeypatch.setattr(torch.cuda, "make_graphed_callables", warm_up_then(outcome))
+        try:
+            engine.capture_cuda_graph(model, torch.randn(4, 3, 16, 16) * 3 + 1, FP32)
+        except RuntimeError:
+            pass
+        assert all(torch.equal(a, b) for a, b in zip(before, model.buffers()))
+
+
 def test_the_wrapped_model_is_what_checkpoints_and_optimizers_see():
     model = small_model()
     graphed = GraphedTraining(model, FP32, batch_size=4, capture=FakeCapture())
