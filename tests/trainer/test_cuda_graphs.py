@@ -139,6 +139,28 @@ def test_optimizer_state_loads_across_implementations():
     fresh.step()   # and it steps
 
 
+def test_a_cpu_saved_state_resumes_into_a_fused_optimizer_with_loss_scaling():
+    """The other way round: a run saved on a CPU resumed on a GPU, where make_optimizer builds a
+    fused SGD and GradScaler hands it the scale. Loading must not turn it into the unfused SGD,
+    which refuses a grad scale. (Fused SGD also runs on a CPU, so this runs here.)"""
+    model = small_model()
+    saved = make_optimizer(model, 0.1, 0.9, True, 5e-5)
+    assert [g["fused"] for g in saved.param_groups] == [None, None]
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    saved.step()
+    groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in saved.param_groups]
+    fused = torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True, fused=True)   # as on a GPU
+    load_optimizer_state(fused, copy.deepcopy(saved.state_dict()))
+    assert [g["fused"] for g in fused.param_groups] == [True, True]
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    fused.zero_grad()
+    scaler.scale(model(torch.randn(2, 3, 8, 8)).sum()).backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    scaler.step(fused)
+    scaler.update()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (run scripts/gpu-check.sh on one)")
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_graphed_steps_match_eager_steps_on_a_gpu(precision):
