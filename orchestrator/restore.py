@@ -110,11 +110,17 @@ def _staging(session: Session, ckpt_dir: str) -> str:
     return staging
 
 
-def _move_into_place(session: Session, staging: str, ckpt_dir: str, names: list[str]) -> None:
+def _move_into_place(session: Session, staging: str, outputs_dir: str, names: list[str],
+                     with_metrics: bool) -> tuple[str, ...]:
+    """Rename the verified checkpoints (and a staged metrics.jsonl) into place; returns what was placed."""
+    if with_metrics:  # the epochs before the checkpoint; the trainer trims any after it
+        session.run(f"mv -f -- {shell_path(posixpath.join(staging, 'metrics.jsonl'))} "
+                    f"{shell_path(posixpath.join(outputs_dir, 'metrics.jsonl'))}", check=True)
     # Each .pt before its .sha256 (as the trainer writes them): a cut leaves no digest for a file that isn't there.
     order = [n for name in names for n in (name, name + ".sha256")]
     moves = " && ".join(f"mv -f -- {shlex.quote(n)} .." for n in order)
     session.run(f"cd {shell_path(staging)} && {moves} && cd .. && rm -rf .restore", check=True)
+    return tuple(f"checkpoints/{n}" for n in names) + (("metrics.jsonl",) if with_metrics else ())
 
 
 def restore_from_bucket(session: Session, bucket: str, job: str, ckpt_dir: str,
@@ -151,15 +157,11 @@ def restore_from_bucket(session: Session, bucket: str, job: str, ckpt_dir: str,
                    "The watcher may have been cut mid-copy: resume from a local copy (--resume-from).")
     # The epochs' history, copied by the watcher after last.pt (optional: the trainer trims any line
     # past the checkpoint, and an older watcher did not copy it).
-    metrics = posixpath.join(staging, "metrics.jsonl")
     has_metrics = session.run(f"aws s3 cp {shlex.quote(bucket_uri(bucket, job, 'metrics.jsonl'))} "
-                              f"{shell_path(metrics)} --only-show-errors --no-progress").ok
-    if has_metrics:
-        session.run(f"mv -f -- {shell_path(metrics)} "
-                    f"{shell_path(posixpath.join(posixpath.dirname(ckpt_dir), 'metrics.jsonl'))}", check=True)
-    _move_into_place(session, staging, ckpt_dir, got)
-    return RestoreReport("bucket", bucket_uri(bucket, job, ""), tuple(f"checkpoints/{n}" for n in got)
-                         + (("metrics.jsonl",) if has_metrics else ()))
+                              f"{shell_path(posixpath.join(staging, 'metrics.jsonl'))} "
+                              "--only-show-errors --no-progress").ok
+    placed = _move_into_place(session, staging, posixpath.dirname(ckpt_dir), got, has_metrics)
+    return RestoreReport("bucket", bucket_uri(bucket, job, ""), placed)
 
 
 def _sftp_path(path: str) -> str:
@@ -193,7 +195,8 @@ def restore_from_local(session: Session, folder: Path, outputs_dir: str,
                 f.write(f"{expected}  {name}\n".encode())
             names.append(name)
         metrics = folder / "metrics.jsonl"
-        if metrics.is_file():  # the epochs before the checkpoint; the trainer trims any after it
+        has_metrics = metrics.is_file()
+        if has_metrics:
             files.put(str(metrics), _sftp_path(posixpath.join(staging, "metrics.jsonl")))
     except TRANSPORT_ERRORS as e:
         raise ConnectionLost(f"the upload of the checkpoint to {session.where} was cut ({type(e).__name__}: {e}); "
@@ -204,12 +207,7 @@ def restore_from_local(session: Session, folder: Path, outputs_dir: str,
         except (OSError, EOFError):
             pass
     _verify_staged(session, staging, names, "the checkpoint uploaded", "Run the same command again.")
-    if metrics.is_file():
-        session.run(f"mv -f -- {shell_path(posixpath.join(staging, 'metrics.jsonl'))} "
-                    f"{shell_path(posixpath.join(outputs_dir, 'metrics.jsonl'))}", check=True)
-    _move_into_place(session, staging, ckpt_dir, names)
-    return RestoreReport("local", str(folder), tuple(f"checkpoints/{n}" for n in names)
-                         + (("metrics.jsonl",) if metrics.is_file() else ()))
+    return RestoreReport("local", str(folder), _move_into_place(session, staging, outputs_dir, names, has_metrics))
 
 
 def _verify_staged(session: Session, staging: str, names: list[str], what: str, fix: str) -> None:
@@ -300,12 +298,8 @@ echo "$best $best_type"
                         f"{shell_path(posixpath.join(staging, 'metrics.jsonl'))}", check=True)
         _verify_staged(session, staging, names, f"the checkpoint copied from the kept volume {volume_id}",
                        "The volume is left as it was; resume from another source (--resume-from).")
-        if has_metrics:
-            session.run(f"mv -f -- {shell_path(posixpath.join(staging, 'metrics.jsonl'))} "
-                        f"{shell_path(posixpath.join(outputs_dir, 'metrics.jsonl'))}", check=True)
-        _move_into_place(session, staging, ckpt_dir, names)
+        placed = _move_into_place(session, staging, outputs_dir, names, has_metrics)
     finally:
         session.run(_AS_ROOT + f"as_root umount {shlex.quote(mount_point)} && rmdir {shlex.quote(mount_point)}",
                     timeout=120)
-    return RestoreReport("volume", volume_id, tuple(f"checkpoints/{n}" for n in names)
-                         + (("metrics.jsonl",) if has_metrics else ()))
+    return RestoreReport("volume", volume_id, placed)
