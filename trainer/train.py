@@ -268,8 +268,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
             sums = partial.clone() if first else torch.zeros(4, dtype=torch.float64)
             train_sampler.set_epoch(epoch, skip=step * config.batch_size)
             res = progressive_resolution(epoch, config.train_res_start, config.train_res, config.res_ramp_epochs, config.epochs)
-            dev_sums = torch.zeros(2, dtype=torch.float64, device=device)   # loss*n, correct (kept on the device)
-            counted = 0.0                                                    # n, counted on the host
+            dev_sums = torch.zeros(2, dtype=torch.float64, device=device)   # loss*n, correct (n: images_seen, on the host)
             skipped = 0
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -278,6 +277,12 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
             t_epoch = time.perf_counter()
             data_wait, images_seen = 0.0, 0
             t_wait = time.perf_counter()
+
+            def epoch_totals() -> torch.Tensor:
+                """loss*n, correct, n, skipped so far this epoch, summed over processes (a device sync)."""
+                mine = torch.tensor([float(images_seen), float(skipped)], dtype=torch.float64)
+                return _all_sum(torch.cat([dev_sums.cpu(), mine]).to(device), dist).cpu()
+
             for images, targets, bad in train_loader:
                 data_wait += time.perf_counter() - t_wait
                 for path, why in bad:
@@ -289,31 +294,28 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                                                                    amp, channels_last, config.grad_clip)
                     n = len(targets)
                     # No host-to-device copy here: from pageable memory that would make the host wait
-                    # for the GPU every step (the count stays on the host).
+                    # for the GPU every step (the count stays on the host, in images_seen).
                     dev_sums += torch.stack([loss.double() * n, (logits.argmax(1) == targets).sum().double()])
-                    counted += n
                     images_seen += n
                 scheduler.step()
                 step += 1
                 if progress.due():
                     s = dev_sums.tolist()   # a device sync: only when a line or the bar is due
-                    progress.update(step, f"loss {s[0] / max(1, counted):.4f} lr {scheduler.get_last_lr()[0]:.4g}")
+                    progress.update(step, f"loss {s[0] / max(1, images_seen):.4f} lr {scheduler.get_last_lr()[0]:.4g}")
                 # Stop or save inside the epoch: every rank must agree, so the flags are reduced.
                 out_of_time = elapsed() + 2 * save_seconds >= budget_s
                 periodic = config.checkpoint_minutes > 0 and time.monotonic() - last_save >= 60 * config.checkpoint_minutes
                 want_stop, want_save, timeout = _all_max([float(stop.poll() is not None), float(periodic), float(out_of_time)],
                                                          dist, device)
                 if (want_stop or want_save or timeout) and step < steps_per_epoch:
-                    totals = _all_sum(torch.cat([dev_sums.cpu(), torch.tensor([counted, float(skipped)], dtype=torch.float64)]).to(device), dist).cpu()
-                    save(epoch, step, totals + sums)
+                    save(epoch, step, epoch_totals() + sums)
                     if want_stop or timeout:
                         progress.stop()
                         return stopped(stop.reason or "SIGTERM" if want_stop else "max-hours", epoch, step)
                 t_wait = time.perf_counter()
             progress.stop()
             train_seconds = time.perf_counter() - t_epoch
-            totals = _all_sum(torch.cat([dev_sums.cpu(), torch.tensor([counted, float(skipped)], dtype=torch.float64)]).to(device), dist).cpu()
-            totals += sums
+            totals = epoch_totals() + sums
             n_train = max(1.0, float(totals[2]))
 
             # ---- evaluate, log, checkpoint ----
