@@ -574,28 +574,30 @@ def _volume_attachment(region: str, volume_id: str, instance_id: str) -> str | N
     return states[0] if states else None
 
 
+def _wait_attachment(region: str, volume_id: str, instance_id: str, wanted: str | None, timeout_s: float,
+                     poll_s: float, stuck: str) -> None:
+    """Poll until the volume's attachment to the instance is `wanted` ("attached", or None: none)."""
+    deadline = time.monotonic() + timeout_s
+    while _volume_attachment(region, volume_id, instance_id) != wanted:
+        if time.monotonic() > deadline:
+            raise ProviderError(f"Volume {volume_id} is still {stuck} {instance_id} after {timeout_s:.0f}s"
+                                + (". It is tagged: `orch teardown` removes it, or run the same `orch launch` again."
+                                   if wanted else "; `orch teardown` deletes it with the instance."))
+        time.sleep(poll_s)
+
+
 def attach_volume(region: str, volume_id: str, instance_id: str, device: str = "/dev/sdf",
                   timeout_s: float = 300, poll_s: float = 3.0) -> None:
     """Attach the volume to the instance as a second disk and wait until it is attached."""
     client("ec2", region).attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device=device)
-    deadline = time.monotonic() + timeout_s
-    while _volume_attachment(region, volume_id, instance_id) != "attached":
-        if time.monotonic() > deadline:
-            raise ProviderError(f"Volume {volume_id} is still not attached to {instance_id} after {timeout_s:.0f}s. "
-                                f"It is tagged: `orch teardown` removes it, or run the same `orch launch` again.")
-        time.sleep(poll_s)
+    _wait_attachment(region, volume_id, instance_id, "attached", timeout_s, poll_s, "not attached to")
 
 
 def detach_volume(region: str, volume_id: str, instance_id: str, timeout_s: float = 300,
                   poll_s: float = 3.0) -> None:
     """Detach the volume from the instance and wait until it is available again."""
     client("ec2", region).detach_volume(VolumeId=volume_id, InstanceId=instance_id)
-    deadline = time.monotonic() + timeout_s
-    while _volume_attachment(region, volume_id, instance_id) is not None:
-        if time.monotonic() > deadline:
-            raise ProviderError(f"Volume {volume_id} is still attached to {instance_id} after {timeout_s:.0f}s; "
-                                "`orch teardown` deletes it with the instance.")
-        time.sleep(poll_s)
+    _wait_attachment(region, volume_id, instance_id, None, timeout_s, poll_s, "attached to")
 
 
 def _detached_volumes(region: str, job: str, timeout_s: float, poll_s: float) -> list[Volume]:
