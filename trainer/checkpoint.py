@@ -46,7 +46,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def save(payload: dict[str, Any], path: Path, keep_previous: bool = False) -> None:
     """Write `payload` to `path` atomically with `path.sha256` ("<hex>  <name>\\n", sha256sum format).
 
-    keep_previous: move the current file (and its .sha256) to `<stem>.prev.pt` first.
+    keep_previous: move the current file (and its digest) to `<stem>.prev.pt` first.
+    A file and its digest are replaced as a pair: the old digest is removed before the file is
+    renamed, and the new one written after it, so a kill at any point leaves each file either with
+    its own digest or with none (which `verify` accepts), never beside another file's.
     On a write error (disk full) the previous files are left as they were and TrainerError(EXIT_DISK)
     is raised.
     """
@@ -55,7 +58,7 @@ def save(payload: dict[str, Any], path: Path, keep_previous: bool = False) -> No
     torch.save(payload, buf)
     data = buf.getvalue()
     digest = hashlib.sha256(data).hexdigest()
-    sha_path = path.with_name(path.name + ".sha256")
+    sha_path = _sha_path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
@@ -63,11 +66,15 @@ def save(payload: dict[str, Any], path: Path, keep_previous: bool = False) -> No
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            old_digest = _read_digest(sha_path) if path.exists() else ""
+            if keep_previous:
+                _sha_path(previous_path(path)).unlink(missing_ok=True)
+            sha_path.unlink(missing_ok=True)
             if keep_previous and path.exists():
                 prev = previous_path(path)
                 os.replace(path, prev)
-                if sha_path.exists():
-                    os.replace(sha_path, prev.with_name(prev.name + ".sha256"))
+                if old_digest:
+                    _write_atomic(_sha_path(prev), f"{old_digest}  {prev.name}\n".encode())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -81,16 +88,29 @@ def save(payload: dict[str, Any], path: Path, keep_previous: bool = False) -> No
         ) from exc
 
 
+def _sha_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _read_digest(sha_path: Path) -> str:
+    """The hex digest in a .sha256 file; "" when there is none."""
+    try:
+        text = sha_path.read_text().split()
+    except FileNotFoundError:
+        return ""
+    return text[0] if text else ""
+
+
 def previous_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
 def verify(path: Path) -> str | None:
     """None when `path` matches its .sha256 (or has none); otherwise why it does not."""
-    sha_path = path.with_name(path.name + ".sha256")
+    sha_path = _sha_path(path)
     if not sha_path.exists():
         return None
-    expected = sha_path.read_text().split()[0] if sha_path.read_text().strip() else ""
+    expected = _read_digest(sha_path)
     actual = sha256_file(path)
     return None if actual == expected else f"sha256 mismatch (file {actual[:12]}..., {sha_path.name} {expected[:12]}...)"
 

@@ -190,18 +190,21 @@ def lr_find(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda."),
     set_: List[str] = typer.Option([], "--set", help="Other settings as KEY=VALUE."),
 ) -> None:
-    """LR range test: loss vs LR plot and a suggested peak LR for one-cycle.
+    """LR range test: loss vs LR plot and the --lr to pass to `trainer train` (one-cycle peak).
+
+    The test runs at --batch-size and finds a peak LR for that batch; what it prints is the --lr
+    that gives it: per lr_scale_batch images (default 256), which `trainer train` scales linearly
+    to its global batch.
 
     Example: trainer lr-find --data /data/tiny-imagenet --out /runs/lrf --arch resnet18 --batch-size 256 --steps 200
     """
     with user_errors():
         from trainer.config import resolve
-        from trainer.lrfind import lr_find as run_lr_find
+        from trainer.lrfind import describe, lr_find as run_lr_find
         flags = dict(arch=arch, batch_size=batch_size, device=device)
         flags.update(_parse_sets(set_))
         result = run_lr_find(resolve(recipe, flags), data, out, start_lr, end_lr, steps)
-        typer.echo(f"suggested peak LR (one-cycle): {result.suggested_lr:.3g}  (use --lr with the same --batch-size)\n"
-                   f"plot: {result.plot}\ndata: {result.data}")
+        typer.echo(f"suggested (one-cycle): {describe(result)}\nplot: {result.plot}\ndata: {result.data}")
 
 
 @app.command("demo-data")

@@ -169,6 +169,21 @@ def validate(c: TrainConfig) -> None:
         problems.append("stem must be auto, imagenet or small")
     if c.workers < 0:
         problems.append("workers must be >= 0")
+    # Divisors and counts that would only fail (ZeroDivisionError, a DataLoader error) epochs later.
+    if c.eval_every < 1:
+        problems.append("eval_every must be at least 1 (evaluate every N epochs; the last is always evaluated)")
+    if c.warmup_div <= 0:
+        problems.append("warmup_div must be positive (warmup starts at lr / warmup_div)")
+    if c.warmup_epochs < 0:
+        problems.append("warmup_epochs must be >= 0")
+    if not 0 <= c.pct_start <= 1:
+        problems.append("pct_start must be between 0 and 1")
+    if c.lr_scale_batch < 0:
+        problems.append("lr_scale_batch must be >= 0 (0: use lr as is)")
+    if c.prefetch_factor < 1:
+        problems.append("prefetch_factor must be at least 1")
+    if len(c.std) != 3 or any(v <= 0 for v in c.std) or len(c.mean) != 3:
+        problems.append("mean and std must be three numbers each, std positive")
     if problems:
         raise TrainerError("invalid settings: " + "; ".join(problems) + ". See `trainer train --help`.")
 

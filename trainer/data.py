@@ -30,6 +30,7 @@ class DatasetInfo:
     dataset: str                            # "imagenet", "cifar100", ... or the folder name
     train: list[tuple[str, int]] = field(repr=False)
     val: list[tuple[str, int]] = field(repr=False)
+    resize_short: int | None = None         # `trainer prepare --resize-short`: the stored images' short side
 
 
 def read_metadata(root: Path) -> dict:
@@ -98,7 +99,9 @@ def load_dataset(root: str | Path, need_train: bool = True, need_val: bool = Tru
     val = scan_split(val_dir, classes) if need_val else []
     if need_val and not val:
         raise TrainerError(f"no val split: {val_dir} has no images. Put a few images per class in {val_dir}/<class>/.")
-    return DatasetInfo(root, classes, dict(meta.get("names") or {}), str(meta.get("dataset") or root.name), train, val)
+    resize_short = meta.get("resize_short")
+    return DatasetInfo(root, classes, dict(meta.get("names") or {}), str(meta.get("dataset") or root.name), train, val,
+                       int(resize_short) if isinstance(resize_short, (int, float)) and resize_short > 0 else None)
 
 
 @dataclass(frozen=True)

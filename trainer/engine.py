@@ -10,6 +10,7 @@ import functools
 import inspect
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -273,17 +274,26 @@ class EvalResult:
     count: int
     per_class_correct: list[int]
     per_class_total: list[int]
+    stopped: bool = False  # `should_stop` ended it early: the figures cover only the batches done
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, amp: AmpSettings,
              channels_last: bool, num_classes: int, distributed: bool = False,
-             norm: InputNorm | None = None) -> EvalResult:
-    """Loss, top-1/top-5 and per-class counts over `loader` (summed over processes under DDP)."""
+             norm: InputNorm | None = None, should_stop: Callable[[], bool] | None = None) -> EvalResult:
+    """Loss, top-1/top-5 and per-class counts over `loader` (summed over processes under DDP).
+
+    should_stop: asked before each batch; once it answers True the rest is skipped and the result
+    says `stopped` (a stop request must not wait for a whole ImageNet evaluation). Under DDP the
+    flag is summed with the counts, so every process returns the same `stopped`.
+    """
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)   # loss*n, top1, top5, n
+    sums = torch.zeros(5, dtype=torch.float64, device=device)   # loss*n, top1, top5, n, processes stopped
     per_class = torch.zeros(2, num_classes, dtype=torch.float64, device=device)
     for batch in loader:
+        if should_stop is not None and should_stop():
+            sums[4] = 1.0
+            break
         images, targets = batch[0], batch[1]
         if len(targets) == 0:
             continue
@@ -293,7 +303,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: AmpSettings,
         logits = logits.float()
         loss = nn.functional.cross_entropy(logits, targets, reduction="sum")
         c1, c5 = topk_correct(logits, targets)
-        sums += torch.tensor([float(loss), c1, c5, len(targets)], dtype=torch.float64, device=device)
+        sums[:4] += torch.tensor([float(loss), c1, c5, len(targets)], dtype=torch.float64, device=device)
         correct = (logits.argmax(1) == targets).double()
         per_class[0].index_add_(0, targets, correct)
         per_class[1].index_add_(0, targets, torch.ones_like(correct))
@@ -302,7 +312,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: AmpSettings,
         torch.distributed.all_reduce(per_class)
     n = max(1.0, float(sums[3]))
     return EvalResult(float(sums[0]) / n, 100 * float(sums[1]) / n, 100 * float(sums[2]) / n, int(sums[3]),
-                      [int(v) for v in per_class[0].tolist()], [int(v) for v in per_class[1].tolist()])
+                      [int(v) for v in per_class[0].tolist()], [int(v) for v in per_class[1].tolist()],
+                      stopped=float(sums[4]) > 0)
 
 
 def make_optimizer(model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float) -> torch.optim.SGD:
@@ -318,12 +329,16 @@ def make_optimizer(model: nn.Module, lr: float, momentum: float, nesterov: bool,
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Load a checkpoint's optimizer state but keep this optimizer's implementation (fused, foreach):
-    those describe the machine it runs on, and a run saved on a CPU may resume on a GPU or back."""
-    flags = [{k: g.get(k) for k in ("fused", "foreach")} for g in optimizer.param_groups]
+    """Load a checkpoint's per-parameter state (momentum buffers) but keep every setting of this
+    optimizer's groups: the current config's LR, momentum and weight decay (a resume with changed
+    settings uses the new values, as its log says), and the implementation (fused, foreach), which
+    describes the machine it runs on: a run saved on a CPU may resume on a GPU or back."""
+    kept = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     optimizer.load_state_dict(state)
-    for group, kept in zip(optimizer.param_groups, flags):
-        group.update(kept)
+    for group, settings in zip(optimizer.param_groups, kept):
+        params = group["params"]
+        group.clear()   # also drops the saved run's `initial_lr` (its peak LR): the scheduler sets ours
+        group.update(settings, params=params)
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:

@@ -1,7 +1,9 @@
 """LR range test (Smith 2015): raise the LR exponentially each step, record the smoothed loss.
 
 The suggested one-cycle peak is a tenth of the LR where the smoothed loss is lowest (fastai's
-heuristic): beyond that minimum the loss soon diverges.
+heuristic): beyond that minimum the loss soon diverges. That peak is for the batch size the test
+ran at; `trainer train --lr` is per `lr_scale_batch` images (the peak is lr * global batch /
+lr_scale_batch), so the result also gives the value to pass as --lr.
 """
 from __future__ import annotations
 
@@ -25,7 +27,10 @@ from trainer.models import build_model, resolve_stem
 class LRFindResult:
     lrs: list[float]
     losses: list[float]          # smoothed
-    suggested_lr: float
+    suggested_peak_lr: float     # the optimizer's LR, at `batch_size`
+    suggested_lr: float          # the same as `trainer train --lr`: per `lr_scale_batch` images
+    batch_size: int
+    lr_scale_batch: int          # 0: --lr is used as is
     plot: Path
     data: Path
 
@@ -76,26 +81,40 @@ def lr_find(config: TrainConfig, data_dir: Path, out_dir: Path, start_lr: float 
             continue
         break
     i_min = min(range(len(losses)), key=losses.__getitem__)
-    suggested = lrs[i_min] / 10
+    peak = lrs[i_min] / 10
+    # What train.py turns back into this peak at this batch size (one process).
+    flag = peak * config.lr_scale_batch / config.batch_size if config.lr_scale_batch else peak
     out_dir.mkdir(parents=True, exist_ok=True)
     data_path, plot_path = out_dir / "lr_find.json", out_dir / "lr_find.png"
     tmp = data_path.with_name(".lr_find.json.tmp")
-    tmp.write_text(json.dumps({"lr": lrs, "loss": losses, "suggested_lr": suggested}) + "\n")
+    tmp.write_text(json.dumps({"lr": lrs, "loss": losses, "suggested_peak_lr": peak, "suggested_lr": flag,
+                               "batch_size": config.batch_size, "lr_scale_batch": config.lr_scale_batch}) + "\n")
     os.replace(tmp, data_path)
-    _plot(lrs, losses, suggested, plot_path)
-    return LRFindResult(lrs, losses, suggested, plot_path, data_path)
+    result = LRFindResult(lrs, losses, peak, flag, config.batch_size, config.lr_scale_batch, plot_path, data_path)
+    _plot(result)
+    return result
 
 
-def _plot(lrs: list[float], losses: list[float], suggested: float, path: Path) -> None:
+def describe(result: LRFindResult) -> str:
+    """The suggestion in the units of `trainer train --lr`, with the LR it becomes at the tested batch."""
+    if not result.lr_scale_batch:
+        return f"--lr {result.suggested_lr:.3g} (the peak LR itself: lr_scale_batch is 0)"
+    return (f"--lr {result.suggested_lr:.3g} (per {result.lr_scale_batch} images: a peak LR of "
+            f"{result.suggested_peak_lr:.3g} at batch {result.batch_size}, scaled linearly with the global batch)")
+
+
+def _plot(result: LRFindResult) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(lrs, losses)
-    ax.axvline(suggested, color="tab:red", ls="--", label=f"suggested peak LR {suggested:.3g}")
-    ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss", title="LR range test")
+    ax.plot(result.lrs, result.losses)
+    ax.axvline(result.suggested_peak_lr, color="tab:red", ls="--",
+               label=f"suggested peak {result.suggested_peak_lr:.3g} = --lr {result.suggested_lr:.3g}")
+    ax.set(xscale="log", xlabel=f"learning rate at batch {result.batch_size}", ylabel="smoothed training loss",
+           title="LR range test")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(result.plot, dpi=110)
     plt.close(fig)

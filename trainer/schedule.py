@@ -46,5 +46,10 @@ def _cos_interp(a: float, b: float, t: float) -> float:
     return b + (a - b) * (1 + math.cos(math.pi * t)) / 2
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule,
+                   start_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR at `start_step` (the optimizer steps already done): the optimizer's LR is set to
+    the schedule's value there. The groups' current LR is the peak."""
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor, last_epoch=start_step - 1)

@@ -63,9 +63,14 @@ def init_distributed(device_hint: str) -> Dist:
     if world <= 1:
         return Dist()
     use_cuda = torch.cuda.is_available() and device_hint != "cpu"
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        # Before the process group: NCCL's object collectives (all_gather_object in save) use the
+        # current device, and without this every rank would use cuda:0 and hang.
+        torch.cuda.set_device(local_rank)
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
-    return Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world)
+    return Dist(int(os.environ["RANK"]), local_rank, world)
 
 
 def _all_max(flags: list[float], dist: Dist, device: torch.device) -> list[float]:
@@ -96,6 +101,19 @@ def _restore_rng(states: list[dict[str, Any]], dist: Dist) -> None:
         torch.set_rng_state(states[dist.rank]["cpu"])
         if torch.cuda.is_available() and states[dist.rank]["cuda"]:
             torch.cuda.set_rng_state_all(states[dist.rank]["cuda"])
+
+
+def resume_position(images_done: int, world: int, shard_len: int, batch_size: int) -> tuple[int, int]:
+    """Where an interrupted epoch continues: (images this process skips, the step it continues at).
+
+    `images_done` counts the epoch's images already trained by all processes together, so a run
+    may resume with another batch size or number of processes: each skips its share of them, and
+    the step counter is set so the epoch still ends at its last step (with the same settings:
+    exactly the step that was saved).
+    """
+    skip = min(shard_len, images_done // world)
+    steps_per_epoch = shard_len // batch_size
+    return skip, (steps_per_epoch - (shard_len - skip) // batch_size if skip else 0)
 
 
 def resume_command(argv: list[str]) -> str:
@@ -139,6 +157,11 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     classes = info.classes
     amp = amp_settings(device, config.precision)
     stem = resolve_stem(config.stem, config.train_res)
+    eval_resize = eval_transform(config.eval_res, config.eval_resize).resize
+    if dist.main and info.resize_short and info.resize_short < eval_resize:
+        log.warning("%s was prepared with --resize-short %d, below the evaluation's resize to %d px: val images are "
+                    "upsampled, so val top-1 is not the standard figure for this eval size. For that, prepare with "
+                    "--resize-short %d or more (or none).", data_dir, info.resize_short, eval_resize, eval_resize)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not config.deterministic
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -163,11 +186,10 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                            f"per process. Use a smaller --batch-size.")
     schedule = Schedule(config.schedule, steps_per_epoch * config.epochs, int(config.warmup_epochs * steps_per_epoch),
                         config.warmup_div, config.pct_start)
-    scheduler = make_scheduler(optimizer, schedule)
     scaler = make_grad_scaler(amp)
 
     # ---- resume ----
-    start_epoch, start_step, best_top1, elapsed_before = 0, 0, 0.0, 0.0
+    start_epoch, start_step, start_skip, best_top1, elapsed_before = 0, 0, 0, 0.0, 0.0
     partial = torch.zeros(4, dtype=torch.float64)   # loss*n, correct, n, skipped of an interrupted epoch
     loaded = None
     if resume == "auto":
@@ -177,20 +199,32 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     if loaded is not None:
         payload, source = loaded
         ckpt.check_compatible(payload, config.arch, classes, source)
+        stored = payload.get("config", {})
         unwrap(model).load_state_dict(payload["model"])
         load_optimizer_state(optimizer, payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        scaler.load_state_dict(payload["scaler"])
-        start_epoch, start_step = payload["epoch"], payload["step_in_epoch"]
+        # A run saved without loss scaling (fp32 on a CPU, bf16) saved an empty scaler state; resumed
+        # in fp16 (auto on a T4) the scaler starts from its initial scale.
+        if payload.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(payload["scaler"])
+        start_epoch = payload["epoch"]
+        # Checkpoints before "images_in_epoch" only had steps: of the batch size and world size they
+        # were saved with (one RNG state per process).
+        images_done = payload.get("images_in_epoch", payload["step_in_epoch"] * stored.get("batch_size", config.batch_size)
+                                  * len(payload["rng"]))
+        start_skip, start_step = resume_position(images_done, dist.world, len(train_sampler.shard()), config.batch_size)
         best_top1, elapsed_before = payload["best_top1"], payload.get("elapsed_seconds", 0.0)
         partial = torch.tensor(payload["partial"], dtype=torch.float64)
         _restore_rng(payload["rng"], dist)
         log.info("resumed from %s: epoch %d, step %d/%d, best val top-1 %.2f%%", source, start_epoch + 1, start_step,
                  steps_per_epoch, best_top1)
-        stored = payload.get("config", {})
         changed = [k for k, v in to_dict(config).items() if stored.get(k, v) != v and k not in ("device", "workers", "max_hours")]
         if changed:
-            log.warning("settings differ from the checkpoint's: %s (the new values are used)", ", ".join(changed))
+            log.warning("settings differ from the checkpoint's: %s (the new values are used; the LR is the new "
+                        "schedule's at this point of training)", ", ".join(changed))
+    # The LR is always the current settings' schedule at this position (the scheduler's saved state
+    # is not loaded): a run resumed with another batch size or world size gets its own peak LR and
+    # step count, and a schedule to zero still ends at zero.
+    scheduler = make_scheduler(optimizer, schedule, start_epoch * steps_per_epoch + start_step)
     if dist.main:
         truncate_metrics(out / "metrics.jsonl", start_epoch)
         write_run_config(out / "config.json", to_dict(config), {
@@ -232,16 +266,18 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - started
 
-    def save(epoch: int, step: int, sums: torch.Tensor, is_best: bool = False) -> None:
+    def save(epoch: int, step: int, images: int, sums: torch.Tensor, is_best: bool = False) -> None:
+        """images: of this epoch, trained by all processes together (where a resume continues)."""
         nonlocal save_seconds, last_save
         t = time.monotonic()
         payload = {
             "format": ckpt.FORMAT_VERSION, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step_in_epoch": step,
-            "partial": sums.tolist(), "best_top1": best_top1, "elapsed_seconds": elapsed(), "rng": _rng_states(dist),
+            "images_in_epoch": images, "partial": sums.tolist(), "best_top1": best_top1, "elapsed_seconds": elapsed(),
+            "rng": _rng_states(dist),
             "config": to_dict(config), "arch": config.arch, "stem": stem, "classes": classes, "names": info.names,
             "dataset": info.dataset, "mean": list(config.mean), "std": list(config.std),
-            "eval_res": config.eval_res, "eval_resize": eval_transform(config.eval_res, config.eval_resize).resize,
+            "eval_res": config.eval_res, "eval_resize": eval_resize,
         }
         if dist.main:
             ckpt.save(payload, ckpt_dir / "last.pt", keep_previous=True)
@@ -266,7 +302,8 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
             first = epoch == start_epoch
             step = start_step if first else 0
             sums = partial.clone() if first else torch.zeros(4, dtype=torch.float64)
-            train_sampler.set_epoch(epoch, skip=step * config.batch_size)
+            position = start_skip if first else 0   # this process's images of the epoch done (sampler positions)
+            train_sampler.set_epoch(epoch, skip=position)
             res = progressive_resolution(epoch, config.train_res_start, config.train_res, config.res_ramp_epochs, config.epochs)
             dev_sums = torch.zeros(2, dtype=torch.float64, device=device)   # loss*n, correct (n: images_seen, on the host)
             skipped = 0
@@ -299,6 +336,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                     images_seen += n
                 scheduler.step()
                 step += 1
+                position += config.batch_size
                 if progress.due():
                     s = dev_sums.tolist()   # a device sync: only when a line or the bar is due
                     progress.update(step, f"loss {s[0] / max(1, images_seen):.4f} lr {scheduler.get_last_lr()[0]:.4g}")
@@ -308,7 +346,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                 want_stop, want_save, timeout = _all_max([float(stop.poll() is not None), float(periodic), float(out_of_time)],
                                                          dist, device)
                 if (want_stop or want_save or timeout) and step < steps_per_epoch:
-                    save(epoch, step, epoch_totals() + sums)
+                    save(epoch, step, position * dist.world, epoch_totals() + sums)
                     if want_stop or timeout:
                         progress.stop()
                         return stopped(stop.reason or "SIGTERM" if want_stop else "max-hours", epoch, step)
@@ -324,11 +362,24 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                 "train_loss": float(totals[0]) / n_train, "train_top1": 100 * float(totals[1]) / n_train,
             }
             last_epoch = epoch + 1 == config.epochs
-            skip_eval = elapsed() + eval_seconds + 2 * save_seconds >= budget_s and not last_epoch
+            # Reduced: evaluation is collective under DDP, so every rank must make the same choice.
+            out_of_time = _all_max([float(elapsed() + eval_seconds + 2 * save_seconds >= budget_s)], dist, device)[0] > 0
+            skip_eval = out_of_time and not last_epoch
             if ((epoch + 1) % config.eval_every == 0 or last_epoch) and not skip_eval:
                 t_eval = time.perf_counter()
-                result = evaluate(model, val_loader, device, amp, channels_last, len(classes), dist.enabled, norm)
+                result = evaluate(model, val_loader, device, amp, channels_last, len(classes), dist.enabled, norm,
+                                  should_stop=lambda: stop.poll() is not None)
                 eval_seconds = time.perf_counter() - t_eval
+                if result.stopped:
+                    # A stop during evaluation (docker stop's grace is 10-30 s, an ImageNet eval
+                    # takes longer) saves now: the epoch as trained, at its last step with its
+                    # sums. The resumed run finds no batch left in this epoch, so it evaluates,
+                    # logs and saves it just as an uninterrupted run would have.
+                    save(epoch, steps_per_epoch, position * dist.world, totals)
+                    if dist.main:
+                        log.warning("the stop came during the evaluation of epoch %d: it is skipped now and runs "
+                                    "again on resume", epoch + 1)
+                    return stopped(stop.reason or "SIGTERM", epoch, steps_per_epoch)
                 row.update(val_loss=result.loss, val_top1=result.top1, val_top5=result.top5)
             else:
                 row.update(val_loss=None, val_top1=None, val_top5=None)
@@ -337,7 +388,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                 images_per_sec=world_images / max(1e-9, train_seconds), epoch_seconds=train_seconds,
                 eval_seconds=eval_seconds, data_wait_fraction=data_wait / max(1e-9, train_seconds),
                 max_gpu_mem=(torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0),
-                skipped_images=int(totals[3]), elapsed_hours=elapsed() / 3600,
+                train_images=int(totals[2]), skipped_images=int(totals[3]), elapsed_hours=elapsed() / 3600,
             )
             is_best = row["val_top1"] is not None and row["val_top1"] > best_top1
             if is_best:
@@ -350,7 +401,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                          epoch + 1, config.epochs, row["lr"], row["train_loss"], row["train_top1"], val,
                          row["images_per_sec"], train_seconds, 100 * row["data_wait_fraction"],
                          f", {row['skipped_images']} unreadable images skipped" if row["skipped_images"] else "")
-            save(epoch + 1, 0, torch.zeros(4, dtype=torch.float64), is_best)
+            save(epoch + 1, 0, 0, torch.zeros(4, dtype=torch.float64), is_best)
             if dist.main:
                 try:
                     plot_curves(read_metrics(out / "metrics.jsonl"), out / "curves.png")

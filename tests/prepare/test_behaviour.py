@@ -90,8 +90,15 @@ def test_refuses_when_free_space_is_short(tmp_path, official, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**6, 10**6 - 1000, 1000))
     result = _prepare(tmp_path)
     assert result.exit_code == 1
-    assert "Not enough free space" in result.output and "--resize-short" in result.output
+    # 256, not less: the recipes evaluate at resize 256, and --resize-short shrinks val as well.
+    assert "Not enough free space" in result.output and "--resize-short 256" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_help_suggests_a_resize_that_keeps_the_standard_evaluation():
+    result = trainer("prepare", "imagenet", "--help", env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
+    assert result.exit_code == 0, result.output
+    assert "--resize-short 256" in result.output and "--resize-short 160" not in result.output
 
 
 def test_rerun_with_other_options_is_refused_and_keeps_files(tmp_path, official):

@@ -68,5 +68,10 @@ def test_lr_find_writes_a_plot_and_suggests_an_lr(demo_data, tmp_path):
                  "--set", "train_res=16")
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "lr_find.json").read_text())
-    assert 1e-6 < data["suggested_lr"] < 10 and len(data["lr"]) >= 5
+    assert 1e-6 < data["suggested_peak_lr"] < 10 and len(data["lr"]) >= 5
     assert (tmp_path / "lr_find.png").stat().st_size > 1000
+    # `trainer train --lr` is per lr_scale_batch (256) images: the peak found at batch 16 is 16x that.
+    assert (data["batch_size"], data["lr_scale_batch"]) == (16, 256)
+    assert data["suggested_lr"] == pytest.approx(data["suggested_peak_lr"] * 256 / 16)
+    assert f"--lr {data['suggested_lr']:.3g} " in result.output
+    assert f"peak LR of {data['suggested_peak_lr']:.3g} at batch 16" in result.output

@@ -101,6 +101,10 @@ def test_predict_and_export_with_a_missing_or_foreign_checkpoint(tmp_path):
     (["--schedule", "exponential"], ["schedule 'exponential' is not one of"]),
     (["--arch", "resnet9000"], ["unknown architecture 'resnet9000'"]),
     (["--set", "nokey"], ["--set expects KEY=VALUE"]),
+    # Divisors: refused before training, not a ZeroDivisionError after the first epoch.
+    (["--set", "eval_every=0"], ["eval_every must be at least 1"]),
+    (["--set", "warmup_div=0"], ["warmup_div must be positive"]),
+    (["--set", "std=0.2,0,0.2"], ["std positive"]),
 ])
 def test_bad_settings(demo_data, tmp_path, args, phrases):
     result = cli("train", "--data", demo_data, "--out", tmp_path / "out", *TINY, *args)

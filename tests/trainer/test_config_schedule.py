@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from trainer.config import available_recipes, load_recipe, resolve
-from trainer.schedule import Schedule
+from trainer.schedule import Schedule, make_scheduler
 
 
 def test_flags_override_the_recipe_which_overrides_the_defaults():
@@ -38,3 +39,23 @@ def test_onecycle_rises_to_the_peak_then_anneals():
     assert values[0] == pytest.approx(1 / 25) and max(values) == pytest.approx(1.0)
     assert values.index(max(values)) == 25 and values[-1] < 1e-3
     assert all(a <= b for a, b in zip(values[:25], values[1:26]))
+
+
+def test_a_scheduler_made_at_a_step_gives_the_lr_of_one_stepped_there():
+    """How a resume sets the LR: from the schedule at its position, not from a saved scheduler."""
+    schedule = Schedule("onecycle", total_steps=50, pct_start=0.3, warmup_div=25)
+
+    def optimizer():
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
+
+    stepped = optimizer()
+    scheduler = make_scheduler(stepped, schedule)
+    lrs = [stepped.param_groups[0]["lr"]]
+    for _ in range(50):
+        stepped.step()
+        scheduler.step()
+        lrs.append(stepped.param_groups[0]["lr"])
+    for start in (0, 1, 17, 49, 50):
+        fresh = optimizer()
+        make_scheduler(fresh, schedule, start_step=start)
+        assert fresh.param_groups[0]["lr"] == lrs[start]   # bit for bit: a resume is exact

@@ -9,9 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.trainer.conftest import TINY, cli, metrics
+from trainer import checkpoint as ckpt
+from trainer import train as train_module
+from trainer.engine import AmpSettings
+from trainer.train import init_distributed, resume_position
 
 DETERMINISTIC = ("epoch", "lr", "train_res", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")
 
@@ -124,12 +129,135 @@ def test_torchrun_two_processes_gloo_runs_one_epoch(demo_data, tmp_path):
     assert len(payload["rng"]) == 2
 
 
-def test_stop_file_saves_mid_epoch_and_exits_resumable(demo_data, tmp_path):
+def test_stop_file_saves_mid_epoch_and_exits_resumable(demo_data, trained_run, tmp_path):
     out, flag = tmp_path / "run", tmp_path / "stop-now"
     flag.touch()
     result = cli("train", "--data", demo_data, "--out", out, *TINY, "--epochs", "2", "--stop-file", flag)
     assert result.exit_code == 143, result.output
     payload = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
-    assert (payload["epoch"], payload["step_in_epoch"]) == (0, 1)
+    assert (payload["epoch"], payload["step_in_epoch"], payload["images_in_epoch"]) == (0, 1, 16)
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "interrupted" and status["reason"] == "stop-file"
+    # A checkpoint written before "images_in_epoch" existed still resumes exactly.
+    del payload["images_in_epoch"]
+    ckpt.save(payload, out / "checkpoints" / "last.pt")
+    flag.unlink()
+    resumed = cli("train", "--data", demo_data, "--out", out, *TINY, "--epochs", "2")
+    assert resumed.exit_code == 0, resumed.output
+    same_lines(metrics(out), metrics(trained_run))
+
+
+def test_a_run_saved_without_loss_scaling_resumes_with_it(demo_data, tmp_path, monkeypatch):
+    """Saved in fp32 (a CPU) or bf16, resumed where precision auto picks fp16 + GradScaler (a T4).
+    No GPU here: the resume gets the settings amp_settings returns on a T4, autocast left off."""
+    out, flag = tmp_path / "run", tmp_path / "stop-now"
+    flag.touch()
+    assert cli("train", "--data", demo_data, "--out", out, *TINY, "--epochs", "1", "--stop-file", flag).exit_code == 143
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["scaler"] == {}
+    flag.unlink()
+    monkeypatch.setattr(train_module, "amp_settings", lambda device, precision="auto": AmpSettings(None, True, "cpu"))
+    resumed = cli("train", "--data", demo_data, "--out", out, *TINY, "--epochs", "1")
+    assert resumed.exit_code == 0, resumed.output
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["scaler"]["scale"] > 0
+
+
+def test_resume_with_another_batch_size_follows_the_new_schedule_and_trains_each_image_once(demo_data, tmp_path):
+    """After an out-of-memory, say: the LR is the new batch's schedule at the same point of training
+    (its own peak; linear still ends at zero), and the interrupted epoch skips the images done."""
+    linear = [*TINY, "--epochs", "2", "--lr", "0.1", "--set", "lr_scale_batch=256", "--schedule", "linear",
+              "--warmup-epochs", "0"]
+    fresh = tmp_path / "fresh"
+    assert cli("train", "--data", demo_data, "--out", fresh, *linear, "--batch-size", "8").exit_code == 0
+    out, flag = tmp_path / "run", tmp_path / "stop-now"
+    flag.touch()   # stops after the first step: 16 of the epoch's 160 images
+    assert cli("train", "--data", demo_data, "--out", out, *linear, "--stop-file", flag).exit_code == 143
+    flag.unlink()
+    resumed = cli("train", "--data", demo_data, "--out", out, *linear, "--batch-size", "8")
+    assert resumed.exit_code == 0, resumed.output
+    log = (out / "train.log").read_text()
+    assert "epoch 1, step 2/20" in log and "settings differ from the checkpoint's: batch_size" in log
+    rows = metrics(out)
+    assert [r["lr"] for r in rows] == [r["lr"] for r in metrics(fresh)] and rows[-1]["lr"] == 0.0
+    assert [r["train_images"] for r in rows] == [160, 160]
+
+
+def test_resume_position_counts_images_so_the_epoch_still_ends_at_its_last_step():
+    # Same settings: exactly the saved step (8 of 10 steps of 16 images).
+    assert resume_position(8 * 16, 1, 160, 16) == (128, 8)
+    # 1 step at batch 16 on 2 processes (32 images), resumed on 1 process: 32 skipped, 8 steps left of 10.
+    assert resume_position(32, 1, 160, 16) == (32, 2)
+    # 1 step at batch 16 on 1 process, resumed on 2 processes of 80 images each, batch 8.
+    assert resume_position(16, 2, 80, 8) == (8, 1)
+    # 24 images done, resumed at batch 16: 136 left make 8 full steps, so it continues at step 2 of 10.
+    assert resume_position(24, 1, 160, 16) == (24, 2)
+    assert resume_position(0, 1, 160, 16) == (0, 0)
+
+
+def test_a_stop_during_evaluation_saves_without_waiting_for_the_rest_of_it(data_copy, trained_run, tmp_path):
+    """docker stop gives 10-30 s before SIGKILL and an ImageNet evaluation takes longer. Here the
+    first val image is a FIFO, so the evaluation waits there until the test writes to it; the last
+    val image is another FIFO nobody writes to: an evaluation that went on would hang on it."""
+    val = data_copy / "val"
+    classes = sorted(p.name for p in val.iterdir())
+    first, last = val / classes[0] / "0-first.jpg", val / classes[-1] / "z-last.jpg"
+    for fifo in (first, last):
+        os.mkfifo(fifo)
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "trainer", "train", "--data", str(data_copy), "--out", str(out), *TINY, "--epochs", "2"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, fd = time.monotonic() + 120, None
+    while fd is None:   # a FIFO opens for writing (non-blocking) only once the reader has it open
+        try:
+            fd = os.open(first, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)   # while the evaluation of epoch 1 waits for its first image
+    os.write(fd, b"not an image")
+    os.close(fd)
+    try:
+        output = proc.communicate(timeout=60)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("SIGTERM during evaluation waited for the rest of the evaluation: " + proc.communicate()[0][-2000:])
+    assert proc.returncode == 143, output
+    assert "evaluation of epoch 1" in output and "Resume with:" in output
+    payload = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert (payload["epoch"], payload["step_in_epoch"]) == (0, 10)   # trained, not evaluated
+    assert not metrics(out)
+    # The resumed run evaluates epoch 1 first; the FIFOs are now unreadable files, which evaluation
+    # skips, so val is demo_data's again and the run ends as one never stopped.
+    for fifo in (first, last):
+        fifo.unlink()
+        fifo.write_bytes(b"not an image")
+    resumed = cli("train", "--data", data_copy, "--out", out, *TINY, "--epochs", "2")
+    assert resumed.exit_code == 0, resumed.output
+    same_lines(metrics(out), metrics(trained_run))
+
+
+def test_data_resized_below_the_eval_resize_is_warned_about(data_copy, tmp_path):
+    meta_path = data_copy / "dataset.json"
+    meta = json.loads(meta_path.read_text())
+    for resize_short, warned in ((8, True), (16, False)):   # TINY evaluates at resize 16, crop 16
+        meta_path.write_text(json.dumps({**meta, "resize_short": resize_short}))
+        out = tmp_path / f"run{resize_short}"
+        assert cli("train", "--data", data_copy, "--out", out, *TINY, "--epochs", "1").exit_code == 0
+        log = (out / "train.log").read_text()
+        assert ("--resize-short 8, below the evaluation's resize to 16 px" in log) == warned, log
+        assert log.count("below the evaluation's resize") == (1 if warned else 0)
+
+
+def test_nccl_ranks_select_their_gpu_before_joining_the_process_group(monkeypatch):
+    """No GPU here: CUDA and the process group are stood in for; what is checked is the order."""
+    calls = []
+    for key, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend, **_: calls.append(("init", backend)))
+    assert init_distributed("auto").local_rank == 1
+    assert calls == [("set_device", 1), ("init", "nccl")]
+    calls.clear()
+    init_distributed("cpu")
+    assert calls == [("init", "gloo")]

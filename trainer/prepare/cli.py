@@ -23,7 +23,8 @@ SubsetOpt = typer.Option(None, "--subset-percent", help="Keep a seeded random P%
 SeedOpt = typer.Option(0, "--seed", help="Seed of the --subset-percent class draw.")
 MaxOpt = typer.Option(None, "--max-per-class", min=1, help="Keep at most N images per class and split (first N by name).")
 ResizeOpt = typer.Option(None, "--resize-short", min=8,
-                         help="Store JPEGs re-encoded with the short side at S px (never upscaled); decodes several times faster when training.")
+                         help="Store JPEGs re-encoded with the short side at S px (never upscaled); decodes several times faster when "
+                              "training. Val too: keep S at least the eval resize (256 for the recipes).")
 WorkersOpt = typer.Option(None, "--workers", min=1, help="Processes for --resize-short and verify (default: all CPUs).")
 ChecksumOpt = typer.Option(False, "--verify-checksums", help="Check the archives' published MD5s first (fails on re-packed copies).")
 DeleteOpt = typer.Option(False, "--delete-source", help="Remove the source files, only after the result verifies.")
@@ -75,7 +76,10 @@ def imagenet(source: Path = SourceOpt, dest: Path = DestOpt, subset_percent: Opt
              delete_source: bool = DeleteOpt) -> None:
     """ImageNet-1k from the official ILSVRC2012 tars (or extracted), or the Kaggle download.
 
-    Example: trainer prepare imagenet --source ~/downloads --dest /data/imagenet --resize-short 160
+    Example: trainer prepare imagenet --source ~/downloads --dest /data/imagenet --resize-short 256
+
+    (256 is the short side the recipes' evaluation resizes to; less would shrink val too and make
+    the reported top-1 non-standard.)
 
     A 10% prototype: trainer prepare imagenet --source ~/downloads --dest /data/in10 --subset-percent 10
     """
