@@ -15,8 +15,12 @@
 #   4. A watcher service (`bootstrap.sh watch`) that, independent of the laptop:
 #        - shuts the instance down ORCH_AUTOSTOP_MINUTES after the last orch container exited
 #          (the instance is launched with shutdown behaviour "terminate", so it is then gone);
+#        - shuts it down too when no orch container ever ran and no SSH connection was open for
+#          ORCH_IDLE_MINUTES (default: 2 x autostop, 10 to 120 minutes; off with autostop 0): a sync
+#          cut short, a laptop asleep, a Ctrl-C leave nobody to come back;
 #        - stops the job (SIGTERM: the trainer saves last.pt) and the instance at the hard cap,
-#          ORCH_MAX_HOURS or ORCH_MAX_DOLLARS / ORCH_PRICE_PER_HOUR hours after boot;
+#          ORCH_MAX_HOURS or ORCH_MAX_DOLLARS / ORCH_PRICE_PER_HOUR hours after the watcher first
+#          started (the time is kept in the state dir: a restart or a reboot does not reset it);
 #        - copies each new last.pt/best.pt (+ .sha256) to ORCH_CHECKPOINT_BUCKET.
 #
 # The watcher runs anywhere Docker does, which is how the tests exercise it:
@@ -121,6 +125,21 @@ copy_checkpoints() {  # new checkpoints to the bucket, each .sha256 after its fi
     done
 }
 
+ssh_sessions() {  # established SSH connections to this machine (orch's sync and logs, a user's shell)
+    local out
+    out=$(ss -Htn state established '( sport = :22 )' 2>/dev/null) || { echo 1; return 0; }  # can't tell: keep it
+    printf '%s' "$out" | grep -c .
+}
+
+first_start() {  # the hard cap's clock: the watcher's first start, kept across restarts and reboots
+    local file="$STATE_DIR/started" t
+    t=$(cat "$file" 2>/dev/null)
+    case "$t" in
+        ''|*[!0-9]*) t=$(date +%s); echo "$t" > "$file.tmp" && mv "$file.tmp" "$file" ;;
+    esac
+    echo "$t"
+}
+
 power_off() {
     log "$1: shutting down"
     copy_checkpoints
@@ -130,16 +149,24 @@ power_off() {
 
 watch() {
     mkdir -p "$STATE_DIR"
-    local interval="${ORCH_WATCH_INTERVAL_S:-60}" autostop cap idle_since=""
+    local interval="${ORCH_WATCH_INTERVAL_S:-60}" autostop cap idle idle_since="" unused_since=""
     autostop=$(seconds "${ORCH_AUTOSTOP_MINUTES:-30}" 60)
+    if [ -n "${ORCH_IDLE_MINUTES:-}" ]; then
+        idle=$(seconds "$ORCH_IDLE_MINUTES" 60)
+    else  # orchestrator/flow.py's idle_minutes() says the same to the user
+        idle=$((2 * autostop))
+        if [ "$idle" -gt 0 ] && [ "$idle" -lt 600 ]; then idle=600; fi
+        if [ "$idle" -gt 7200 ]; then idle=7200; fi
+    fi
     cap=$(seconds "${ORCH_MAX_HOURS:-0}" 3600)
     if [ -n "${ORCH_MAX_DOLLARS:-}" ] && [ -n "${ORCH_PRICE_PER_HOUR:-}" ]; then
         local by_price
         by_price=$(awk -v d="$ORCH_MAX_DOLLARS" -v p="$ORCH_PRICE_PER_HOUR" 'BEGIN { printf "%d", (p > 0 ? d / p * 3600 : 0) }')
         if [ "$by_price" -gt 0 ] && { [ "$cap" -eq 0 ] || [ "$by_price" -lt "$cap" ]; }; then cap=$by_price; fi
     fi
-    local started; started=$(date +%s)
-    log "watcher: autostop ${autostop}s after the job ends (0: off), hard cap ${cap}s (0: none)"
+    local started; started=$(first_start)
+    log "watcher: autostop ${autostop}s after the job ends (0: off), ${idle}s idle before any job (0: off)," \
+        "hard cap ${cap}s from $(date -u -d "@$started" +%FT%TZ 2>/dev/null || echo "$started") (0: none)"
     while true; do
         local now active; now=$(date +%s); active=$(active_jobs)
         copy_checkpoints
@@ -151,11 +178,23 @@ watch() {
         fi
         if [ "$active" -gt 0 ]; then
             touch "$STATE_DIR/job-seen"; idle_since=""
-        elif [ -f "$STATE_DIR/job-seen" ] && [ "$autostop" -gt 0 ]; then
-            # Only after a job ran: a fresh instance may spend hours receiving its dataset first.
-            idle_since="${idle_since:-$now}"
-            if [ $((now - idle_since)) -ge "$autostop" ]; then
-                power_off "no orch container running for ${autostop}s"
+        elif [ -f "$STATE_DIR/job-seen" ]; then
+            if [ "$autostop" -gt 0 ]; then
+                idle_since="${idle_since:-$now}"
+                if [ $((now - idle_since)) -ge "$autostop" ]; then
+                    power_off "no orch container running for ${autostop}s"
+                fi
+            fi
+        elif [ "$idle" -gt 0 ]; then
+            # No job yet: the dataset may take hours to arrive, but over an SSH connection. With none
+            # open either, nobody is coming back (a sync cut short, a laptop asleep): stop the billing.
+            if [ "$(ssh_sessions)" -gt 0 ]; then
+                unused_since=""
+            else
+                unused_since="${unused_since:-$now}"
+                if [ $((now - unused_since)) -ge "$idle" ]; then
+                    power_off "no job started and no SSH connection for ${idle}s"
+                fi
             fi
         fi
         sleep "$interval"
@@ -166,6 +205,7 @@ install_watcher() {
     install -m 0755 "$0" /usr/local/sbin/orch-bootstrap
     {
         echo "ORCH_JOB=${ORCH_JOB:-}"; echo "ORCH_AUTOSTOP_MINUTES=${ORCH_AUTOSTOP_MINUTES:-30}"
+        echo "ORCH_IDLE_MINUTES=${ORCH_IDLE_MINUTES:-}"
         echo "ORCH_MAX_HOURS=${ORCH_MAX_HOURS:-}"; echo "ORCH_MAX_DOLLARS=${ORCH_MAX_DOLLARS:-}"
         echo "ORCH_PRICE_PER_HOUR=${ORCH_PRICE_PER_HOUR:-}"; echo "ORCH_CHECKPOINT_BUCKET=${ORCH_CHECKPOINT_BUCKET:-}"
         echo "AWS_DEFAULT_REGION=${ORCH_REGION:-}"

@@ -76,6 +76,8 @@ def write_private_file(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text if text.endswith("\n") else text + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # on disk before it replaces anything: EC2 hands out a private key once
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
@@ -153,6 +155,7 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
 
     s = cfg.settings
     validate_job_name(cfg.job)
+    _require_instance_profile(s)
     info = ec2.instance_type_info(s.region, cfg.instance_type)
     ami = ec2.resolve_ami(s.region, s.ami_ssm_parameter, s.ami_owners, s.ami_name_pattern, cfg.ami)
     zones = ec2.offered_zones(s.region, cfg.instance_type)
@@ -178,11 +181,35 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
     )
 
 
+def _require_instance_profile(s: Settings) -> None:
+    """The instance copies checkpoints to the bucket with its own role: without one, every copy would fail."""
+    if s.checkpoint_bucket and not s.iam_instance_profile:
+        raise ConfigError(
+            f"--checkpoint-bucket {s.checkpoint_bucket} needs --iam-instance-profile: the instance copies each "
+            "checkpoint there with its own role, and without one every copy fails (and a later --resume finds "
+            "nothing). Nothing was created. Create the profile once (the commands are at the top of "
+            "infra/bootstrap.sh; its policy is infra/instance-role-policy.json), then add --iam-instance-profile "
+            "orch-trainer (or set iam_instance_profile in config.toml)."
+        )
+
+
+def _on_demand_plan(cfg: LaunchConfig, p: LaunchPlan) -> LaunchPlan:
+    """The spot plan's on-demand fallback: the same launch, its --max-dollars cap at the on-demand price."""
+    from orchestrator import pricing
+
+    price = pricing.hourly_price(p.instance_type, p.region, spot=False, live=cfg.settings.live_prices)
+    usd = price.usd_per_hour if price else None
+    return replace(p, spot=False, user_data=render_user_data(cfg.job, cfg.settings, usd), price_per_hour=usd,
+                   price_source=price.source if price else None)
+
+
 def _launch_tags(cfg: LaunchConfig) -> tuple[tuple[str, str], ...]:
     """Job settings that must outlive the state file: a resume on another laptop reads them back."""
     tags = []
     if cfg.settings.checkpoint_bucket:
         tags.append((ec2.TAG_CHECKPOINT_BUCKET, cfg.settings.checkpoint_bucket))
+    if cfg.settings.iam_instance_profile:
+        tags.append((ec2.TAG_INSTANCE_PROFILE, cfg.settings.iam_instance_profile))
     if cfg.recover:
         tags.append((ec2.TAG_RECOVER, "on"))
     if cfg.keep_volume:
@@ -190,8 +217,16 @@ def _launch_tags(cfg: LaunchConfig) -> tuple[tuple[str, str], ...]:
     return tuple(tags)
 
 
-def preflight(p: LaunchPlan) -> str:
-    """Refuse a launch AWS would refuse for quota; returns a one-line summary of the check."""
+@dataclass(frozen=True)
+class Preflight:
+    """What the quota check found (it raises FlowError when the launch can't go ahead)."""
+
+    summary: str  # one line on the check
+    spot_quota_too_low: bool = False  # a spot plan whose fallback is allowed: start on-demand
+
+
+def preflight(p: LaunchPlan) -> Preflight:
+    """Refuse a launch AWS would refuse for quota; says what was checked."""
     from orchestrator import quota
 
     check = quota.check_vcpu_quota(p.region, p.instance_type, p.vcpus, p.spot)
@@ -199,11 +234,11 @@ def preflight(p: LaunchPlan) -> str:
         if p.spot and p.allow_on_demand_fallback:
             od = quota.check_vcpu_quota(p.region, p.instance_type, p.vcpus, False)
             if od.ok is not False:
-                return f"spot quota too low ({check.limit:g}); on-demand fallback allowed"
+                return Preflight(f"spot quota too low ({check.limit:g}); starting on-demand (fallback allowed)", True)
         raise FlowError(quota.fix_message(check, p.region))
     if check.ok is None:
-        return f"quota not checked: {check.detail}"
-    return (f"{check.quota_name}: {check.in_use_vcpus}+{check.needed_vcpus} of {check.limit:g} vCPUs")
+        return Preflight(f"quota not checked: {check.detail}")
+    return Preflight(f"{check.quota_name}: {check.in_use_vcpus}+{check.needed_vcpus} of {check.limit:g} vCPUs")
 
 
 # --- launch -----------------------------------------------------------------------------------
@@ -218,6 +253,7 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
                               "machine, so launching it again already resumes it")
         return _launch_local(cfg, say)
     s = cfg.settings
+    _require_instance_profile(s)
     restore = _resume_sources(cfg, say) if cfg.resume else None  # refuses before anything is created
     with phase("plan", say):
         p = plan(cfg, ssh_cidr="")  # a bad type or AMI is reported before any network probe
@@ -227,21 +263,11 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
         say(f"  {p.instance_type} ({p.vcpus} vCPUs) in {p.region}, AMI {p.ami} [{p.ami_source}], "
             f"{'spot' if p.spot else 'on-demand'}, {p.volume_gb} GB gp3"
             f"{' kept after the instance (outputs on it)' if p.keep_volume else ''}, SSH from {p.ssh_cidr}")
-    with phase("pre-flight (quota)", say):
-        say("  " + preflight(p))
     record = state.get(cfg.job)
     if record and record.target == "local":
         raise FlowError(f"Job {cfg.job!r} is a local job. Tear it down first (`orch teardown {cfg.job}`) "
                         "or choose another --name.")
-    state.update(cfg.job, target="aws", region=p.region, instance_type=p.instance_type, spot=p.spot,
-                 ssh_user=s.ssh_user, ssh_proxy_command=s.ssh_proxy_command,
-                 status=record.status if record else "launching",
-                 launch=_launch_record(cfg) if cfg.job_spec is not None else (record.launch if record else None))
-
-    if s.max_dollars is not None and p.price_per_hour is None:
-        say(f"  warning: no price known for {p.instance_type}; --max-dollars can't be enforced, use --max-hours")
-    if not p.ssh_cidr.endswith("/32"):
-        say(f"  warning: SSH will be open to {p.ssh_cidr}, not a single address (asked with --ssh-cidr)")
+    # Before the quota: the job's own running instance is reused, and must not count against it.
     with phase("look for an existing instance (tag orch:job)", say):
         existing = []
         for found in ec2.find_instances(p.region, cfg.job):
@@ -264,6 +290,27 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
             if not cfg.resume and cfg.job_spec is not None and _last_reclaimed(p.region, cfg.job):
                 say(f"  note: AWS reclaimed this job's last instance. This launch starts training from scratch; "
                     f"to carry on from its checkpoint instead: Ctrl-C, then `orch launch --name {cfg.job} --resume`")
+    fallback = _on_demand_plan(cfg, p) if p.spot and p.allow_on_demand_fallback and not existing else None
+    if existing and existing[0].state in ("pending", "running"):
+        say(f"  quota not checked: {existing[0].instance_id} is already running")
+    else:
+        with phase("pre-flight (quota)", say):
+            check = preflight(p)
+            say("  " + check.summary)
+            if check.spot_quota_too_low and fallback is not None:
+                p, fallback = fallback, None
+    state.update(cfg.job, target="aws", region=p.region, instance_type=p.instance_type, spot=p.spot,
+                 ssh_user=s.ssh_user, ssh_proxy_command=s.ssh_proxy_command,
+                 status=record.status if record else "launching",
+                 launch=_launch_record(cfg) if cfg.job_spec is not None else (record.launch if record else None))
+
+    if s.max_dollars is not None and p.price_per_hour is None:
+        say(f"  warning: no price known for {p.instance_type}; --max-dollars can't be enforced, use --max-hours")
+    if s.max_dollars is not None and fallback is not None and fallback.price_per_hour is None:
+        say(f"  warning: no on-demand price known for {p.instance_type}; an on-demand fallback would run without "
+            "the --max-dollars cap, use --max-hours")
+    if not p.ssh_cidr.endswith("/32"):
+        say(f"  warning: SSH will be open to {p.ssh_cidr}, not a single address (asked with --ssh-cidr)")
 
     with phase("key pair and security group", say):
         key = _ensure_key(p.region, cfg.job, in_use=bool(existing))
@@ -277,7 +324,8 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
             ec2.client("ec2", p.region).start_instances(InstanceIds=[instance.instance_id])
     else:
         with phase("run instance", say):
-            instance = ec2.run_instance(p, group_id, log=lambda m: say("  " + m))
+            instance = ec2.run_instance(p, group_id, log=lambda m: say("  " + m),
+                                        on_demand_user_data=fallback.user_data if fallback else None)
             say(f"  {instance.instance_id} in {instance.zone}{' (spot)' if instance.spot else ''}")
     state.update(cfg.job, instance_id=instance.instance_id, spot=instance.spot, status=instance.state)
 
@@ -299,11 +347,58 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
                 except (RuntimeError, OSError) as e:
                     if isinstance(e, NotImplementedError):
                         raise
-                    raise FlowError(f"{e}\nThe instance {instance.instance_id} is up and recorded (it bills until "
-                                    f"autostop or teardown): run the same `orch launch --name {cfg.job} ...` again "
-                                    f"to carry on, or `orch teardown {cfg.job}` to remove it.") from e
+                    raise FlowError(f"{e}\nThe instance {instance.instance_id} is up and recorded ({_billing(p, s)}): "
+                                    f"run the same `orch launch --name {cfg.job} ...` again to carry on, or "
+                                    f"`orch teardown {cfg.job}` to remove it.") from e
                 say(f"  {'trainer process' if status.runner == 'process' else 'container'} {status.state}")
+    note = _lifetime_note(cfg, p)
+    if note:
+        say(f"  {note}")
     return instance
+
+
+# What infra/bootstrap.sh's watcher does with the job's settings (keep the two in step).
+BOOTSTRAP_AUTOSTOP_MINUTES = 30  # its default when the setting is unset
+IDLE_MINUTES_BOUNDS = (10, 120)
+
+
+def idle_minutes(autostop_minutes: float) -> float:
+    """How long an instance where no job ever started waits, with no SSH connection, before it shuts down."""
+    if autostop_minutes <= 0:
+        return 0  # autostop off: the watcher never stops it
+    low, high = IDLE_MINUTES_BOUNDS
+    return min(max(2 * autostop_minutes, low), high)
+
+
+def _autostop(s: Settings) -> float:
+    return BOOTSTRAP_AUTOSTOP_MINUTES if s.autostop_minutes is None else s.autostop_minutes
+
+
+def _billing(p: LaunchPlan, s: Settings) -> str:
+    """Until when an instance whose job did not start bills."""
+    autostop = _autostop(s)
+    if not p.user_data or autostop <= 0:
+        return f"it bills until `orch teardown {p.job}`"
+    return (f"it bills until `orch teardown {p.job}`, or until it shuts itself down (and is terminated): "
+            f"{idle_minutes(autostop):g} min without an SSH connection while no job has started on it, "
+            f"{autostop:g} min after its job ends")
+
+
+def _lifetime_note(cfg: LaunchConfig, p: LaunchPlan) -> str:
+    """What the instance's watcher will do on its own, and what it takes with it."""
+    s = cfg.settings
+    autostop = _autostop(s)
+    if not p.user_data or autostop <= 0:
+        return ""
+    if cfg.job_spec is None:
+        return (f"note: with no job started, the instance shuts itself down (and is terminated, its disks with it) "
+                f"after {idle_minutes(autostop):g} min without an SSH connection; --autostop-minutes 0 turns this off")
+    if s.checkpoint_bucket or cfg.keep_volume:
+        return ""
+    cap = " (and at the --max-hours/--max-dollars cap)" if s.max_hours or s.max_dollars else ""
+    return (f"warning: autostop terminates the instance {autostop:g} min after the job ends{cap}, and its disks "
+            f"with it: run `orch fetch-weights {cfg.job}` before then, or launch with --checkpoint-bucket "
+            "or --keep-volume")
 
 
 def _kept_volume_zone(p: LaunchPlan, volume_id: str) -> str:
@@ -373,6 +468,7 @@ def recorded_launch(job: str, settings: Settings) -> state.LaunchRecord | None:
     newest = found[0]
     return state.LaunchRecord(instance_type=newest.instance_type, region=region, spot=newest.spot,
                               checkpoint_bucket=newest.tags.get(ec2.TAG_CHECKPOINT_BUCKET),
+                              iam_instance_profile=newest.tags.get(ec2.TAG_INSTANCE_PROFILE),
                               recover=newest.tags.get(ec2.TAG_RECOVER) == "on",
                               keep_volume=newest.tags.get(ec2.TAG_KEEP_VOLUME) == "on")
 
@@ -422,8 +518,16 @@ def _resume_sources(cfg: LaunchConfig, say: Say):
         sources = ([f"{bucket} (copied on the new instance)"] if bucket else []) + ([str(folder)] if local else [])
         say(f"--resume: the checkpoint comes from {', else '.join(sources)}")
         return Restore(bucket=bucket, local_dir=str(folder) if local else None)
-    live = [i for i in ec2.find_instances(cfg.region, cfg.job) if i.state != "shutting-down"]
-    kept = ec2.kept_volumes(cfg.region, cfg.job)
+    s = cfg.settings
+    live = []
+    for found in ec2.find_instances(cfg.region, cfg.job):
+        if found.state == "shutting-down":  # a reclaim: its root volume detaches once it is gone
+            ec2.wait_for_state(cfg.region, found.instance_id, {"terminated"}, s.wait_timeout_s, s.poll_interval_s)
+        else:
+            live.append(found)
+    # Only volumes launched with --keep-volume hold the job's outputs (not one kept at teardown).
+    kept = [v for v in ec2.kept_volumes(cfg.region, cfg.job, wait_s=min(s.wait_timeout_s, 120),
+                                        poll_s=s.poll_interval_s) if v.kept]
     if kept and (not live or live[0].zone == kept[0].zone):
         # With a live instance too: an earlier resume may have stopped before the restore (its machine, a good
         # last.pt already there, is then kept as is: restore.restore_checkpoints).
@@ -449,11 +553,12 @@ def _machine_lost(region: str, instance_id: str) -> Callable[[], bool]:
     return lost
 
 
-def follow_and_recover(cfg: LaunchConfig, say: Say = _quiet) -> int:
+def follow_and_recover(cfg: LaunchConfig, say: Say = _quiet, ended: Callable | None = None) -> int:
     """Follow the job's logs; when AWS reclaims its spot instance, launch again with resume.
 
     Returns the trainer's exit code. Runs in this process only: if this terminal closes, nothing
-    relaunches the job (`orch launch --name JOB --resume` does it by hand).
+    relaunches the job (`orch launch --name JOB --resume` does it by hand). `ended` is given the
+    job's end (`job.JobEnded`) when its container exits for good, as in `orch logs --follow`.
     """
     from orchestrator import job as job_api
 
@@ -470,7 +575,7 @@ def follow_and_recover(cfg: LaunchConfig, say: Say = _quiet) -> int:
         try:
             code = job_api.follow_logs(endpoint_for(cfg.job, s), cfg.job, follow=True,
                                        machine_lost=_machine_lost(region, instance_id) if instance_id else None,
-                                       check_s=check_s)
+                                       check_s=check_s, ended=ended)
         except job_api.MachineLost:
             code = None
         instance = ec2.describe_instance(region, instance_id) if instance_id else None
@@ -563,7 +668,7 @@ def endpoint_for(job: str, settings: Settings | None = None) -> SSHEndpoint | No
         raise FlowError(f"The private key of job {job!r} is missing ({path}), so its instance can't be "
                         f"reached. `orch teardown {job}` removes it; launch again for a new key.")
     return SSHEndpoint(host=host, port=22, user=user, key_path=path, proxy_command=proxy,
-                       known_hosts=known_hosts_path())
+                       known_hosts=known_hosts_path(), instance_id=instance.instance_id)
 
 
 def resolve_job(job: str | None) -> str:
@@ -620,10 +725,15 @@ def _cloud_state(job: str, instance: Instance, region: str) -> tuple[str, str]:
     """The state to show for a job's instance, and what the user can do about it."""
     if instance.state != "terminated":
         return instance.state, ""
-    kept = ec2.kept_volumes(region, job)
+    volumes = ec2.kept_volumes(region, job)
+    kept = [v for v in volumes if v.kept]
     volume = (f" Its outputs are on the kept volume {', '.join(v.volume_id for v in kept)} ({kept[0].zone}, "
               f"~/orch/{job}/outputs there): `orch launch --name {job} --resume` restores from it; "
               f"`orch teardown {job}` deletes it (add --keep-volume to keep it).") if kept else ""
+    other = [v.volume_id for v in volumes if not v.kept]
+    if other:
+        volume += (f" Volume {', '.join(other)} was kept at teardown and holds no job outputs (the job was not "
+                   f"launched with --keep-volume); it bills until deleted: `orch teardown {job}` deletes it.")
     if instance.state_reason == ec2.SPOT_RECLAIMED:
         return "interrupted", (f"AWS reclaimed the spot instance; its checkpoints are where the job put "
                                f"them. Resume: `orch launch --name {job} --resume`; clean up: `orch teardown {job}`."
@@ -709,6 +819,14 @@ def teardown(job: str, settings: Settings, keep_volume: bool = False, say: Say =
     region = (record.region if record else None) or settings.region
     warnings: list[str] = []
     live = ec2.find_instances(region, job)
+    if keep_volume:  # first: if AWS refuses, nothing is stopped or terminated
+        roots = ec2.keep_root_volumes(region, job)
+        for instance in live:
+            if instance.tags.get(ec2.TAG_KEEP_VOLUME) != "on" and roots.get(instance.instance_id):
+                warnings.append(
+                    f"the root volume {', '.join(roots[instance.instance_id])} of {instance.instance_id} is kept, but "
+                    f"holds no job outputs: {job} was not launched with --keep-volume, so they were on the instance's "
+                    "NVMe disk (where it has one), which goes with it. The volume bills until deleted.")
     if any(i.state == "running" for i in live) and key_path(job).exists():
         with phase("stop the job's container", say):
             try:
@@ -719,7 +837,8 @@ def teardown(job: str, settings: Settings, keep_volume: bool = False, say: Say =
         report = ec2.terminate_job(region, job, keep_volume=keep_volume, timeout_s=settings.wait_timeout_s,
                                    poll_s=settings.poll_interval_s, log=lambda m: say("  " + m))
     key_path(job).unlink(missing_ok=True)
-    _forget_host_keys({ip for i in live for ip in (i.public_ip, i.private_ip) if ip})
+    # Pinned by address, or by instance id (an endpoint with an instance id: SSM and the like).
+    _forget_host_keys({name for i in live for name in (i.public_ip, i.private_ip, i.instance_id) if name})
     if record is None and not (report.terminated or report.security_groups or report.key_pairs or report.volumes
                                or report.kept_volumes or report.remaining):
         raise FlowError(f"No job {job!r} in the registry or tagged in {region}. See `orch list`.")

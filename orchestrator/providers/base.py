@@ -9,9 +9,10 @@ from pathlib import Path
 class SSHEndpoint:
     """How to reach a job's machine over SSH. Produced by a provider, consumed by `remote.py`.
 
-    `proxy_command` uses OpenSSH ProxyCommand syntax (%h host, %p port, %r user), e.g.
-    `ssh -W %h:%p bastion` or `aws ssm start-session --target %h --document-name
-    AWS-StartSSHSession --parameters portNumber=%p`. Tests use it to reach a loopback sshd.
+    `proxy_command` uses OpenSSH ProxyCommand syntax (%h host, %p port, %r user) plus %i, the
+    instance id, e.g. `ssh -W %h:%p bastion` or `aws ssm start-session --target %i
+    --document-name AWS-StartSSHSession --parameters portNumber=%p`. Tests use it to reach a
+    loopback sshd.
     """
 
     host: str
@@ -20,6 +21,7 @@ class SSHEndpoint:
     key_path: Path | None = None
     proxy_command: str | None = None
     known_hosts: Path | None = None  # where the host key is pinned (under $ORCH_HOME)
+    instance_id: str | None = None  # %i in proxy_command; when set, the host key is pinned under it, not the address
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ are the truth, so any function here can rebuild what a job owns from the cloud a
 
 Retries: botocore's "standard" mode retries throttling, 5xx and transient network errors only,
 with exponential backoff. A capacity error is not retried in place: `run_instance` moves on to
-the region's next availability zone.
+the region's next availability zone. An error that refuses spot itself (a spot quota, the spot
+service-linked role) is the same in every zone: `run_instance` goes to on-demand when allowed.
 
 Tests replace `CLIENT_FACTORY` (one function: service, region -> boto3 client) to put a fake at
 the edge where moto can't answer (Service Quotas values, capacity errors).
@@ -13,6 +14,7 @@ the edge where moto can't answer (Service Quotas values, capacity errors).
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import time
 import uuid
@@ -26,6 +28,7 @@ TAG_CREATED_BY = "orch:created-by"
 TAG_CHECKPOINT_BUCKET = "orch:checkpoint-bucket"
 TAG_RECOVER = "orch:recover"
 TAG_KEEP_VOLUME = "orch:keep-volume"  # on the instance and its root volume: it outlives the instance
+TAG_INSTANCE_PROFILE = "orch:iam-instance-profile"  # what a resume on another laptop launches with again
 CREATED_BY = "orch"
 CAPACITY_ERRORS = {
     "InsufficientInstanceCapacity",
@@ -33,7 +36,15 @@ CAPACITY_ERRORS = {
     "InsufficientHostCapacity",
     "Unsupported",  # the type is not offered in this AZ
     "SpotMaxPriceTooLow",
+    "UnfulfillableCapacity",  # no spare spot capacity for the request
 }
+# Refusals of spot as such, whatever the zone: another zone can't help, on-demand can.
+SPOT_REFUSED_ERRORS = {
+    "MaxSpotInstanceCountExceeded",  # the account's spot vCPU quota
+    "AuthFailure.ServiceLinkedRoleCreationNotPermitted",  # the first spot request can't create its role
+}
+SPOT_ROLE_COMMAND = "aws iam create-service-linked-role --aws-service-name spot.amazonaws.com"
+GP3_BASE_IOPS, GP3_MAX_IOPS = 3000, 16000
 SPOT_RECLAIMED = "Server.SpotInstanceTermination"
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
@@ -110,6 +121,15 @@ def friendly_error(exc: BaseException) -> str | None:
     if isinstance(exc, bx.ClientError):
         code = error_code(exc)
         msg = exc.response.get("Error", {}).get("Message", "")
+        if code == "AuthFailure.ServiceLinkedRoleCreationNotPermitted":
+            return (f"AWS refused the spot request: this account has no spot service-linked role yet, and you "
+                    f"may not create it ({msg}). Create it once (an admin, or add iam:CreateServiceLinkedRole "
+                    f"from infra/iam-policy.json):\n  {SPOT_ROLE_COMMAND}\nor launch with --on-demand "
+                    "(or --on-demand-fallback).")
+        if code == "MaxSpotInstanceCountExceeded":
+            return (f"AWS refused the spot request: spot quota reached ({code}: {msg}). Run `orch doctor --spot` "
+                    "for the quota and the command that raises it, or launch with --on-demand (or "
+                    "--on-demand-fallback).")
         if code in ("AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken",
                     "UnrecognizedClientException", "RequestExpired"):
             return f"AWS rejected the credentials ({code}: {msg}). Refresh them (`aws sso login` or `aws configure`)."
@@ -382,8 +402,24 @@ def describe_instance(region: str, instance_id: str) -> Instance | None:
     return None
 
 
-def run_instance(plan: LaunchPlan, security_group_id: str, log: Callable[[str], None] = lambda _: None) -> Instance:
-    """Start the job's instance: each AZ in turn on a capacity error; spot, then on-demand if allowed."""
+def gp3_iops(throughput_mibs: int) -> int:
+    """gp3 needs at least 4 IOPS per MiB/s of throughput; 3000 is the free baseline."""
+    return min(GP3_MAX_IOPS, max(GP3_BASE_IOPS, 4 * throughput_mibs))
+
+
+def _client_token(job: str, zone: str, market: str, nonce: str) -> str:
+    # EC2 caps it at 64 characters: a digest keeps the nonce whole however long the job and zone names are.
+    digest = hashlib.sha256(f"{job}|{zone}|{market}|{nonce}".encode()).hexdigest()[:32]
+    return f"orch-{job[:20]}-{digest}"
+
+
+def run_instance(plan: LaunchPlan, security_group_id: str, log: Callable[[str], None] = lambda _: None,
+                 on_demand_user_data: str | None = None) -> Instance:
+    """Start the job's instance: each AZ in turn on a capacity error; spot, then on-demand if allowed.
+
+    `on_demand_user_data` replaces the plan's user data on the on-demand attempts after spot (its
+    --max-dollars cap counts at the on-demand price); None: the plan's.
+    """
     ec2 = client("ec2", plan.region)
     subnets = _default_subnets(plan.region)
     zones = [z for z in plan.zones if z in subnets]
@@ -394,6 +430,9 @@ def run_instance(plan: LaunchPlan, security_group_id: str, log: Callable[[str], 
     nonce = uuid.uuid4().hex[:12]
     failures: list[str] = []
     for spot in markets:
+        falling_back = plan.spot and not spot
+        user_data = on_demand_user_data if falling_back and on_demand_user_data is not None else plan.user_data
+        spot_refused = False
         for zone in zones:
             params: dict[str, Any] = dict(
                 ImageId=plan.ami,
@@ -407,8 +446,9 @@ def run_instance(plan: LaunchPlan, security_group_id: str, log: Callable[[str], 
                 BlockDeviceMappings=[{
                     "DeviceName": plan.root_device,
                     # --keep-volume: a spot reclaim or an autostop shutdown leaves the job's outputs behind.
-                    "Ebs": {"VolumeSize": plan.volume_gb, "VolumeType": "gp3", "Iops": 3000,
-                            "Throughput": plan.volume_throughput, "DeleteOnTermination": not plan.keep_volume},
+                    "Ebs": {"VolumeSize": plan.volume_gb, "VolumeType": "gp3",
+                            "Iops": gp3_iops(plan.volume_throughput), "Throughput": plan.volume_throughput,
+                            "DeleteOnTermination": not plan.keep_volume},
                 }],
                 # `shutdown -h now` on the instance (autostop, max-hours) ends the billing.
                 InstanceInitiatedShutdownBehavior="terminate",
@@ -418,10 +458,10 @@ def run_instance(plan: LaunchPlan, security_group_id: str, log: Callable[[str], 
                         [{"Key": TAG_KEEP_VOLUME, "Value": "on"}] if plan.keep_volume else [])}],
                 MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
                 # The same token across botocore's own retries: a retried call can't start a second.
-                ClientToken=f"orch-{plan.job}-{zone}-{'spot' if spot else 'od'}-{nonce}"[:64],
+                ClientToken=_client_token(plan.job, zone, "spot" if spot else "od", nonce),
             )
-            if plan.user_data:
-                params["UserData"] = plan.user_data
+            if user_data:
+                params["UserData"] = user_data
             if plan.iam_instance_profile:
                 params["IamInstanceProfile"] = {"Name": plan.iam_instance_profile}
             if spot:
@@ -433,6 +473,11 @@ def run_instance(plan: LaunchPlan, security_group_id: str, log: Callable[[str], 
                 raw = ec2.run_instances(**params)["Instances"][0]
             except Exception as e:
                 code = error_code(e)
+                if spot and code in SPOT_REFUSED_ERRORS and len(markets) > 1:
+                    failures.append(f"{zone} spot: {code}")
+                    log(f"spot refused in {zone} ({code}): every zone would say the same")
+                    spot_refused = True
+                    break
                 if code not in CAPACITY_ERRORS:
                     raise
                 market = "spot" if spot else "on-demand"
@@ -441,7 +486,8 @@ def run_instance(plan: LaunchPlan, security_group_id: str, log: Callable[[str], 
                 continue
             return _to_instance(raw, plan.region)
         if spot and len(markets) > 1:
-            log("no spot capacity in any zone; falling back to on-demand (allowed by settings)")
+            log(f"{'spot refused' if spot_refused else 'no spot capacity in any zone'}; falling back to on-demand "
+                "(allowed by settings)")
     hint = " Try --on-demand," if plan.spot and not plan.allow_on_demand_fallback else " Try"
     raise CapacityError(
         f"No capacity for {plan.instance_type} in {plan.region} ({'; '.join(failures)})."
@@ -472,12 +518,8 @@ def terminate_job(region: str, job: str, keep_volume: bool = False, timeout_s: f
     """Terminate every instance tagged for the job, wait, then delete its SG and key pair."""
     ec2 = client("ec2", region)
     warnings: list[str] = []
-    instances = find_instances(region, job)
-    kept: list[str] = []
-    if keep_volume:
-        for inst in instances:
-            kept.extend(_keep_root_volume(ec2, inst.instance_id, warnings))
-    ids = [i.instance_id for i in instances]
+    kept: list[str] = [v for vs in keep_root_volumes(region, job).values() for v in vs] if keep_volume else []
+    ids = [i.instance_id for i in find_instances(region, job)]
     if ids:
         ec2.terminate_instances(InstanceIds=ids)
         for instance_id in ids:
@@ -522,18 +564,36 @@ def terminate_job(region: str, job: str, keep_volume: bool = False, timeout_s: f
                           remaining=tuple(remaining), warnings=tuple(warnings))
 
 
-def _keep_root_volume(ec2: Any, instance_id: str, warnings: list[str]) -> list[str]:
-    raw = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-    root = raw.get("RootDeviceName")
-    volumes = [m["Ebs"]["VolumeId"] for m in raw.get("BlockDeviceMappings", [])
-               if m.get("DeviceName") == root and "Ebs" in m]
-    try:
-        ec2.modify_instance_attribute(InstanceId=instance_id, BlockDeviceMappings=[
-            {"DeviceName": root, "Ebs": {"DeleteOnTermination": False}}])
-    except Exception as e:
-        warnings.append(f"could not keep the root volume of {instance_id}: {e}")
-        return []
-    return volumes
+def keep_root_volumes(region: str, job: str) -> dict[str, list[str]]:
+    """Make the root volume of each of the job's instances outlive it; instance id -> its root volume ids.
+
+    Raises ProviderError when AWS refuses, before anything is terminated: terminating then would
+    delete the volume the user asked to keep.
+    """
+    ec2 = client("ec2", region)
+    kept: dict[str, list[str]] = {}
+    for instance in find_instances(region, job):
+        raw = ec2.describe_instances(InstanceIds=[instance.instance_id])["Reservations"][0]["Instances"][0]
+        root = raw.get("RootDeviceName")
+        mappings = [m for m in raw.get("BlockDeviceMappings", []) if m.get("DeviceName") == root and "Ebs" in m]
+        volumes = [m["Ebs"]["VolumeId"] for m in mappings]
+        if mappings and all(m["Ebs"].get("DeleteOnTermination") is False for m in mappings):
+            kept[instance.instance_id] = volumes  # launched with --keep-volume: nothing to change
+            continue
+        try:
+            ec2.modify_instance_attribute(InstanceId=instance.instance_id, BlockDeviceMappings=[
+                {"DeviceName": root, "Ebs": {"DeleteOnTermination": False}}])
+        except Exception as e:
+            if not _is_boto_error(e):
+                raise
+            raise ProviderError(
+                f"Could not keep the root volume {', '.join(volumes) or '?'} of {instance.instance_id} "
+                f"({friendly_error(e) or e}). Nothing was terminated, so the volume is still there. Allow "
+                f"ec2:ModifyInstanceAttribute on the job's instances (infra/iam-policy.json) and run `orch teardown "
+                f"{job} --keep-volume` again, or leave out --keep-volume to delete the volume with the instance."
+            ) from None
+        kept[instance.instance_id] = volumes
+    return kept
 
 
 def _to_volume(raw: dict) -> Volume:
@@ -552,9 +612,13 @@ def job_volumes(region: str, job: str) -> list[Volume]:
     return [_to_volume(v) for v in raw if v.get("State") not in ("deleting", "deleted")]
 
 
-def kept_volumes(region: str, job: str) -> list[Volume]:
-    """The job's volumes attached to no instance (what a --keep-volume job leaves), newest first."""
-    available = [v for v in job_volumes(region, job) if v.state == "available"]
+def kept_volumes(region: str, job: str, wait_s: float = 0, poll_s: float = 3.0) -> list[Volume]:
+    """The job's volumes attached to no instance (what a --keep-volume job leaves), newest first.
+
+    wait_s: first wait up to that long for volumes still detaching from a terminated instance (a
+    spot reclaim's root volume is "in-use" for a while after the instance is gone).
+    """
+    available = _detached_volumes(region, job, wait_s, poll_s)
     return sorted(available, key=lambda v: v.created_at or "", reverse=True)
 
 

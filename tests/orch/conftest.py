@@ -42,6 +42,9 @@ class Edge:
     quotas: dict = field(default_factory=dict)  # quota code -> value; missing: NoSuchResource
     capacity_fail_zones: set = field(default_factory=set)  # RunInstances here -> InsufficientInstanceCapacity
     no_spot_capacity: bool = False  # every spot RunInstances -> InsufficientInstanceCapacity
+    spot_error: str | None = None  # every spot RunInstances -> this error code (a spot quota, the spot role)
+    fail_keep_volume: bool = False  # ModifyInstanceAttribute -> UnauthorizedOperation
+    detaching: dict = field(default_factory=dict)  # volume id -> DescribeVolumes answers that still show it detaching
     throttle_run_instances: int = 0  # answer this many RunInstances sends with 503 RequestLimitExceeded
     sends: int = 0  # RunInstances requests that reached the wire (retries included)
     spot_reclaimed: bool = False  # terminated instances report AWS's spot-reclaim reason
@@ -102,6 +105,24 @@ def aws(moto_url, monkeypatch):
                 if zone in edge.capacity_fail_zones or (edge.no_spot_capacity and "InstanceMarketOptions" in params):
                     raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity",
                                                  "Message": f"no capacity in {zone}"}}, "RunInstances")
+                if edge.spot_error and "InstanceMarketOptions" in params:
+                    raise ClientError({"Error": {"Code": edge.spot_error, "Message": "spot refused"}}, "RunInstances")
+
+            def modify_attribute(params, **_):
+                if edge.fail_keep_volume:
+                    raise ClientError({"Error": {"Code": "UnauthorizedOperation",
+                                                 "Message": "not authorized to perform ec2:ModifyInstanceAttribute"}},
+                                      "ModifyInstanceAttribute")
+
+            def detaching(parsed, **_):
+                # moto detaches a volume the moment its instance terminates; AWS takes a while.
+                for volume in parsed.get("Volumes", []):
+                    left = edge.detaching.get(volume["VolumeId"], 0)
+                    if left > 0 and volume["State"] == "available":
+                        edge.detaching[volume["VolumeId"]] = left - 1
+                        volume["State"] = "in-use"
+                        volume["Attachments"] = [{"VolumeId": volume["VolumeId"], "InstanceId": "i-0gone",
+                                                  "Device": "/dev/sda1", "State": "detaching"}]
 
             def after(**_):
                 if edge.fail_after_run_instances:
@@ -129,6 +150,8 @@ def aws(moto_url, monkeypatch):
             client.meta.events.register("before-send.ec2.RunInstances", throttle)
             client.meta.events.register("after-call.ec2.DescribeInstances", reclaimed)
             client.meta.events.register("after-call.ec2.RunInstances", after)
+            client.meta.events.register("provide-client-params.ec2.ModifyInstanceAttribute", modify_attribute)
+            client.meta.events.register("after-call.ec2.DescribeVolumes", detaching)
         return client
 
     monkeypatch.setattr(ec2_provider, "CLIENT_FACTORY", factory)

@@ -193,3 +193,62 @@ def test_a_resume_cut_before_the_restore_attaches_the_volume_again(aws, orch, jo
     assert r.exit_code == 0, r.output
     assert f"resuming {instance['InstanceId']}" in r.output  # the same instance, not a second one
     assert job_calls.started[-1][1].restore.volume_id == volume["VolumeId"]  # its restore is tried again
+
+
+def test_resume_waits_for_a_reclaimed_root_volume_still_detaching(aws, orch, job_calls, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no bucket, no local copy: the kept volume is the only source
+    assert launch(orch, "kv10", "--spot", "--keep-volume", "--data", "demo").exit_code == 0
+    (volume,) = tagged("kv10")["volumes"]
+    reclaim(aws, "kv10")
+    aws.detaching[volume["VolumeId"]] = 3  # AWS still shows it in-use, detaching from the gone instance
+    r = orch("launch", "--name", "kv10", "--resume", "--ssh-cidr", CIDR)
+    assert r.exit_code == 0, r.output
+    assert f"the checkpoint comes from the kept volume {volume['VolumeId']}" in r.output
+    assert aws.detaching[volume["VolumeId"]] == 0
+    assert job_calls.started[-1][1].restore.volume_id == volume["VolumeId"]
+
+
+# --- teardown --keep-volume -----------------------------------------------------------------------
+
+
+def test_teardown_keep_volume_stops_when_aws_will_not_keep_the_volume(aws, orch, job_calls):
+    assert launch(orch, "kv11").exit_code == 0
+    (inst,) = tagged("kv11")["instances"]
+    aws.fail_keep_volume = True
+    r = orch("teardown", "kv11", "--yes", "--keep-volume")
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "Could not keep the root volume" in r.output and "Nothing was terminated" in r.output
+    assert "orch teardown kv11 --keep-volume" in r.output
+    assert [i["InstanceId"] for i in tagged("kv11")["instances"]] == [inst["InstanceId"]]  # nothing destroyed
+    assert job_calls.stopped == []  # the job was not even stopped
+    assert len(tagged("kv11")["volumes"]) == 1
+
+
+def test_teardown_keep_volume_of_a_job_launched_with_it_needs_no_change(aws, orch, job_calls):
+    assert launch(orch, "kv12", "--keep-volume").exit_code == 0
+    aws.fail_keep_volume = True  # its root volume already outlives the instance: nothing to ask of AWS
+    r = orch("teardown", "kv12", "--yes", "--keep-volume")
+    assert r.exit_code == 0, r.output
+    assert "holds no job outputs" not in r.output
+    (volume,) = tagged("kv12")["volumes"]
+    assert f"Kept volume(s): {volume['VolumeId']}" in r.output
+
+
+def test_a_volume_kept_at_teardown_of_a_job_without_keep_volume_is_not_called_its_outputs(
+        aws, orch, job_calls, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert launch(orch, "kv13", "--data", "demo").exit_code == 0
+    r = orch("teardown", "kv13", "--yes", "--keep-volume")
+    assert r.exit_code == 0, r.output
+    (volume,) = tagged("kv13")["volumes"]
+    assert f"Kept volume(s): {volume['VolumeId']}" in r.output
+    assert "holds no job outputs" in r.output and "not launched with --keep-volume" in r.output
+    r = orch("status", "kv13", "--no-container")
+    assert r.exit_code == 0, r.output
+    assert "Its outputs are on the kept volume" not in r.output
+    assert f"{volume['VolumeId']} was kept at teardown and holds no job outputs" in r.output
+    # Nor is it a checkpoint source for --resume: refused before anything is created.
+    calls = len(aws.run_calls)
+    r = orch("launch", "--name", "kv13", "--resume", "--data", "demo", "--ssh-cidr", CIDR)
+    assert r.exit_code == 2 and "nothing to resume from" in r.output, r.output
+    assert len(aws.run_calls) == calls

@@ -2,7 +2,8 @@
 
 The watcher is the real script in its `watch` mode. Only what an instance has and this machine
 must not be touched for are fakes on its PATH: `docker` (answers `ps`/`inspect` from a file the
-test flips, records `update`/`stop`), `shutdown` and `aws` (record their calls and the time).
+test flips, records `update`/`stop`), `shutdown` and `aws` (record their calls and the time), and
+`ss` (the established SSH connections: the lines of a file the test writes).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.flow import idle_minutes
 from tests.reliability.conftest import REPO
 
 BOOTSTRAP = REPO / "infra" / "bootstrap.sh"
@@ -46,6 +48,12 @@ echo "$(date +%s.%N) $*" >> "$FAKE/shutdown.calls"
 
 FAKE_AWS = """#!/bin/bash
 echo "$*" >> "$FAKE/aws.calls"
+"""
+
+FAKE_SS = """#!/bin/bash
+# `ss -Htn state established '( sport = :22 )'`: one line per connection in $FAKE/ssh.
+cat "$FAKE/ssh" 2>/dev/null
+exit 0
 """
 
 
@@ -81,6 +89,11 @@ class Instance:
                                      stderr=subprocess.STDOUT, text=True)
         return self.proc
 
+    def ssh(self, connections: int) -> None:
+        """Established SSH connections to the instance (orch syncing, a user's shell)."""
+        lines = [f"0 0 10.0.0.5:22 203.0.113.7:{50000 + i}" for i in range(connections)]
+        (self.root / "ssh").write_text("".join(line + "\n" for line in lines))
+
     def log(self) -> str:
         path = self.root / "watch.log"
         return path.read_text() if path.exists() else ""
@@ -91,7 +104,7 @@ def instance(tmp_path):
     assert BOOTSTRAP.is_file(), "infra/bootstrap.sh (the instance's user data and watcher) is missing"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in (("docker", FAKE_DOCKER), ("shutdown", FAKE_SHUTDOWN), ("aws", FAKE_AWS)):
+    for name, text in (("docker", FAKE_DOCKER), ("shutdown", FAKE_SHUTDOWN), ("aws", FAKE_AWS), ("ss", FAKE_SS)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     (tmp_path / "outputs" / "checkpoints").mkdir(parents=True)
@@ -144,6 +157,34 @@ def test_a_fresh_instance_waiting_for_its_data_is_not_stopped(instance):
     assert instance.proc.poll() is None
 
 
+def test_a_fresh_instance_receiving_its_data_is_kept_and_one_left_alone_shuts_down(instance):
+    idle_s = 3
+    instance.container(None)
+    instance.ssh(1)  # orch is syncing the dataset
+    proc = instance.watch(ORCH_AUTOSTOP_MINUTES="30", ORCH_IDLE_MINUTES=str(idle_s / 60))
+    time.sleep(idle_s + 3 * INTERVAL_S)
+    assert instance.calls("shutdown") == [], instance.log()
+
+    dropped = time.time()
+    instance.ssh(0)  # Ctrl-C, a failed sync, a laptop asleep: nobody comes back
+    assert wait_for(lambda: instance.shutdown_time() is not None, idle_s + 10 * INTERVAL_S), instance.log()
+    assert idle_s - 1.5 <= instance.shutdown_time() - dropped <= idle_s + 6 * INTERVAL_S
+    proc.wait(timeout=10)
+    assert "no job started and no SSH connection for 3s" in instance.log()
+    assert not [c for c in instance.calls("docker") if c.startswith("stop")]
+
+
+@pytest.mark.parametrize("autostop", ["0", "1", "30", "90"])
+def test_the_idle_stop_before_any_job_is_twice_autostop_within_bounds_as_orch_says(instance, autostop):
+    instance.container(None)
+    instance.ssh(1)
+    instance.watch(ORCH_AUTOSTOP_MINUTES=autostop)
+    idle_s = round(idle_minutes(float(autostop)) * 60)
+    assert idle_s == {"0": 0, "1": 600, "30": 3600, "90": 7200}[autostop]  # off with autostop; 10 min to 2 h
+    assert wait_for(lambda: "watcher:" in instance.log(), 10), instance.log()
+    assert f", {idle_s}s idle before any job (0: off)," in instance.log()
+
+
 def test_autostop_zero_never_stops(instance):
     instance.container("running")
     instance.watch(ORCH_AUTOSTOP_MINUTES="0")
@@ -174,6 +215,28 @@ def test_hard_cap_stops_the_job_gracefully_then_the_instance(instance, cap):
     updates = [i for i, c in enumerate(docker) if c.startswith("update") and "--restart=no" in c]
     assert updates and updates[0] < docker.index(stops[0])
     assert "hard cap" in instance.log()
+    proc.wait(timeout=10)
+
+
+def test_the_hard_cap_counts_from_the_watchers_first_start_across_restarts(instance):
+    instance.container("running")
+    proc = instance.watch(ORCH_AUTOSTOP_MINUTES="30", ORCH_MAX_HOURS="1")
+    started = instance.root / "state" / "started"
+    assert wait_for(started.exists, 10), instance.log()
+    first = started.read_text()
+    proc.kill()
+    proc.communicate()
+    time.sleep(1.1)
+    proc = instance.watch(ORCH_AUTOSTOP_MINUTES="30", ORCH_MAX_HOURS="1")  # Restart=always, or a reboot
+    assert wait_for(lambda: instance.log().count("watcher:") == 2, 10), instance.log()
+    assert started.read_text() == first
+    proc.kill()
+    proc.communicate()
+
+    started.write_text(f"{int(time.time()) - 3601}\n")  # first started over an hour ago
+    proc = instance.watch(ORCH_AUTOSTOP_MINUTES="30", ORCH_MAX_HOURS="1")
+    assert wait_for(lambda: instance.shutdown_time() is not None, 15), instance.log()
+    assert "hard cap of 3600s reached" in instance.log()
     proc.wait(timeout=10)
 
 

@@ -40,6 +40,7 @@ CIDR = "198.51.100.7/32"
 TINY = ("--recipe", "demo", "--device", "cpu", "--workers", "0", "--width", "8", "--batch-size", "8")
 EPOCHS = 6
 BUCKET = "s3://orch-test-ckpt/runs"
+PROFILE = "orch-trainer"  # the instance copies to the bucket with its role
 LOCAL_SECRETS = {
     "AWS_ACCESS_KEY_ID": "AKIAORCHRESUMELOCAL1",
     "AWS_SECRET_ACCESS_KEY": "orch-resume-local-secret-8c1e5a",
@@ -57,6 +58,13 @@ if [ ! -f "{bucket_root}/$key" ]; then
 fi
 mkdir -p "$(dirname "$4")" && cp "{bucket_root}/$key" "$4"
 """
+
+
+def instance_profile() -> None:
+    """The instance profile a checkpoint bucket needs (moto checks that it exists)."""
+    iam = boto3.client("iam", region_name=REGION)
+    if not any(p["InstanceProfileName"] == PROFILE for p in iam.list_instance_profiles()["InstanceProfiles"]):
+        iam.create_instance_profile(InstanceProfileName=PROFILE)
 
 
 def job_name(kind: str) -> str:
@@ -119,12 +127,13 @@ def machine(aws, sshd_server, docker_engine, base_image, monkeypatch, tmp_path):
     monkeypatch.setenv("ORCH_RECONNECT_S", "60")
     monkeypatch.setenv("ORCH_REMOTE_ROOT", str(root))
     m = Machine(root, docker_engine, bucket_root, record)
+    instance_profile()
 
     run_instance = ec2_provider.run_instance
 
-    def new_instance(plan, security_group_id, log=lambda _: None):
+    def new_instance(plan, security_group_id, log=lambda _: None, **options):
         m.wipe(plan.job)
-        return run_instance(plan, security_group_id, log)
+        return run_instance(plan, security_group_id, log, **options)
 
     monkeypatch.setattr(ec2_provider, "run_instance", new_instance)
     authorized = authorize_new_key_pairs(monkeypatch, sshd_server)
@@ -213,8 +222,8 @@ def test_a_reclaimed_spot_job_resumes_from_the_bucket_on_a_new_instance(machine,
     data = make_dataset(tmp_path / "data")
     job = job_name("rsb")
     machine.jobs.append(job)
-    r = orch("launch", "--instance", "g4dn.xlarge", "--spot", "--name", job, "--data", data,
-             "--checkpoint-bucket", BUCKET, "--", *TINY, "--epochs", EPOCHS)
+    r = orch("launch", "--instance", "g4dn.xlarge", "--spot", "--name", job, "--data", data, "--no-gpus",
+             "--checkpoint-bucket", BUCKET, "--iam-instance-profile", PROFILE, "--", *TINY, "--epochs", EPOCHS)
     assert r.exit_code == 0, r.output
     first = live_instance(job)
     assert {t["Key"]: t["Value"] for t in tagged(job)["instances"][0]["Tags"]}["orch:checkpoint-bucket"] == BUCKET
@@ -251,7 +260,7 @@ def test_a_reclaimed_spot_job_resumes_from_a_fetched_local_copy(machine, orch, a
     data = make_dataset(tmp_path / "data")
     job = job_name("rsl")
     machine.jobs.append(job)
-    r = orch("launch", "--instance", "g4dn.xlarge", "--spot", "--name", job, "--data", data,
+    r = orch("launch", "--instance", "g4dn.xlarge", "--spot", "--name", job, "--data", data, "--no-gpus",
              "--", *TINY, "--epochs", EPOCHS)
     assert r.exit_code == 0, r.output
     epoch = freeze_after_a_checkpoint(machine, job)
@@ -313,7 +322,8 @@ def test_resume_reuses_the_recorded_launch_and_a_local_copy_that_verifies(
         aws, job_calls, orch, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.chdir(tmp_path)
     job = job_name("rsr")
-    _spot_job_then_reclaim(orch, aws, tmp_path, job, "--checkpoint-bucket", BUCKET)
+    instance_profile()
+    _spot_job_then_reclaim(orch, aws, tmp_path, job, "--checkpoint-bucket", BUCKET, "--iam-instance-profile", PROFILE)
     weights = tmp_path / "weights" / job / "checkpoints"  # where `orch fetch-weights JOB` puts them
     weights.mkdir(parents=True)
     (weights / "last.pt").write_bytes(b"checkpoint")
@@ -331,6 +341,7 @@ def test_resume_reuses_the_recorded_launch_and_a_local_copy_that_verifies(
     assert aws.run_calls[-1]["InstanceType"] == "g4dn.xlarge" and "InstanceMarketOptions" in aws.run_calls[-1]
     tags = {t["Key"]: t["Value"] for t in aws.run_calls[-1]["TagSpecifications"][0]["Tags"]}
     assert tags["orch:checkpoint-bucket"] == BUCKET and "orch:recover" not in tags
+    assert tags["orch:iam-instance-profile"] == PROFILE and aws.run_calls[-1]["IamInstanceProfile"] == {"Name": PROFILE}
     record = json.loads((Path(os.environ["ORCH_HOME"]) / "state.json").read_text())["jobs"][job]["launch"]
     assert (record["data"], record["spot"], record["checkpoint_bucket"]) == (str(tmp_path / "data"), True, BUCKET)
 
@@ -395,8 +406,9 @@ def test_launch_recover_relaunches_by_itself_when_the_spot_instance_is_reclaimed
     machine.jobs.append(job)
     result: list = []
     attached = threading.Thread(target=lambda: result.append(orch(
-        "launch", "--instance", "g4dn.xlarge", "--spot", "--recover", "--name", job, "--data", data,
-        "--checkpoint-bucket", BUCKET, "--", *TINY, "--epochs", EPOCHS)), daemon=True)
+        "launch", "--instance", "g4dn.xlarge", "--spot", "--recover", "--name", job, "--data", data, "--no-gpus",
+        "--checkpoint-bucket", BUCKET, "--iam-instance-profile", PROFILE, "--", *TINY, "--epochs", EPOCHS)),
+        daemon=True)
     attached.start()
     deadline = time.monotonic() + 300
     while machine.container(job) is None:
@@ -450,7 +462,7 @@ def test_a_full_disk_during_the_sync_is_reported_and_the_next_launch_finishes_it
     job = job_name("dfull")
     machine.jobs.append(job)
     launch = ("launch", "--instance", "g4dn.xlarge", "--name", job, "--remote-root", small_root,
-              "--data", data, "--", *TINY, "--epochs", "1")
+              "--data", data, "--no-gpus", "--", *TINY, "--epochs", "1")
     home = Path(os.environ["ORCH_HOME"])
 
     # Fewer bytes free than the dataset needs: refused before sending anything.
