@@ -37,15 +37,23 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+class _Job:
+    """The job a command is about, once it is known: an interrupted command names it."""
+
+    name: str | None = None
+    generated = False  # the name was made up (job-DATE-TIME): the same command again would make another
+
+
 @contextlib.contextmanager
-def _errors() -> Iterator[None]:
+def _errors() -> Iterator[_Job]:
     """Turn the errors we expect into a clear message and an exit code, never a traceback."""
     from orchestrator.config import ConfigError
     from orchestrator.flow import NoCheckpointSource
     from orchestrator.state import StateError
 
+    about = _Job()
     try:
-        yield
+        yield about
     except typer.Exit:
         raise
     except (ConfigError, NoCheckpointSource) as e:
@@ -58,8 +66,13 @@ def _errors() -> Iterator[None]:
         _err(f"Error: {_friendly(e) or e}")
         raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
-        _err("Interrupted. Everything created so far is tagged: run the same command again to resume, "
-             "or `orch teardown JOB` to remove it.")
+        if about.name:
+            again = f"run the same command again{f' with --name {about.name}' if about.generated else ''}"
+            _err(f"Interrupted. Everything created so far is tagged orch:job={about.name}: {again} to resume, "
+                 f"or `orch teardown {about.name}` to remove it.")
+        else:
+            _err("Interrupted. Everything created so far is tagged with its job's name (`orch list` shows it): run "
+                 "the same command again to resume, or `orch teardown NAME` to remove it.")
         raise typer.Exit(130) from None
     except Exception as e:
         message = _friendly(e)
@@ -157,7 +170,8 @@ def launch(
     """
     from orchestrator.config import ConfigError, LaunchConfig
 
-    with _errors():
+    with _errors() as about:
+        about.name, about.generated = name, False
         if resume_from is not None and not resume:
             raise ConfigError("--resume-from is for --resume, e.g. orch launch --name JOB --resume --resume-from DIR")
         if resume and target == "aws":
@@ -208,12 +222,14 @@ def launch(
             remote_root=remote_root,
         )
         job_name = name or time.strftime("job-%Y%m%d-%H%M%S")
+        about.name, about.generated = job_name, not name
         spec = None
         if data:
             from orchestrator.job import JobSpec
 
             _check_recipe(trainer_args or [])
-            spec = JobSpec(job=job_name, data=data, image=image, trainer_args=tuple(trainer_args or ()), gpus=gpus)
+            spec = JobSpec(job=job_name, data=data, image=image, trainer_args=tuple(trainer_args or ()), gpus=gpus,
+                           autostop_minutes=settings.autostop_minutes if target == "aws" else None)
         cfg = LaunchConfig(job=job_name, instance_type=instance or "local", settings=settings, spot=spot,
                            zone=zone, ami=ami, dry_run=dry_run, target=target, job_spec=spec, resume=resume,
                            resume_from=str(resume_from) if resume_from else None, recover=recover,
@@ -240,8 +256,13 @@ def launch(
             _out(f"--recover: following the logs; if AWS reclaims the instance, orch launches a new one and resumes "
                  f"(at most {max_recoveries} times). Keep this terminal open: nothing relaunches the job without it. "
                  f"Ctrl-C stops following, not the job.")
-            code = flow.follow_and_recover(cfg, say=_out)
+            ended: list = []
+            code = flow.follow_and_recover(cfg, say=_out, ended=ended.append)
             _out(f"Job {job_name}: the trainer exited with code {code}. Weights: orch fetch-weights {job_name}")
+            if ended:  # autostop will take the instance's disks: say when
+                from orchestrator import job as job_api
+
+                _err(job_api.after_the_job(ended[0], cfg.settings.checkpoint_bucket, cfg.keep_volume))
             raise typer.Exit(code)
         else:
             _out(f"Follow: orch logs {job_name} --follow   Weights: orch fetch-weights {job_name}")
@@ -380,9 +401,9 @@ def teardown(
     """
     from orchestrator import flow
 
-    with _errors():
+    with _errors() as about:
         settings = _settings(region=region)
-        name = flow.resolve_job(job)
+        name = about.name = flow.resolve_job(job)
         if not yes:
             if not sys.stdin.isatty():
                 _err(f"Refusing to tear down {name} without confirmation: add --yes.")
@@ -410,14 +431,9 @@ def teardown(
 
 
 def ssh_command(endpoint, extra: list[str]) -> list[str]:
-    args = ["ssh", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=accept-new", "-p", str(endpoint.port)]
-    if endpoint.key_path:
-        args += ["-i", str(endpoint.key_path)]
-    if endpoint.known_hosts:
-        args += ["-o", f"UserKnownHostsFile={endpoint.known_hosts}"]
-    if endpoint.proxy_command:
-        args += ["-o", f"ProxyCommand={endpoint.proxy_command}"]
-    return args + [f"{endpoint.user}@{endpoint.host}", *extra]
+    from orchestrator.remote import openssh_command
+
+    return openssh_command(endpoint, extra)
 
 
 @app.command(context_settings={"allow_extra_args": True})
@@ -436,9 +452,9 @@ def ssh(
 
     from orchestrator import flow
 
-    with _errors():
+    with _errors() as about:
         settings = _settings(ssh_user=ssh_user, ssh_proxy_command=ssh_proxy_command)
-        name = flow.resolve_job(job)
+        name = about.name = flow.resolve_job(job)
         endpoint = flow.endpoint_for(name, settings)
         if endpoint is None:
             _err(f"Job {name} runs on this machine; use `docker exec` or `orch logs {name}`.")
@@ -454,19 +470,36 @@ def ssh(
 def logs(
     job: Optional[str] = typer.Argument(None, help="Job name (default: the only job)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the trainer exits."),
-    since: Optional[str] = typer.Option(None, "--since", help="Only output after this time (e.g. 10m, 2024-05-01T12:00)."),
+    since: Optional[str] = typer.Option(
+        None, "--since", help="Only output from then on: a duration (10m, 2h) or a time, e.g. 2024-05-01T12:00 "
+                              "(UTC, unless it ends in Z or +HH:MM)."),
 ) -> None:
     """Print the trainer's output; with --follow, stream it and exit with the trainer's code.
 
     Example: orch logs resnet50 --follow
     """
     from orchestrator import flow
+    from orchestrator.config import ConfigError
 
-    with _errors():
-        name = flow.resolve_job(job)
+    with _errors() as about:
+        name = about.name = flow.resolve_job(job)
         from orchestrator import job as job_api
 
-        code = job_api.follow_logs(flow.endpoint_for(name, _settings()), name, follow=follow, since=since)
+        try:
+            job_api.parse_since(since)
+        except job_api.JobError as e:
+            raise ConfigError(str(e)) from None
+        settings = _settings()
+        endpoint = flow.endpoint_for(name, settings)
+        ended: list = []
+        code = job_api.follow_logs(endpoint, name, follow=follow, since=since, ended=ended.append)
+        if follow and ended and endpoint is not None:  # an instance: autostop will take its disks
+            try:
+                launched = flow.recorded_launch(name, settings)
+            except Exception:  # the cloud can't be asked: say what is known
+                launched = None
+            _err(job_api.after_the_job(ended[0], launched.checkpoint_bucket if launched else None,
+                                       bool(launched and launched.keep_volume)))
     raise typer.Exit(code)
 
 

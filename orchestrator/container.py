@@ -27,6 +27,7 @@ LABEL_CREATED_AT = "orch.created-at"
 LABEL_IMAGE_HASH = "orch.image-hash"
 LABEL_DATA = "orch.data"
 LABEL_OUTPUTS = "orch.outputs"
+LABEL_AUTOSTOP = "orch.autostop-minutes"  # what the instance was told: it stops this long after the job ends
 IMAGE_REPOSITORY = "orch-trainer"
 DEFAULT_SHM_SIZE = "8g"  # DataLoader workers pass batches through /dev/shm; Docker's 64 MB default stalls them
 DEFAULT_MAX_RESTARTS = 5  # restarts after a crash; each resumes from last.pt (`--resume auto`)
@@ -40,6 +41,10 @@ class ContainerError(RuntimeError):
     """The engine refused or failed something; the message says what and what to do."""
 
 
+class NoGPUs(ContainerError):
+    """The engine cannot give a container the GPUs (no NVIDIA container runtime or toolkit, or no GPU)."""
+
+
 @dataclass(frozen=True)
 class RunSpec:
     job: str
@@ -47,7 +52,7 @@ class RunSpec:
     command: tuple[str, ...]  # arguments to the image's `trainer` entrypoint
     data_dir: str  # on the engine's machine; mounted read-only at /data
     outputs_dir: str  # on the engine's machine; mounted at /outputs
-    gpus: bool = True  # all GPUs, when the engine has the nvidia runtime
+    gpus: bool = True  # all GPUs; an engine that cannot give them refuses (`NoGPUs`) rather than run on the CPU
     shm_size: str = DEFAULT_SHM_SIZE
     user: str | None = None  # "uid:gid"; None: the image's non-root user
     max_restarts: int = DEFAULT_MAX_RESTARTS
@@ -171,13 +176,6 @@ def ensure_image(client, root: Path, base_image: str | None = None,
     return tag, h
 
 
-def has_nvidia_runtime(client) -> bool:
-    try:
-        return "nvidia" in (client.info().get("Runtimes") or {})
-    except Exception:
-        return False
-
-
 # -- the container --------------------------------------------------------------------------------
 
 
@@ -202,6 +200,7 @@ def run_detached(client, spec: RunSpec) -> ContainerState:
     """Start the job's container, or leave a running one alone (a second launch never duplicates).
 
     An ended container of the same job is replaced; the new one resumes from the outputs folder.
+    With `spec.gpus`, the container gets every GPU or is not started: `NoGPUs` says why.
     """
     import docker
 
@@ -223,7 +222,6 @@ def run_detached(client, spec: RunSpec) -> ContainerState:
         image=spec.image,
         command=list(spec.command),
         name=container_name(spec.job),
-        detach=True,
         labels=labels,
         volumes={spec.data_dir: {"bind": "/data", "mode": "ro"},
                  spec.outputs_dir: {"bind": "/outputs", "mode": "rw"}},
@@ -236,15 +234,27 @@ def run_detached(client, spec: RunSpec) -> ContainerState:
     )
     if spec.user:
         kwargs["user"] = spec.user
-    if spec.gpus and has_nvidia_runtime(client):
+    if spec.gpus:
         kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
     try:
-        container = client.containers.run(**kwargs)
+        container = client.containers.create(**kwargs)
     except docker.errors.ImageNotFound as e:
         raise ContainerError(f"image {spec.image} is not on the machine ({e.explanation}). "
                              "Pass an image that exists there with --image, or leave --image out to build.") from e
     except docker.errors.APIError as e:
-        raise ContainerError(f"the engine refused to start the job's container: {e.explanation or e}") from e
+        raise ContainerError(f"the engine refused to create the job's container: {e.explanation or e}") from e
+    try:
+        container.start()
+    except docker.errors.APIError as e:
+        container.remove(force=True)  # left "created", it would pass for the job's container next time
+        text = str(e.explanation or e)
+        if spec.gpus and "could not select device driver" in text:
+            raise NoGPUs(
+                f"the Docker engine on the job's machine cannot give the container the GPUs ({text}), so the job "
+                "was not started: it would train on the CPU. On an instance, infra/bootstrap.sh registers the "
+                f"NVIDIA container runtime at boot: check `orch ssh {spec.job} -- nvidia-smi` and "
+                "/var/log/orch-bootstrap.log there. To train on the CPU on purpose, launch with --no-gpus.") from e
+        raise ContainerError(f"the engine refused to start the job's container: {text}") from e
     container.reload()
     return state_of(container, spec.job)
 

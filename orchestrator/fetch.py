@@ -7,6 +7,8 @@ machine has `<name>.sha256` (sha256sum format), the part is checked against it a
 renamed into place, with the `.sha256` kept beside it (`sha256sum -c` works in that folder). A
 mismatch deletes the part and raises; nothing already in place is touched. Files without a
 `.sha256` (logs, metrics, plots) are downloaded whole each time, since a part cannot be checked.
+Downloads run under `remote.LinkWatch`: a link that goes silent ends the fetch with `ConnectionLost`
+(run it again: it resumes from the part) instead of hanging it.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Iterable
 
 from orchestrator.job import FetchReport
-from orchestrator.remote import TRANSPORT_ERRORS, ConnectionLost, RemoteError, Session
+from orchestrator.remote import TRANSPORT_ERRORS, ConnectionLost, LinkWatch, RemoteError, Session
 
 _CHUNK = 1 << 20
 _SHA_LINE = re.compile(r"^\s*([0-9a-fA-F]{64})\b")
@@ -155,6 +157,7 @@ def fetch_files(session: Session, remote_dir: str, names: Iterable[str], dest: P
     verified: list[Path] = []
     moved = 0
     files = session.sftp()
+    link = LinkWatch(session)
     bar = _progress(progress)
     try:
         for name in names:
@@ -170,6 +173,10 @@ def fetch_files(session: Session, remote_dir: str, names: Iterable[str], dest: P
                     continue
                 raise FetchError(f"{remote} is not on {session.where}; nothing was downloaded for it. "
                                  "The trainer writes it once training reaches that point: check `orch status`.")
+            except TRANSPORT_ERRORS as e:
+                why = link.reason if link.lost.is_set() else f"{type(e).__name__}: {e}"
+                raise ConnectionLost(f"the connection to {session.where} dropped before {name} was downloaded "
+                                     f"({why}). Run `orch fetch-weights` again: what is in place is kept.") from e
             try:
                 for attempt in range(2):
                     expected = _expected_digest(files, remote, name)
@@ -197,12 +204,14 @@ def fetch_files(session: Session, remote_dir: str, names: Iterable[str], dest: P
                     raise FetchError(f"this machine's disk under {dest} is full while downloading {name}. "
                                      f"Kept: {kept} bytes in {part}; free space and run `orch fetch-weights` "
                                      "again to resume.") from e
+                why = link.reason if link.lost.is_set() else f"{type(e).__name__}: {e}"
                 raise ConnectionLost(
-                    f"the download of {name} from {session.where} was cut ({type(e).__name__}: {e}). "
+                    f"the download of {name} from {session.where} was cut ({why}). "
                     f"Kept: {kept} bytes in {part}; run `orch fetch-weights` again to resume from there."
                 ) from e
             got.append(local)
     finally:
+        link.stop()
         if bar:
             bar.stop()
         try:

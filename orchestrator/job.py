@@ -8,7 +8,10 @@ setting when given, else the fast local disk that `infra/bootstrap.sh` mounts at
 the instance has one, else `~/orch`. A job launched with `--keep-volume` writes its outputs to
 `~/orch/<job>/outputs` instead (`JobSpec.outputs_root`): the root EBS volume, which outlives the
 instance, while the data stays on the fast disk (it can be synced again). The container's labels
-(`orch.job`, `orch.outputs`, ...) say where; orch keeps no copy of them. `JobSpec.restore` (from
+(`orch.job`, `orch.data`, `orch.outputs`, ...) say where; orch keeps no copy of them, and a job
+whose container exists keeps the folders they name. On a fresh instance the folders are chosen
+only once its first-boot set-up (cloud-init running the user data) is done: sshd answers before
+it has mounted the fast disk or given Docker the GPUs. `JobSpec.restore` (from
 `orch launch --resume`) puts the newest checkpoint back in the outputs folder before the container
 starts (`restore.py`).
 
@@ -20,16 +23,19 @@ starts (`restore.py`).
 Settings read from the environment (all optional):
     ORCH_BASE_IMAGE          build the trainer on this base instead of the Dockerfile's pinned NGC tag
     ORCH_RECONNECT_S         how long `follow_logs` keeps trying to reconnect (default 600 s)
+    ORCH_KEEPALIVE_S         how often a connection is asked for a reply while logs, a sync or a fetch
+                             stream; with none in twice that it is dropped and reopened (default 15 s)
 """
 from __future__ import annotations
 
 import json
 import os
 import posixpath
+import re
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -40,6 +46,7 @@ REMOTE_FAST_ROOT = "/mnt/orch"  # infra/bootstrap.sh mounts the instance's NVMe 
 ROOT_VOLUME_ROOT = "~/orch"  # on the root EBS volume: outputs that outlive the instance (--keep-volume)
 SSH_DEADLINE_S = 300.0
 DEFAULT_RECONNECT_S = 600.0
+BOOTSTRAP_WAIT_S = 900.0  # cloud-init on a fresh instance: installing Docker (when missing) takes minutes
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class JobSpec:
     remote_root: str | None = None  # None: /mnt/orch when the machine has it, else ~/orch
     restore: Any = None  # orchestrator.restore.Restore: bring a checkpoint back before starting (--resume)
     outputs_root: str | None = None  # None: `<job root>/outputs`; else `<outputs_root>/<job>/outputs` (--keep-volume)
+    autostop_minutes: int | None = None  # what the instance was told (--autostop-minutes); kept as a container label
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,17 @@ class ContainerStatus:
     image: str | None = None
     outputs: str | None = None  # the outputs folder on the job's machine
     runner: str = "docker"  # docker | process (the local target without an engine)
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    """How a job's container ended (see `after_the_job`)."""
+
+    job: str
+    exit_code: int
+    finished_at: str | None = None  # RFC 3339, the engine's clock
+    outputs: str | None = None  # the outputs folder on the job's machine
+    autostop_minutes: int | None = None  # what the instance was told (a container label); None: not known
 
 
 @dataclass(frozen=True)
@@ -149,6 +168,32 @@ def job_root(session, job: str, remote_root: str | None = None) -> str:
     return posixpath.join(out, job)
 
 
+def wait_for_bootstrap(session, timeout_s: float = BOOTSTRAP_WAIT_S, say: Callable[[str], None] | None = None) -> None:
+    """Wait, up to `timeout_s`, for an instance's first-boot set-up (cloud-init running infra/bootstrap.sh).
+
+    sshd answers before cloud-init has run the user data, which mounts the fast disk at /mnt/orch and
+    gives Docker the GPUs: a job set up before it would put its folders on the root volume. A machine
+    without cloud-init, or whose set-up is over, returns at once.
+    """
+    say = say or (lambda m: print(m, file=sys.stderr, flush=True))
+    probe = session.run("command -v cloud-init >/dev/null 2>&1 || exit 0; cloud-init status 2>/dev/null", timeout=60)
+    if re.search(r"^status:\s*error", probe.stdout, re.MULTILINE):
+        say("  warning: the instance's set-up (cloud-init) reported an error; carrying on "
+            "(see /var/log/cloud-init-output.log and /var/log/orch-bootstrap.log there)")
+    if not re.search(r"^status:\s*(running|not run|not started)", probe.stdout, re.MULTILINE):
+        return
+    say(f"  waiting for the instance's first-boot set-up (cloud-init) on {session.where}")
+    waited = session.run(f"timeout {int(timeout_s)} cloud-init status --wait >/dev/null 2>&1; echo $?",
+                         timeout=timeout_s + 60)
+    code = waited.stdout.strip().splitlines()[-1:] or ["?"]
+    if code[0] == "124":
+        say(f"  warning: the instance's set-up had not finished after {timeout_s:.0f} s; carrying on "
+            "(see /var/log/cloud-init-output.log there)")
+    elif code[0] not in ("0", "2"):  # 2: done, with recoverable errors
+        say(f"  warning: the instance's set-up reported an error (cloud-init exit {code[0]}); carrying on "
+            "(see /var/log/cloud-init-output.log and /var/log/orch-bootstrap.log there)")
+
+
 def job_dirs(session, spec: JobSpec, root: str | None = None) -> tuple[str, str]:
     """The job's (data, outputs) folders on the session's machine, absolute."""
     root = root or job_root(session, spec.job, spec.remote_root)
@@ -184,33 +229,43 @@ def _to_status(st, metrics: dict) -> ContainerStatus:
 
 
 def start_on(session, spec: JobSpec, root: str | None = None, say: Callable[[str], None] | None = None,
-             data_in_place: bool = False) -> ContainerStatus:
+             local_target: bool = False) -> ContainerStatus:
     """Put the data on the session's machine, build or reuse the image, and run the container.
 
-    `data_in_place`: the data folder is already on that machine (the local target): mount it as is.
+    A job whose container exists (in any state) keeps the folders its labels name: its checkpoints
+    are there. Otherwise they are chosen now, on an instance once its set-up is done (`wait_for_bootstrap`).
+    `local_target`: the machine is this one (`--target local`): the data folder is mounted where it
+    is, and an engine that cannot give the container a GPU runs it on the CPU, with a warning. On an
+    instance that is an error instead (`container.NoGPUs`): a GPU instance training on its CPU
+    costs as much for a fraction of the speed.
     """
     from orchestrator import container as ctr
     from orchestrator.config import repo_root
 
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
-    data_dir, outputs_dir = job_dirs(session, spec, root)
-    if data_in_place and spec.data not in ("demo",) and not spec.data.startswith("s3://"):
-        local = Path(spec.data).expanduser().resolve()
-        if not local.is_dir():
-            raise JobError(f"the data folder {local} does not exist; nothing was started. "
-                           "Pass --data with a dataset folder (train/ and val/), or --data demo.")
-        data_dir = str(local)
-        session.run(f"mkdir -p {shlex.quote(outputs_dir)}", check=True)
-    else:
-        session.run(f"mkdir -p {shlex.quote(data_dir)} {shlex.quote(outputs_dir)}", check=True)
-    user = _uid_gid(session)
-
+    if not local_target:
+        wait_for_bootstrap(session, say=say)
     client = docker_client(session)
     try:
         existing = ctr.status(client, spec.job)
         if existing.state in ("running", "restarting", "created"):
             say(f"  the job's container is already {existing.state}; not starting a second one")
             return _to_status(existing, _last_metrics(session, existing.labels.get(ctr.LABEL_OUTPUTS)))
+        labels = existing.labels
+        if labels.get(ctr.LABEL_DATA) and labels.get(ctr.LABEL_OUTPUTS):
+            data_dir, outputs_dir = labels[ctr.LABEL_DATA], labels[ctr.LABEL_OUTPUTS]
+        else:
+            data_dir, outputs_dir = job_dirs(session, spec, root)
+        if local_target and spec.data not in ("demo",) and not spec.data.startswith("s3://"):
+            local = Path(spec.data).expanduser().resolve()
+            if not local.is_dir():
+                raise JobError(f"the data folder {local} does not exist; nothing was started. "
+                               "Pass --data with a dataset folder (train/ and val/), or --data demo.")
+            data_dir = str(local)
+            session.run(f"mkdir -p {shlex.quote(outputs_dir)}", check=True)
+        else:
+            session.run(f"mkdir -p {shlex.quote(data_dir)} {shlex.quote(outputs_dir)}", check=True)
+        user = _uid_gid(session)
 
         if spec.image:
             image, image_hash = spec.image, ""
@@ -241,7 +296,7 @@ def start_on(session, spec: JobSpec, root: str | None = None, say: Callable[[str
             say(f"  copying {spec.data} on {session.where} with its instance role")
             report = sync_s3(session, spec.data, data_dir)
             say(f"  {report.files_sent} of {report.files_total} files copied")
-        elif not data_in_place:
+        elif not local_target:
             from orchestrator.sync import sync_dataset
 
             say(f"  syncing {spec.data} to {session.where}:{data_dir}")
@@ -256,10 +311,19 @@ def start_on(session, spec: JobSpec, root: str | None = None, say: Callable[[str
             if report.source != "machine":
                 say(f"  restored {', '.join(report.files)} from {report.where}")
 
+        extra = {ctr.LABEL_AUTOSTOP: str(spec.autostop_minutes)} if spec.autostop_minutes is not None else {}
         run = ctr.RunSpec(job=spec.job, image=image, command=tuple(trainer_command(spec.trainer_args)),
                           data_dir=data_dir, outputs_dir=outputs_dir, gpus=spec.gpus, user=user,
-                          max_restarts=spec.max_restarts, image_hash=image_hash, created_by=_created_by())
-        st = ctr.run_detached(client, run)
+                          max_restarts=spec.max_restarts, image_hash=image_hash, created_by=_created_by(),
+                          extra_labels=extra)
+        try:
+            st = ctr.run_detached(client, run)
+        except ctr.NoGPUs:
+            if not local_target:
+                raise
+            say("  warning: this machine's Docker engine cannot give the container a GPU (no NVIDIA Container "
+                "Toolkit), so the trainer runs on the CPU. Install the toolkit for the GPU, or pass --no-gpus.")
+            st = ctr.run_detached(client, replace(run, gpus=False))
         return _to_status(st, {})
     finally:
         client.close()
@@ -317,8 +381,12 @@ def status_on(session, job: str) -> ContainerStatus:
 # -- logs -------------------------------------------------------------------------------------------
 
 
+_TIME = re.compile(r"(\d{4}-\d\d-\d\d)(?:[T ](\d\d:\d\d)(:\d\d(?:\.\d{1,9})?)?)?(Z|[+-]\d\d:\d\d)?", re.IGNORECASE)
+
+
 def parse_since(since: str | None, now: datetime | None = None) -> int | None:
-    """`--since`: a duration (90s, 10m, 2h, 1d), an RFC 3339 time, or Unix seconds -> ns since the epoch."""
+    """`--since` -> ns since the epoch: a duration (90s, 10m, 2h, 1d), Unix seconds, or a time
+    (2024-05-01T12:00, 2024-05-01 12:00:30, 2024-05-01, 2024-05-01T12:00+02:00); without a zone, UTC."""
     if not since:
         return None
     from orchestrator.container import parse_timestamp_ns
@@ -330,40 +398,54 @@ def parse_since(since: str | None, now: datetime | None = None) -> int | None:
         return int((now - timedelta(seconds=float(text[:-1]) * units[text[-1]])).timestamp() * 1e9)
     if text.replace(".", "", 1).isdigit():
         return int(float(text) * 1e9)
+    m = _TIME.fullmatch(text)
     try:
-        return parse_timestamp_ns(text if text[-1] == "Z" or "+" in text[10:] else text + "Z")
+        if not m:
+            raise ValueError(text)
+        day, minutes, seconds, zone = m.groups()
+        return parse_timestamp_ns(f"{day}T{minutes or '00:00'}{seconds or ':00'}{(zone or 'Z').upper()}")
     except ValueError:
-        raise JobError(f"--since {since!r}: use a duration (10m, 2h), an RFC 3339 time "
-                       "(2026-01-31T08:00:00Z) or Unix seconds") from None
+        raise JobError(f"--since {since!r}: use a duration (10m, 2h), a time (2026-01-31T08:00, UTC unless it "
+                       "ends in Z or +HH:MM) or Unix seconds") from None
 
 
 def follow_logs(endpoint: SSHEndpoint | None, job: str, follow: bool = False, since: str | None = None,
-                machine_lost: Callable[[], bool] | None = None, check_s: float = 30.0) -> int:
+                machine_lost: Callable[[], bool] | None = None, check_s: float = 30.0,
+                ended: Callable[[JobEnded], None] | None = None) -> int:
     """Stream the trainer's output to stdout; return the container's exit code (or 0 if still running).
 
     A dropped connection is reopened (for up to $ORCH_RECONNECT_S) and the stream carries on from
-    the last line printed: none lost, none repeated. Ctrl-C stops following, never the job (130).
+    the last line printed: none lost, none repeated. A link that goes silent is noticed within
+    about three times $ORCH_KEEPALIVE_S and treated the same way. A changed host key or an
+    unusable key file ends the following at once. Ctrl-C stops following, never the job (130).
     `machine_lost`, asked every `check_s` seconds, ends the following with `MachineLost` once it
-    says True (the caller knows the cloud; this module does not).
+    says True (the caller knows the cloud; this module does not). `ended` is called once the
+    container has exited for good, before returning its exit code.
     """
     since_ns = parse_since(since)
     if endpoint is None:
         from orchestrator import local
 
-        return local.follow_logs(job, follow, since_ns)
+        return local.follow_logs(job, follow, since_ns, ended=ended)
     # Watched: short SSH attempts, so a machine that is gone is noticed between them, not after minutes.
     deadline_s = SSH_DEADLINE_S if machine_lost is None else min(SSH_DEADLINE_S, max(10.0, 2 * check_s))
     return follow_container_logs(lambda: _open(endpoint, deadline_s), job, follow, since_ns,
-                                 machine_lost=machine_lost, check_s=check_s)
+                                 machine_lost=machine_lost, check_s=check_s, ended=ended)
 
 
 def follow_container_logs(open_session: Callable[[], object], job: str, follow: bool, since_ns: int | None,
                           out=None, reconnect_s: float | None = None,
-                          machine_lost: Callable[[], bool] | None = None, check_s: float = 30.0) -> int:
-    """The reconnecting log follower behind `follow_logs`; `open_session` gives a fresh session."""
+                          machine_lost: Callable[[], bool] | None = None, check_s: float = 30.0,
+                          keepalive_s: float | None = None, ended: Callable[[JobEnded], None] | None = None) -> int:
+    """The reconnecting log follower behind `follow_logs`; `open_session` gives a fresh session.
+
+    Each session is watched (`remote.LinkWatch`, every `keepalive_s`, default $ORCH_KEEPALIVE_S):
+    the engine's log stream has no timeout, so a silently dead link would block it for good.
+    """
     import threading
 
     from orchestrator import container as ctr
+    from orchestrator.remote import HostKeyChanged, KeyFileError, LinkWatch
 
     out = out or sys.stdout
     reconnect_s = reconnect_s if reconnect_s is not None else float(os.environ.get("ORCH_RECONNECT_S", DEFAULT_RECONNECT_S))
@@ -383,7 +465,7 @@ def follow_container_logs(open_session: Callable[[], object], job: str, follow: 
                 gone.set()
                 for s in list(current):
                     try:
-                        s.close()
+                        getattr(s, "abort", s.close)()  # its link is likely dead: no goodbye, it would block
                     except Exception:
                         pass
                 return
@@ -396,11 +478,12 @@ def follow_container_logs(open_session: Callable[[], object], job: str, follow: 
         threading.Thread(target=watchdog, name="orch-machine-watch", daemon=True).start()
     try:
         while True:
-            session = client = None
+            session = client = link = None
             try:
                 check_gone()
                 session = open_session()
                 current[:] = [session]
+                link = LinkWatch(session, keepalive_s)
                 check_gone()
                 client = docker_client(session)
                 if lost_since is not None:
@@ -423,21 +506,28 @@ def follow_container_logs(open_session: Callable[[], object], job: str, follow: 
                             if cursor.fresh(line):  # a last line with no newline, if any
                                 out.write(line.text + "\n")
                         out.flush()
+                        if ended is not None:
+                            ended(_ended(st))
                         return int(st.exit_code or 0)
                     if not follow:
                         return 0
                     time.sleep(0.5)  # restarting (crash, then resume): attach again
+            except (HostKeyChanged, KeyFileError):
+                raise  # no reconnect can fix these; the message says what does
             except errors as e:
                 check_gone()
                 now = time.monotonic()
                 lost_since = lost_since or now
+                why = link.reason if link is not None and link.lost.is_set() else type(e).__name__
                 if not follow or now - lost_since > reconnect_s:
-                    raise JobError(f"lost the connection to job {job!r} ({type(e).__name__}: {e}). The job "
+                    raise JobError(f"lost the connection to job {job!r} ({why}: {e}). The job "
                                    f"keeps running; `orch logs {job} --follow` picks up where this stopped.") from None
-                print(f"[orch] connection lost ({type(e).__name__}); reconnecting", file=sys.stderr, flush=True)
+                print(f"[orch] connection lost ({why}); reconnecting", file=sys.stderr, flush=True)
                 time.sleep(1.0)
             finally:
                 current.clear()
+                if link is not None:
+                    link.stop()
                 if client is not None:
                     try:
                         client.close()
@@ -454,6 +544,46 @@ def follow_container_logs(open_session: Callable[[], object], job: str, follow: 
         return 130
     finally:
         done.set()
+
+
+def _ended(st) -> JobEnded:
+    from orchestrator import container as ctr
+
+    try:
+        autostop = int(st.labels[ctr.LABEL_AUTOSTOP])
+    except (KeyError, ValueError):
+        autostop = None
+    return JobEnded(job=st.job, exit_code=int(st.exit_code or 0), finished_at=st.finished_at,
+                    outputs=st.labels.get(ctr.LABEL_OUTPUTS), autostop_minutes=autostop)
+
+
+def after_the_job(ended: JobEnded, checkpoint_bucket: str | None = None, keep_volume: bool = False) -> str:
+    """What to do once an instance's job has ended: fetch the weights before autostop takes the disks."""
+    from orchestrator.container import parse_timestamp_ns
+
+    try:
+        at = datetime.fromtimestamp(parse_timestamp_ns(ended.finished_at or "") / 1e9, timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        at = None
+    if at is not None and at.year < 2000:  # the engine's "never": 0001-01-01
+        at = None
+    job, minutes = ended.job, ended.autostop_minutes
+    text = (f"[orch] Job {job} ended{at.strftime(' at %H:%M UTC') if at else ''} (exit code {ended.exit_code}). "
+            f"Its weights are on the instance{f', in {ended.outputs}' if ended.outputs else ''}. ")
+    if minutes == 0:
+        return text + (f"Autostop is off: the instance bills until `orch teardown {job}`. "
+                       f"Run `orch fetch-weights {job}` now.")
+    when = (f"{minutes} minutes after the job ended" + (f" (about {(at + timedelta(minutes=minutes)).strftime('%H:%M UTC')})"
+                                                        if at else "")
+            if minutes is not None else "--autostop-minutes (30 by default) after the job ended")
+    kept = []
+    if keep_volume:
+        kept.append(f"the root volume with the outputs is kept (`orch launch --name {job} --resume` restores from it; "
+                    f"it bills until `orch teardown {job}`)")
+    if checkpoint_bucket:
+        kept.append(f"the checkpoints are also copied to {checkpoint_bucket}")
+    disks = "and its disks with it" + (f"; {' and '.join(kept)}" if kept else ", weights included")
+    return text + f"Autostop terminates the instance {when}, {disks}. Run `orch fetch-weights {job}` now."
 
 
 # -- weights ----------------------------------------------------------------------------------------

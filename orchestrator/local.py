@@ -165,7 +165,7 @@ def start(spec) -> "ContainerStatus":
     runner = choose_runner()
     root = job_dir(spec.job)
     if runner == "docker":
-        st = job_api.start_on(LocalSession(), spec, root=str(root), data_in_place=True)
+        st = job_api.start_on(LocalSession(), spec, root=str(root), local_target=True)
         data = str(Path(spec.data).expanduser().resolve()) if spec.data != "demo" else str(root / "data")
         _save_record(LocalJob(job=spec.job, runner="docker", data_dir=data, outputs_dir=str(root / "outputs"),
                               started_at=_now_rfc3339()))
@@ -307,7 +307,7 @@ def status(job: str):
                                    outputs=record.outputs_dir, runner="process")
 
 
-def follow_logs(job: str, follow: bool, since_ns: int | None, out=None) -> int:
+def follow_logs(job: str, follow: bool, since_ns: int | None, out=None, ended=None) -> int:
     from orchestrator import job as job_api
     from orchestrator.container import split_log_line
     from orchestrator.remote import LocalSession
@@ -315,7 +315,7 @@ def follow_logs(job: str, follow: bool, since_ns: int | None, out=None) -> int:
     record = load_record(job)
     runner = record.runner if record else _runner_of(job)
     if runner == "docker":
-        return job_api.follow_container_logs(LocalSession, job, follow, since_ns, out=out)
+        return job_api.follow_container_logs(LocalSession, job, follow, since_ns, out=out, ended=ended)
     if record is None:
         raise job_api.JobError(f"no local job {job!r} here. See `orch list`.")
     out = out or sys.stdout
@@ -345,7 +345,10 @@ def follow_logs(job: str, follow: bool, since_ns: int | None, out=None) -> int:
                 if f.read(1):  # written between the last read and the status check
                     f.seek(-1, os.SEEK_CUR)
                     continue
-                return int(st.exit_code if st.exit_code is not None else 1)
+                code = int(st.exit_code if st.exit_code is not None else 1)
+                if ended is not None:
+                    ended(job_api.JobEnded(job=job, exit_code=code, outputs=record.outputs_dir))
+                return code
     except KeyboardInterrupt:
         print(f"\n[orch] stopped following; the job keeps running. Again: orch logs {job} --follow",
               file=sys.stderr, flush=True)

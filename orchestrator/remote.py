@@ -4,10 +4,17 @@
     result = session.run("nvidia-smi -L")                # RunResult(exit_code, stdout, stderr)
     client = docker.DockerClient(base_url="unix://" + session.docker_socket())
 
-Host keys are pinned in `endpoint.known_hosts` on first connect; a changed key is refused. An
-endpoint's `proxy_command` (OpenSSH syntax, %h %p %r) carries the connection through a bastion or
-SSM Session Manager. Nothing from the local environment is sent to the machine: no environment
-variables are forwarded, and callers build commands from their own arguments only.
+Host keys are pinned in `endpoint.known_hosts` on first connect, under the endpoint's instance id
+when it has one (AWS gives a new instance an old one's address), else under its address; a changed
+key is refused. An endpoint's `proxy_command` (OpenSSH syntax, %h %p %r, plus %i for the instance
+id) carries the connection through a bastion or SSM Session Manager. Nothing from the local
+environment is sent to the machine: no environment variables are forwarded, and callers build
+commands from their own arguments only.
+
+A dropped link that says nothing (a laptop that slept, a NAT that forgot the flow) would leave a
+read or write blocked for good: long transfers and log streams run under `LinkWatch`, which asks
+the machine for a reply every $ORCH_KEEPALIVE_S seconds (default 15) and drops the connection when
+none comes in twice that, so the caller's reconnect or resume path takes over.
 """
 from __future__ import annotations
 
@@ -125,21 +132,43 @@ def _known_hosts_path(endpoint: SSHEndpoint) -> Path:
     return orch_home() / "known_hosts"
 
 
-def _host_key_name(endpoint: SSHEndpoint) -> str:
+def keepalive_s() -> float:
+    """Seconds between keepalives and liveness checks: $ORCH_KEEPALIVE_S, else KEEPALIVE_S."""
+    try:
+        return max(0.1, float(os.environ.get("ORCH_KEEPALIVE_S") or KEEPALIVE_S))
+    except ValueError:
+        return float(KEEPALIVE_S)
+
+
+def _address_name(endpoint: SSHEndpoint) -> str:
     return endpoint.host if endpoint.port == 22 else f"[{endpoint.host}]:{endpoint.port}"
 
 
-class _PinOnFirstUse(paramiko.MissingHostKeyPolicy):
-    """Record an unknown host's key in our known_hosts (mode 600, atomic); never ask."""
+def _host_key_name(endpoint: SSHEndpoint) -> str:
+    """The name a machine's key is pinned under: its instance id when known, else its address.
 
-    def __init__(self, path: Path):
-        self.path = path
+    An instance id names one machine for its life, while AWS hands a terminated instance's address
+    to the next one (and an SSM proxy never sees an address at all).
+    """
+    return endpoint.instance_id or _address_name(endpoint)
+
+
+def _load_host_keys(path: Path) -> paramiko.HostKeys:
+    keys = paramiko.HostKeys()
+    if path.exists():
+        keys.load(str(path))
+    return keys
+
+
+class _PinOnFirstUse(paramiko.MissingHostKeyPolicy):
+    """Record an unknown host's key in our known_hosts under `name` (mode 600, atomic); never ask."""
+
+    def __init__(self, path: Path, name: str):
+        self.path, self.name = path, name
 
     def missing_host_key(self, client, hostname, key):
-        keys = paramiko.HostKeys()
-        if self.path.exists():
-            keys.load(str(self.path))
-        keys.add(hostname, key.get_name(), key)
+        keys = _load_host_keys(self.path)
+        keys.add(self.name, key.get_name(), key)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".known_hosts.")
         try:
@@ -171,14 +200,25 @@ def _load_key(path: Path | None) -> paramiko.PKey | None:
 
 
 # -- the proxy command -----------------------------------------------------------------------------
-def expand_proxy_command(template: str, endpoint: SSHEndpoint) -> str:
-    """OpenSSH's ProxyCommand tokens: %h host, %p port, %r user, %% a percent sign."""
+def expand_proxy_command(template: str, endpoint: SSHEndpoint, only: str | None = None) -> str:
+    """OpenSSH's ProxyCommand tokens: %h host, %p port, %r user, %% a percent sign; and %i, the instance id.
+
+    `only`: expand just these tokens and leave the others as written (for a command OpenSSH expands).
+    """
     out, i = [], 0
-    subs = {"h": endpoint.host, "p": str(endpoint.port), "r": endpoint.user, "%": "%"}
+    subs = {"h": endpoint.host, "p": str(endpoint.port), "r": endpoint.user, "%": "%", "i": endpoint.instance_id}
     while i < len(template):
         c = template[i]
         if c == "%" and i + 1 < len(template) and template[i + 1] in subs:
-            out.append(subs[template[i + 1]])
+            token = template[i + 1]
+            if only is not None and token not in only:
+                out.append(c + token)
+            elif subs[token] is None:
+                raise RemoteError(f"the SSH proxy command uses %i, the instance id, but no instance id is known "
+                                  f"for {endpoint.host}: {template}\nUse %h (the address) there, or reach the "
+                                  "machine through `orch`, which knows its instance.")
+            else:
+                out.append(subs[token])
             i += 2
         else:
             out.append(c)
@@ -263,10 +303,13 @@ def connect(endpoint: SSHEndpoint, timeout: float = 20.0) -> "SSHSession":
     """One SSH connection attempt; raises `SSHUnreachable`, `HostKeyChanged` or `KeyFileError`."""
     key = _load_key(endpoint.key_path)
     known = _known_hosts_path(endpoint)
+    name = _host_key_name(endpoint)
     client = paramiko.SSHClient()
-    if known.exists():
-        client.load_host_keys(str(known))
-    client.set_missing_host_key_policy(_PinOnFirstUse(known))
+    # paramiko looks keys up by the address it dials; hand it what is pinned under our name, so that
+    # it asks for that key type and refuses another key.
+    for key_type, pinned in (_load_host_keys(known).lookup(name) or {}).items():
+        client.get_host_keys().add(_address_name(endpoint), key_type, pinned)
+    client.set_missing_host_key_policy(_PinOnFirstUse(known, name))
     proxy = None
     if endpoint.proxy_command:
         proxy = _ProxySocket(expand_proxy_command(endpoint.proxy_command, endpoint))
@@ -280,11 +323,12 @@ def connect(endpoint: SSHEndpoint, timeout: float = 20.0) -> "SSHSession":
     except paramiko.BadHostKeyException as e:
         client.close()
         _close_proxy(proxy)
-        name = _host_key_name(endpoint)
+        pinned = f"{e.expected_key.get_name()} {_fingerprint(e.expected_key)}" if e.expected_key else "another key type"
+        cause = ("If the instance was rebuilt on purpose" if endpoint.instance_id
+                 else "If the instance was replaced at the same address")
         raise HostKeyChanged(
-            f"The host key of {name} changed: {known} pins {e.expected_key.get_name()} "
-            f"{_fingerprint(e.expected_key)}, the machine offered {e.key.get_name()} {_fingerprint(e.key)}. "
-            "Nothing was sent to it. If the instance was replaced at the same address, forget the old key "
+            f"The host key of {name} changed: {known} pins {pinned}, the machine offered {e.key.get_name()} "
+            f"{_fingerprint(e.key)}. Nothing was sent to it. {cause}, forget the old key "
             f"and try again:\n  ssh-keygen -R {shlex.quote(name)} -f {shlex.quote(str(known))}\n"
             "Otherwise someone may be intercepting the connection."
         ) from e
@@ -302,7 +346,7 @@ def connect(endpoint: SSHEndpoint, timeout: float = 20.0) -> "SSHSession":
             reason += f"; proxy command said: {detail}"
         raise SSHUnreachable(f"could not open SSH to {where}: {reason}") from e
     transport = client.get_transport()
-    transport.set_keepalive(KEEPALIVE_S)
+    transport.set_keepalive(max(1, round(keepalive_s())))
     return SSHSession(client, endpoint, proxy)
 
 
@@ -372,6 +416,8 @@ class SSHStream:
             if self._channel.closed:
                 raise ConnectionLost(f"the connection to {self._where} dropped before the command finished")
             raise TimeoutError(f"the command on {self._where} did not finish in {timeout} s")
+        if self._channel.exit_status == -1 and not self._channel.get_transport().is_active():
+            raise ConnectionLost(f"the connection to {self._where} dropped before the command finished")
         return self._channel.exit_status
 
     def close(self) -> None:
@@ -499,11 +545,89 @@ class SSHSession:
         self._client.close()
         _close_proxy(self._proxy)
 
+    def abort(self) -> None:
+        """Drop the connection without a goodbye: on a dead link a polite close blocks writing to it.
+
+        Whatever is blocked on the connection (a read, a write, a channel) fails at once.
+        """
+        if self._proxy is not None:
+            self._proxy.close()  # the proxy's end: blocked reads see EOF, blocked writes EPIPE
+        else:
+            t = self._client.get_transport()
+            try:
+                t.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked on the socket; close() would not
+            except (AttributeError, OSError):
+                pass
+        try:
+            self.close()
+        except TRANSPORT_ERRORS:
+            pass
+
     def __enter__(self) -> "SSHSession":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class LinkWatch:
+    """While open, ask the session's machine for a reply every `period_s` (default `keepalive_s()`);
+    when none comes in twice that, abort the session, so that a read or write blocked on a silently
+    dead link fails at once and the caller's reconnect or resume path takes over.
+
+        with LinkWatch(session) as link:
+            ...                                  # a ConnectionLost here: link.lost says if the watch cut it
+
+    A session without `check_alive` (this machine) is not watched.
+    """
+
+    def __init__(self, session, period_s: float | None = None):
+        self.session = session
+        self.period_s = period_s if period_s is not None else keepalive_s()
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        if callable(getattr(session, "check_alive", None)):
+            threading.Thread(target=self._watch, name="orch-link-watch", daemon=True).start()
+
+    @property
+    def reason(self) -> str:
+        return f"{self.session.where} gave no answer for {2 * self.period_s:.0f} s"
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.period_s):
+            if self.session.check_alive(timeout=2 * self.period_s) or self._stop.is_set():
+                continue
+            if not self.session.alive:  # closed, or dropped with a word: what was blocked has failed already
+                return
+            self.lost.set()
+            self.session.abort()
+            return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def __enter__(self) -> "LinkWatch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def openssh_command(endpoint: SSHEndpoint, extra: list[str]) -> list[str]:
+    """The `ssh` command line that reaches the endpoint as orch does: its key, the host key orch
+    pinned (under the instance id when there is one), its proxy command."""
+    known = str(_known_hosts_path(endpoint))
+    # ssh splits option values on whitespace (UserKnownHostsFile takes a list) and expands %: quote.
+    quoted = '"' + known.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
+    args = ["ssh", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=accept-new", "-p", str(endpoint.port),
+            "-o", f"UserKnownHostsFile={quoted}"]
+    if endpoint.key_path:
+        args += ["-i", str(endpoint.key_path)]
+    if endpoint.instance_id:
+        args += ["-o", f"HostKeyAlias={endpoint.instance_id}"]
+    if endpoint.proxy_command:
+        args += ["-o", f"ProxyCommand={expand_proxy_command(endpoint.proxy_command, endpoint, only='i')}"]
+    return args + [f"{endpoint.user}@{endpoint.host}", *extra]
 
 
 class _UnixForwarder:

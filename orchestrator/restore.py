@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from orchestrator.fetch import sha256_file
-from orchestrator.remote import TRANSPORT_ERRORS, ConnectionLost, RemoteError, Session
+from orchestrator.remote import TRANSPORT_ERRORS, ConnectionLost, LinkWatch, RemoteError, Session
 from orchestrator.sync import shell_path
 
 CHECKPOINTS = ("last.pt", "best.pt")  # last.pt is required; best.pt comes along when there is one
@@ -82,7 +82,22 @@ def local_copy(folder: str | Path) -> Path | None:
 
 def restore_checkpoints(session: Session, restore: Restore, job: str, outputs_dir: str,
                         say: Callable[[str], None] = lambda _: None) -> RestoreReport:
-    """Put the newest checkpoint in `outputs_dir/checkpoints` on the session's machine (see the module doc)."""
+    """Put the newest checkpoint in `outputs_dir/checkpoints` on the session's machine (see the module doc).
+
+    Runs under `remote.LinkWatch`, as the sync and the fetch do: a link that goes silent during a
+    long copy fails with ConnectionLost (run the same launch again) instead of hanging for good.
+    """
+    with LinkWatch(session) as link:
+        try:
+            return _restore(session, restore, job, outputs_dir, say)
+        except ConnectionLost as e:
+            if not link.lost.is_set():
+                raise
+            raise ConnectionLost(f"{link.reason}: the connection was dropped. {e}") from e
+
+
+def _restore(session: Session, restore: Restore, job: str, outputs_dir: str,
+             say: Callable[[str], None]) -> RestoreReport:
     ckpt_dir = posixpath.join(outputs_dir, "checkpoints")
     if session.run(f"cd {shell_path(ckpt_dir)} 2>/dev/null && sha256sum -c --status last.pt.sha256").ok:
         say(f"  {ckpt_dir}/last.pt is on the machine and verifies: kept, nothing restored")

@@ -9,12 +9,19 @@ seconds), so a second sync of an unchanged folder sends nothing, and an interrup
 a half-written file differs in size, and tar sets a file's time only once it is complete. Files
 on the machine that are not in the local folder are left alone. The end state is checked: every
 local file must be there with its size and time, or the sync fails saying which.
+
+Links are followed, to files and to folders (`train -> /mnt/big/train`, class folders linked into a
+subset): the machine gets the files' contents as plain files. A broken link, or one to a folder it
+sits in, is refused with its path, as is a file that cannot be read. The transfer runs under
+`remote.LinkWatch`: a link that goes silent fails the sync (run it again: it resumes) instead of
+hanging it.
 """
 from __future__ import annotations
 
 import collections
 import os
 import shlex
+import stat
 import tarfile
 import threading
 import time
@@ -22,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from orchestrator.remote import TRANSPORT_ERRORS, ConnectionLost, RemoteError, Session
+from orchestrator.remote import TRANSPORT_ERRORS, ConnectionLost, LinkWatch, RemoteError, Session
 
 _BLOCK = 4096  # space is allocated in blocks; count whole ones when checking free space
 _CHUNK = 1 << 20
@@ -78,19 +85,44 @@ def data_root(session: Session, fallback: str = "~/orch-data") -> str:
 
 # -- manifests ----------------------------------------------------------------------------------------
 def local_manifest(root: Path) -> dict[str, Entry]:
-    """Every regular file under `root` (symlinks to files followed), keyed by its relative POSIX path."""
+    """Every regular file under `root`, keyed by its relative POSIX path; links to files and folders followed.
+
+    A folder is identified by (st_dev, st_ino), so a link back to a folder it sits in is refused
+    rather than followed forever; a broken link is refused too (a disk that is not mounted).
+    """
     out: dict[str, Entry] = {}
-    stack = [""]
+    top = os.stat(root)
+    stack: list[tuple[str, frozenset]] = [("", frozenset({(top.st_dev, top.st_ino)}))]
     while stack:
-        rel_dir = stack.pop()
-        with os.scandir(root / rel_dir if rel_dir else root) as it:
-            for entry in it:
-                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(rel)
-                elif entry.is_file(follow_symlinks=True):
-                    st = entry.stat(follow_symlinks=True)
-                    out[rel] = (st.st_size, int(st.st_mtime))
+        rel_dir, parents = stack.pop()
+        folder = root / rel_dir if rel_dir else root
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as e:
+            raise SyncError(f"could not list {folder} on this machine ({e.strerror or e}); nothing was sent. "
+                            f"Make it readable (chmod a+rx {shlex.quote(str(folder))}) or move it out of {root}, "
+                            "then run the same command again.") from None
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                st = entry.stat(follow_symlinks=True)
+            except OSError as e:
+                if not entry.is_symlink():
+                    continue  # removed while listing: not part of the dataset any more
+                raise SyncError(f"{entry.path} is a link to {os.readlink(entry.path)}, which "
+                                f"{'does not exist' if isinstance(e, FileNotFoundError) else f'cannot be read ({e.strerror})'}"
+                                " (is its disk mounted?). Nothing was sent. Fix the link or remove it, then run the "
+                                "same command again.") from None
+            if stat.S_ISDIR(st.st_mode):
+                folder_id = (st.st_dev, st.st_ino)
+                if folder_id in parents:
+                    raise SyncError(f"{entry.path} links back to {os.path.realpath(entry.path)}, a folder it is in: "
+                                    "the dataset would never end. Nothing was sent. Remove that link, then run the "
+                                    "same command again.")
+                stack.append((rel, parents | {folder_id}))
+            elif stat.S_ISREG(st.st_mode):
+                out[rel] = (st.st_size, int(st.st_mtime))
     return out
 
 
@@ -140,14 +172,28 @@ def _gb(n: int) -> str:
 
 
 # -- the transfer -------------------------------------------------------------------------------------
-class _Counted:
-    """A file wrapper that reports bytes as tarfile reads them."""
+class _Unreadable(Exception):
+    """A local file could not be read (a problem here, not with the connection)."""
 
-    def __init__(self, f, advance: Callable[[int], None]):
-        self._f, self._advance = f, advance
+    def __init__(self, rel: str, why: str, missing: bool = False):
+        super().__init__(why)
+        self.rel, self.why, self.missing = rel, why, missing
+
+
+class _Counted:
+    """A file wrapper that reports bytes as tarfile reads them, and local read failures as `_Unreadable`."""
+
+    def __init__(self, f, advance: Callable[[int], None], rel: str, size: int):
+        self._f, self._advance, self._rel, self._left = f, advance, rel, size
 
     def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
+        try:
+            data = self._f.read(n)
+        except OSError as e:
+            raise _Unreadable(self._rel, e.strerror or str(e)) from e
+        self._left -= len(data)
+        if 0 <= len(data) < n and self._left > 0:  # tarfile asks for exactly what the header promised
+            raise _Unreadable(self._rel, f"it shrank by {self._left} bytes while being sent")
         self._advance(len(data))
         return data
 
@@ -186,19 +232,33 @@ def _send(session: Session, local_dir: Path, remote_dir: str, names: list[str], 
     advance = (lambda n: bar.advance(0, n)) if bar else (lambda n: None)
     handed = 0
     broken: Exception | None = None
+    unreadable: list[_Unreadable] = []  # skipped (could not be opened), then at most one cut mid-file
+    cut_mid_file = False
     try:
         with tarfile.open(fileobj=stream.stdin, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_CHUNK) as tar:
             for rel in names:
-                path = local_dir / rel
-                st = path.stat()
-                info = tarfile.TarInfo(rel)
-                info.size, info.mtime, info.mode = st.st_size, st.st_mtime, st.st_mode & 0o777
-                with open(path, "rb") as f:
-                    tar.addfile(info, _Counted(f, advance))
+                try:  # the manifest followed links: so do stat and open, and the contents are sent
+                    f = open(local_dir / rel, "rb")
+                    st = os.fstat(f.fileno())
+                except OSError as e:  # skipped before its header: the archive stays whole, the rest is sent
+                    unreadable.append(_Unreadable(rel, e.strerror or str(e), missing=isinstance(e, FileNotFoundError)))
+                    continue
+                with f:
+                    info = tarfile.TarInfo(rel)
+                    info.size, info.mtime, info.mode = st.st_size, st.st_mtime, st.st_mode & 0o777
+                    tar.addfile(info, _Counted(f, advance, rel, st.st_size))
                 handed += 1
         stream.close_stdin()
         code = stream.wait(600)
-    except (*TRANSPORT_ERRORS, tarfile.TarError) as e:
+    except _Unreadable as e:  # mid-file: the machine's tar sees a cut archive; that file is resent next time
+        unreadable.append(e)
+        code, cut_mid_file = None, True
+        try:
+            stream.close_stdin()
+            stream.wait(60)
+        except (*TRANSPORT_ERRORS, ConnectionLost, TimeoutError):
+            pass
+    except (*TRANSPORT_ERRORS, tarfile.TarError, ConnectionLost) as e:
         broken, code = e, None
     finally:
         if bar:
@@ -215,6 +275,16 @@ def _send(session: Session, local_dir: Path, remote_dir: str, names: list[str], 
         raise ConnectionLost(f"the sync to {session.where}:{remote_dir} was cut after {handed} of {len(names)} "
                              f"files ({type(broken).__name__}: {broken}). Kept: the files that arrived; run the "
                              "same command again and it sends only what is missing." + (f"\n{errors}" if errors else ""))
+    if unreadable:
+        listed = "; ".join(f"{local_dir / u.rel} ({u.why})" for u in unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
+        stopped = " The sync stopped at the last one." if cut_mid_file else ""
+        first = local_dir / unreadable[0].rel
+        fix = ("they were deleted or moved after the sync listed the folder: run the same command again"
+               if all(u.missing for u in unreadable) else
+               f"make them readable (e.g. chmod a+r {shlex.quote(str(first))}, or fix their owner) or move them out "
+               f"of {local_dir}, then run the same command again")
+        raise SyncError(f"could not read {len(unreadable)} local file(s) on this machine: {listed}.{stopped} Kept: the "
+                        f"{handed} files sent arrived and are not sent again. Fix: {fix}.")
     if code != 0:
         raise SyncError(f"tar on {session.where} failed (exit {code}) extracting into {remote_dir}: {errors[-1000:]}. "
                         "Kept: the files that arrived; run the same command again to resend the rest.")
@@ -230,6 +300,17 @@ def sync_dataset(session: Session, local_dir: Path | str, remote_dir: str, progr
         raise SyncError(f"the data folder {local_dir} does not exist or is not a folder; nothing was sent. "
                         "Pass --data with an existing folder, an s3:// URI, or `demo`.")
     local = local_manifest(local_dir)
+    with LinkWatch(session) as link:
+        try:
+            return _sync(session, local_dir, local, remote_dir, progress, start)
+        except ConnectionLost as e:
+            if not link.lost.is_set():
+                raise
+            raise ConnectionLost(f"{link.reason}: the connection was dropped. {e}") from e
+
+
+def _sync(session: Session, local_dir: Path, local: dict[str, Entry], remote_dir: str, progress: bool,
+          start: float) -> SyncReport:
     remote = remote_manifest(session, remote_dir)
     todo = sorted(rel for rel, entry in local.items() if remote.get(rel) != entry)
     bytes_total = sum(size for size, _ in local.values())
@@ -270,7 +351,12 @@ def sync_s3(session: Session, uri: str, remote_dir: str) -> SyncReport:
         raise SyncError(f"{uri!r} is not an s3:// URI (expected s3://bucket/prefix/)")
     before = remote_manifest(session, remote_dir)
     cmd = f"aws s3 sync {shlex.quote(uri)} {shell_path(remote_dir)} --only-show-errors --no-progress"
-    result = session.run(cmd)
+    with LinkWatch(session) as link:  # an hour-long copy: a silent link must not hang it for good
+        try:
+            result = session.run(cmd)
+        except ConnectionLost as e:
+            why = f"{link.reason}: the connection was dropped. " if link.lost.is_set() else ""
+            raise ConnectionLost(f"{why}{e}. `aws s3 sync` resumes: run the same command again.") from e
     if result.exit_code == 127:
         raise SyncError(f"the AWS CLI is not installed on {session.where}; the Deep Learning AMI ships it. "
                         "Install it there (`sudo snap install aws-cli --classic`) or sync a local folder instead.")

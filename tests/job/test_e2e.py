@@ -4,6 +4,8 @@ dockerd reached over that SSH connection, the trainer image built from the proje
 Only the EC2 API is emulated. Two edges stand in for what cloud-init does on a real instance:
 the job's new key pair is authorized on the sshd as soon as EC2 (moto) creates it, and `docker`
 on the "instance" is the CLI pointed at the test engine (a wrapper first on the sshd's PATH).
+That engine has no GPU, so the jobs are launched with --no-gpus (on an instance, a GPU job the
+engine cannot give GPUs to is refused rather than run on the CPU).
 """
 from __future__ import annotations
 
@@ -74,7 +76,8 @@ def test_launch_logs_fetch_evaluate_teardown(instance, orch, docker_engine, sshd
     job = job_name("e2e")
     instance.append(job)
 
-    r = orch("launch", "--instance", "g4dn.xlarge", "--name", job, "--ssh-cidr", CIDR, "--data", str(data),
+    r = orch("launch", "--instance", "g4dn.xlarge", "--name", job, "--ssh-cidr", CIDR, "--no-gpus",
+             "--data", str(data),
              "--", *TINY, "--epochs", "2")
     assert r.exit_code == 0, r.output
     assert any(t.endswith(" 22") for t in sshd_server.requested_targets())  # reached through the proxy
@@ -124,7 +127,8 @@ def test_ssh_cut_during_follow_loses_and_repeats_nothing(instance, orch, docker_
     data = make_dataset(tmp_path / "data", classes=4, per_class=40)
     job = job_name("cut")
     instance.append(job)
-    r = orch("launch", "--instance", "g4dn.xlarge", "--name", job, "--ssh-cidr", CIDR, "--data", str(data),
+    r = orch("launch", "--instance", "g4dn.xlarge", "--name", job, "--ssh-cidr", CIDR, "--no-gpus",
+             "--data", str(data),
              "--", *TINY, "--epochs", "3", "--batch-size", "8", "--set", "log_every_seconds=1")
     assert r.exit_code == 0, r.output
 

@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.providers.base import SSHEndpoint
 from orchestrator.remote import (
-    ConnectionLost, HostKeyChanged, KeyFileError, LocalSession, RunResult, SSHUnreachable, connect,
+    ConnectionLost, HostKeyChanged, KeyFileError, LocalSession, RemoteError, RunResult, SSHUnreachable, connect,
     expand_proxy_command, wait_for_ssh,
 )
 from tests.conftest import require
@@ -239,6 +239,57 @@ def test_docker_socket_reaches_the_remote_engine(ssh_endpoint):
 def test_expand_proxy_command_tokens():
     e = SSHEndpoint(host="i-0abc", port=2222, user="ubuntu")
     assert expand_proxy_command("ssm --target %h --port %p -u %r 100%%", e) == "ssm --target i-0abc --port 2222 -u ubuntu 100%"
+    ssm = SSHEndpoint(host="10.0.0.5", instance_id="i-0123456789abcdef0")
+    template = "aws ssm start-session --target %i --parameters portNumber=%p # %%i"
+    assert expand_proxy_command(template, ssm) == \
+        "aws ssm start-session --target i-0123456789abcdef0 --parameters portNumber=22 # %i"
+    # For OpenSSH (`orch ssh`): only %i, which it does not know; the rest stays for it to expand.
+    assert expand_proxy_command(template, ssm, only="i") == \
+        "aws ssm start-session --target i-0123456789abcdef0 --parameters portNumber=%p # %%i"
+    with pytest.raises(RemoteError, match="%i, the instance id"):
+        expand_proxy_command(template, SSHEndpoint(host="10.0.0.5"))
+
+
+def _own_server(tmp_path) -> SshdServer:
+    server = SshdServer(tmp_path / "sshd")
+    try:
+        server.start()
+    except Exception as e:  # noqa: BLE001
+        require(False, f"no sshd: {e}")
+    return server
+
+
+def test_host_key_is_pinned_under_the_instance_id_and_an_address_reused_by_another_instance_is_fine(tmp_path):
+    server = _own_server(tmp_path)
+    try:
+        key = make_client_key(tmp_path / "keys")
+        server.authorize(key.with_name(key.name + ".pub").read_text())
+        known = tmp_path / "known_hosts"
+        by_address = server.endpoint(key, known)
+        # An SSM-style proxy command: it names the instance (%i); the address means nothing to it.
+        ssm = replace(by_address, proxy_command=server.proxy_command.replace(" %h %p", " %i %p"))
+        first = replace(ssm, instance_id="i-0aaaaaaaaaaaaaaa1")
+        connect(by_address).close()  # an older orch pinned the first machine by its address
+        with connect(first) as session:
+            assert session.run("echo ok").stdout == "ok\n"
+        assert "i-0aaaaaaaaaaaaaaa1 22" in server.requested_targets()  # %i was expanded
+        names = [line.split()[0] for line in known.read_text().splitlines()]
+        assert names == [FAKE_INSTANCE_IP, "i-0aaaaaaaaaaaaaaa1"]
+
+        server.rotate_host_key()  # AWS gives the address to a new instance, with a new key
+        second = replace(ssm, instance_id="i-0bbbbbbbbbbbbbbb2")
+        with connect(second) as session:  # no HostKeyChanged: it is another machine, pinned on first use
+            assert session.run("echo ok").stdout == "ok\n"
+        assert known.read_text().splitlines()[-1].startswith("i-0bbbbbbbbbbbbbbb2 ssh-ed25519 ")
+        # The same instance with another key is still refused, and the fix names the instance.
+        with pytest.raises(HostKeyChanged) as e:
+            connect(first)
+        assert f"ssh-keygen -R i-0aaaaaaaaaaaaaaa1 -f {known}" in str(e.value)
+        # An endpoint without an instance id still checks the entry by address (old known_hosts files).
+        with pytest.raises(HostKeyChanged, match=f"ssh-keygen -R {FAKE_INSTANCE_IP} "):
+            connect(by_address)
+    finally:
+        server.stop()
 
 
 def test_local_session_has_the_same_interface(tmp_path):

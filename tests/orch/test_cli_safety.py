@@ -252,3 +252,47 @@ def test_a_reclaimed_spot_instance_shows_as_interrupted_and_resumes(aws, orch, j
     (new,) = tagged("sp")["instances"]
     assert new["InstanceId"] != inst["InstanceId"]
     assert json.loads(orch("status", "sp", "--json", "--no-container").output)["state"] == "running"
+
+
+def test_ctrl_c_during_a_launch_names_the_job_to_resume_or_remove(aws, orch, monkeypatch):
+    from orchestrator.providers import ec2 as ec2_provider
+
+    def pressed_ctrl_c(region, job):  # the user gives up while AWS is being asked
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ec2_provider, "create_key_pair", pressed_ctrl_c)
+    r = orch("launch", "--instance", "g4dn.xlarge", "--name", "kbd", "--ssh-cidr", CIDR)
+    assert r.exit_code == 130
+    assert "orch teardown kbd" in r.output and "JOB" not in r.output
+    r = orch("launch", "--instance", "g4dn.xlarge", "--ssh-cidr", CIDR)  # no --name: one was made up
+    assert r.exit_code == 130
+    made_up = __import__("re").search(r"orch teardown (job-\d{8}-\d{6})", r.output)
+    assert made_up and f"again with --name {made_up.group(1)}" in r.output, r.output
+
+
+def test_orch_ssh_quotes_the_known_hosts_path_and_uses_the_instance_id(aws, orch, job_calls, monkeypatch, tmp_path):
+    import shlex
+
+    spaced = tmp_path / "Library" / "Application Support" / "orch"  # macOS's default ORCH_HOME
+    monkeypatch.setenv("ORCH_HOME", str(spaced))
+    ssm = "aws ssm start-session --target %i --document-name AWS-StartSSHSession --parameters portNumber=%p"
+    r = orch("launch", "--instance", "g4dn.xlarge", "--name", "ssm", "--ssh-cidr", CIDR, "--ssh-proxy-command", ssm)
+    assert r.exit_code == 0, r.output
+    (inst,) = tagged("ssm")["instances"]
+    r = orch("ssh", "ssm", "--print")
+    assert r.exit_code == 0, r.output
+    args = shlex.split(r.stdout)
+    assert f'UserKnownHostsFile="{spaced}/known_hosts"' in args  # one value for OpenSSH, space and all
+    assert f"ProxyCommand={ssm.replace('%i', inst['InstanceId'])}" in args  # %p is left to OpenSSH
+    if f"HostKeyAlias={inst['InstanceId']}" not in args:  # set when flow.endpoint_for names the instance
+        from orchestrator import flow
+
+        assert flow.endpoint_for("ssm").instance_id is None
+
+
+def test_launch_tells_the_job_its_autostop_time(aws, orch, job_calls):
+    r = orch("launch", "--instance", "g4dn.xlarge", "--name", "as1", "--ssh-cidr", CIDR, "--data", "demo",
+             "--autostop-minutes", "45")
+    assert r.exit_code == 0, r.output
+    ((_, spec),) = job_calls.started
+    assert spec.autostop_minutes == 45  # start_on keeps it as a container label, for `orch logs` to say

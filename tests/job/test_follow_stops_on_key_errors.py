@@ -1,0 +1,47 @@
+"""`orch logs --follow` retries a dropped network for minutes, but a changed host key or an unusable
+key file is no network drop: no retry can fix them, so following ends at once with their message."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from orchestrator import job as job_api
+from orchestrator.remote import HostKeyChanged, KeyFileError, connect
+from tests.conftest import require
+from tests.fixtures.sshd import SshdServer, make_client_key, ssh_endpoint, ssh_key, sshd_server  # noqa: F401
+
+pytestmark = pytest.mark.needs_sshd
+
+
+@pytest.fixture(autouse=True)
+def long_reconnect(monkeypatch):
+    monkeypatch.setenv("ORCH_RECONNECT_S", "60")  # what a retried error would cost, at the least
+
+
+def test_a_changed_host_key_ends_following_at_once(tmp_path):
+    server = SshdServer(tmp_path / "sshd")
+    try:
+        server.start()
+    except Exception as e:  # noqa: BLE001
+        require(False, f"no sshd: {e}")
+    try:
+        key = make_client_key(tmp_path / "keys")
+        server.authorize(key.with_name(key.name + ".pub").read_text())
+        endpoint = server.endpoint(key, tmp_path / "known_hosts")
+        connect(endpoint).close()  # pinned
+        server.rotate_host_key()
+        started = time.monotonic()
+        with pytest.raises(HostKeyChanged, match="ssh-keygen -R"):
+            job_api.follow_logs(endpoint, "r50", follow=True)
+        assert time.monotonic() - started < 15
+    finally:
+        server.stop()
+
+
+def test_a_key_file_readable_by_others_ends_following_at_once(ssh_endpoint):
+    ssh_endpoint.key_path.chmod(0o644)
+    started = time.monotonic()
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        job_api.follow_logs(ssh_endpoint, "r50", follow=True)
+    assert time.monotonic() - started < 15

@@ -1,0 +1,139 @@
+"""Starting a job on an instance (`job.start_on` over SSH; the "instance" engine is the test dockerd):
+where its folders go, waiting for the instance's first-boot set-up, and GPUs that are not there.
+
+The trainer image is a stub (the test base image with `echo` as its entrypoint): what is checked is
+what orch asks the engine for, not training.
+"""
+from __future__ import annotations
+
+import io
+import pwd
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from orchestrator import container as ctr
+from orchestrator import job as job_api
+from orchestrator.remote import connect
+from tests.fixtures.dockerd import base_image, docker_engine  # noqa: F401 (fixtures)
+from tests.fixtures.sshd import ssh_endpoint, ssh_key, sshd_server  # noqa: F401 (fixtures)
+
+pytestmark = [pytest.mark.needs_docker, pytest.mark.needs_sshd]
+
+FAKE_CLOUD_INIT = """#!/bin/sh
+# Stands in for cloud-init on a fresh instance: its set-up (infra/bootstrap.sh) is still running,
+# and mounts the fast disk when it is done.
+if [ "$1 $2" = "status --wait" ]; then sleep 2; mkdir -p {fast}; touch {done}; echo "status: done"; exit 0; fi
+if [ -e {done} ]; then echo "status: done"; else echo "status: running"; fi
+"""
+
+
+@pytest.fixture(scope="module")
+def stub_image(docker_engine, base_image):  # noqa: F811
+    client = docker_engine.client()
+    dockerfile = f'FROM {base_image}\nENTRYPOINT ["/bin/echo", "trainer"]\n'.encode()
+    image, _ = client.images.build(fileobj=io.BytesIO(dockerfile), tag="orch-test-stub-trainer:1", rm=True,
+                                   network_mode="none")
+    client.close()
+    return "orch-test-stub-trainer:1"
+
+
+@pytest.fixture
+def instance(sshd_server, ssh_endpoint, docker_engine, stub_image):  # noqa: F811
+    """An SSH session to the "instance", whose `docker` is the test engine; the jobs made are removed."""
+    wrapper = sshd_server.bin_dir / "docker"
+    wrapper.write_text(f"#!/bin/sh\nexec {shutil.which('docker')} -H {docker_engine.base_url} \"$@\"\n")
+    wrapper.chmod(0o755)
+    client = docker_engine.client()
+    jobs: list[str] = []
+    with connect(ssh_endpoint) as session:
+        yield session, client, jobs
+    home = Path(pwd.getpwnam(sshd_server.user).pw_dir)
+    for job in jobs:
+        ctr.remove(client, job, timeout_s=1)
+        shutil.rmtree(home / "orch" / job, ignore_errors=True)  # where a job goes without a fast disk
+    client.close()
+    wrapper.unlink(missing_ok=True)
+
+
+def new_job(jobs: list[str], kind: str) -> str:
+    jobs.append(f"t-{kind}-{uuid.uuid4().hex[:8]}")
+    return jobs[-1]
+
+
+def tiny_dataset(path: Path) -> Path:
+    (path / "train" / "c0").mkdir(parents=True)
+    (path / "train" / "c0" / "0.bin").write_bytes(b"x" * 100)
+    return path
+
+
+def test_a_job_whose_container_exists_keeps_the_folders_its_labels_name(instance, stub_image, tmp_path):
+    session, client, jobs = instance
+    job = new_job(jobs, "labels")
+    data = tiny_dataset(tmp_path / "data")
+    first = job_api.JobSpec(job=job, data=str(data), image=stub_image, gpus=False, remote_root=str(tmp_path / "a"),
+                            autostop_minutes=45)
+    job_api.start_on(session, first, say=lambda m: None)
+    labels = ctr.find(client, job).labels
+    assert labels[ctr.LABEL_DATA] == str(tmp_path / "a" / job / "data")
+    assert labels[ctr.LABEL_OUTPUTS] == str(tmp_path / "a" / job / "outputs")
+    assert labels[ctr.LABEL_AUTOSTOP] == "45"
+    ctr.wait_state(client, job, {"exited"}, timeout_s=60)
+
+    # Started again (the container ended), from settings that would choose other folders: the
+    # checkpoints are in the labelled ones, so those are used.
+    again = job_api.JobSpec(job=job, data=str(data), image=stub_image, gpus=False)
+    job_api.start_on(session, again, say=lambda m: None)
+    labels = ctr.find(client, job).labels
+    assert labels[ctr.LABEL_OUTPUTS] == str(tmp_path / "a" / job / "outputs")
+    assert labels[ctr.LABEL_DATA] == str(tmp_path / "a" / job / "data")
+
+
+def test_a_fresh_instance_gets_its_folders_once_its_set_up_is_done(instance, sshd_server, stub_image, tmp_path,
+                                                                  monkeypatch):
+    session, client, jobs = instance
+    job = new_job(jobs, "boot")
+    fast = tmp_path / "fast"  # stands for /mnt/orch, which the set-up mounts when it has finished
+    monkeypatch.setattr(job_api, "REMOTE_FAST_ROOT", str(fast))
+    fake = sshd_server.bin_dir / "cloud-init"
+    fake.write_text(FAKE_CLOUD_INIT.format(fast=fast, done=tmp_path / "cloud-init-done"))
+    fake.chmod(0o755)
+    said: list[str] = []
+    try:
+        job_api.start_on(session, job_api.JobSpec(job=job, data=str(tiny_dataset(tmp_path / "data")),
+                                                  image=stub_image, gpus=False), say=said.append)
+    finally:
+        fake.unlink()
+    labels = ctr.find(client, job).labels
+    assert labels[ctr.LABEL_OUTPUTS] == str(fast / job / "outputs")
+    assert labels[ctr.LABEL_DATA] == str(fast / job / "data")
+    assert any("first-boot set-up" in line for line in said), said
+
+
+def test_an_instance_engine_without_gpu_support_is_an_error_not_a_cpu_run(instance, stub_image, tmp_path):
+    session, client, jobs = instance
+    job = new_job(jobs, "gpu")
+    spec = job_api.JobSpec(job=job, data=str(tiny_dataset(tmp_path / "data")), image=stub_image, gpus=True,
+                           remote_root=str(tmp_path / "root"))
+    with pytest.raises(ctr.NoGPUs, match="--no-gpus"):
+        job_api.start_on(session, spec, say=lambda m: None)
+    assert ctr.find(client, job) is None  # nothing left that would pass for the job's container
+
+
+def test_the_local_target_runs_on_the_cpu_with_a_warning(docker_engine, stub_image, tmp_path, monkeypatch,  # noqa: F811
+                                                         capsys):
+    monkeypatch.setenv("DOCKER_HOST", docker_engine.base_url)
+    monkeypatch.setenv("ORCH_LOCAL_RUNNER", "docker")
+    job = f"t-cpu-{uuid.uuid4().hex[:8]}"
+    client = docker_engine.client()
+    try:
+        job_api.start_job(None, job_api.JobSpec(job=job, data=str(tiny_dataset(tmp_path / "data")),
+                                                image=stub_image, gpus=True))
+        container = ctr.find(client, job)
+        assert container is not None and not container.attrs["HostConfig"].get("DeviceRequests")
+        assert "runs on the CPU" in capsys.readouterr().err
+    finally:
+        ctr.remove(client, job, timeout_s=1)
+        client.close()
