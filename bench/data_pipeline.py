@@ -101,6 +101,24 @@ def cpu_pipelines(root: Path, size: int, scale: tuple[float, float], reps: int) 
     return interleaved(runs, reps)
 
 
+def train_jpegs(root: Path) -> list[Path]:
+    """The JPEG files of ROOT/train, listed by the loader training uses (any case of .jpg/.jpeg,
+    so a prepared ImageNet's .JPEG files count). Exits with a message when there are none."""
+    from trainer.data import load_dataset
+    from trainer.errors import TrainerError
+
+    try:
+        samples = load_dataset(root, need_train=True, need_val=False).train
+    except TrainerError as exc:
+        raise SystemExit(f"data_pipeline.py: {exc}") from None
+    files = sorted(Path(path) for path, _ in samples if Path(path).suffix.lower() in (".jpg", ".jpeg"))
+    if not files:
+        raise SystemExit(f"data_pipeline.py: no JPEG files (.jpg/.jpeg, any case) in {root / 'train'}/<class>/; "
+                         f"GPU decoding (nvjpeg) reads only JPEGs. Point --data at a prepared JPEG dataset, or "
+                         f"leave --data out to use generated ones.")
+    return files
+
+
 def gpu_decode(root: Path, size: int, scale: tuple[float, float], reps: int, device: torch.device,
                batch: int = 128) -> list[float]:
     """nvjpeg: read the bytes on the CPU, decode a batch on the GPU, random-resized-crop and flip
@@ -111,7 +129,7 @@ def gpu_decode(root: Path, size: int, scale: tuple[float, float], reps: int, dev
 
     from _common import Stopwatch
 
-    files = sorted((root / "train").glob("*/*.jpg"))
+    files = train_jpegs(root)
     mean = torch.tensor(MEAN, device=device).view(3, 1, 1) * 255
     std = torch.tensor(STD, device=device).view(3, 1, 1) * 255
 
@@ -147,7 +165,7 @@ def main() -> None:
                         help=f"short side of the re-encoded set, 0 to skip it (default {RESIZE_SHORT})")
     parser.add_argument("--crop-scale", default=",".join(map(str, CROP_SCALE)), help="area range lo,hi (default 0.08,1.0)")
     parser.add_argument("--dir", type=Path, help="keep the generated JPEGs here (reused next time) instead of a temp dir")
-    parser.add_argument("--data", type=Path, help="use this prepared dataset (DATA/train/<class>/*.jpg) instead")
+    parser.add_argument("--data", type=Path, help="use this prepared dataset (DATA/train/<class>/*.jpg or *.JPEG) instead")
     parser.add_argument("--device", default="cpu", help="cuda adds GPU JPEG decoding (default cpu: CPU pipelines only)")
     args = parser.parse_args()
     scale = tuple(float(v) for v in args.crop_scale.split(","))
@@ -180,12 +198,16 @@ def main() -> None:
             if device.type == "cuda":
                 gpu = gpu_decode(root, args.size, scale, args.reps, device)
                 rows.append([name, "GPU decode_jpeg (whole process)", spread(gpu)])
-                ratios.append((f"GPU decode (one process)/ImageFolder per worker, {name}", median(gpu) / median(base)))
+                # Not paired: the GPU runs come after all the CPU ones, so this is a ratio of medians.
+                ratios.append((f"GPU decode (one process)/ImageFolder per worker, {name}, ratio of the medians "
+                               f"of separate runs", median(gpu) / median(base)))
         print_table(["images", "pipeline", "images/s per worker: median (min-max)"], rows)
         print()
         for label, ratio in ratios:
             print_ratio(label, ratio)
-        print("(each ratio: the median over repetitions of ours/baseline measured back to back)")
+        print("(each CPU ratio: the median over repetitions of ours/baseline measured back to back"
+              + ("; the GPU ratio: median GPU run over median baseline run, not back to back)" if device.type == "cuda"
+                 else ")"))
 
 
 if __name__ == "__main__":

@@ -183,8 +183,12 @@ def make_tiny(root: Path, zipped: bool) -> Truth:
 CIFAR_CLASSES = ["apple", "aquarium_fish", "baby", "bear", "beaver"]
 
 
-def make_cifar100(root: Path) -> tuple[dict[tuple[str, str, str], np.ndarray], list[str]]:
-    """Returns {(split, class, name): 32x32x3 pixels} and the fine label names."""
+def make_cifar100(root: Path, same_names: dict[int, str] | None = None
+                  ) -> tuple[dict[tuple[str, str, str], np.ndarray], list[str]]:
+    """Returns {(split, class, name): 32x32x3 pixels} and the fine label names.
+
+    `same_names` {train row: file name} renames rows, e.g. to give two rows of a class one name;
+    the expected names are then the ones prepare must write for them."""
     rng = np.random.default_rng(7)
     expected, blobs = {}, {}
     blobs["meta"] = pickle.dumps({"fine_label_names": CIFAR_CLASSES, "coarse_label_names": ["fruit", "fish", "people", "mammals"]})
@@ -192,9 +196,14 @@ def make_cifar100(root: Path) -> tuple[dict[tuple[str, str, str], np.ndarray], l
         data = rng.integers(0, 255, (n, 3072), dtype=np.uint8)
         labels = [i % len(CIFAR_CLASSES) for i in range(n)]
         filenames = [f"{CIFAR_CLASSES[l]}_s_{100 + i:06d}.png" for i, l in enumerate(labels)]
+        expected_names = list(filenames)
+        if file == "train" and same_names:
+            for row, name in same_names.items():
+                filenames[row] = name
+                expected_names[row] = name.replace(".png", f"-row{row}.png")
         blobs[file] = pickle.dumps({"filenames": filenames, "batch_label": f"{file} batch", "fine_labels": labels,
                                     "coarse_labels": [0] * n, "data": data})
-        for row, label, name in zip(data, labels, filenames):
+        for row, label, name in zip(data, labels, expected_names):
             expected[(split, CIFAR_CLASSES[label], name)] = row.reshape(3, 32, 32).transpose(1, 2, 0)
     root.mkdir(parents=True, exist_ok=True)
     with tarfile.open(root / "cifar-100-python.tar.gz", "w:gz") as tar:

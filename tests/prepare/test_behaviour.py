@@ -160,3 +160,75 @@ def test_kaggle_class_without_train_images_is_reported(tmp_path):
     assert result.exit_code == 1
     assert "train/n01494475: no images in the source" in result.output
     assert "The 11 complete ones are kept" in result.output
+
+
+@pytest.mark.parametrize("partial", [("--subset-percent", "34"), ("--max-per-class", "2")], ids=["subset", "max"])
+def test_delete_source_with_only_part_of_the_download_is_refused(tmp_path, official, partial):
+    before = digest(tmp_path / "src")
+    result = _prepare(tmp_path, *partial, "--delete-source")
+    assert result.exit_code == 2, result.output
+    assert "--delete-source removes the whole download" in result.output and partial[0] in result.output
+    assert "Nothing was written" in result.output
+    assert digest(tmp_path / "src") == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_delete_source_with_a_full_subset_percent_is_allowed(tmp_path, official):
+    result = _prepare(tmp_path, "--subset-percent", "100", "--delete-source")
+    assert result.exit_code == 0, result.output
+    assert list((tmp_path / "src").iterdir()) == []
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_damaged_image_with_resize_short_is_kept_and_named(tmp_path, workers):
+    truth = make_imagenet(tmp_path / "src", "extracted")
+    broken = tmp_path / "src" / "ILSVRC2012_img_val" / "ILSVRC2012_val_00000002.JPEG"
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 3])   # truncated in the download
+    result = _prepare(tmp_path, "--resize-short", "16", "--workers", workers)
+    assert result.exit_code == 0, result.output
+    assert "did not decode" in result.output and "val/n01443537/ILSVRC2012_val_00000002.JPEG" in result.output
+    assert "download the archive that holds them again" in result.output
+    got = tree_files(tmp_path / "out")
+    assert set(got) == set(truth.images)
+    assert got[("val", "n01443537", "ILSVRC2012_val_00000002.JPEG")] == broken.read_bytes()
+    check = trainer("verify", "--data", tmp_path / "out")
+    assert check.exit_code == 1 and "ILSVRC2012_val_00000002.JPEG" in check.output
+
+
+def test_a_truncated_archive_is_named_and_complete_classes_are_kept(tmp_path, official):
+    tar = tmp_path / "src" / "ILSVRC2012_img_train.tar"
+    whole = tar.read_bytes()
+    tar.write_bytes(whole[: len(whole) // 2])   # the download stopped half-way
+    result = _prepare(tmp_path)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    text = " ".join(result.output.split())
+    assert "ILSVRC2012_img_train.tar is damaged or incomplete" in text and "Download it again" in text
+    assert "already complete are kept" in text and "rerun the same command" in text
+
+    tar.write_bytes(whole)
+    again = _prepare(tmp_path)
+    assert again.exit_code == 0, again.output
+    assert tree_files(tmp_path / "out") == official.images
+
+
+@pytest.mark.parametrize("layout", ["kaggle-zip", "tiny", "cifar"])
+def test_a_truncated_download_is_refused_before_writing(tmp_path, layout):
+    from tests.prepare.miniature import make_cifar100, make_tiny
+
+    if layout == "kaggle-zip":
+        make_imagenet(tmp_path / "src", layout)
+        archive, command = tmp_path / "src" / "imagenet-object-localization-challenge.zip", "imagenet"
+    elif layout == "tiny":
+        make_tiny(tmp_path / "src", zipped=True)
+        archive, command = tmp_path / "src" / "tiny-imagenet-200.zip", "tiny-imagenet"
+    else:
+        make_cifar100(tmp_path / "src")
+        archive, command = tmp_path / "src" / "cifar-100-python.tar.gz", "cifar100"
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    result = trainer("prepare", command, "--source", tmp_path / "src", "--dest", tmp_path / "out")
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    text = " ".join(result.output.split())
+    assert f"{archive.name} is damaged or incomplete" in text and "Download it again" in text
+    assert not (tmp_path / "out").exists()

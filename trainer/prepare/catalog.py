@@ -7,6 +7,10 @@ readers to this one shape is what lets the writer, the journal and the progress 
 from __future__ import annotations
 
 import random
+import tarfile
+import zipfile
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Union
@@ -19,6 +23,14 @@ FULL_COUNTS: dict[str, tuple[int, int, int]] = {
     "tiny-imagenet": (200, 100_000, 10_000),
     "cifar100": (100, 50_000, 10_000),
 }
+
+
+def typical_per_class(dataset: str, max_per_class: int | None = None) -> dict[str, float]:
+    """Images per class and split in the full dataset (ImageNet: ~1281 train, 50 val), capped by
+    --max-per-class: the progress bar's estimate for classes not yet opened."""
+    classes, train, val = FULL_COUNTS[dataset]
+    per = {"train": train / classes, "val": val / classes}
+    return {s: min(n, max_per_class) if max_per_class else n for s, n in per.items()}
 
 
 @dataclass(frozen=True)
@@ -97,3 +109,26 @@ def subset_classes(classes: tuple[str, ...], percent: float | None, seed: int) -
 
 class SourceError(Exception):
     """The source folder does not hold what the command needs; the message says what to do."""
+
+
+# What a truncated or corrupted tar, gzip or zip raises while it is read (not OSError: a failing
+# disk is another matter, and run.py says so).
+ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error)
+
+
+class DamagedArchive(SourceError):
+    """An archive in the source ends early or is corrupt; `path` names it."""
+
+    def __init__(self, path: Path, cause: BaseException):
+        self.path = Path(path)
+        super().__init__(f"{self.path} is damaged or incomplete ({type(cause).__name__}: {cause}). "
+                         f"Download it again.")
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Turn the errors of a damaged archive read inside the block into DamagedArchive(path)."""
+    try:
+        yield
+    except ARCHIVE_ERRORS as exc:
+        raise DamagedArchive(path, exc) from exc

@@ -1,20 +1,21 @@
 """Find CIFAR-100 (cifar-100-python.tar.gz, or extracted) and write its images as PNG files.
 
 The pickles hold raw pixels; PNG keeps them lossless. Folders are the fine label names, and each
-image keeps the file name the pickle gives it. We read the pickles the way torchvision's CIFAR100
-does (pickle.load, encoding="latin1"), but straight from the archive: torchvision's class extracts
-the tar to disk and checks the MD5 of each extracted file, which re-packed copies fail.
+image keeps the file name the pickle gives it (plus its row number where two rows of a class share
+one). We read the pickles the way torchvision's CIFAR100 does (pickle.load, encoding="latin1"), but
+straight from the archive: torchvision's class extracts the tar to disk and checks the MD5 of each
+extracted file, which re-packed copies fail.
 """
 from __future__ import annotations
 
 import io
 import pickle
 import tarfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterator
 
-from trainer.prepare.catalog import Entry, Event, Expect, Selection, Source, SourceError
+from trainer.prepare.catalog import Entry, Event, Expect, Selection, Source, SourceError, reading
 
 TGZ = "cifar-100-python.tar.gz"
 SPLIT_FILES = {"train": "train", "val": "test"}   # CIFAR's test set is the val split here
@@ -30,7 +31,7 @@ def find_cifar100(source: Path) -> Source:
     blobs: dict[str, bytes] = {}
     if (source / TGZ).is_file():
         path, layout = source / TGZ, "cifar100-python-tgz"
-        with tarfile.open(path, "r:gz") as tar:
+        with reading(path), tarfile.open(path, "r:gz") as tar:
             for member in tar:
                 if member.isfile() and Path(member.name).name in ("meta", "train", "test"):
                     blobs[Path(member.name).name] = tar.extractfile(member).read()
@@ -56,7 +57,7 @@ def find_cifar100(source: Path) -> Source:
                 if sel.wants(split, cls):
                     rows[cls].append(i)
             for cls in sorted(rows):
-                by_name = {batch["filenames"][i]: i for i in rows[cls]}
+                by_name = _unique_names(batch["filenames"], rows[cls])
                 picked = sel.pick(list(by_name))
                 yield Expect(split, cls, tuple(picked))
                 for name in picked:
@@ -65,6 +66,20 @@ def find_cifar100(source: Path) -> Source:
     paths = (path,) if layout.endswith("tgz") else tuple(path / n for n in ("meta", "train", "test", "file.txt~") if (path / n).exists())
     return Source("cifar100", layout, classes, {c: c.replace("_", " ") for c in classes}, paths, entries,
                   (path,) if layout.endswith("tgz") else ())
+
+
+def _unique_names(filenames: list[str], rows: list[int]) -> dict[str, int]:
+    """{file name: row} for one class. A name the pickle gives to several rows of the class gets
+    each row's index ("x_s_000001-row1234.png"), so none overwrites another; unique names stay."""
+    seen = Counter(filenames[i] for i in rows)
+    out = {}
+    for i in rows:
+        name = filenames[i]
+        if seen[name] > 1:
+            stem, dot, ext = name.rpartition(".")
+            name = f"{stem}-row{i}.{ext}" if dot else f"{name}-row{i}"
+        out[name] = i
+    return out
 
 
 def _png(row) -> bytes:

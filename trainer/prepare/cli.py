@@ -27,14 +27,15 @@ ResizeOpt = typer.Option(None, "--resize-short", min=8,
                               "training. Val too: keep S at least the eval resize (256 for the recipes).")
 WorkersOpt = typer.Option(None, "--workers", min=1, help="Processes for --resize-short and verify (default: all CPUs).")
 ChecksumOpt = typer.Option(False, "--verify-checksums", help="Check the archives' published MD5s first (fails on re-packed copies).")
-DeleteOpt = typer.Option(False, "--delete-source", help="Remove the source files, only after the result verifies.")
+DeleteOpt = typer.Option(False, "--delete-source", help="Remove the source files, only after the result verifies. "
+                                                        "Refused with --subset-percent or --max-per-class.")
 
 
 def _run(dataset: str, source: Path, dest: Path, subset_percent, seed, max_per_class, resize_short, workers,
          verify_checksums, delete_source) -> None:
     from rich.console import Console
 
-    from trainer.prepare.run import PrepareError, PrepareOptions, prepare
+    from trainer.prepare.run import PrepareError, PrepareOptions, delete_source_conflict, prepare
 
     console = Console(stderr=True)
     opts = PrepareOptions(
@@ -42,6 +43,11 @@ def _run(dataset: str, source: Path, dest: Path, subset_percent, seed, max_per_c
         max_per_class=max_per_class, resize_short=resize_short, workers=workers or os.cpu_count() or 1,
         verify_checksums=verify_checksums, delete_source=delete_source,
     )
+    conflict = delete_source_conflict(opts)
+    if conflict:  # a usage error, like an unknown --expect: exit 2, before anything is read or written
+        console.print(f"trainer prepare {dataset}: {conflict}", style="red", markup=False, highlight=False,
+                      soft_wrap=True)
+        raise typer.Exit(2)
     try:
         with _ProgressReporter(console) as reporter:
             result = prepare(opts, reporter)
@@ -63,6 +69,16 @@ def _run(dataset: str, source: Path, dest: Path, subset_percent, seed, max_per_c
         f"{result.seconds:,.1f} s ({rate:,.0f} images/s); {result.classes_skipped} class folders were already "
         f"complete; {result.partial_removed} half-written files removed."
     )
+    if result.undecodable:
+        shown = result.undecodable[:10]
+        console.print(
+            f"warning: {len(result.undecodable)} image(s) did not decode, so --resize-short stored them unchanged; "
+            f"they are damaged in the source:\n  " + "\n  ".join(shown)
+            + ("\n  ..." if len(result.undecodable) > len(shown) else "")
+            + f"\nThe rest is complete. To replace them, download the archive that holds them again (this run read "
+              f"{', '.join(str(p) for p in result.source_paths)}) and prepare into a new --dest; "
+              f"`trainer verify --data {result.dest}` lists them too.",
+            style="yellow", markup=False, highlight=False, soft_wrap=True)
     if result.deleted:
         typer.echo("Verified, then deleted the source: " + ", ".join(str(p) for p in result.deleted))
     else:
@@ -157,8 +173,9 @@ def verify_command(
 
 class _ProgressReporter:
     """Progress bars with images/s and ETA. The image total grows as classes are opened: classes
-    inside the ImageNet train tar are only counted when reached, so the unopened ones are
-    estimated at the mean size of the opened ones."""
+    inside the ImageNet train tar are only counted when reached, so the unopened ones of a split
+    are estimated at the mean size of that split's opened ones (before any is opened, at the full
+    dataset's: ImageNet train classes hold ~1281 images, val classes 50)."""
 
     def __init__(self, console):
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -168,7 +185,10 @@ class _ProgressReporter:
                                  TextColumn("{task.fields[rate]} img/s"), TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=console, transient=False)
         self.task = None
-        self.units = self.opened = self.known = 0
+        self.units: dict[str, int] = {}
+        self.per_class: dict[str, float] = {}
+        self.opened: dict[str, int] = {}
+        self.known: dict[str, int] = {}
         self.unshown = 0
         self.shown_at = 0.0
 
@@ -180,14 +200,19 @@ class _ProgressReporter:
         self._flush()
         return self.progress.__exit__(*exc)
 
-    def begin(self, units: int) -> None:
-        self.units = units
+    def begin(self, units: dict[str, int], per_class: dict[str, float]) -> None:
+        self.units, self.per_class = dict(units), dict(per_class)
+        self.opened = {split: 0 for split in units}
+        self.known = {split: 0 for split in units}
         self.task = self.progress.add_task("writing", total=None, rate="-")
 
-    def expect(self, images: int) -> None:
-        self.opened += 1
-        self.known += images
-        estimate = self.known + (self.units - self.opened) * (self.known / self.opened)
+    def expect(self, images: int, split: str) -> None:
+        self.opened[split] += 1
+        self.known[split] += images
+        estimate = 0.0
+        for s, units in self.units.items():
+            mean = self.known[s] / self.opened[s] if self.opened[s] else self.per_class.get(s, 0.0)
+            estimate += self.known[s] + max(0, units - self.opened[s]) * mean
         self.progress.update(self.task, total=round(estimate))
 
     def written(self, images: int) -> None:

@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from trainer.prepare.catalog import Entry, Event, Expect, Selection, Source, SourceError
+from trainer.prepare.catalog import Entry, Event, Expect, Selection, Source, SourceError, reading
 from trainer.prepare.devkit import Labels, devkit_labels, kaggle_labels
 from trainer.prepare.trees import DirTree, Tree, ZipTree, zip_prefix
 
@@ -78,7 +78,10 @@ def _find_official(source: Path) -> Source:
 
     def entries(sel: Selection) -> Iterator[Event]:
         yield from _train_entries(train, sel)
-        yield from _flat_val_entries(labels, sel, _val_reader(val))
+        if val.is_dir() and _sorted_val(DirTree(val), "", classes):
+            yield from _sorted_val_entries(DirTree(val), "", sel)
+        else:
+            yield from _flat_val_entries(labels, sel, _val_reader(val))
 
     canonical = tuple(p for p in (train, val, devkit) if p.is_file())
     return Source("imagenet", layout, classes, labels.names, (train, val, devkit), entries, canonical)
@@ -88,7 +91,7 @@ def _read_devkit(devkit: Path) -> Labels:
     if devkit.is_dir():
         return devkit_labels((devkit / META_MAT).read_bytes(), (devkit / GROUND_TRUTH).read_bytes())
     found: dict[str, bytes] = {}
-    with tarfile.open(devkit, "r:gz") as tar:
+    with reading(devkit), tarfile.open(devkit, "r:gz") as tar:
         for member in tar:
             for want in (META_MAT, GROUND_TRUTH):
                 if member.isfile() and member.name.endswith(want):
@@ -103,7 +106,7 @@ def _train_entries(train: Path, sel: Selection) -> Iterator[Event]:
         # Random-access mode on the plain outer tar: iterating reads one header per class and
         # seeks over the data, so a rerun skips completed classes without reading their bytes
         # (stream mode "r|" would have to read through them). Nothing is extracted to disk.
-        with tarfile.open(train, "r:") as outer:
+        with reading(train), tarfile.open(train, "r:") as outer:
             for member in outer:
                 cls = Path(member.name).name.removesuffix(".tar")
                 if member.isfile() and sel.wants("train", cls):
@@ -114,7 +117,7 @@ def _train_entries(train: Path, sel: Selection) -> Iterator[Event]:
         if not sel.wants("train", cls):
             continue
         if child.is_file() and child.suffix == ".tar":
-            with child.open("rb") as f:
+            with reading(child), child.open("rb") as f:
                 yield from _class_tar_entries(f, cls, sel)
         elif child.is_dir():
             yield from _tree_class_entries(DirTree(child), "", "train", cls, sel)
@@ -138,6 +141,19 @@ def _tree_class_entries(tree: Tree, folder: str, split: str, cls: str, sel: Sele
         yield Entry(split, cls, name, tree.read(f"{folder}/{name}" if folder else name))
 
 
+def _sorted_val(tree: Tree, folder: str, classes: Iterable[str]) -> bool:
+    """Whether the val images were already moved into class folders (val/<wnid>/*.JPEG, as the
+    widely used valprep.sh leaves them) instead of sitting in one flat folder."""
+    return any(tree.exists(f"{folder}/{cls}" if folder else cls) for cls in classes)
+
+
+def _sorted_val_entries(tree: Tree, folder: str, sel: Selection) -> Iterator[Event]:
+    """Val already sorted into class folders: read each like a train class folder."""
+    for cls in sorted(sel.classes):
+        if sel.wants("val", cls):
+            yield from _tree_class_entries(tree, f"{folder}/{cls}" if folder else cls, "val", cls, sel)
+
+
 ValReader = Callable[[set[str]], Iterable[tuple[str, bytes]]]
 
 
@@ -147,7 +163,7 @@ def _val_reader(val: Path) -> ValReader:
         return lambda wanted: ((n, (val / n).read_bytes()) for n in sorted(wanted) if (val / n).is_file())
 
     def from_tar(wanted: set[str]) -> Iterator[tuple[str, bytes]]:
-        with tarfile.open(val, "r:") as tar:
+        with reading(val), tarfile.open(val, "r:") as tar:
             for member in tar:
                 name = Path(member.name).name
                 if member.isfile() and name in wanted:
@@ -198,6 +214,9 @@ def _find_kaggle(source: Path) -> Source | None:
         for cls in sorted(sel.classes):
             if sel.wants("train", cls):
                 yield from _tree_class_entries(tree, f"{KAGGLE_DATA}/train/{cls}", "train", cls, sel)
+        if _sorted_val(tree, f"{KAGGLE_DATA}/val", labels.names):
+            yield from _sorted_val_entries(tree, f"{KAGGLE_DATA}/val", sel)
+            return
         present = set(tree.files(f"{KAGGLE_DATA}/val"))
         read = lambda wanted: ((n, tree.read(f"{KAGGLE_DATA}/val/{n}")) for n in sorted(wanted & present))
         yield from _flat_val_entries(labels, sel, read)

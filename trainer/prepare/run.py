@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-from trainer.prepare.catalog import SPLITS, Expect, Selection, Source, SourceError, subset_classes
+from trainer.prepare.catalog import (ARCHIVE_ERRORS, SPLITS, DamagedArchive, Expect, Selection, Source,
+                                     SourceError, subset_classes, typical_per_class)
 from trainer.prepare.cifar import find_cifar100
 from trainer.prepare.imagenet import find_imagenet
 from trainer.prepare.journal import Journal, write_json
@@ -61,30 +62,57 @@ class PrepareResult:
     bytes_written: int
     seconds: float
     deleted: tuple[Path, ...] = ()
+    # "split/class/name" of images that did not decode for --resize-short; stored as they came
+    undecodable: tuple[str, ...] = ()
+    source_paths: tuple[Path, ...] = ()
 
 
 class Reporter(Protocol):
-    def begin(self, units: int) -> None: ...            # (split, class) pairs to write
-    def expect(self, images: int) -> None: ...          # one pair's image count, when known
+    # classes to write per split, and the typical images per class of each split
+    def begin(self, units: dict[str, int], per_class: dict[str, float]) -> None: ...
+    def expect(self, images: int, split: str) -> None: ...   # one (split, class)'s count, when known
     def written(self, images: int) -> None: ...
     def verifying(self, total: int) -> None: ...
     def checked(self, images: int) -> None: ...
 
 
 class QuietReporter:
-    def begin(self, units): pass
-    def expect(self, images): pass
+    def begin(self, units, per_class): pass
+    def expect(self, images, split): pass
     def written(self, images): pass
     def verifying(self, total): pass
     def checked(self, images): pass
 
 
+def delete_source_conflict(opts: PrepareOptions) -> str | None:
+    """Why --delete-source cannot go with these options, or None.
+
+    --delete-source removes the whole download, and verify can only vouch for what was written:
+    with a subset or a per-class limit the rest of the download would be lost with it.
+    """
+    if not opts.delete_source:
+        return None
+    partial = []
+    if opts.subset_percent is not None and opts.subset_percent < 100:
+        partial.append(f"--subset-percent {opts.subset_percent:g} keeps only that share of the classes")
+    if opts.max_per_class is not None:
+        partial.append(f"--max-per-class {opts.max_per_class} keeps at most that many images per class")
+    if not partial:
+        return None
+    return (f"--delete-source removes the whole download, but {' and '.join(partial)}, so the images left out "
+            f"would be lost with it. Nothing was written. Rerun without --delete-source (and delete the download "
+            f"yourself once you no longer need the full set), or without the option that keeps only part.")
+
+
 def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> PrepareResult:
     start = time.perf_counter()
+    conflict = delete_source_conflict(opts)
+    if conflict:
+        raise PrepareError(conflict)
     try:
         source = FINDERS[opts.dataset](opts.source)
     except SourceError as exc:
-        raise PrepareError(str(exc)) from None
+        raise PrepareError(str(exc) + (" Nothing was written." if isinstance(exc, DamagedArchive) else "")) from None
     if opts.verify_checksums:
         _verify_checksums(source)
     try:
@@ -113,16 +141,24 @@ def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> Prepare
         raise PrepareError(str(exc)) from None
     journal.start(options)
 
-    report.begin(units - len(done))
+    report.begin({s: sum(1 for c in selected if (s, c) not in done) for s in SPLITS},
+                 typical_per_class(source.dataset, opts.max_per_class))
     writer = Writer(opts.dest, journal, opts.resize_short, max(1, opts.workers),
                     on_written=lambda split, n: report.written(n))
     selection = Selection(frozenset(selected), opts.max_per_class, frozenset(done))
     try:
         for event in source.entries(selection):
             if isinstance(event, Expect):
-                report.expect(len(event.names))
+                report.expect(len(event.names), event.split)
             writer.handle(event)
         missing = writer.finish()
+    except (DamagedArchive, *ARCHIVE_ERRORS) as exc:
+        what = str(exc) if isinstance(exc, DamagedArchive) else (
+            f"An archive of {', '.join(str(p) for p in source.paths)} is damaged or incomplete "
+            f"({type(exc).__name__}: {exc}). Download it again.")
+        complete = sum(1 for k in journal.done() if k[1] in selected)
+        raise PrepareError(f"{what} The {complete} class folders already complete are kept in {opts.dest}; once the "
+                           f"download is whole, rerun the same command: it skips them.") from exc
     finally:
         writer.close()
 
@@ -159,7 +195,7 @@ def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> Prepare
         dest=Path(opts.dest), dataset=source.dataset, layout=source.layout, classes=selected, counts=counts,
         images_written=_images_written(counts, done), classes_skipped=len(done),
         partial_removed=removed, bytes_written=writer.bytes_written, seconds=time.perf_counter() - start,
-        deleted=deleted,
+        deleted=deleted, undecodable=tuple(sorted(writer.undecodable)), source_paths=source.paths,
     )
 
 

@@ -38,11 +38,27 @@ def shrink(data: bytes, short: int, png: bool = False) -> bytes:
     return out.getvalue()
 
 
-def shrink_to_file(data: bytes, path: str, short: int) -> int:
-    """Write the shrunk image to `path` atomically; returns bytes written."""
-    out = shrink(data, short, png=path.lower().endswith(".png"))
+def shrink_or_keep(data: bytes, short: int, png: bool = False) -> tuple[bytes, bool]:
+    """(shrunk bytes, True), or (`data` unchanged, False) when it does not decode.
+
+    A damaged image (a truncated JPEG in the download) is stored as it came, as it is without
+    --resize-short, so the run finishes and `trainer verify` names the file; raising here would
+    stop every rerun at the same image.
+    """
+    from PIL import Image
+
+    try:
+        return shrink(data, short, png), True
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return data, False
+
+
+def shrink_to_file(data: bytes, path: str, short: int) -> tuple[int, bool]:
+    """Write the shrunk image (or, if it does not decode, `data`) to `path` atomically; returns
+    (bytes written, whether it decoded)."""
+    out, decoded = shrink_or_keep(data, short, png=path.lower().endswith(".png"))
     write_atomic(Path(path), out)
-    return len(out)
+    return len(out), decoded
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -11,6 +11,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Protocol
 
+from trainer.prepare.catalog import reading
+
 
 class Tree(Protocol):
     def files(self, folder: str) -> list[str]:
@@ -43,7 +45,9 @@ class ZipTree:
     """Members of a zip, optionally below a prefix (the zip's own top folder)."""
 
     def __init__(self, path: Path, prefix: str = ""):
-        self.zip = zipfile.ZipFile(path)
+        self.path = Path(path)
+        with reading(self.path):
+            self.zip = zipfile.ZipFile(path)
         self.prefix = prefix
         self._dirs: dict[str, list[str]] = defaultdict(list)
         self._folders: set[str] = set()
@@ -60,7 +64,8 @@ class ZipTree:
         return list(self._dirs.get(folder.strip("/"), []))
 
     def read(self, path: str) -> bytes:
-        return self.zip.read(self.prefix + path)
+        with reading(self.path):
+            return self.zip.read(self.prefix + path)
 
     def exists(self, path: str) -> bool:
         folder, _, name = path.strip("/").rpartition("/")
@@ -69,7 +74,7 @@ class ZipTree:
 
 def zip_prefix(path: Path, marker: str) -> str | None:
     """The folder prefix under which `marker` (e.g. "wnids.txt") sits in the zip, or None."""
-    with zipfile.ZipFile(path) as zf:
+    with reading(path), zipfile.ZipFile(path) as zf:
         hits = [n for n in zf.namelist() if n == marker or n.endswith("/" + marker)]
     # The shallowest one: a data folder deeper down may hold a file of the same name.
     return min((h[: len(h) - len(marker)] for h in hits), key=len, default=None)

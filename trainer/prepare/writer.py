@@ -15,7 +15,7 @@ from typing import Callable
 
 from trainer.prepare.catalog import Entry, Event, Expect
 from trainer.prepare.journal import Journal
-from trainer.prepare.shrink import PART, shrink, shrink_to_file, write_atomic
+from trainer.prepare.shrink import PART, shrink_or_keep, shrink_to_file, write_atomic
 
 # Fault injection for tests only: after this many classes complete in a run, the next image is
 # left half-written and the run raises, as a kill or a full disk would leave it.
@@ -43,6 +43,8 @@ class Writer:
     pending: dict[tuple[str, str], _Pending] = field(default_factory=dict)
     completed: int = 0
     bytes_written: int = 0
+    # "split/class/name" of images --resize-short could not decode, stored unchanged
+    undecodable: list[str] = field(default_factory=list)
     _pool: ProcessPoolExecutor | None = None
     _futures: deque = field(default_factory=deque)
 
@@ -66,11 +68,12 @@ class Writer:
         self._check_fault(event)
         path = self.dest / event.split / event.cls / event.name
         if self._pool is None:
+            data, decoded = event.data, True
             if self.resize_short:
-                data = shrink(event.data, self.resize_short, png=event.name.lower().endswith(".png"))
-            else:
-                data = event.data
+                data, decoded = shrink_or_keep(event.data, self.resize_short, png=event.name.lower().endswith(".png"))
             write_atomic(path, data)
+            if not decoded:
+                self.undecodable.append(f"{event.split}/{event.cls}/{event.name}")
             self._written(key, event.name, len(data))
         else:
             state.in_flight += 1
@@ -95,7 +98,9 @@ class Writer:
 
     def _drain_one(self) -> None:
         fut, key, name = self._futures.popleft()
-        size = fut.result()
+        size, decoded = fut.result()
+        if not decoded:
+            self.undecodable.append(f"{key[0]}/{key[1]}/{name}")
         self.pending[key].in_flight -= 1
         self._written(key, name, size)
 
