@@ -19,7 +19,8 @@ import typer
 app = typer.Typer(
     name="orch",
     help="Train an image classifier on a rented GPU (or this machine) and bring the weights home.\n\n"
-         "Example: orch launch --instance g4dn.2xlarge --name resnet50 --data s3://my-bucket/imagenet -- --recipe t4-rn50",
+         "Example: orch launch --instance g4dn.2xlarge --name resnet50 --iam-instance-profile orch-trainer "
+         "--data s3://my-bucket/imagenet -- --recipe t4-rn50",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -112,7 +113,7 @@ def launch(
                                         help="Spot (cheaper, can be reclaimed) or on-demand (the default)."),
     on_demand_fallback: Optional[bool] = typer.Option(None, "--on-demand-fallback/--no-on-demand-fallback",
                                                       help="With --spot: use on-demand when no zone has spot capacity."),
-    volume_gb: Optional[int] = typer.Option(None, "--volume-gb", help="Root gp3 volume size in GiB (ImageNet: 1000)."),
+    volume_gb: Optional[int] = typer.Option(None, "--volume-gb", help="Root gp3 volume size in GiB (default 200; ImageNet: 400)."),
     volume_throughput: Optional[int] = typer.Option(None, "--volume-throughput", help="gp3 throughput, MiB/s (125-1000)."),
     ami: Optional[str] = typer.Option(None, "--ami", help="AMI id (default: the NVIDIA Deep Learning AMI)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and $/hour; create nothing."),
@@ -160,9 +161,11 @@ def launch(
 ) -> None:
     """Start (or resume) a job's machine, and its training when --data is given.
 
-    Example: orch launch --instance g4dn.2xlarge --name resnet50 --volume-gb 1000 --data s3://bucket/imagenet -- --recipe t4-rn50
+    Example: orch launch --instance g4dn.2xlarge --name rn18 --volume-gb 400 --data ~/data/imagenet -- --recipe t4-rn18-fast
 
-    Example: orch launch --target local --data demo -- --epochs 2
+    Example (data in S3, copied by the instance's role): orch launch --instance g4dn.2xlarge --name resnet50 --iam-instance-profile orch-trainer --data s3://bucket/imagenet -- --recipe t4-rn50
+
+    Example: orch launch --target local --data demo -- --recipe demo --epochs 2
 
     Example (after AWS reclaimed a spot job): orch launch --name resnet50 --resume
 
@@ -557,6 +560,12 @@ def doctor(
 
 
 def main() -> None:
+    import logging
+
+    # paramiko logs every failed SSH attempt (an instance still booting) with a traceback; with no
+    # logging set up, Python prints those on stderr between orch's own "waiting for SSH" lines.
+    # A handler of its own keeps them off the terminal; a user's logging config still receives them.
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
     app()
 
 

@@ -118,7 +118,9 @@ def tiny_imagenet(source: Path = SourceOpt, dest: Path = DestOpt, subset_percent
 
 @prepare_app.command("cifar100")
 def cifar100(source: Path = SourceOpt, dest: Path = DestOpt, subset_percent: Optional[float] = SubsetOpt,
-             seed: int = SeedOpt, max_per_class: Optional[int] = MaxOpt, workers: Optional[int] = WorkersOpt,
+             seed: int = SeedOpt, max_per_class: Optional[int] = MaxOpt,
+             workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                                   help="Processes for verify (default: all CPUs)."),
              verify_checksums: bool = ChecksumOpt, delete_source: bool = DeleteOpt) -> None:
     """CIFAR-100 from cifar-100-python.tar.gz: PNG files in fine-label folders (test set = val).
 
