@@ -15,7 +15,7 @@ JPEG quality 90. Then, in the same run and on the same files:
              --workers (streaming, re-encoding in a process pool); and, for reference, without
              --resize-short (streaming the bytes unchanged)
 
-and prints both rates in images/s and their ratio. It also times decoding (PIL open, convert to
+and prints the rates in images/s and their ratios, repetitions interleaved (`--reps`). It also times decoding (PIL open, convert to
 RGB) of the resized files against the full-size ones: the gain every training epoch sees.
 """
 from __future__ import annotations
@@ -154,9 +154,12 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=15)
     parser.add_argument("--resize-short", type=int, default=160)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--reps", type=int, default=3,
+                        help="interleaved repetitions (default 3); each ratio is the median of per-repetition ratios")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temp dir, removed)")
     args = parser.parse_args()
 
+    from _common import interleaved, paired_ratio, print_ratio, spread
     from trainer.prepare.run import PrepareOptions, prepare
 
     work = Path(args.dir or tempfile.mkdtemp(prefix="bench-prepare-"))
@@ -168,35 +171,52 @@ def main() -> None:
         size = sum(p.stat().st_size for p in source.iterdir())
         print(f"built {n:,} ImageNet-like JPEGs ({size / 1e6:,.0f} MB, official layout) in {time.perf_counter() - t:.1f} s")
 
-        t = time.perf_counter()
-        moved = baseline_extract_and_move(source, work / "baseline")
-        base_s = time.perf_counter() - t
-        base_rate = moved / base_s
+        def fresh(name: str) -> Path:
+            dest = work / name
+            shutil.rmtree(dest, ignore_errors=True)   # every repetition starts from nothing (no resume)
+            return dest
 
-        opts = PrepareOptions(dataset="imagenet", source=source, dest=work / "prepared",
-                              resize_short=args.resize_short, workers=args.workers)
-        t = time.perf_counter()
-        result = prepare(opts)
-        prep_s = time.perf_counter() - t
-        prep_rate = result.images_written / prep_s
+        written: dict[str, int] = {}
 
-        t = time.perf_counter()
-        plain = prepare(PrepareOptions(dataset="imagenet", source=source, dest=work / "plain", workers=1))
-        plain_rate = plain.images_written / (time.perf_counter() - t)
+        def baseline() -> float:
+            t = time.perf_counter()
+            moved = baseline_extract_and_move(source, fresh("baseline"))
+            return moved / (time.perf_counter() - t)
+
+        def resized() -> float:
+            t = time.perf_counter()
+            result = prepare(PrepareOptions(dataset="imagenet", source=source, dest=fresh("prepared"),
+                                            resize_short=args.resize_short, workers=args.workers))
+            written["bytes"] = result.bytes_written
+            return result.images_written / (time.perf_counter() - t)
+
+        def plain() -> float:
+            t = time.perf_counter()
+            result = prepare(PrepareOptions(dataset="imagenet", source=source, dest=fresh("plain"), workers=1))
+            return result.images_written / (time.perf_counter() - t)
+
+        runs = {
+            "baseline extract-and-move (1 process, no re-encode)": baseline,
+            f"prepare --resize-short {args.resize_short} --workers {args.workers}": resized,
+            "prepare without --resize-short (1 worker, bytes as they are)": plain,
+        }
+        results = interleaved(runs, args.reps)
+        base, prep, unchanged = results.values()
 
         full = sorted((work / "baseline" / "train").glob("*/*.JPEG"))[:300]
         small = [work / "prepared" / "train" / p.parent.name / p.name for p in full]
         full_s, small_s = decode_seconds(full), decode_seconds(small)
-        out_mb = result.bytes_written / 1e6
 
-        print(f"cpus: {os.cpu_count()}, workers: {args.workers}")
-        print(f"baseline extract-and-move (1 process, no re-encode): {moved:,} images in {base_s:.2f} s = {base_rate:,.0f} images/s")
-        print(f"prepare --resize-short {args.resize_short} --workers {args.workers}: {result.images_written:,} images "
-              f"in {prep_s:.2f} s = {prep_rate:,.0f} images/s ({out_mb:,.0f} MB written vs {size / 1e6:,.0f} MB)")
-        print(f"ratio prepare / baseline: {prep_rate / base_rate:.2f}x")
-        print(f"(for reference, prepare without --resize-short, streaming the bytes as they are: {plain_rate:,.0f} images/s)")
-        print(f"decode (PIL open + RGB) of {len(full)} files: full-size {full_s * 1e3 / len(full):.2f} ms/image, "
-              f"resized {small_s * 1e3 / len(full):.2f} ms/image: {full_s / small_s:.1f}x faster every epoch")
+        print(f"cpus: {os.cpu_count()}, workers: {args.workers}, {args.reps} interleaved repetitions "
+              f"({written.get('bytes', 0) / 1e6:,.0f} MB written with --resize-short vs {size / 1e6:,.0f} MB)")
+        for name, values in results.items():
+            print(f"  {name}: {spread(values)} images/s")
+        print_ratio("prepare --resize-short / baseline", paired_ratio(prep, base))
+        print_ratio("prepare without --resize-short / baseline", paired_ratio(unchanged, base))
+        print_ratio("decode (PIL open + RGB) resized / full-size files", full_s / small_s,
+                    f"{len(full)} files: {full_s * 1e3 / len(full):.2f} against {small_s * 1e3 / len(full):.2f} ms/image, "
+                    "the gain every training epoch sees")
+        print("(each prepare ratio: the median over repetitions of the two rates measured back to back)")
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)

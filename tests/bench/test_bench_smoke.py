@@ -54,3 +54,10 @@ def test_end_to_end_trains_from_jpeg_files_and_prints_the_ratio(tmp_path):
                     "--warmup", "1", "--workers", "1", "--res", "32", "--dir", str(tmp_path))
     assert "ratio end-to-end/synthetic" in out and "data-wait fraction" in out, out
     assert len(ratios(out)) == 1 and ratios(out)[0] > 0, out
+
+
+def test_prepare_prints_interleaved_ratios_against_extract_and_move():
+    out = run_bench("prepare.py", "--images", "150", "--classes", "3", "--reps", "2", "--workers", "1")
+    assert "ratio prepare --resize-short / baseline" in out and "ratio prepare without --resize-short / baseline" in out, out
+    assert "2 interleaved repetitions" in out, out
+    assert all(r > 0 for r in ratios(out)), out
