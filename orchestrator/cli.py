@@ -241,6 +241,7 @@ def launch(
 
         if dry_run:
             if target == "local":
+                flow.check_dataset(cfg)
                 _out(f"Dry run: job {job_name} would run on this machine; nothing created.")
                 return
             p = flow.plan(cfg, settings.ssh_cidr or "<your public IP>/32 (detected at launch)")

@@ -156,6 +156,7 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
     s = cfg.settings
     validate_job_name(cfg.job)
     _require_instance_profile(s)
+    check_dataset(cfg)
     info = ec2.instance_type_info(s.region, cfg.instance_type)
     ami = ec2.resolve_ami(s.region, s.ami_ssm_parameter, s.ami_owners, s.ami_name_pattern, cfg.ami)
     zones = ec2.offered_zones(s.region, cfg.instance_type)
@@ -191,6 +192,38 @@ def _require_instance_profile(s: Settings) -> None:
             "infra/bootstrap.sh; its policy is infra/instance-role-policy.json), then add --iam-instance-profile "
             "orch-trainer (or set iam_instance_profile in config.toml)."
         )
+
+
+def check_dataset(cfg: LaunchConfig) -> None:
+    """Refuse a --data the job could never use, before anything is created or paid for.
+
+    A local folder needs a train/ split, as `trainer.data.load_dataset` does (mirrored here: orch
+    does not import the trainer); an s3:// URI is copied on the instance with its own role.
+    """
+    data = cfg.job_spec.data if cfg.job_spec is not None else None
+    if data is None or data == "demo":
+        return
+    if data.startswith("s3://"):
+        if cfg.target == "aws" and not cfg.settings.iam_instance_profile:
+            raise ConfigError(
+                f"--data {data} needs --iam-instance-profile: the instance copies the dataset from S3 with its own "
+                "role, and without one the copy fails once the instance is up (and billing). Nothing was created. "
+                "Create the profile once (the commands are at the top of infra/bootstrap.sh; its policy is "
+                "infra/instance-role-policy.json), then add --iam-instance-profile orch-trainer (or set "
+                "iam_instance_profile in config.toml); or download the dataset (`aws s3 sync URI DIR`) and pass "
+                "--data DIR.")
+        return
+    folder = Path(data).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(
+            f"--data {data}: {folder} is not a folder here{' (it is a file)' if folder.exists() else ''}. "
+            "Nothing was created. Pass a dataset folder (train/<class>/*.jpg and val/<class>/*.jpg; "
+            "`trainer prepare` makes one), an s3:// URI, or --data demo.")
+    if not (folder / "train").is_dir():
+        raise ConfigError(
+            f"--data {data}: {folder} has no train/ folder, so the trainer would stop at once (no train split). "
+            f"Nothing was created. Expected {folder / 'train'}/<class>/*.jpg and {folder / 'val'}/<class>/*.jpg "
+            "(`trainer prepare` makes that layout), or pass --data demo.")
 
 
 def _on_demand_plan(cfg: LaunchConfig, p: LaunchPlan) -> LaunchPlan:
@@ -254,6 +287,7 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
         return _launch_local(cfg, say)
     s = cfg.settings
     _require_instance_profile(s)
+    check_dataset(cfg)
     restore = _resume_sources(cfg, say) if cfg.resume else None  # refuses before anything is created
     with phase("plan", say):
         p = plan(cfg, ssh_cidr="")  # a bad type or AMI is reported before any network probe
@@ -626,12 +660,18 @@ def _launch_local(cfg: LaunchConfig, say: Say) -> Instance:
     record = state.get(cfg.job)
     if record and record.target != "local":
         raise FlowError(f"Job {cfg.job!r} already exists on AWS. Choose another --name.")
+    check_dataset(cfg)
     state.update(cfg.job, target="local", status="running")
     if cfg.job_spec is not None:
         from orchestrator import job as job_api
 
         with phase("start the job on this machine", say):
-            status = job_api.start_job(None, cfg.job_spec)
+            try:
+                status = job_api.start_job(None, cfg.job_spec)
+            except Exception:
+                if record is None:  # nothing was started: don't list a job that never ran
+                    state.remove(cfg.job)
+                raise
             say(f"  {'trainer process' if status.runner == 'process' else 'container'} {status.state}")
     return Instance(job=cfg.job, provider="local", instance_id="local", state="running",
                     instance_type="local")
@@ -698,7 +738,7 @@ def status(job: str, settings: Settings, container: bool = True) -> JobView:
     record = state.get(job)
     if record and record.target == "local":
         view = JobView(job=job, target="local", state="local")
-        return replace(view, container=_container(None, job)) if container else view
+        return with_container(view, settings) if container else view
     region = (record.region if record else None) or settings.region
     instances = ec2.find_instances(region, job, include_terminated=True)
     live = [i for i in instances if i.state != "terminated"]
@@ -713,12 +753,19 @@ def status(job: str, settings: Settings, container: bool = True) -> JobView:
                  instance_type=instance.instance_type, status=shown,
                  public_ip=instance.public_ip, private_ip=instance.private_ip)
     view = JobView(job, "aws", shown, region, instance, None, note)
-    if container and instance.state == "running":
-        try:
-            view = replace(view, container=_container(endpoint_for(job, settings), job))
-        except FlowError as e:
-            view = replace(view, note=str(e))
-    return view
+    return with_container(view, settings) if container else view
+
+
+def with_container(view: JobView, settings: Settings) -> JobView:
+    """The view with its container (asked over SSH for a short while only): `status` prints the cloud part first."""
+    if view.target == "local":
+        return replace(view, container=_container(None, view.job))
+    if view.instance is None or view.instance.state != "running":
+        return view
+    try:
+        return replace(view, container=_container(endpoint_for(view.job, settings), view.job))
+    except FlowError as e:
+        return replace(view, note=str(e))
 
 
 def _cloud_state(job: str, instance: Instance, region: str) -> tuple[str, str]:
@@ -746,7 +793,8 @@ def _container(endpoint: SSHEndpoint | None, job: str) -> object | None:
     from orchestrator import job as job_api
 
     try:
-        return job_api.job_status(endpoint, job)
+        # A status is a glance: a machine SSH can't reach now (a new IP, still booting) is said so, not waited for.
+        return job_api.job_status(endpoint, job, deadline_s=job_api.quick_ssh_deadline_s())
     except NotImplementedError:
         return None
     except Exception as e:  # unreachable, no container yet: the cloud view still stands
@@ -817,6 +865,8 @@ def teardown(job: str, settings: Settings, keep_volume: bool = False, say: Say =
         return TeardownReport(job=job, warnings=warnings)
 
     region = (record.region if record else None) or settings.region
+    if record is None and not ec2.remaining_resources(region, job):  # before any step says it succeeded
+        raise FlowError(f"No job {job!r} in the registry or tagged in {region}. See `orch list`.")
     warnings: list[str] = []
     live = ec2.find_instances(region, job)
     if keep_volume:  # first: if AWS refuses, nothing is stopped or terminated
@@ -828,20 +878,25 @@ def teardown(job: str, settings: Settings, keep_volume: bool = False, say: Say =
                     f"holds no job outputs: {job} was not launched with --keep-volume, so they were on the instance's "
                     "NVMe disk (where it has one), which goes with it. The volume bills until deleted.")
     if any(i.state == "running" for i in live) and key_path(job).exists():
-        with phase("stop the job's container", say):
-            try:
-                job_api.stop_job(endpoint_for(job, settings), job)
-            except Exception as e:  # the instance is going anyway
-                warnings.append(f"could not stop the container cleanly ({type(e).__name__}: {e})")
+        # Briefly: an address the security group no longer admits (a new IP) must not hold up the terminate.
+        deadline_s = job_api.quick_ssh_deadline_s()
+        say(f"… stop the job's container (SSH for up to {deadline_s:g} s)")
+        start = time.monotonic()
+        try:
+            job_api.stop_job(endpoint_for(job, settings), job, deadline_s=deadline_s)
+            say(f"✓ stop the job's container ({time.monotonic() - start:.1f}s)")
+        except Exception as e:  # the instance is going anyway
+            say(f"✗ stop the job's container ({time.monotonic() - start:.1f}s): terminating anyway")
+            warnings.append(
+                f"could not stop the container before terminating ({type(e).__name__}: {str(e).splitlines()[0]}). "
+                "The instance was terminated anyway: its shutdown stops the container (Docker sends the trainer "
+                "SIGTERM), but whatever the job wrote since its last checkpoint copy may be lost.")
     with phase("terminate and delete", say):
         report = ec2.terminate_job(region, job, keep_volume=keep_volume, timeout_s=settings.wait_timeout_s,
                                    poll_s=settings.poll_interval_s, log=lambda m: say("  " + m))
     key_path(job).unlink(missing_ok=True)
     # Pinned by address, or by instance id (an endpoint with an instance id: SSM and the like).
     _forget_host_keys({name for i in live for name in (i.public_ip, i.private_ip, i.instance_id) if name})
-    if record is None and not (report.terminated or report.security_groups or report.key_pairs or report.volumes
-                               or report.kept_volumes or report.remaining):
-        raise FlowError(f"No job {job!r} in the registry or tagged in {region}. See `orch list`.")
     if report.remaining:
         state.update(job, status="teardown-incomplete")
     else:
@@ -883,9 +938,16 @@ def doctor(settings: Settings, instance_type: str = "g4dn.2xlarge", spot: bool =
     except Exception as e:
         checks.append(Check("aws credentials", False, ec2.friendly_error(e) or str(e)))
         creds_ok = False
+    info = None
     if creds_ok:
         try:
             info = ec2.instance_type_info(settings.region, instance_type)
+        except ec2.UnknownInstanceType as e:  # a typo: a launch with it would be refused too
+            checks.append(Check("instance type", False, str(e)))
+        except Exception as e:
+            checks.append(Check("instance type", None, ec2.friendly_error(e) or str(e)))
+    if info is not None:
+        try:
             q = quota.check_vcpu_quota(settings.region, info.name, info.vcpus, spot)
             if q.ok is False:
                 checks.append(Check("vcpu quota", False, quota.fix_message(q, settings.region)))

@@ -25,6 +25,8 @@ Settings read from the environment (all optional):
     ORCH_RECONNECT_S         how long `follow_logs` keeps trying to reconnect (default 600 s)
     ORCH_KEEPALIVE_S         how often a connection is asked for a reply while logs, a sync or a fetch
                              stream; with none in twice that it is dropped and reopened (default 15 s)
+    ORCH_QUICK_SSH_S         how long `orch status` and `orch teardown` try SSH before going on without
+                             the machine's answer (default 20 s; a launch waits SSH_DEADLINE_S)
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ from orchestrator.providers.base import SSHEndpoint
 REMOTE_FAST_ROOT = "/mnt/orch"  # infra/bootstrap.sh mounts the instance's NVMe disk here
 ROOT_VOLUME_ROOT = "~/orch"  # on the root EBS volume: outputs that outlive the instance (--keep-volume)
 SSH_DEADLINE_S = 300.0
+QUICK_SSH_DEADLINE_S = 20.0  # a glance (status) or a courtesy before terminating (teardown): never minutes
 DEFAULT_RECONNECT_S = 600.0
 BOOTSTRAP_WAIT_S = 900.0  # cloud-init on a fresh instance: installing Docker (when missing) takes minutes
 
@@ -105,6 +108,16 @@ class EngineUnreachable(JobError):
 
 class MachineLost(JobError):
     """The job's machine went away (the caller's `machine_lost` check said so) while following its logs."""
+
+
+def quick_ssh_deadline_s() -> float:
+    """$ORCH_QUICK_SSH_S, else QUICK_SSH_DEADLINE_S."""
+    raw = os.environ.get("ORCH_QUICK_SSH_S", "").strip()
+    try:
+        value = float(raw) if raw else QUICK_SSH_DEADLINE_S
+    except ValueError:
+        value = QUICK_SSH_DEADLINE_S
+    return value if value > 0 else QUICK_SSH_DEADLINE_S
 
 
 def trainer_command(trainer_args: tuple[str, ...], data: str = "/data", out: str = "/outputs") -> list[str]:
@@ -354,12 +367,13 @@ def start_job(endpoint: SSHEndpoint | None, spec: JobSpec) -> ContainerStatus:
 # -- status -----------------------------------------------------------------------------------------
 
 
-def job_status(endpoint: SSHEndpoint | None, job: str) -> ContainerStatus:
+def job_status(endpoint: SSHEndpoint | None, job: str, deadline_s: float = SSH_DEADLINE_S) -> ContainerStatus:
+    """The job's container; `deadline_s` is how long to wait for SSH to answer."""
     if endpoint is None:
         from orchestrator import local
 
         return local.status(job)
-    session = _open(endpoint)
+    session = _open(endpoint, deadline_s)
     try:
         return status_on(session, job)
     finally:
@@ -629,13 +643,15 @@ def outputs_on(session, job: str, remote_root: str | None = None, outputs_root: 
 # -- stop -------------------------------------------------------------------------------------------
 
 
-def stop_job(endpoint: SSHEndpoint | None, job: str) -> bool:
-    """Stop and remove the job's container. True if one was removed. The outputs folder stays."""
+def stop_job(endpoint: SSHEndpoint | None, job: str, deadline_s: float = SSH_DEADLINE_S) -> bool:
+    """Stop and remove the job's container. True if one was removed. The outputs folder stays.
+
+    `deadline_s` is how long to wait for SSH to answer (teardown waits briefly: the instance goes anyway)."""
     if endpoint is None:
         from orchestrator import local
 
         return local.stop(job)
-    session = _open(endpoint)
+    session = _open(endpoint, deadline_s)
     try:
         return stop_on(session, job)
     finally:

@@ -35,6 +35,10 @@ if TYPE_CHECKING:  # job.py imports this module: the type only, never at run tim
 RUNNER_ENV = "ORCH_LOCAL_RUNNER"
 STOP_TIMEOUT_S = 60.0
 RESTART_PAUSE_S = 1.0
+# trainer.errors.EXIT_BAD_INPUT (not imported: orch runs without the trainer's dependencies). Bad flags, recipe or
+# data layout: a restart would fail the same way, so the supervisor stops. (Docker's on-failure restart policy, on
+# an instance or with the docker runner, can't tell exit codes apart: it still retries those.)
+TRAINER_BAD_INPUT_EXIT = 2
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,12 @@ def supervise(root: Path) -> int:
             code = child.wait()
             code = 128 - code if code < 0 else code  # killed by a signal: the shell's (and Docker's) number
             if code == 0 or stopping or restarts >= max_restarts:
+                break
+            if code == TRAINER_BAD_INPUT_EXIT:
+                log.write(f"{_now_rfc3339()} [orch] trainer exited with {code} (bad input: see the error above); "
+                          "not restarting, a restart would fail the same way. Fix the trainer arguments or the "
+                          f"data, then `orch launch --target local --name {raw.get('job') or root.name} ...` "
+                          "again\n".encode())
                 break
             restarts += 1
             _write_json(root / "supervisor.json", {"restarts": restarts})

@@ -142,3 +142,17 @@ def test_local_s3_data_is_refused_with_a_way_out(process_runner):
         job_api.start_job(None, job_api.JobSpec(job="local-s3", data="s3://bucket/imagenet"))
     with pytest.raises(job_api.JobError, match="does not exist"):
         job_api.start_job(None, job_api.JobSpec(job="local-missing", data="/nonexistent/data"))
+
+
+def test_local_process_is_not_restarted_after_a_bad_input_exit(process_runner, tmp_path, capsys):
+    job = "local-bad-input"
+    process_runner.append(job)
+    data = tmp_path / "data"
+    data.mkdir()  # no train/ split: the trainer exits 2 (trainer.errors.EXIT_BAD_INPUT), and would every time
+    job_api.start_job(None, job_api.JobSpec(job=job, data=str(data), trainer_args=(*TINY, "--epochs", "1")))
+    assert job_api.follow_logs(None, job, follow=True) == 2
+    out = capsys.readouterr().out
+    assert "no train split" in out
+    assert "not restarting" in out and "restart 1 of" not in out
+    st = job_api.job_status(None, job)
+    assert (st.state, st.exit_code, st.restarts) == ("exited", 2, 0)

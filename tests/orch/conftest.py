@@ -180,11 +180,11 @@ def job_calls(monkeypatch):
         calls.started.append((endpoint, spec))
         return ContainerStatus(job=spec.job, state="running")
 
-    def stop_job(endpoint, name):
+    def stop_job(endpoint, name, deadline_s=None):
         calls.stopped.append((endpoint, name))
         return True
 
-    def job_status(endpoint, name):
+    def job_status(endpoint, name, deadline_s=None):
         return ContainerStatus(job=name, state="running", last_metrics={"epoch": 1, "val_top1": 0.1})
 
     monkeypatch.setattr(job, "start_job", start_job)
