@@ -8,8 +8,7 @@ import pytest
 
 from orchestrator import job as job_api
 from orchestrator.remote import HostKeyChanged, KeyFileError, connect
-from tests.conftest import require
-from tests.fixtures.sshd import SshdServer, make_client_key, ssh_endpoint, ssh_key, sshd_server  # noqa: F401
+from tests.fixtures.sshd import own_sshd, ssh_endpoint, ssh_key, sshd_server  # noqa: F401
 
 pytestmark = pytest.mark.needs_sshd
 
@@ -20,14 +19,7 @@ def long_reconnect(monkeypatch):
 
 
 def test_a_changed_host_key_ends_following_at_once(tmp_path):
-    server = SshdServer(tmp_path / "sshd")
-    try:
-        server.start()
-    except Exception as e:  # noqa: BLE001
-        require(False, f"no sshd: {e}")
-    try:
-        key = make_client_key(tmp_path / "keys")
-        server.authorize(key.with_name(key.name + ".pub").read_text())
+    with own_sshd(tmp_path) as (server, key):
         endpoint = server.endpoint(key, tmp_path / "known_hosts")
         connect(endpoint).close()  # pinned
         server.rotate_host_key()
@@ -35,8 +27,6 @@ def test_a_changed_host_key_ends_following_at_once(tmp_path):
         with pytest.raises(HostKeyChanged, match="ssh-keygen -R"):
             job_api.follow_logs(endpoint, "r50", follow=True)
         assert time.monotonic() - started < 15
-    finally:
-        server.stop()
 
 
 def test_a_key_file_readable_by_others_ends_following_at_once(ssh_endpoint):

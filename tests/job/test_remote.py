@@ -19,7 +19,7 @@ from orchestrator.remote import (
     expand_proxy_command, wait_for_ssh,
 )
 from tests.conftest import require
-from tests.fixtures.sshd import FAKE_INSTANCE_IP, SshdServer, make_client_key, ssh_endpoint, ssh_key, sshd_server  # noqa: F401
+from tests.fixtures.sshd import FAKE_INSTANCE_IP, SshdServer, make_client_key, own_sshd, ssh_endpoint, ssh_key, sshd_server  # noqa: F401
 
 pytestmark = pytest.mark.needs_sshd
 
@@ -67,14 +67,7 @@ def test_host_key_is_pinned_on_first_connect_mode_600(ssh_endpoint):
 
 
 def test_changed_host_key_is_refused_naming_the_file_and_the_fix(tmp_path):
-    server = SshdServer(tmp_path / "sshd")
-    try:
-        server.start()
-    except Exception as e:  # noqa: BLE001
-        require(False, f"no sshd: {e}")
-    try:
-        key = make_client_key(tmp_path / "keys")
-        server.authorize(key.with_name(key.name + ".pub").read_text())
+    with own_sshd(tmp_path) as (server, key):
         endpoint = server.endpoint(key, tmp_path / "known_hosts")
         connect(endpoint).close()
         pinned = endpoint.known_hosts.read_text()
@@ -97,8 +90,6 @@ def test_changed_host_key_is_refused_naming_the_file_and_the_fix(tmp_path):
         with connect(endpoint) as session:
             assert session.run("echo ok").stdout == "ok\n"
         assert endpoint.known_hosts.read_text() != pinned
-    finally:
-        server.stop()
 
 
 def test_a_key_readable_by_others_is_refused(ssh_endpoint):

@@ -12,7 +12,7 @@ import pytest
 from orchestrator.cli import ssh_command
 from orchestrator.remote import connect
 from tests.conftest import require
-from tests.fixtures.sshd import SshdServer, make_client_key
+from tests.fixtures.sshd import own_sshd
 
 pytestmark = pytest.mark.needs_sshd
 
@@ -26,14 +26,7 @@ def run_ssh(endpoint, *command: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("instance_id", [None, "i-0123456789abcdef0"])
 def test_orch_ssh_checks_the_key_orch_pinned_in_a_folder_with_a_space(tmp_path, instance_id):
     require(shutil.which("ssh") is not None, "no OpenSSH client (ssh) here")
-    server = SshdServer(tmp_path / "sshd")
-    try:
-        server.start()
-    except Exception as e:  # noqa: BLE001
-        require(False, f"no sshd: {e}")
-    try:
-        key = make_client_key(tmp_path / "keys")
-        server.authorize(key.with_name(key.name + ".pub").read_text())
+    with own_sshd(tmp_path) as (server, key):
         home = tmp_path / "Library" / "Application Support" / "orch"
         home.mkdir(parents=True)
         known = home / "known_hosts"
@@ -55,5 +48,3 @@ def test_orch_ssh_checks_the_key_orch_pinned_in_a_folder_with_a_space(tmp_path, 
         r = run_ssh(endpoint, "echo", "via-ssh")
         assert r.returncode == 255 and "via-ssh" not in r.stdout
         assert "Host key verification failed" in r.stderr
-    finally:
-        server.stop()
