@@ -338,16 +338,20 @@ def status(
 
     with _errors():
         settings = _settings(region=region)
-        view = flow.status(flow.resolve_job(job), settings, container=container)
+        view = flow.status(flow.resolve_job(job), settings, container=False)
         if as_json:
+            view = flow.with_container(view, settings) if container else view
             _out(json.dumps(_view_dict(view), indent=2))
             return
+        # What AWS says first: the container part asks the machine over SSH, which may take a while.
         _out(f"{view.job}: {view.state} ({view.target})")
         if view.instance is not None:
             i = view.instance
             _out(f"  instance  {i.instance_id} {i.instance_type}{' spot' if i.spot else ''} in {i.zone}")
             _out(f"  address   {i.public_ip or i.private_ip or '-'}")
             _out(f"  launched  {i.launched_at or '-'}")
+        if container:
+            view = flow.with_container(view, settings)
         c = view.container
         if c is not None:
             if hasattr(c, "state"):
