@@ -182,16 +182,21 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
     )
 
 
+def _needs_instance_profile(what: str, why: str, otherwise: str = "") -> ConfigError:
+    """The refusal for something the instance does in S3 with its own role, when it has none."""
+    return ConfigError(
+        f"{what} needs --iam-instance-profile: {why}. Nothing was created. Create the profile once (the "
+        "commands are at the top of infra/bootstrap.sh; its policy is infra/instance-role-policy.json), then add "
+        f"--iam-instance-profile orch-trainer (or set iam_instance_profile in config.toml){otherwise}.")
+
+
 def _require_instance_profile(s: Settings) -> None:
     """The instance copies checkpoints to the bucket with its own role: without one, every copy would fail."""
     if s.checkpoint_bucket and not s.iam_instance_profile:
-        raise ConfigError(
-            f"--checkpoint-bucket {s.checkpoint_bucket} needs --iam-instance-profile: the instance copies each "
-            "checkpoint there with its own role, and without one every copy fails (and a later --resume finds "
-            "nothing). Nothing was created. Create the profile once (the commands are at the top of "
-            "infra/bootstrap.sh; its policy is infra/instance-role-policy.json), then add --iam-instance-profile "
-            "orch-trainer (or set iam_instance_profile in config.toml)."
-        )
+        raise _needs_instance_profile(
+            f"--checkpoint-bucket {s.checkpoint_bucket}",
+            "the instance copies each checkpoint there with its own role, and without one every copy fails (and a "
+            "later --resume finds nothing)")
 
 
 def check_dataset(cfg: LaunchConfig) -> None:
@@ -205,13 +210,10 @@ def check_dataset(cfg: LaunchConfig) -> None:
         return
     if data.startswith("s3://"):
         if cfg.target == "aws" and not cfg.settings.iam_instance_profile:
-            raise ConfigError(
-                f"--data {data} needs --iam-instance-profile: the instance copies the dataset from S3 with its own "
-                "role, and without one the copy fails once the instance is up (and billing). Nothing was created. "
-                "Create the profile once (the commands are at the top of infra/bootstrap.sh; its policy is "
-                "infra/instance-role-policy.json), then add --iam-instance-profile orch-trainer (or set "
-                "iam_instance_profile in config.toml); or download the dataset (`aws s3 sync URI DIR`) and pass "
-                "--data DIR.")
+            raise _needs_instance_profile(
+                f"--data {data}", "the instance copies the dataset from S3 with its own role, and without one the "
+                "copy fails once the instance is up (and billing)",
+                "; or download the dataset (`aws s3 sync URI DIR`) and pass --data DIR")
         return
     folder = Path(data).expanduser()
     if not folder.is_dir():
