@@ -576,7 +576,7 @@ class LinkWatch:
     dead link fails at once and the caller's reconnect or resume path takes over.
 
         with LinkWatch(session) as link:
-            ...                                  # a ConnectionLost here: link.lost says if the watch cut it
+            ...      # a ConnectionLost out of here starts with the watch's reason when the watch cut it
 
     A session without `check_alive` (this machine) is not watched.
     """
@@ -609,8 +609,10 @@ class LinkWatch:
     def __enter__(self) -> "LinkWatch":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self.stop()
+        if isinstance(exc, ConnectionLost) and self.lost.is_set():
+            raise ConnectionLost(f"{self.reason}: the connection was dropped. {exc}") from exc
 
 
 def openssh_command(endpoint: SSHEndpoint, extra: list[str]) -> list[str]:

@@ -87,13 +87,8 @@ def restore_checkpoints(session: Session, restore: Restore, job: str, outputs_di
     Runs under `remote.LinkWatch`, as the sync and the fetch do: a link that goes silent during a
     long copy fails with ConnectionLost (run the same launch again) instead of hanging for good.
     """
-    with LinkWatch(session) as link:
-        try:
-            return _restore(session, restore, job, outputs_dir, say)
-        except ConnectionLost as e:
-            if not link.lost.is_set():
-                raise
-            raise ConnectionLost(f"{link.reason}: the connection was dropped. {e}") from e
+    with LinkWatch(session):
+        return _restore(session, restore, job, outputs_dir, say)
 
 
 def _restore(session: Session, restore: Restore, job: str, outputs_dir: str,

@@ -300,13 +300,8 @@ def sync_dataset(session: Session, local_dir: Path | str, remote_dir: str, progr
         raise SyncError(f"the data folder {local_dir} does not exist or is not a folder; nothing was sent. "
                         "Pass --data with an existing folder, an s3:// URI, or `demo`.")
     local = local_manifest(local_dir)
-    with LinkWatch(session) as link:
-        try:
-            return _sync(session, local_dir, local, remote_dir, progress, start)
-        except ConnectionLost as e:
-            if not link.lost.is_set():
-                raise
-            raise ConnectionLost(f"{link.reason}: the connection was dropped. {e}") from e
+    with LinkWatch(session):
+        return _sync(session, local_dir, local, remote_dir, progress, start)
 
 
 def _sync(session: Session, local_dir: Path, local: dict[str, Entry], remote_dir: str, progress: bool,
@@ -351,12 +346,11 @@ def sync_s3(session: Session, uri: str, remote_dir: str) -> SyncReport:
         raise SyncError(f"{uri!r} is not an s3:// URI (expected s3://bucket/prefix/)")
     before = remote_manifest(session, remote_dir)
     cmd = f"aws s3 sync {shlex.quote(uri)} {shell_path(remote_dir)} --only-show-errors --no-progress"
-    with LinkWatch(session) as link:  # an hour-long copy: a silent link must not hang it for good
+    with LinkWatch(session):  # an hour-long copy: a silent link must not hang it for good
         try:
             result = session.run(cmd)
         except ConnectionLost as e:
-            why = f"{link.reason}: the connection was dropped. " if link.lost.is_set() else ""
-            raise ConnectionLost(f"{why}{e}. `aws s3 sync` resumes: run the same command again.") from e
+            raise ConnectionLost(f"{e}. `aws s3 sync` resumes: run the same command again.") from e
     if result.exit_code == 127:
         raise SyncError(f"the AWS CLI is not installed on {session.where}; the Deep Learning AMI ships it. "
                         "Install it there (`sudo snap install aws-cli --classic`) or sync a local folder instead.")
