@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: venv demo test system-deps bench clean
 
-$(VENV)/.installed: pyproject.toml requirements-dev.txt
+$(VENV)/.installed: pyproject.toml setup.py trainer/_jpegcrop.c requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)

@@ -9,12 +9,16 @@ DataLoader worker gets: the figure is per worker, so the number of cores (or the
 a shared machine) does not enter it. Multiply by the workers you run (8 vCPUs on a g4dn.2xlarge:
 about 7 workers beside the training process) to get the loader's ceiling.
 
+A worker loads the items of a batch and collates them; both pipelines are timed doing both.
+
 - baseline: torchvision `ImageFolder` (PIL loader) + RandomResizedCrop + RandomHorizontalFlip +
-  ToTensor + Normalize: decode the whole JPEG, crop, resize in PIL.
+  ToTensor + Normalize: decode the whole JPEG, crop, resize in PIL; torch's `default_collate`.
 - ours: `trainer.data.ImageFiles` (what training uses) over `trainer.decode.load_train_crop`:
-  crop box from the header, JPEG decoding at the smallest M/8 scale the crop allows, torch's
-  uint8 resize, flip; it hands over a uint8 tensor, and training converts and normalises it on
-  the device (`trainer.engine.to_device`; bench/end_to_end.py counts that cost).
+  crop box from the header, JPEG decoding of only the crop's part (trainer/_jpegcrop.c, or the
+  whole image by simplejpeg where it is not built) at the smallest M/8 scale the crop allows,
+  torch's uint8 resize, flip; `collate_skipping_bad` stacks uint8 channels_last batches, and
+  training converts and normalises them on the device (`trainer.engine.to_device`;
+  bench/end_to_end.py counts that cost).
 - ours + CPU normalise: the same, then the baseline's float conversion and normalisation in the
   worker, for a like-for-like float tensor (what a CPU-only run pays per image).
 
@@ -40,6 +44,8 @@ REPS = 5                  # interleaved repetitions (baseline, ours, then revers
 SIZE = 160                # output crop, px (the T4 recipe trains at 160-192 px)
 RESIZE_SHORT = 160        # the re-encoded set's short side, px (`trainer prepare --resize-short`)
 CROP_SCALE = (0.08, 1.0)  # random-resized-crop area range (torchvision's and FFCV's default)
+WHOLE = "ours, whole-image decoding"
+BATCH = 64                # items a worker collates into one batch (torch's default_collate for the baseline)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -76,13 +82,28 @@ def with_cpu_normalise(load: Callable) -> Callable:
     return run
 
 
-def rate(load: Callable, items: list) -> Callable[[], float]:
-    """A run: load every item once, return images/s."""
+def whole_image_decoding(load: Callable) -> Callable:
+    """`load` with trainer._jpegcrop switched off: simplejpeg decodes whole images (the fallback)."""
+    from trainer import decode
+
+    def run(item):
+        native, decode._jpegcrop = decode._jpegcrop, None
+        try:
+            return load(item)
+        finally:
+            decode._jpegcrop = native
+    return run
+
+
+def rate(load: Callable, items: list, collate: Callable, batch: int = BATCH) -> Callable[[], float]:
+    """A run: load every item once and collate them in batches, as a worker does; return images/s."""
     def run() -> float:
         t0 = time.perf_counter()
-        for item in items:
-            x = load(item)[0]
-            assert isinstance(x, torch.Tensor), x   # a decoding failure would inflate the rate
+        for start in range(0, len(items), batch):
+            loaded = [load(item) for item in items[start:start + batch]]
+            for x, _ in loaded:
+                assert isinstance(x, torch.Tensor), x   # a decoding failure would inflate the rate
+            collate(loaded)
         return len(items) / (time.perf_counter() - t0)
     return run
 
@@ -91,11 +112,19 @@ def cpu_pipelines(root: Path, size: int, scale: tuple[float, float], reps: int) 
     base = baseline_dataset(root / "train", size, scale)
     ours, items = our_dataset(root, size, scale)
     assert len(base) == len(ours), (len(base), len(ours))
+    from torch.utils.data import default_collate
+
+    from trainer.data import collate_skipping_bad
+
     runs = {
-        "ImageFolder + PIL": rate(base.__getitem__, list(range(len(base)))),
-        "ours (trainer.data, uint8 out)": rate(ours.__getitem__, items),
-        "ours + CPU normalise": rate(with_cpu_normalise(ours.__getitem__), items),
+        "ImageFolder + PIL": rate(base.__getitem__, list(range(len(base))), default_collate),
+        "ours (trainer.data, uint8 out)": rate(ours.__getitem__, items, collate_skipping_bad),
+        "ours + CPU normalise": rate(with_cpu_normalise(ours.__getitem__), items, collate_skipping_bad),
     }
+    from trainer import decode
+
+    if decode._jpegcrop is not None:   # what the partial decoder buys, in the same run
+        runs[WHOLE] = rate(whole_image_decoding(ours.__getitem__), items, collate_skipping_bad)
     for run in runs.values():   # warm the page cache and imports out of the timing
         run()
     return interleaved(runs, reps)
@@ -184,17 +213,23 @@ def main() -> None:
             if args.resize_short:
                 sets[f"resize-short {args.resize_short}"] = resize_short_copy(full, work / f"short{args.resize_short}",
                                                                                args.resize_short)
+        from trainer.decode import jpeg_decoder
+
         print(f"machine: {machine(device)}; torch threads: 1 (one worker)")
+        print(f"ours: JPEG crops decoded {jpeg_decoder()}")
         print(f"{args.images} images per set, output {args.size} px, crop scale {scale}, {args.reps} interleaved reps\n")
         rows, ratios = [], []
         for name, root in sets.items():
             results = cpu_pipelines(root, args.size, scale, args.reps)
-            base, ours, ours_float = results.values()
+            base, ours, ours_float = (results[k] for k in list(results)[:3])
             for pipeline, values in results.items():
                 rows.append([name, pipeline, spread(values)])
             ratios.append((f"ours/ImageFolder per worker, {name}, {args.size} px", paired_ratio(ours, base)))
             ratios.append((f"ours + CPU normalise/ImageFolder per worker, {name}, {args.size} px",
                            paired_ratio(ours_float, base)))
+            if WHOLE in results:
+                ratios.append((f"ours/ours with whole-image decoding (trainer._jpegcrop off), {name}, {args.size} px",
+                               paired_ratio(ours, results[WHOLE])))
             if device.type == "cuda":
                 gpu = gpu_decode(root, args.size, scale, args.reps, device)
                 rows.append([name, "GPU decode_jpeg (whole process)", spread(gpu)])

@@ -33,7 +33,7 @@ DEFAULT_SHM_SIZE = "8g"  # DataLoader workers pass batches through /dev/shm; Doc
 DEFAULT_MAX_RESTARTS = 5  # restarts after a crash; each resumes from last.pt (`--resume auto`)
 
 # What the Dockerfile copies: the only files sent as the build context, and what the image tag hashes.
-CONTEXT_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md")
+CONTEXT_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "setup.py", "README.md")
 CONTEXT_TREES = ("trainer",)
 
 
@@ -99,7 +99,9 @@ def _context_members(root: Path) -> list[tuple[str, Path | None]]:
         members.append((name, path if path.is_file() else None))
     for tree in CONTEXT_TREES:
         for path in sorted((root / tree).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            # Not what a local install built in place (bytecode, trainer._jpegcrop's .so for this
+            # machine's Python): the image builds its own.
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".so"):
                 members.append((path.relative_to(root).as_posix(), path))
     return members
 

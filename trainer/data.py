@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from trainer import decode
@@ -173,12 +173,19 @@ def _seeded(seed: int | None):
 
 
 def collate_skipping_bad(items):
-    """Stack the good items; return the bad ones as (path, reason) pairs beside the batch."""
+    """Stack the good items; return the bad ones as (path, reason) pairs beside the batch.
+
+    The batch is (N, 3, H, W) in channels_last memory (N x H x W x 3): the layout the decoders
+    write, so stacking is a plain copy instead of a transpose per image, and the one the model
+    trains in, so `engine.to_device` has nothing to reorder. torch's `default_collate` does the
+    stacking: in a worker it stacks straight into shared memory (no copy when the batch is sent).
+    """
     good = [it for it in items if isinstance(it[0], torch.Tensor)]
     bad = [it for it in items if not isinstance(it[0], torch.Tensor)]
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.long), bad
-    return torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good]), bad
+    images = default_collate([g[0].permute(1, 2, 0) for g in good]).permute(0, 3, 1, 2)
+    return images, torch.tensor([g[1] for g in good]), bad
 
 
 class EpochSampler(Sampler):

@@ -1,25 +1,29 @@
 """Decoding one image into one training or evaluation crop, as a uint8 tensor.
 
 This is the only place the input pipeline touches image bytes, so the datasets never change when
-the decoder gets faster. Both functions return a (3, size, size) uint8 RGB tensor; the float
-conversion and normalisation run on the training device (`trainer.engine.to_device`), so a
-worker hands over a quarter of the bytes and does no float work.
+the decoder gets faster. Both functions return a (3, size, size) uint8 RGB tensor whose memory is
+pixel-interleaved (H x W x 3, what decoders write; `data.collate_skipping_bad` stacks these into
+channels_last batches); the float conversion and normalisation run on the training device
+(`trainer.engine.to_device`), so a worker hands over a quarter of the bytes and does no float work.
 
 Why the JPEG path is fast (bench/data_pipeline.py measures it against ImageFolder + PIL):
 - The crop box is sampled from the header size (no pixels decoded), with torch's generator, so
   DataLoader worker seeding keeps it reproducible and the draws are the same as the plain path's.
-- The decoder is libjpeg-turbo through simplejpeg (a maintained binding whose wheels bundle
-  the library), with its fast integer inverse DCT (TJFLAG_FASTDCT, as FFCV decodes): a whole
-  ImageNet-sized JPEG decodes in about 60% of Pillow's time, with differences of a grey level or
-  two that the resize then averages away.
+- The decoder is libjpeg-turbo, with its fast integer inverse DCT and chroma upsampling
+  (TJFLAG_FASTDCT | TJFLAG_FASTUPSAMPLE; FFCV decodes with the first): differences from Pillow's
+  decode of a grey level or two, which the resize then averages away.
 - libjpeg-turbo can also decode at 1/2, 1/4 or 1/8 scale in the DCT domain, skipping most of the
   inverse DCT, upsampling and colour conversion. We pick the largest reduction that still leaves
   the crop at least `size` pixels on each side, so no output pixel is upsampled that the plain
   path would not upsample. (The other M/8 scales exist but run without SIMD: 7/8 measured 2.5x
   slower than a full-size decode, so they are never asked for.)
-- Only the crop region is resized, in torch's vectorised uint8 kernel (made to match PIL's
-  antialiased bilinear), reading the decoded array in place.
-Anything simplejpeg cannot decode (PNG, a corrupt header, an exotic JPEG) takes the plain PIL
+- Only the crop's part of the image is decoded, by trainer/_jpegcrop.c (libjpeg's
+  jpeg_crop_scanline and jpeg_skip_scanlines; decoding stops after the crop's last row). Where
+  that small extension was not built, simplejpeg (a maintained binding whose wheels bundle
+  libjpeg-turbo) decodes the whole image and the crop is cut from it: the same pixels, ~15% slower.
+- Only the crop region is resized, in torch's vectorised uint8 kernel for channels_last images
+  (made to match PIL's antialiased bilinear).
+Anything libjpeg-turbo cannot decode (PNG, a corrupt header, an exotic JPEG) takes the plain PIL
 path, with the crop box already drawn, so a file's crop never depends on which decoder ran.
 """
 from __future__ import annotations
@@ -39,6 +43,10 @@ try:  # a hard dependency of the `trainer` extra; without it (an odd platform) P
     import simplejpeg
 except ImportError:  # pragma: no cover - exercised only where the wheel is missing
     simplejpeg = None
+try:  # built from trainer/_jpegcrop.c when libjpeg's headers and a C compiler were there at install
+    from trainer import _jpegcrop
+except ImportError:
+    _jpegcrop = None
 
 Box = tuple[int, int, int, int]   # top, left, height, width in pixels of the full-size image
 
@@ -98,16 +106,36 @@ def _jpeg_crop(data: bytes, full_h: int, full_w: int, box: Box, size: int) -> to
     """Decode reduced as far as the box allows, cut the box out, resize to `size` x `size`."""
     top, left, h, w = box
     s = draft_scale(w, h, size)
-    # simplejpeg picks the smallest libjpeg-turbo scale whose output is at least this big: 1/s.
-    hwc = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True,
-                                 min_width=math.ceil(full_w / s), min_height=math.ceil(full_h / s))
-    small_h, small_w = hwc.shape[:2]   # ceil(H / s) x ceil(W / s)
+    small_h, small_w = -(-full_h // s), -(-full_w // s)   # libjpeg-turbo's 1/s scale: ceil(H / s) x ceil(W / s)
     sx, sy = small_w / full_w, small_h / full_h
     # Round outwards: the region never shrinks below `size`, and shifts by under one reduced pixel.
-    region = hwc[math.floor(top * sy):min(small_h, math.ceil((top + h) * sy)),
-                 math.floor(left * sx):min(small_w, math.ceil((left + w) * sx))]
-    chw = torch.from_numpy(region).permute(2, 0, 1)     # a view: the kernel reads the crop in place
-    return F2.resize(chw, [size, size], InterpolationMode.BILINEAR, antialias=True).contiguous()
+    y0, y1 = math.floor(top * sy), min(small_h, math.ceil((top + h) * sy))
+    x0, x1 = math.floor(left * sx), min(small_w, math.ceil((left + w) * sx))
+    if _jpegcrop is not None:
+        # Only the box: the rows below it are never decoded, the columns beside it never
+        # transformed (trainer/_jpegcrop.c); the same pixels as the whole-image path below.
+        region = np.frombuffer(buffer := bytearray((y1 - y0) * (x1 - x0) * 3), np.uint8).reshape(y1 - y0, x1 - x0, 3)
+        _jpegcrop.decode_crop(data, buffer, s, x0, y0, x1 - x0, y1 - y0)
+    else:
+        # simplejpeg picks the smallest libjpeg-turbo scale whose output is at least this big: 1/s.
+        hwc = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True,
+                                     min_width=small_w, min_height=small_h)
+        region = np.ascontiguousarray(hwc[y0:y1, x0:x1])
+    # Compact, the crop is a channels_last image, which torch's uint8 antialiased resize has a
+    # vectorised kernel for (a strided view takes a slower path, then a transpose); the output
+    # keeps that pixel-interleaved (H x W x 3) layout, which the collate stacks with one copy.
+    chw = torch.from_numpy(region).permute(2, 0, 1)
+    return F2.resize(chw, [size, size], InterpolationMode.BILINEAR, antialias=True)
+
+
+def jpeg_decoder() -> str:
+    """How training crops are decoded here, for the run's log."""
+    if simplejpeg is None:
+        return "by Pillow, whole images (simplejpeg is missing: pip install simplejpeg)"
+    if _jpegcrop is None:
+        return ("whole images by simplejpeg (trainer._jpegcrop is not built; with libjpeg's headers and a C "
+                "compiler, e.g. apt-get install libjpeg-dev gcc, reinstalling the project builds it: ~15% faster)")
+    return "only the crop's part by libjpeg-turbo (trainer._jpegcrop)"
 
 
 def draft_scale(box_width: float, box_height: float, size: int) -> int:
@@ -135,7 +163,12 @@ def _jpeg_resize_center_crop(img: Image.Image, resize: int, crop: int) -> torch.
     # The output size depends on the full-size image, as in the plain path (not on the reduced one).
     out_h, out_w = _resized_size(full_w, full_h, resize)
     chw = F2.resize(chw, [out_h, out_w], InterpolationMode.BILINEAR, antialias=True)
-    return F2.center_crop(chw, [crop, crop]).contiguous()
+    return hwc_layout(F2.center_crop(chw, [crop, crop]))
+
+
+def hwc_layout(chw: torch.Tensor) -> torch.Tensor:
+    """A compact copy of a (3, H, W) view whose memory is H x W x 3 (what every path returns)."""
+    return chw.permute(1, 2, 0).contiguous().permute(2, 0, 1)
 
 
 def _resized_size(w: int, h: int, resize: int) -> tuple[int, int]:

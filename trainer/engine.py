@@ -217,8 +217,9 @@ def to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device,
               norm: InputNorm | None = None):
     """Move a batch to the device; uint8 images are converted and normalised there (with `norm`)."""
     images = images.to(device, non_blocking=True)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)   # on uint8: a quarter of the bytes
+    # The loaders' batches are channels_last already; either way the layout is settled on uint8
+    # (a quarter of the bytes), and a no-op when it is already the one asked for.
+    images = images.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if images.dtype == torch.uint8:
         if norm is None:
             raise ValueError("uint8 images need an InputNorm (the dataset's mean and std)")

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainer import decode
 from trainer import checkpoint as ckpt
 from trainer import runlock
 from trainer.config import TrainConfig, to_dict
@@ -262,6 +263,8 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     log.info("training %s (%s stem) on %d classes, %d train / %d val images, %s x%d, %s, global batch %d, peak lr %g, "
              "%d epochs x %d steps, CUDA graphs %s", config.arch, stem, len(classes), len(info.train), len(info.val), device,
              dist.world, amp.dtype or "fp32", global_batch, peak_lr, config.epochs, steps_per_epoch, graphs)
+    log.info("input: %d loader worker(s) per process; JPEG crops decoded %s", train_loader.num_workers,
+             decode.jpeg_decoder())
 
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - started

@@ -163,7 +163,7 @@ def test_a_large_crop_is_decoded_reduced(images, monkeypatch):
     decode, and what comes back is the reduced image (1000x872 at 1/8 scale is 125x109)."""
     import simplejpeg
 
-    shapes = []
+    shapes, denoms = [], []
     original = simplejpeg.decode_jpeg
 
     def spy(*args, **kwargs):
@@ -171,11 +171,24 @@ def test_a_large_crop_is_decoded_reduced(images, monkeypatch):
         shapes.append(out.shape[:2])
         return out
 
+    native = decode._jpegcrop
+
+    class NativeSpy:
+        @staticmethod
+        def decode_crop(data, out, denom, *box):
+            denoms.append(denom)
+            return native.decode_crop(data, out, denom, *box)
+
     monkeypatch.setattr(decode.simplejpeg, "decode_jpeg", spy)
+    if decode._jpegcrop is not None:
+        monkeypatch.setattr(decode, "_jpegcrop", NativeSpy)
     torch.manual_seed(0)
     out = decode.load_train_crop(images["big.jpg"], 64, scale=(0.9, 1.0))
     assert is_rgb_uint8(out, 64)
-    assert shapes and shapes[0][1] <= 1000 // 4, shapes
+    if denoms:      # the partial decoder asked for 1/4 or 1/8 scale
+        assert denoms[0] >= 4, denoms
+    else:           # the whole-image decoder returned the reduced image
+        assert shapes and shapes[0][1] <= 1000 // 4, shapes
 
 
 def test_a_jpeg_the_fast_decoder_rejects_takes_the_plain_path_with_the_same_crop(images, monkeypatch):
@@ -188,6 +201,7 @@ def test_a_jpeg_the_fast_decoder_rejects_takes_the_plain_path_with_the_same_crop
     ref = plain_train_crop(images["photo.jpg"], 96)
     after_plain = torch.rand(2)
     monkeypatch.setattr(decode.simplejpeg, "decode_jpeg", refuse)
+    monkeypatch.setattr(decode, "_jpegcrop", type("Refusing", (), {"decode_crop": staticmethod(refuse)}))
     torch.manual_seed(5)
     ours = decode.load_train_crop(images["photo.jpg"], 96)
     assert torch.equal(torch.rand(2), after_plain)

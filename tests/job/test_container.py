@@ -102,6 +102,11 @@ def test_context_hash_follows_the_trainer_sources(tmp_path):
     (tmp_path / "trainer" / "__pycache__").mkdir()
     (tmp_path / "trainer" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"junk")
     assert ctr.image_tag(tmp_path)[0] == first  # caches do not change the image
+    (tmp_path / "trainer" / "_jpegcrop.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF built in place")
+    assert ctr.image_tag(tmp_path)[0] == first  # nor does an extension built for this machine's Python
+    (tmp_path / "setup.py").write_text("from setuptools import setup\n")
+    assert ctr.image_tag(tmp_path)[0] != first  # setup.py builds the image's own: part of the context
+    first, _ = ctr.image_tag(tmp_path)
     (tmp_path / "trainer" / "a.py").write_text("a = 2\n")
     assert ctr.image_tag(tmp_path)[0] != first
     assert ctr.image_tag(tmp_path, "other-base")[0] != ctr.image_tag(tmp_path)[0]
