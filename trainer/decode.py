@@ -114,8 +114,9 @@ def _jpeg_crop(data: bytes, full_h: int, full_w: int, box: Box, size: int) -> to
     if _jpegcrop is not None:
         # Only the box: the rows below it are never decoded, the columns beside it never
         # transformed (trainer/_jpegcrop.c); the same pixels as the whole-image path below.
-        region = np.frombuffer(buffer := bytearray((y1 - y0) * (x1 - x0) * 3), np.uint8).reshape(y1 - y0, x1 - x0, 3)
+        buffer = bytearray((y1 - y0) * (x1 - x0) * 3)
         _jpegcrop.decode_crop(data, buffer, s, x0, y0, x1 - x0, y1 - y0)
+        region = np.frombuffer(buffer, np.uint8).reshape(y1 - y0, x1 - x0, 3)
     else:
         # simplejpeg picks the smallest libjpeg-turbo scale whose output is at least this big: 1/s.
         hwc = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True,
@@ -134,7 +135,7 @@ def jpeg_decoder() -> str:
         return "by Pillow, whole images (simplejpeg is missing: pip install simplejpeg)"
     if _jpegcrop is None:
         return ("whole images by simplejpeg (trainer._jpegcrop is not built; with libjpeg's headers and a C "
-                "compiler, e.g. apt-get install libjpeg-dev gcc, reinstalling the project builds it: ~15% faster)")
+                "compiler, e.g. apt-get install libjpeg-dev gcc, reinstalling the project builds it: ~15% faster loading)")
     return "only the crop's part by libjpeg-turbo (trainer._jpegcrop)"
 
 
