@@ -109,20 +109,19 @@ def rate(load: Callable, items: list, collate: Callable, batch: int = BATCH) -> 
 
 
 def cpu_pipelines(root: Path, size: int, scale: tuple[float, float], reps: int) -> dict[str, list[float]]:
+    from torch.utils.data import default_collate
+
+    from trainer import decode
+    from trainer.data import collate_skipping_bad
+
     base = baseline_dataset(root / "train", size, scale)
     ours, items = our_dataset(root, size, scale)
     assert len(base) == len(ours), (len(base), len(ours))
-    from torch.utils.data import default_collate
-
-    from trainer.data import collate_skipping_bad
-
     runs = {
         "ImageFolder + PIL": rate(base.__getitem__, list(range(len(base))), default_collate),
         "ours (trainer.data, uint8 out)": rate(ours.__getitem__, items, collate_skipping_bad),
         "ours + CPU normalise": rate(with_cpu_normalise(ours.__getitem__), items, collate_skipping_bad),
     }
-    from trainer import decode
-
     if decode._jpegcrop is not None:   # what the partial decoder buys, in the same run
         runs[WHOLE] = rate(whole_image_decoding(ours.__getitem__), items, collate_skipping_bad)
     for run in runs.values():   # warm the page cache and imports out of the timing
