@@ -178,21 +178,25 @@ def main() -> None:
 
         written: dict[str, int] = {}
 
+        # Each run clears the previous repetition's output before its clock starts.
         def baseline() -> float:
+            dest = fresh("baseline")
             t = time.perf_counter()
-            moved = baseline_extract_and_move(source, fresh("baseline"))
+            moved = baseline_extract_and_move(source, dest)
             return moved / (time.perf_counter() - t)
 
         def resized() -> float:
+            opts = PrepareOptions(dataset="imagenet", source=source, dest=fresh("prepared"),
+                                  resize_short=args.resize_short, workers=args.workers)
             t = time.perf_counter()
-            result = prepare(PrepareOptions(dataset="imagenet", source=source, dest=fresh("prepared"),
-                                            resize_short=args.resize_short, workers=args.workers))
+            result = prepare(opts)
             written["bytes"] = result.bytes_written
             return result.images_written / (time.perf_counter() - t)
 
         def plain() -> float:
+            opts = PrepareOptions(dataset="imagenet", source=source, dest=fresh("plain"), workers=1)
             t = time.perf_counter()
-            result = prepare(PrepareOptions(dataset="imagenet", source=source, dest=fresh("plain"), workers=1))
+            result = prepare(opts)
             return result.images_written / (time.perf_counter() - t)
 
         runs = {
