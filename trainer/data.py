@@ -143,9 +143,7 @@ class ImageFiles(Dataset):
         t = self.transform
         try:
             if isinstance(t, TrainTransform):
-                img = decode.load_train_crop(path, res, t.scale, t.ratio)
-                if t.hflip and torch.rand(()) < 0.5:
-                    img = img.flip(-1)
+                img = decode.load_train_crop(path, res, t.scale, t.ratio, t.hflip)
             else:
                 img = decode.load_eval_crop(path, t.resize, t.crop)
         except Exception as exc:  # noqa: BLE001 - any decoder failure means "skip this file"

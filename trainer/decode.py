@@ -7,8 +7,9 @@ channels_last batches); the float conversion and normalisation run on the traini
 (`trainer.engine.to_device`), so a worker hands over a quarter of the bytes and does no float work.
 
 Why the JPEG path is fast (bench/data_pipeline.py measures it against ImageFolder + PIL):
-- The crop box is sampled from the header size (no pixels decoded), with torch's generator, so
-  DataLoader worker seeding keeps it reproducible and the draws are the same as the plain path's.
+- The crop box and the flip are drawn from the header size (no pixels decoded), with one call to
+  torch's generator, so DataLoader worker seeding keeps them reproducible and whichever decoder
+  runs, a file gets the same crop.
 - The decoder is libjpeg-turbo, with its fast integer inverse DCT and chroma upsampling
   (TJFLAG_FASTDCT | TJFLAG_FASTUPSAMPLE; FFCV decodes with the first): differences from Pillow's
   decode of a grey level or two, which the resize then averages away.
@@ -22,7 +23,7 @@ Why the JPEG path is fast (bench/data_pipeline.py measures it against ImageFolde
   that small extension was not built, simplejpeg (a maintained binding whose wheels bundle
   libjpeg-turbo) decodes the whole image and the crop is cut from it: the same pixels, ~15% slower.
 - Only the crop region is resized, in torch's vectorised uint8 kernel for channels_last images
-  (made to match PIL's antialiased bilinear).
+  (made to match PIL's antialiased bilinear), called without torchvision's per-call checks.
 Anything libjpeg-turbo cannot decode (PNG, a corrupt header, an exotic JPEG) takes the plain PIL
 path, with the crop box already drawn, so a file's crop never depends on which decoder ran.
 """
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode, RandomResizedCrop
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 from torchvision.transforms.v2 import functional as F2
 
@@ -50,6 +51,7 @@ except ImportError:
 
 Box = tuple[int, int, int, int]   # top, left, height, width in pixels of the full-size image
 
+CROP_TRIES = 10                           # RandomResizedCrop's tries before its centre-crop fallback
 DCT_SCALES = (8, 4, 2, 1)                 # the reductions libjpeg-turbo does with SIMD (and Pillow's draft offers)
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -59,12 +61,15 @@ def load_train_crop(
     size: int,
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    hflip: bool = False,
 ) -> torch.Tensor:
-    """Random-resized crop of `path` at `size` x `size` (the standard ImageNet train crop).
+    """Random-resized crop of `path` at `size` x `size` (the standard ImageNet train crop), mirrored
+    left to right half the time when `hflip`.
 
     Randomness comes from torch's generator, so DataLoader worker seeding makes it reproducible.
     """
-    data = Path(path).read_bytes()
+    with open(path, "rb") as f:
+        data = f.read()
     box = None
     if simplejpeg is not None and data[:3] == JPEG_MAGIC:
         try:
@@ -72,18 +77,19 @@ def load_train_crop(
         except ValueError:
             pass                                     # PIL decides below (and names the problem)
         else:
-            box = _crop_params(height, width, scale, ratio)
+            box, flip = crop_box(height, width, scale, ratio, hflip)
             try:
-                return _jpeg_crop(data, height, width, box, size)
+                return _jpeg_crop(data, height, width, box, size, flip)
             except ValueError:
                 pass                                 # same box, plain decoder
     with Image.open(io.BytesIO(data)) as img:
         img = img.convert("RGB")
     if box is None:
-        box = _crop_params(img.height, img.width, scale, ratio)
+        box, flip = crop_box(img.height, img.width, scale, ratio, hflip)
     top, left, h, w = box
-    out = F.resized_crop(img, top, left, h, w, [size, size], InterpolationMode.BILINEAR, antialias=True)
-    return F.pil_to_tensor(out)
+    out = F.pil_to_tensor(F.resized_crop(img, top, left, h, w, [size, size], InterpolationMode.BILINEAR,
+                                         antialias=True))
+    return out.flip(-1) if flip else out
 
 
 def load_eval_crop(path: str | Path, resize: int, crop: int) -> torch.Tensor:
@@ -96,14 +102,42 @@ def load_eval_crop(path: str | Path, resize: int, crop: int) -> torch.Tensor:
     return F.pil_to_tensor(F.center_crop(img, [crop, crop]))
 
 
-def _crop_params(height: int, width: int, scale, ratio) -> Box:
-    """torchvision's RandomResizedCrop draw for an image of this size (no pixels needed)."""
-    shape = torch.empty((3, height, width), device="meta")
-    return tuple(RandomResizedCrop.get_params(shape, list(scale), list(ratio)))
+def crop_box(height: int, width: int, scale, ratio, hflip: bool = False) -> tuple[Box, bool]:
+    """A RandomResizedCrop box for an image of this size (no pixels needed), and whether to mirror it.
+
+    torchvision's algorithm (`RandomResizedCrop.get_params`): up to ten tries of an area drawn
+    uniformly from `scale` of the image's and an aspect ratio log-uniform in `ratio`, the first that
+    fits placed uniformly; else the largest centre crop within `ratio`. The same distribution, but
+    all the numbers come from one call to torch's generator and the arithmetic is Python's:
+    torchvision's draw makes ~12 small tensors per image, ~90 us of a ~500 us load of a 160 px
+    file (bench/data_pipeline.py measures the whole worker).
+    """
+    u = torch.rand(4 * CROP_TRIES + 1, dtype=torch.float64).tolist()
+    flip = hflip and u[-1] < 0.5
+    area = height * width
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for k in range(0, 4 * CROP_TRIES, 4):
+        target_area = area * (scale[0] + (scale[1] - scale[0]) * u[k])
+        aspect = math.exp(log_lo + (log_hi - log_lo) * u[k + 1])
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            # u * n is below n (u < 1, and n is far below 2**53): uniform over 0..n-1, like randint.
+            return (int(u[k + 2] * (height - h + 1)), int(u[k + 3] * (width - w + 1)), h, w), flip
+    in_ratio = width / height                      # torchvision's fallback: a centre crop
+    if in_ratio < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        h, w = height, round(height * max(ratio))
+    else:
+        w, h = width, height
+    return ((height - h) // 2, (width - w) // 2, h, w), flip
 
 
-def _jpeg_crop(data: bytes, full_h: int, full_w: int, box: Box, size: int) -> torch.Tensor:
-    """Decode reduced as far as the box allows, cut the box out, resize to `size` x `size`."""
+def _jpeg_crop(data: bytes, full_h: int, full_w: int, box: Box, size: int, flip: bool) -> torch.Tensor:
+    """Decode reduced as far as the box allows, cut the box out, mirror it if `flip`, resize to
+    `size` x `size`. (Mirroring before the resize gives the pixels of mirroring after it: torch's
+    antialiased kernel is symmetric, which tests/bench/test_decode.py checks.)"""
     top, left, h, w = box
     s = draft_scale(w, h, size)
     small_h, small_w = -(-full_h // s), -(-full_w // s)   # libjpeg-turbo's 1/s scale: ceil(H / s) x ceil(W / s)
@@ -115,18 +149,30 @@ def _jpeg_crop(data: bytes, full_h: int, full_w: int, box: Box, size: int) -> to
         # Only the box: the rows below it are never decoded, the columns beside it never
         # transformed (trainer/_jpegcrop.c); the same pixels as the whole-image path below.
         buffer = bytearray((y1 - y0) * (x1 - x0) * 3)
-        _jpegcrop.decode_crop(data, buffer, s, x0, y0, x1 - x0, y1 - y0)
-        region = np.frombuffer(buffer, np.uint8).reshape(y1 - y0, x1 - x0, 3)
+        _jpegcrop.decode_crop(data, buffer, s, x0, y0, x1 - x0, y1 - y0, flip)
+        region = torch.frombuffer(buffer, dtype=torch.uint8).view(y1 - y0, x1 - x0, 3)
     else:
         # simplejpeg picks the smallest libjpeg-turbo scale whose output is at least this big: 1/s.
         hwc = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True,
                                      min_width=small_w, min_height=small_h)
-        region = np.ascontiguousarray(hwc[y0:y1, x0:x1])
-    # Compact, the crop is a channels_last image, which torch's uint8 antialiased resize has a
-    # vectorised kernel for (a strided view takes a slower path, then a transpose); the output
-    # keeps that pixel-interleaved (H x W x 3) layout, which the collate stacks with one copy.
-    chw = torch.from_numpy(region).permute(2, 0, 1)
-    return F2.resize(chw, [size, size], InterpolationMode.BILINEAR, antialias=True)
+        region = torch.from_numpy(np.ascontiguousarray(hwc[y0:y1, x0:x1]))
+        region = region.flip(1) if flip else region
+    return resize_hwc(region, size)
+
+
+def resize_hwc(region: torch.Tensor, size: int) -> torch.Tensor:
+    """Antialiased bilinear resize of a compact (H, W, 3) uint8 image to a (3, size, size) one.
+
+    What torchvision's `v2.functional.resize` does for a uint8 channels_last image, called
+    directly: torch's vectorised uint8 kernel (a strided view would take a slower path, then a
+    transpose), with torchvision's restriding so the output is allocated channels_last too (that
+    wrapper's checks cost about as much as the kernel on a 160 px crop). The output keeps the
+    pixel-interleaved (H x W x 3) layout, which the collate stacks with one copy.
+    """
+    height, width, _ = region.shape
+    x = region.as_strided((1, 3, height, width), (height * width * 3, 1, width * 3, 3))
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=True)[0]
 
 
 def jpeg_decoder() -> str:

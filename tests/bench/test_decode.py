@@ -1,9 +1,10 @@
 """trainer.decode: the fast JPEG path against the plain decode it replaces.
 
-The plain path (decode the whole image with PIL, then torchvision's crop and resize) is the
-reference; the fast path (libjpeg-turbo through simplejpeg, reduced-size decoding, crop, torch's
-uint8 resize) must give a (3, size, size) uint8 tensor, the same crop for the same torch seed, and
-nearly the same pixels.
+The plain path (decode the whole image with PIL, then torchvision's crop and resize of the box
+`decode.crop_box` draws) is the reference; the fast path (libjpeg-turbo, reduced-size decoding of
+the crop's part, torch's uint8 resize) must give a (3, size, size) uint8 tensor, the same crop for
+the same torch seed, and nearly the same pixels. `crop_box` itself must draw RandomResizedCrop's
+distribution.
 """
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ skimage_data = pytest.importorskip("skimage.data")
 
 # ---------------------------------------------------------------- reference: the plain path
 
-def plain_train_crop(path, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> Image.Image:
+def plain_train_crop(path, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip=False) -> Image.Image:
     with Image.open(path) as img:
         img = img.convert("RGB")
-    top, left, h, w = RandomResizedCrop.get_params(img, list(scale), list(ratio))
-    return F.resized_crop(img, top, left, h, w, [size, size], InterpolationMode.BILINEAR, antialias=True)
+    (top, left, h, w), flip = decode.crop_box(img.height, img.width, scale, ratio, hflip)
+    out = F.resized_crop(img, top, left, h, w, [size, size], InterpolationMode.BILINEAR, antialias=True)
+    return F.hflip(out) if flip else out
 
 
 def plain_eval_crop(path, resize, crop) -> Image.Image:
@@ -101,7 +103,7 @@ def test_train_crop_has_the_exact_size_and_is_rgb(images, name, size):
 @pytest.mark.parametrize("name", ["photo.jpg", "portrait.jpg", "big.jpg", "gray.jpg", "cmyk.jpg", "progressive.jpg"])
 def test_train_crop_matches_the_plain_decode_of_the_same_region(images, name):
     scores, exact = [], []
-    for seed in range(20):
+    for seed in range(60):      # enough crops for a steady median (20 gave 29.7-32 dB by the draw)
         for size in (64, 160):
             torch.manual_seed(seed)
             ref = plain_train_crop(images[name], size)
@@ -111,32 +113,108 @@ def test_train_crop_matches_the_plain_decode_of_the_same_region(images, name):
             # Which crops decoded at full size? Those must be the plain path's pixels up to rounding.
             torch.manual_seed(seed)
             with Image.open(images[name]) as img:
-                _, _, h, w = RandomResizedCrop.get_params(img, [0.08, 1.0], [3 / 4, 4 / 3])
+                (_, _, h, w), _ = decode.crop_box(img.height, img.width, (0.08, 1.0), (3 / 4, 4 / 3))
             if decode.draft_scale(w, h, size) == 1:
                 exact.append(mean_abs_diff(ref, ours))
     # A reduced decode filters differently from PIL's bilinear (it is a little sharper), so a
     # crop may differ at edges; the same region and colours keep every crop above 22 dB.
     assert min(scores) > 22, scores
     assert np.median(scores) > 30, scores
-    # Full-scale crops differ only by libjpeg-turbo's fast integer IDCT and rounding: about a grey level.
-    assert exact and max(exact) < 1.5, exact
+    # Full-scale crops differ only by libjpeg-turbo's fast integer IDCT and chroma upsampling, and
+    # rounding: about a grey level (up to ~1.8 where a ~130 px crop of fine detail is enlarged).
+    assert exact and np.median(exact) < 1.2 and max(exact) < 2.0, exact
 
 
 def test_the_same_seed_gives_the_same_crop_and_the_same_draws_as_the_plain_path(images):
     path = images["photo.jpg"]
     torch.manual_seed(123)
-    a = decode.load_train_crop(path, 96).numpy()
+    a = decode.load_train_crop(path, 96, hflip=True).numpy()
     after_ours = torch.rand(4)
     torch.manual_seed(123)
-    b = decode.load_train_crop(path, 96).numpy()
+    b = decode.load_train_crop(path, 96, hflip=True).numpy()
     torch.manual_seed(123)
-    plain_train_crop(path, 96)
+    plain_train_crop(path, 96, hflip=True)
     after_plain = torch.rand(4)
     assert np.array_equal(a, b)
-    # Same number of draws from torch's generator: the flip that follows is the plain path's flip.
+    # Same number of draws from torch's generator: what follows is the same, whichever path ran.
     assert torch.equal(after_ours, after_plain)
     torch.manual_seed(124)
     assert not np.array_equal(a, decode.load_train_crop(path, 96).numpy())
+
+
+def test_hflip_mirrors_half_the_crops_and_nothing_else(images):
+    """With `hflip` a crop is the same crop mirrored or not, about half of each."""
+    path = images["portrait.jpg"]
+    mirrored = 0
+    for seed in range(40):
+        torch.manual_seed(seed)
+        plain = decode.load_train_crop(path, 64)
+        torch.manual_seed(seed)
+        maybe = decode.load_train_crop(path, 64, hflip=True)
+        assert maybe.permute(1, 2, 0).is_contiguous()           # still pixel-interleaved
+        if torch.equal(maybe, plain.flip(-1)) and not torch.equal(maybe, plain):
+            mirrored += 1
+        else:
+            assert torch.equal(maybe, plain), seed
+    assert 10 <= mirrored <= 30, mirrored
+
+
+def test_mirroring_before_the_resize_gives_the_pixels_of_mirroring_after():
+    """The decoder mirrors the region it decodes (rows written right to left, for free), not the
+    resized crop; that gives the same crop because torch's antialiased uint8 kernel is symmetric."""
+    g = torch.Generator().manual_seed(0)
+    for h, w, size in [(37, 211, 160), (375, 500, 64), (130, 141, 160), (160, 160, 224), (401, 99, 96)]:
+        x = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=g)
+        mirrored_first = decode.resize_hwc(x.flip(1).contiguous(), size)
+        assert torch.equal(mirrored_first, decode.resize_hwc(x, size).flip(-1)), (h, w, size)
+        assert mirrored_first.shape == (3, size, size) and mirrored_first.permute(1, 2, 0).is_contiguous()
+
+
+@pytest.mark.parametrize("height,width,scale,ratio", [
+    (375, 500, (0.08, 1.0), (3 / 4, 4 / 3)),      # ImageNet-like, the recipes' defaults
+    (500, 375, (0.25, 1.0), (3 / 4, 4 / 3)),      # portrait, the recipes' crop scale
+    (160, 213, (0.35, 1.0), (1.0, 1.0)),          # a square-only crop of a resize-short-160 file
+    (100, 1000, (0.08, 1.0), (3 / 4, 4 / 3)),     # a panorama: many tries fail, some fall back
+])
+def test_crop_box_draws_random_resized_crops_distribution(height, width, scale, ratio):
+    """Our one-call draw against torchvision's `RandomResizedCrop.get_params`: every box fits, and
+    over 4,000 draws each the area fraction, aspect ratio, position and fallback rate agree."""
+    n = 4000
+    torch.manual_seed(0)
+    ours = [decode.crop_box(height, width, scale, ratio)[0] for _ in range(n)]
+    shape = torch.empty((3, height, width), device="meta")
+    theirs = [tuple(RandomResizedCrop.get_params(shape, list(scale), list(ratio))) for _ in range(n)]
+    for top, left, h, w in ours:
+        assert 0 < h and 0 < w and 0 <= top <= height - h and 0 <= left <= width - w, (top, left, h, w)
+
+    def stats(boxes):
+        b = np.array(boxes, dtype=np.float64)
+        top, left, h, w = b.T
+        full = (h == height) & (w == width) | (top == (height - h) // 2) & (left == (width - w) // 2) & (
+            (h == height) | (w == width))
+        return {
+            "area": (h * w / (height * width)).mean(),
+            "log aspect": np.log(w / h).mean(),
+            "log aspect spread": np.log(w / h).std(),
+            "centre x": ((left + w / 2) / width).mean(),
+            "centre y": ((top + h / 2) / height).mean(),
+            "fallback": full.mean(),
+        }
+
+    a, b = stats(ours), stats(theirs)
+    for key in a:
+        assert abs(a[key] - b[key]) < 0.03, (key, a[key], b[key])
+
+
+def test_crop_box_falls_back_to_torchvisions_centre_crop():
+    """An image no try fits (a 1-pixel-high strip) gets the centre crop torchvision would give."""
+    shape = torch.empty((3, 1, 400), device="meta")
+    box, flip = decode.crop_box(1, 400, (0.9, 1.0), (3 / 4, 4 / 3))
+    assert box == tuple(RandomResizedCrop.get_params(shape, [0.9, 1.0], [3 / 4, 4 / 3])) and not flip
+    for h, w in [(300, 300), (10, 5), (5, 10)]:
+        shape = torch.empty((3, h, w), device="meta")
+        assert decode.crop_box(h, w, (2.0, 3.0), (3 / 4, 4 / 3))[0] == tuple(
+            RandomResizedCrop.get_params(shape, [2.0, 3.0], [3 / 4, 4 / 3]))
 
 
 def test_a_worker_generator_makes_crops_reproducible(images):
@@ -198,12 +276,12 @@ def test_a_jpeg_the_fast_decoder_rejects_takes_the_plain_path_with_the_same_crop
         raise ValueError("simulated: unsupported JPEG")
 
     torch.manual_seed(5)
-    ref = plain_train_crop(images["photo.jpg"], 96)
+    ref = plain_train_crop(images["photo.jpg"], 96, hflip=True)
     after_plain = torch.rand(2)
     monkeypatch.setattr(decode.simplejpeg, "decode_jpeg", refuse)
     monkeypatch.setattr(decode, "_jpegcrop", type("Refusing", (), {"decode_crop": staticmethod(refuse)}))
     torch.manual_seed(5)
-    ours = decode.load_train_crop(images["photo.jpg"], 96)
+    ours = decode.load_train_crop(images["photo.jpg"], 96, hflip=True)
     assert torch.equal(torch.rand(2), after_plain)
     assert mean_abs_diff(ref, ours) == 0.0
 

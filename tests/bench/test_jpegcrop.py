@@ -62,9 +62,9 @@ def whole_image_crop(data: bytes, denom: int, x: int, y: int, w: int, h: int) ->
     return hwc[y:y + h, x:x + w]
 
 
-def partial_crop(native, data: bytes, denom: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+def partial_crop(native, data: bytes, denom: int, x: int, y: int, w: int, h: int, mirror=False) -> np.ndarray:
     out = bytearray(w * h * 3)
-    native.decode_crop(data, out, denom, x, y, w, h)
+    native.decode_crop(data, out, denom, x, y, w, h, mirror)
     return np.frombuffer(out, np.uint8).reshape(h, w, 3)
 
 
@@ -76,13 +76,17 @@ def test_any_box_at_any_scale_has_exactly_the_whole_image_decoders_pixels(native
     rng = random.Random(name)
     for denom in (1, 2, 4, 8):
         sh, sw = -(-height // denom), -(-width // denom)
-        boxes = [(0, 0, sw, sh), (sw - 1, sh - 1, 1, 1), (0, sh - 3, sw, 3)]   # whole, last pixel, last rows
+        boxes = [(0, 0, sw, sh), (sw - 1, sh - 1, 1, 1), (0, sh - 3, sw, 3),   # whole, last pixel, last rows
+                 (0, 1, min(16, sw), sh - 1)]                                 # one iMCU column: decoded in place
         for _ in range(25):   # odd offsets and sizes, off the 8 and 16 px block grid
             w, h = rng.randint(1, sw), rng.randint(1, sh)
             boxes.append((rng.randint(0, sw - w), rng.randint(0, sh - h), w, h))
         for x, y, w, h in boxes:
             ours = partial_crop(native, data, denom, x, y, w, h)
-            assert np.array_equal(ours, whole_image_crop(data, denom, x, y, w, h)), (denom, x, y, w, h)
+            ref = whole_image_crop(data, denom, x, y, w, h)
+            assert np.array_equal(ours, ref), (denom, x, y, w, h)
+            mirrored = partial_crop(native, data, denom, x, y, w, h, mirror=True)
+            assert np.array_equal(mirrored, ref[:, ::-1]), ("mirror", denom, x, y, w, h)
 
 
 def test_training_crops_are_the_same_with_and_without_the_extension(native, jpegs, tmp_path, monkeypatch):
@@ -91,7 +95,7 @@ def test_training_crops_are_the_same_with_and_without_the_extension(native, jpeg
 
     def crops():
         torch.manual_seed(3)
-        return [decode.load_train_crop(path, size) for size in (64, 160, 224) for _ in range(8)]
+        return [decode.load_train_crop(path, size, hflip=True) for size in (64, 160, 224) for _ in range(8)]
 
     with_native = crops()
     monkeypatch.setattr(decode, "_jpegcrop", None)
@@ -156,7 +160,8 @@ def test_damaged_files_give_pixels_or_value_error_never_a_crash(native, jpegs):
         sw, sh = -(-500 // denom), -(-375 // denom)
         w, h = rng.randint(1, sw), rng.randint(1, sh)
         try:
-            partial_crop(native, bytes(data), denom, rng.randint(0, sw - w), rng.randint(0, sh - h), w, h)
+            partial_crop(native, bytes(data), denom, rng.randint(0, sw - w), rng.randint(0, sh - h), w, h,
+                         mirror=rng.random() < 0.5)
             outcomes["decoded"] += 1
         except ValueError:
             outcomes["refused"] += 1
