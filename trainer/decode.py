@@ -21,7 +21,7 @@ Why the JPEG path is fast (bench/data_pipeline.py measures it against ImageFolde
 - Only the crop's part of the image is decoded, by trainer/_jpegcrop.c (libjpeg's
   jpeg_crop_scanline and jpeg_skip_scanlines; decoding stops after the crop's last row). Where
   that small extension was not built, simplejpeg (a maintained binding whose wheels bundle
-  libjpeg-turbo) decodes the whole image and the crop is cut from it: the same pixels, ~15% slower.
+  libjpeg-turbo) decodes the whole image and the crop is cut from it: the same pixels, 1.1-1.3x slower.
 - Only the crop region is resized, in torch's vectorised uint8 kernel for channels_last images
   (made to match PIL's antialiased bilinear), called without torchvision's per-call checks.
 Anything libjpeg-turbo cannot decode (PNG, a corrupt header, an exotic JPEG) takes the plain PIL
@@ -181,7 +181,7 @@ def jpeg_decoder() -> str:
         return "by Pillow, whole images (simplejpeg is missing: pip install simplejpeg)"
     if _jpegcrop is None:
         return ("whole images by simplejpeg (trainer._jpegcrop is not built; with libjpeg's headers and a C "
-                "compiler, e.g. apt-get install libjpeg-dev gcc, reinstalling the project builds it: ~15% faster loading)")
+                "compiler, e.g. apt-get install libjpeg-dev gcc, reinstalling the project builds it: 1.1-1.3x faster loading)")
     return "only the crop's part by libjpeg-turbo (trainer._jpegcrop)"
 
 
