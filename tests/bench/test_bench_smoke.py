@@ -66,3 +66,19 @@ def test_prepare_prints_interleaved_ratios_against_extract_and_move():
     assert "ratio prepare --resize-short / baseline" in out and "ratio prepare without --resize-short / baseline" in out, out
     assert "2 interleaved repetitions" in out, out
     assert all(r > 0 for r in ratios(out)), out
+
+
+def test_gpu_all_runs_the_steps_asked_and_writes_a_summary(tmp_path):
+    """bench/gpu-all.sh (every GPU figure of the README in one go) in its seconds-long CPU mode: each
+    step asked for runs, its output is kept, and the summary lists the steps with their ratios."""
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", DEVICE="cpu", SMALL="1", PYTHON=sys.executable)
+    script = str(REPO / "bench" / "gpu-all.sh")
+    proc = subprocess.run(["bash", script, str(tmp_path), "pipeline", "graphs"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = (tmp_path / "summary.txt").read_text()
+    assert "== pipeline:" in summary and "== graphs:" in summary and "== e2e-short" not in summary, summary
+    assert summary.count("   ok in ") == 2 and "   ratio ours/ImageFolder per worker" in summary, summary
+    assert "ratio ours/ImageFolder" in (tmp_path / "data_pipeline.txt").read_text()
+    bad = subprocess.run(["bash", script, str(tmp_path), "no-such-step"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown step no-such-step" in bad.stdout
