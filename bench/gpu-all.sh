@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU figure the README reports, one step after another, each step's output kept in RESULTS.
 #
-#   bash bench/gpu-all.sh RESULTS                    # all steps (about 25 minutes on an H100)
+#   bash bench/gpu-all.sh RESULTS                    # all steps (roughly half an hour on an H100: an estimate)
 #   bash bench/gpu-all.sh RESULTS pipeline e2e-short # only these (a machine lent 10 minutes a call)
 #   DEVICE=cpu SMALL=1 bash bench/gpu-all.sh /tmp/r pipeline e2e-short   # the plumbing, on a laptop
 #
