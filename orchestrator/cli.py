@@ -230,7 +230,9 @@ def launch(
         if data:
             from orchestrator.job import JobSpec
 
-            _check_recipe(trainer_args or [])
+            from orchestrator.trainer_args import check_trainer_args
+
+            check_trainer_args(trainer_args or [], check_options=image is None)
             spec = JobSpec(job=job_name, data=data, image=image, trainer_args=tuple(trainer_args or ()), gpus=gpus,
                            autostop_minutes=settings.autostop_minutes if target == "aws" else None)
         cfg = LaunchConfig(job=job_name, instance_type=instance or "local", settings=settings, spot=spot,
@@ -270,23 +272,6 @@ def launch(
             raise typer.Exit(code)
         else:
             _out(f"Follow: orch logs {job_name} --follow   Weights: orch fetch-weights {job_name}")
-
-
-def _check_recipe(trainer_args: list[str]) -> None:
-    """A recipe name after `--` must exist before an instance is paid for (a .toml path is the container's)."""
-    from orchestrator.config import ConfigError, repo_root
-
-    args = list(trainer_args)
-    names = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--recipe"]
-    names += [a.split("=", 1)[1] for a in args if a.startswith("--recipe=")]
-    valid = sorted(p.stem for p in (repo_root() / "trainer" / "recipes").glob("*.toml"))
-    for name in names:
-        if not name.endswith(".toml") and valid and name not in valid:
-            import difflib
-
-            close = difflib.get_close_matches(name, valid, n=1)
-            raise ConfigError(f"unknown recipe {name!r} after `--`" + (f" (did you mean {close[0]}?)" if close else "")
-                              + f". Valid recipes: {', '.join(valid)}.")
 
 
 def _print_plan(p) -> None:

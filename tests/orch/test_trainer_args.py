@@ -1,0 +1,76 @@
+"""orch checks the arguments after `--` against the trainer's options file before anything is paid
+for: each mistake is a ConfigError that names it; everything `trainer train` takes passes."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import ConfigError
+from orchestrator.trainer_args import check_trainer_args, recipe_names, trainer_options
+
+GOOD = [
+    ["--recipe", "t4-rn18-fast"],
+    ["--recipe", "demo", "--device", "cpu", "--workers", "0", "--width", "8", "--batch-size", "8"],
+    ["--recipe=t4-rn50", "--epochs=24", "--lr=0.5", "--no-channels-last", "--compile"],
+    ["--set", "crop_scale=0.35,1", "--set", "depths=1,1", "--max-hours", "2.5", "--target-top1", "60"],
+    ["--lr", "-0.1", "--warmup-epochs", "1e-1", "--recipe", "/data/my.toml"],    # the number is the trainer's to refuse
+    [],
+]
+
+
+@pytest.mark.parametrize("args", GOOD, ids=lambda a: " ".join(a) or "none")
+def test_what_trainer_train_takes_passes(args):
+    check_trainer_args(args)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epoch", "3"], "unknown trainer option --epoch after `--` (did you mean --epochs?)"),
+    (["--recipie", "demo"], "did you mean --recipe?"),
+    (["--epochs", "ten"], "--epochs takes an integer, got 'ten'"),
+    (["--lr", "fast"], "--lr takes a number, got 'fast'"),
+    (["--epochs"], "--epochs needs a value"),
+    (["--recipe", "--epochs", "3"], "--recipe needs a value"),
+    (["--compile=yes"], "--compile is a switch and takes no value"),
+    (["--data", "/mnt/imagenet"], "--data after `--`: orch mounts the dataset"),
+    (["--out=/tmp/run"], "--out after `--`"),
+    (["--resume", "none"], "--resume after `--`"),
+    (["resnet50"], "unexpected trainer argument 'resnet50'"),
+    (["--epochs", "3", "-e"], "unexpected trainer argument '-e'"),
+    (["--recipe", "t4-rn18-fats"], "unknown recipe 't4-rn18-fats' after `--` (did you mean t4-rn18-fast?)"),
+])
+def test_each_mistake_is_named(args, message):
+    with pytest.raises(ConfigError) as err:
+        check_trainer_args(args)
+    assert message in str(err.value)
+
+
+def test_with_a_users_own_image_only_recipe_names_are_checked():
+    """The image's trainer may take other options than this checkout's."""
+    check_trainer_args(["--option-of-my-fork", "1"], check_options=False)
+    with pytest.raises(ConfigError, match="unknown recipe 'nope'"):
+        check_trainer_args(["--option-of-my-fork", "--recipe", "nope"], check_options=False)
+
+
+def test_without_a_flags_file_option_names_are_not_checked(tmp_path):
+    assert trainer_options(tmp_path / "missing.json") is None
+    options = trainer_options()
+    assert options is not None and options["--epochs"].kind == "int" and options["--set"].repeatable
+    assert {"demo", "t4-rn18-fast", "t4-rn50"} <= set(recipe_names())
+
+
+def test_launch_with_a_trainer_typo_stops_before_anything_starts(orch, job_calls):
+    r = orch("launch", "--target", "local", "--name", "typo", "--data", "demo", "--no-gpus", "--",
+             "--recipe", "demo", "--epoch", "1")
+    assert r.exit_code == 2, r.output
+    assert "unknown trainer option --epoch" in r.output and "--epochs" in r.output and "Traceback" not in r.output
+    assert job_calls.started == []
+    assert not (Path(os.environ["ORCH_HOME"]) / "state.json").exists()
+    # The same job spelled right starts.
+    r = orch("launch", "--target", "local", "--name", "typo", "--data", "demo", "--no-gpus", "--",
+             "--recipe", "demo", "--epochs", "1")
+    assert r.exit_code == 0, r.output
+    assert job_calls.started[0][1].trainer_args == ("--recipe", "demo", "--epochs", "1")
+    assert json.loads((Path(os.environ["ORCH_HOME"]) / "state.json").read_text())["jobs"]["typo"]
