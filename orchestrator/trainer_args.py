@@ -36,35 +36,42 @@ class TrainerOption:
     repeatable: bool = False
 
 
-def trainer_options(path: Path | None = None) -> dict[str, TrainerOption] | None:
-    """The options `trainer train` takes, or None when this install has no flags file."""
+@dataclass(frozen=True)
+class TrainerCommand:
+    options: dict[str, TrainerOption]
+    settings: tuple[str, ...] = ()   # the keys of --set KEY=VALUE (empty: not checked)
+
+
+def trainer_command(path: Path | None = None) -> TrainerCommand | None:
+    """What `trainer train` takes, or None when this install has no flags file."""
     path = path or repo_root() / "trainer" / "train-flags.json"
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    return {name: TrainerOption(name, spec["kind"], bool(spec.get("repeatable")))
-            for name, spec in raw["flags"].items()}
+    options = {name: TrainerOption(name, spec["kind"], bool(spec.get("repeatable")))
+               for name, spec in raw["flags"].items()}
+    return TrainerCommand(options, tuple(raw.get("settings", ())))
 
 
 def recipe_names() -> list[str]:
     return sorted(p.stem for p in (repo_root() / "trainer" / "recipes").glob("*.toml"))
 
 
-def check_trainer_args(args: Sequence[str], check_options: bool = True,
-                       options: Mapping[str, TrainerOption] | None = None,
+def check_trainer_args(args: Sequence[str], check_options: bool = True, command: TrainerCommand | None = None,
                        recipes: Sequence[str] | None = None) -> None:
     """Raise ConfigError naming the first argument `trainer train` would refuse (or orch overrides).
 
-    Recipe names are always checked (a .toml path is the container's, so it is not); option names
-    and value types only with `check_options` (False for a user's own `--image`).
+    Recipe names are always checked (a .toml path is the container's, so it is not); option names,
+    value types and `--set` keys only with `check_options` (False for a user's own `--image`).
     """
     args = list(args)
     recipes = recipe_names() if recipes is None else list(recipes)
     if check_options:
-        options = trainer_options() if options is None else options
-        if options is not None:
-            _check_options(args, options)
+        command = trainer_command() if command is None else command
+        if command is not None:
+            _check_options(args, command.options)
+            _check_settings(_values_of("--set", args), command.settings)
     for name in _values_of("--recipe", args):
         if not name.endswith(".toml") and recipes and name not in recipes:
             raise ConfigError(f"unknown recipe {name!r} after `--`{_did_you_mean(name, recipes)}. "
@@ -97,6 +104,17 @@ def _check_options(args: list[str], options: Mapping[str, TrainerOption]) -> Non
             i += 1
         _check_value(option, value)
         i += 1
+
+
+def _check_settings(pairs: list[str], settings: Sequence[str]) -> None:
+    for pair in pairs:
+        key, has_value, _ = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not has_value:
+            raise ConfigError(f"--set expects KEY=VALUE after `--`, got {pair!r} (e.g. --set crop_scale=0.35,1)")
+        if settings and key not in settings:
+            raise ConfigError(f"unknown trainer setting {key!r} in --set {pair}{_did_you_mean(key, list(settings))}. "
+                              "`trainer train --help` and trainer/config.py list them.")
 
 
 def _check_value(option: TrainerOption, value: str) -> None:

@@ -14,7 +14,8 @@ KINDS = {int: "int", float: "float"}   # the option's Python type; anything else
 
 
 def train_flags() -> dict:
-    """{"command": ..., "flags": {"--epochs": {"kind": "int"}, "--compile": {"kind": "flag"}, ...}}.
+    """{"command": ..., "flags": {"--epochs": {"kind": "int"}, "--compile": {"kind": "flag"}, ...},
+    "settings": [the keys `--set KEY=VALUE` takes]}.
 
     The option names come from the command Typer builds (`opts`, `secondary_opts`, `is_flag`,
     `multiple`), the value types from the function's annotations (typing's public API; Typer's
@@ -44,7 +45,10 @@ def train_flags() -> dict:
             entry["repeatable"] = True
         for name in param.opts:
             flags[name] = entry
-    return {"command": "trainer train", "flags": dict(sorted(flags.items()))}
+    from trainer.config import FIELDS
+
+    settings = sorted(FIELDS)                # the keys `--set KEY=VALUE` takes
+    return {"command": "trainer train", "flags": dict(sorted(flags.items())), "settings": settings}
 
 
 def main() -> None:

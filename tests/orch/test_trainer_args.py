@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import ConfigError
-from orchestrator.trainer_args import check_trainer_args, recipe_names, trainer_options
+from orchestrator.trainer_args import check_trainer_args, recipe_names, trainer_command
 
 GOOD = [
     ["--recipe", "t4-rn18-fast"],
     ["--recipe", "demo", "--device", "cpu", "--workers", "0", "--width", "8", "--batch-size", "8"],
     ["--recipe=t4-rn50", "--epochs=24", "--lr=0.5", "--no-channels-last", "--compile"],
     ["--set", "crop_scale=0.35,1", "--set", "depths=1,1", "--max-hours", "2.5", "--target-top1", "60"],
+    ["--set=label-smoothing=0.1", "--set", "eval_every=2"],                  # the trainer reads - as _
     ["--lr", "-0.1", "--warmup-epochs", "1e-1", "--recipe", "/data/my.toml"],    # the number is the trainer's to refuse
     [],
 ]
@@ -40,6 +41,8 @@ def test_what_trainer_train_takes_passes(args):
     (["resnet50"], "unexpected trainer argument 'resnet50'"),
     (["--epochs", "3", "-e"], "unexpected trainer argument '-e'"),
     (["--recipe", "t4-rn18-fats"], "unknown recipe 't4-rn18-fats' after `--` (did you mean t4-rn18-fast?)"),
+    (["--set", "crop_scal=0.35,1"], "unknown trainer setting 'crop_scal' in --set crop_scal=0.35,1 (did you mean crop_scale?)"),
+    (["--set", "epochs"], "--set expects KEY=VALUE"),
 ])
 def test_each_mistake_is_named(args, message):
     with pytest.raises(ConfigError) as err:
@@ -49,15 +52,16 @@ def test_each_mistake_is_named(args, message):
 
 def test_with_a_users_own_image_only_recipe_names_are_checked():
     """The image's trainer may take other options than this checkout's."""
-    check_trainer_args(["--option-of-my-fork", "1"], check_options=False)
+    check_trainer_args(["--option-of-my-fork", "1", "--set", "my_setting=2"], check_options=False)
     with pytest.raises(ConfigError, match="unknown recipe 'nope'"):
         check_trainer_args(["--option-of-my-fork", "--recipe", "nope"], check_options=False)
 
 
 def test_without_a_flags_file_option_names_are_not_checked(tmp_path):
-    assert trainer_options(tmp_path / "missing.json") is None
-    options = trainer_options()
-    assert options is not None and options["--epochs"].kind == "int" and options["--set"].repeatable
+    assert trainer_command(tmp_path / "missing.json") is None
+    command = trainer_command()
+    assert command is not None and command.options["--epochs"].kind == "int" and command.options["--set"].repeatable
+    assert "crop_scale" in command.settings and "label_smoothing" in command.settings
     assert {"demo", "t4-rn18-fast", "t4-rn50"} <= set(recipe_names())
 
 

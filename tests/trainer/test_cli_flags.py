@@ -21,3 +21,11 @@ def test_the_flags_file_knows_each_kind_of_option():
     assert flags["--recipe"] == {"kind": "text"} and flags["--set"] == {"kind": "text", "repeatable": True}
     assert flags["--compile"] == flags["--no-compile"] == flags["--watch-spot"] == {"kind": "flag"}
     assert "--help" not in flags
+
+
+def test_the_flags_file_lists_the_settings_set_takes():
+    from trainer.config import FIELDS
+
+    settings = train_flags()["settings"]
+    assert "crop_scale" in settings and "label_smoothing" in settings
+    assert settings == sorted(FIELDS)
