@@ -114,7 +114,7 @@ def _check_settings(pairs: list[str], settings: Sequence[str]) -> None:
             raise ConfigError(f"--set expects KEY=VALUE after `--`, got {pair!r} (e.g. --set crop_scale=0.35,1)")
         if settings and key not in settings:
             raise ConfigError(f"unknown trainer setting {key!r} in --set {pair}{_did_you_mean(key, list(settings))}. "
-                              "`trainer train --help` and trainer/config.py list them.")
+                              "trainer/config.py lists them, each with a comment.")
 
 
 def _check_value(option: TrainerOption, value: str) -> None:
