@@ -58,17 +58,16 @@ def recipe_names() -> list[str]:
     return sorted(p.stem for p in (repo_root() / "trainer" / "recipes").glob("*.toml"))
 
 
-def check_trainer_args(args: Sequence[str], check_options: bool = True, command: TrainerCommand | None = None,
-                       recipes: Sequence[str] | None = None) -> None:
+def check_trainer_args(args: Sequence[str], check_options: bool = True) -> None:
     """Raise ConfigError naming the first argument `trainer train` would refuse (or orch overrides).
 
     Recipe names are always checked (a .toml path is the container's, so it is not); option names,
     value types and `--set` keys only with `check_options` (False for a user's own `--image`).
     """
     args = list(args)
-    recipes = recipe_names() if recipes is None else list(recipes)
+    recipes = recipe_names()
     if check_options:
-        command = trainer_command() if command is None else command
+        command = trainer_command()
         if command is not None:
             _check_options(args, command.options)
             _check_settings(_values_of("--set", args), command.settings)
