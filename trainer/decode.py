@@ -157,11 +157,11 @@ def _jpeg_crop(data: bytes, full_h: int, full_w: int, box: Box, size: int, flip:
                                      min_width=small_w, min_height=small_h)
         region = torch.from_numpy(np.ascontiguousarray(hwc[y0:y1, x0:x1]))
         region = region.flip(1) if flip else region
-    return resize_hwc(region, size)
+    return resize_hwc(region, size, size)
 
 
-def resize_hwc(region: torch.Tensor, size: int) -> torch.Tensor:
-    """Antialiased bilinear resize of a compact (H, W, 3) uint8 image to a (3, size, size) one.
+def resize_hwc(region: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """Antialiased bilinear resize of a compact (H, W, 3) uint8 image to a (3, out_h, out_w) one.
 
     What torchvision's `v2.functional.resize` does for a uint8 channels_last image, called
     directly: torch's vectorised uint8 kernel (a strided view would take a slower path, then a
@@ -171,7 +171,7 @@ def resize_hwc(region: torch.Tensor, size: int) -> torch.Tensor:
     """
     height, width, _ = region.shape
     x = region.as_strided((1, 3, height, width), (height * width * 3, 1, width * 3, 3))
-    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+    return torch.nn.functional.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False,
                                            antialias=True)[0]
 
 
@@ -192,7 +192,7 @@ def draft_scale(box_width: float, box_height: float, size: int) -> int:
 
 
 def _jpeg_resize_center_crop(img: Image.Image, resize: int, crop: int) -> torch.Tensor:
-    """`load_eval_crop` for an opened JPEG: reduced decode, then torchvision's resize and centre crop.
+    """`load_eval_crop` for an opened JPEG: reduced decode, then the resize and torchvision's centre crop.
 
     The whole (reduced) image is resized, not just the crop, so the pixel grid is exactly the plain
     path's; evaluation is a small share of the time, and its figures should not move.
@@ -206,10 +206,8 @@ def _jpeg_resize_center_crop(img: Image.Image, resize: int, crop: int) -> torch.
         img.draft("RGB", (full_w // s, full_h // s))
     if img.mode != "RGB":
         img = img.convert("RGB")
-    chw = torch.from_numpy(np.array(img)).permute(2, 0, 1)
     # The output size depends on the full-size image, as in the plain path (not on the reduced one).
-    out_h, out_w = _resized_size(full_w, full_h, resize)
-    chw = F2.resize(chw, [out_h, out_w], InterpolationMode.BILINEAR, antialias=True)
+    chw = resize_hwc(torch.from_numpy(np.array(img)), *_resized_size(full_w, full_h, resize))
     return hwc_layout(F2.center_crop(chw, [crop, crop]))
 
 

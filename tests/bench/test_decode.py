@@ -165,8 +165,8 @@ def test_mirroring_before_the_resize_gives_the_pixels_of_mirroring_after():
     g = torch.Generator().manual_seed(0)
     for h, w, size in [(37, 211, 160), (375, 500, 64), (130, 141, 160), (160, 160, 224), (401, 99, 96)]:
         x = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=g)
-        mirrored_first = decode.resize_hwc(x.flip(1).contiguous(), size)
-        assert torch.equal(mirrored_first, decode.resize_hwc(x, size).flip(-1)), (h, w, size)
+        mirrored_first = decode.resize_hwc(x.flip(1).contiguous(), size, size)
+        assert torch.equal(mirrored_first, decode.resize_hwc(x, size, size).flip(-1)), (h, w, size)
         assert mirrored_first.shape == (3, size, size) and mirrored_first.permute(1, 2, 0).is_contiguous()
 
 
