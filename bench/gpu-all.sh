@@ -16,12 +16,13 @@
 #   step            train step against the naive fp32 loop and the plain-PyTorch ceiling      train_step.txt
 #   check           scripts/gpu-check.sh: the trainer's GPU paths learn and resume            gpu_check.txt
 #   graphs          tests/trainer/test_cuda_graphs.py                                          pytest_cuda_graphs.txt
+#   forecast        the log's "about X left" against what t4-rn18-fast's run then took        forecast.txt
 # A step that fails is reported and the others still run; the exit status is 1 if any failed.
 # summary.txt lists each step's status, seconds and ratio lines.
 set -uo pipefail
-[ $# -ge 1 ] || { sed -n '2,21p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,22p' "$0"; exit 2; }
 RESULTS="$1"; shift
-ALL=(build pipeline pipeline-recipe e2e-short e2e-recipe e2e-short256 e2e-rn50 step check graphs)
+ALL=(build pipeline pipeline-recipe e2e-short e2e-recipe e2e-short256 e2e-rn50 step check graphs forecast)
 STEPS=("$@"); [ ${#STEPS[@]} -gt 0 ] || STEPS=("${ALL[@]}")
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-python3}"
@@ -34,9 +35,10 @@ cd "$REPO/bench" || exit 2
 # SMALL=1 shrinks every step to seconds (to check this script, not to measure).
 if [ "${SMALL:-0}" = 1 ]; then
   IMAGES=(--images 16 --reps 1); E2E=(--images 64 --steps 2 --warmup 1 --batch 8); STEP=(--archs resnet18 --res 32
-  --batch 2 --steps 1 --warmup 1 --reps 1); WORKERS_MANY=2; WORKERS=2
+  --batch 2 --steps 1 --warmup 1 --reps 1); WORKERS_MANY=2; WORKERS=2; FORECAST=(--epochs 2 --per-class 8)
 else
   IMAGES=(--images 256); E2E=(--images 2048); STEP=(); WORKERS_MANY=15; WORKERS=7
+  FORECAST=(--recipe t4-rn18-fast --epochs 6 --per-class 4000 --size 176)
 fi
 
 step_command() {  # the command of one step, as words
@@ -51,6 +53,7 @@ step_command() {  # the command of one step, as words
     step) echo "$PY train_step.py --device $DEVICE --compile off ${STEP[*]}" ;;
     check) echo "env DEVICE=$DEVICE bash $REPO/scripts/gpu-check.sh" ;;
     graphs) echo "$PY -m pytest -q -p no:cacheprovider $REPO/tests/trainer/test_cuda_graphs.py" ;;
+    forecast) echo "$PY forecast.py --device $DEVICE ${FORECAST[*]}" ;;
     *) return 1 ;;
   esac
 }
@@ -61,7 +64,7 @@ output_file() {
     e2e-short) echo e2e_rn18_short_w15.txt ;; e2e-recipe) echo e2e_rn18_w7.txt ;;
     e2e-short256) echo e2e_rn18_short256_w7.txt ;; e2e-rn50) echo e2e_rn50_w7.txt ;;
     step) echo train_step.txt ;; check) echo gpu_check.txt ;; graphs) echo pytest_cuda_graphs.txt ;;
-    build) echo build.txt ;;
+    build) echo build.txt ;; forecast) echo forecast.txt ;;
   esac
 }
 

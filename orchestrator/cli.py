@@ -343,11 +343,33 @@ def status(
                 label = "process  " if getattr(c, "runner", "docker") == "process" else "container"
                 _out(f"  {label} {c.state}" + (f" exit {c.exit_code}" if c.exit_code is not None else ""))
                 if c.last_metrics:
-                    _out("  metrics   " + " ".join(f"{k}={v}" for k, v in c.last_metrics.items()))
+                    _out("  latest    " + _progress_text(c.last_metrics))
             else:
                 _out(f"  container {c}")
         if view.note:
             _out(f"  note      {view.note}")
+
+
+def _progress_text(m: dict) -> str:
+    """The latest epoch's line of metrics.jsonl, as a person reads it (`--json` keeps every field)."""
+    try:
+        parts = [f"epoch {m['epoch']}" + (f"/{m['epochs']}" if m.get("epochs") else "")]
+        if m.get("val_top1") is not None:
+            parts.append(f"val top-1 {m['val_top1']:.2f}%" + (f", top-5 {m['val_top5']:.2f}%" if m.get("val_top5") is not None else ""))
+        if m.get("train_loss") is not None:
+            parts.append(f"train loss {m['train_loss']:.4f}")
+        if m.get("images_per_sec"):
+            parts.append(f"{m['images_per_sec']:,.0f} img/s, data wait {100 * m.get('data_wait_fraction', 0):.0f}%")
+        if m.get("seconds_left"):
+            parts.append(f"about {_duration(m['seconds_left'])} left (projected)")
+        return " | ".join(parts)
+    except (KeyError, TypeError, ValueError):  # another trainer image's metrics: show them as they are
+        return " ".join(f"{k}={v}" for k, v in m.items())
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{round(seconds)} s" if seconds < 90 else f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 @app.command("list")

@@ -24,12 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer import decode
+from trainer import decode, forecast
 from trainer import checkpoint as ckpt
 from trainer import runlock
 from trainer.config import TrainConfig, to_dict
-from trainer.data import (EpochSampler, ImageFiles, TrainTransform, eval_transform, load_dataset, make_loader,
-                          progressive_resolution)
+from trainer.data import (EpochSampler, ImageFiles, TrainTransform, available_cpus, eval_transform, load_dataset,
+                          make_loader, progressive_resolution)
 from trainer.engine import (InputNorm, amp_settings, effective_channels_last, evaluate, load_optimizer_state, make_grad_scaler,
                             make_optimizer, pick_device, prepare_model, to_device, train_step_with_logits, training_forward,
                             unwrap)
@@ -41,6 +41,11 @@ from trainer.schedule import Schedule, make_scheduler
 from trainer.stopping import StopRequest
 
 log = logging.getLogger("trainer")
+
+# The first projection of the run's length (trainer/forecast.py): this long after the first steps
+# of a process (which include cuDNN's autotuning, CUDA graph capture and the workers' start).
+FORECAST_WARMUP_STEPS = 5
+FORECAST_AFTER_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -269,6 +274,30 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - started
 
+    def resolution(epoch: int) -> int:
+        return progressive_resolution(epoch, config.train_res_start, config.train_res, config.res_ramp_epochs, config.epochs)
+
+    def remaining(epoch: int, images_left_in_epoch: int) -> forecast.Remaining:
+        """What is left from `epoch` (0-based), of which `images_left_in_epoch` are still to train."""
+        epochs = [(resolution(epoch), images_left_in_epoch)] + [(resolution(e), steps_per_epoch * global_batch)
+                                                                 for e in range(epoch + 1, config.epochs)]
+        evaluations = sum(1 for e in range(epoch, config.epochs) if (e + 1) % config.eval_every == 0 or e + 1 == config.epochs)
+        return forecast.Remaining([e for e in epochs if e[1] > 0], evaluations, len(info.val), config.eval_res,
+                                  eval_seconds or None)
+
+    advised: set[str] = set()   # each piece of advice once per process
+
+    def advise(speed: forecast.Speed, left_s: float) -> None:
+        budget = forecast.budget_advice(elapsed(), left_s, budget_s, config.epochs) if "budget" not in advised else None
+        if budget:
+            advised.add("budget")
+            log.warning("%s", budget)
+        if device.type != "cpu" and "loader" not in advised:   # on a CPU the model and the workers share the cores
+            loader = forecast.loader_advice(speed, train_loader.num_workers, available_cpus(), bool(info.resize_short))
+            if loader:
+                advised.add("loader")
+                log.warning("%s", loader)
+
     def save(epoch: int, step: int, images: int, sums: torch.Tensor, is_best: bool = False) -> None:
         """images: of this epoch, trained by all processes together (where a resume continues)."""
         nonlocal save_seconds, last_save
@@ -316,6 +345,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
             progress.start(f"epoch {epoch + 1}/{config.epochs} ({res}px)", steps_per_epoch)
             t_epoch = time.perf_counter()
             data_wait, images_seen = 0.0, 0
+            speed_from = None   # (time, images, data wait) after the warm-up steps, for the first projection
             t_wait = time.perf_counter()
 
             def epoch_totals() -> torch.Tensor:
@@ -340,6 +370,21 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                 scheduler.step()
                 step += 1
                 position += config.batch_size
+                if first and dist.main and "first" not in advised:
+                    now = time.perf_counter()
+                    if step - start_step == FORECAST_WARMUP_STEPS:
+                        speed_from = (now, images_seen, data_wait)
+                    elif speed_from is not None and now - speed_from[0] >= FORECAST_AFTER_SECONDS and step < steps_per_epoch:
+                        advised.add("first")
+                        span = now - speed_from[0]
+                        speed = forecast.Speed((images_seen - speed_from[1]) * dist.world / span, res,
+                                               (data_wait - speed_from[2]) / span)
+                        left_s = forecast.seconds_left(speed, remaining(epoch, (steps_per_epoch - step) * global_batch))
+                        log.info("speed: %.0f img/s at %d px, data wait %.0f%%: about %s for the %d epochs left "
+                                 "(projected: later epochs scaled by their pixels, evaluations estimated until one is "
+                                 "timed)", speed.images_per_sec, res, 100 * speed.data_wait, forecast.duration(left_s),
+                                 config.epochs - epoch)
+                        advise(speed, left_s)
                 if progress.due():
                     s = dev_sums.tolist()   # a device sync: only when a line or the bar is due
                     progress.update(step, f"loss {s[0] / max(1, images_seen):.4f} lr {scheduler.get_last_lr()[0]:.4g}")
@@ -361,7 +406,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
 
             # ---- evaluate, log, checkpoint ----
             row: dict[str, Any] = {
-                "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_res": res,
+                "epoch": epoch + 1, "epochs": config.epochs, "lr": optimizer.param_groups[0]["lr"], "train_res": res,
                 "train_loss": float(totals[0]) / n_train, "train_top1": 100 * float(totals[1]) / n_train,
             }
             last_epoch = epoch + 1 == config.epochs
@@ -393,6 +438,9 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                 max_gpu_mem=(torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0),
                 train_images=int(totals[2]), skipped_images=int(totals[3]), elapsed_hours=elapsed() / 3600,
             )
+            speed = forecast.Speed(row["images_per_sec"], res, row["data_wait_fraction"])
+            left_s = forecast.seconds_left(speed, remaining(epoch + 1, steps_per_epoch * global_batch)) if not last_epoch else 0.0
+            row["seconds_left"] = round(left_s, 1)
             is_best = row["val_top1"] is not None and row["val_top1"] > best_top1
             if is_best:
                 best_top1 = row["val_top1"]
@@ -400,10 +448,13 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                 append_metrics(out / "metrics.jsonl", row)
                 val = (f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.2f}% top-5 {row['val_top5']:.2f}%"
                        if row["val_top1"] is not None else "val skipped")
-                log.info("epoch %d/%d lr %.4g | train loss %.4f top-1 %.2f%% | %s | %.0f img/s, %.1f s, data wait %.0f%%%s",
+                log.info("epoch %d/%d lr %.4g | train loss %.4f top-1 %.2f%% | %s | %.0f img/s, %.1f s, data wait %.0f%%%s%s",
                          epoch + 1, config.epochs, row["lr"], row["train_loss"], row["train_top1"], val,
                          row["images_per_sec"], train_seconds, 100 * row["data_wait_fraction"],
-                         f", {row['skipped_images']} unreadable images skipped" if row["skipped_images"] else "")
+                         f", {row['skipped_images']} unreadable images skipped" if row["skipped_images"] else "",
+                         f" | about {forecast.duration(left_s)} left" if not last_epoch else "")
+                if not last_epoch:
+                    advise(speed, left_s)
             save(epoch + 1, 0, 0, torch.zeros(4, dtype=torch.float64), is_best)
             if dist.main:
                 try:

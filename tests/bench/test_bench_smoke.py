@@ -68,6 +68,13 @@ def test_prepare_prints_interleaved_ratios_against_extract_and_move():
     assert all(r > 0 for r in ratios(out)), out
 
 
+def test_forecast_compares_the_logs_projection_with_what_the_run_then_took():
+    out = run_bench("forecast.py", "--epochs", "3", "--per-class", "8")
+    assert "after epoch" in out and "ratio projected/actual time left, after epoch 1" in out, out
+    assert "ratio projected/actual, mean over epochs" in out, out
+    assert len(ratios(out)) == 2 and all(r > 0 for r in ratios(out)), out
+
+
 def test_gpu_all_runs_the_steps_asked_and_writes_a_summary(tmp_path):
     """bench/gpu-all.sh (every GPU figure of the README in one go) in its seconds-long CPU mode: each
     step asked for runs, its output is kept, and the summary lists the steps with their ratios."""

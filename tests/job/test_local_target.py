@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -63,6 +64,10 @@ def test_local_demo_job_through_the_cli(process_runner, tmp_path):
     st = job_api.job_status(None, job)
     assert (st.state, st.exit_code, st.runner) == ("exited", 0, "process")
     assert st.last_metrics["epoch"] == 2
+    shown = orch("status", job)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert re.search(r"latest +epoch 2/2 \| val top-1 \d+\.\d\d%, top-5 \d+\.\d\d% \| train loss \d\.\d{4} \| "
+                     r"[\d,]+ img/s, data wait \d+%\n", shown.stdout), shown.stdout   # nothing left after the last epoch
 
     dest = tmp_path / "weights"
     fetched = orch("fetch-weights", job, "--which", "all", "--dest", str(dest))

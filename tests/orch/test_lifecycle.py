@@ -66,6 +66,9 @@ def test_launch_status_list_teardown_leaves_nothing(aws, orch, job_calls):
     view = json.loads(r.output)
     assert view["state"] == "running" and view["instance"]["instance_id"] == inst["InstanceId"]
     assert view["container"]["last_metrics"]["epoch"] == 1
+    r = orch("status", "t1")
+    assert r.exit_code == 0, r.output
+    assert "  latest    epoch 1 | val top-1 0.10%\n" in r.output
 
     r = orch("list", "--json")
     assert r.exit_code == 0, r.output
@@ -330,3 +333,16 @@ def test_dry_run_spot_labels_the_table_price_honestly(aws, orch):
     assert r.exit_code == 0, r.output
     assert "$0.752/hour" in r.output and "eu-west-1 is usually higher" in r.output
     assert "spot is usually 50-70% less" in r.output and "spot, no fallback" not in r.output
+
+
+def test_status_reads_the_latest_metrics_line_as_a_person_would():
+    from orchestrator.cli import _progress_text
+
+    row = {"epoch": 5, "epochs": 16, "lr": 0.21, "val_top1": 42.1049, "val_top5": 68.2, "train_loss": 3.21987,
+           "images_per_sec": 1873.4, "data_wait_fraction": 0.031, "seconds_left": 8640.0}
+    assert _progress_text(row) == ("epoch 5/16 | val top-1 42.10%, top-5 68.20% | train loss 3.2199 | 1,873 img/s, "
+                                   "data wait 3% | about 2 h 24 min left (projected)")
+    assert _progress_text({"epoch": 3, "val_top1": None, "train_loss": 1.5}) == "epoch 3 | train loss 1.5000"
+    # Metrics of another trainer image, or a damaged line: shown as they are, never a traceback.
+    assert _progress_text({"step": 7, "acc": "n/a"}) == "step=7 acc=n/a"
+    assert _progress_text({"epoch": 2, "val_top1": "high"}) == "epoch=2 val_top1=high"
