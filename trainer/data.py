@@ -20,6 +20,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from trainer import decode
 from trainer.errors import TrainerError
+from trainer.stopping import shield_worker_from_stop_signals
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,8 @@ def make_loader(dataset: ImageFiles, sampler: EpochSampler, batch_size: int, wor
     workers = min(workers, available_cpus())
     kwargs = dict(persistent_workers=True, prefetch_factor=prefetch) if workers > 0 else {}
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin_memory,
-                      drop_last=drop_last, collate_fn=collate_skipping_bad, **kwargs)
+                      drop_last=drop_last, collate_fn=collate_skipping_bad,
+                      worker_init_fn=shield_worker_from_stop_signals if workers > 0 else None, **kwargs)
 
 
 def eval_transform(eval_res: int, eval_resize: int) -> EvalTransform:

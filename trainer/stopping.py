@@ -1,4 +1,4 @@
-"""Reasons to stop training early and cleanly: SIGTERM/SIGINT, a spot-interruption notice, a stop file.
+"""Reasons to stop training early and cleanly: SIGTERM/SIGINT/SIGHUP, a spot-interruption notice, a stop file.
 
 The loop polls `StopRequest.reason` after each step; nothing here touches the model or files.
 """
@@ -14,16 +14,33 @@ from pathlib import Path
 log = logging.getLogger("trainer")
 
 IMDS = "http://169.254.169.254"
+# SIGHUP: the terminal or SSH session the run was started from went away (not on Windows).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+
+
+def shield_worker_from_stop_signals(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: a stop signal sent to the whole process group (`timeout`,
+    `kill -- -PGID`, systemd, Slurm, Ctrl-C or a closed terminal) must reach only the training
+    process, which finishes its step and saves; a worker it killed would make the next batch raise
+    instead. So each worker leaves the group. It keeps torch's own SIGTERM handler, which exits when
+    the training process shuts the workers down, and each worker also exits when its parent does."""
+    try:
+        os.setpgid(0, 0)
+    except (AttributeError, OSError):   # Windows; or not permitted here: group signals then reach it as before
+        pass
+    for sig in STOP_SIGNALS:
+        if sig != signal.SIGTERM:   # Ctrl-C or a hang-up sent to a worker alone: the training process decides
+            signal.signal(sig, signal.SIG_IGN)
 
 
 class StopRequest:
     def __init__(self, stop_file: Path | None = None):
-        self.reason: str | None = None      # "SIGTERM", "SIGINT", "spot", "stop-file"
+        self.reason: str | None = None      # "SIGTERM", "SIGINT", "SIGHUP", "spot", "stop-file"
         self.stop_file = stop_file
         self._previous: dict[int, object] = {}
 
     def install_signal_handlers(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._on_signal)
 
     def restore_signal_handlers(self) -> None:

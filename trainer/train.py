@@ -33,7 +33,7 @@ from trainer.data import (EpochSampler, ImageFiles, TrainTransform, available_cp
 from trainer.engine import (InputNorm, amp_settings, effective_channels_last, evaluate, load_optimizer_state, make_grad_scaler,
                             make_optimizer, pick_device, prepare_model, to_device, train_step_with_logits, training_forward,
                             unwrap)
-from trainer.errors import EXIT_SIGINT, EXIT_SIGTERM, TrainerError
+from trainer.errors import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, TrainerError
 from trainer.metrics import Progress, append_metrics, read_metrics, setup_logging, truncate_metrics, write_run_config
 from trainer.models import build_model, resolve_stem
 from trainer.report import plot_curves
@@ -183,9 +183,13 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     global_batch = config.batch_size * dist.world
     peak_lr = config.lr * global_batch / config.lr_scale_batch if config.lr_scale_batch else config.lr
     optimizer = make_optimizer(model, peak_lr, config.momentum, config.nesterov, config.weight_decay)
+
+    def resolution(epoch: int) -> int:
+        """The train crop of `epoch` (0-based): progressive resizing."""
+        return progressive_resolution(epoch, config.train_res_start, config.train_res, config.res_ramp_epochs, config.epochs)
+
     train_sampler = EpochSampler(len(info.train), shuffle=True, seed=config.seed, rank=dist.rank, world=dist.world,
-                                 resolution=lambda e: progressive_resolution(e, config.train_res_start, config.train_res,
-                                                                             config.res_ramp_epochs, config.epochs))
+                                 resolution=resolution)
     steps_per_epoch = len(train_sampler.shard()) // config.batch_size
     if steps_per_epoch == 0:
         raise TrainerError(f"the train split has {len(info.train)} images, fewer than one batch of {config.batch_size} "
@@ -274,9 +278,6 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - started
 
-    def resolution(epoch: int) -> int:
-        return progressive_resolution(epoch, config.train_res_start, config.train_res, config.res_ramp_epochs, config.epochs)
-
     def remaining(epoch: int, images_left_in_epoch: int) -> forecast.Remaining:
         """What is left from `epoch` (0-based), of which `images_left_in_epoch` are still to train."""
         epochs = [(resolution(epoch), images_left_in_epoch)] + [(resolution(e), steps_per_epoch * global_batch)
@@ -320,7 +321,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
         save_seconds, last_save = time.monotonic() - t, time.monotonic()
 
     def stopped(reason: str, epoch: int, step: int) -> int:
-        code = {"SIGINT": EXIT_SIGINT}.get(reason, 0 if reason in ("max-hours", "target") else EXIT_SIGTERM)
+        code = {"SIGINT": EXIT_SIGINT, "SIGHUP": EXIT_SIGHUP}.get(reason, 0 if reason in ("max-hours", "target") else EXIT_SIGTERM)
         if dist.main:
             where = f"epoch {epoch + 1} step {step}/{steps_per_epoch}" if step else f"the end of epoch {epoch}"
             log.warning("stopped (%s) at %s; saved %s. Resume with: %s", reason, where, ckpt_dir / "last.pt",
@@ -336,7 +337,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
             sums = partial.clone() if first else torch.zeros(4, dtype=torch.float64)
             position = start_skip if first else 0   # this process's images of the epoch done (sampler positions)
             train_sampler.set_epoch(epoch, skip=position)
-            res = progressive_resolution(epoch, config.train_res_start, config.train_res, config.res_ramp_epochs, config.epochs)
+            res = resolution(epoch)
             dev_sums = torch.zeros(2, dtype=torch.float64, device=device)   # loss*n, correct (n: images_seen, on the host)
             skipped = 0
             if device.type == "cuda":
@@ -439,8 +440,10 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                 train_images=int(totals[2]), skipped_images=int(totals[3]), elapsed_hours=elapsed() / 3600,
             )
             speed = forecast.Speed(row["images_per_sec"], res, row["data_wait_fraction"])
-            left_s = forecast.seconds_left(speed, remaining(epoch + 1, steps_per_epoch * global_batch)) if not last_epoch else 0.0
-            row["seconds_left"] = round(left_s, 1)
+            # None: nothing to project from (a resumed epoch whose images were all trained before the stop).
+            left_s = (0.0 if last_epoch else forecast.seconds_left(speed, remaining(epoch + 1, steps_per_epoch * global_batch))
+                      if images_seen else None)
+            row["seconds_left"] = None if left_s is None else round(left_s, 1)
             is_best = row["val_top1"] is not None and row["val_top1"] > best_top1
             if is_best:
                 best_top1 = row["val_top1"]
@@ -452,8 +455,8 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                          epoch + 1, config.epochs, row["lr"], row["train_loss"], row["train_top1"], val,
                          row["images_per_sec"], train_seconds, 100 * row["data_wait_fraction"],
                          f", {row['skipped_images']} unreadable images skipped" if row["skipped_images"] else "",
-                         f" | about {forecast.duration(left_s)} left" if not last_epoch else "")
-                if not last_epoch:
+                         f" | about {forecast.duration(left_s)} left" if left_s else "")
+                if left_s:
                     advise(speed, left_s)
             save(epoch + 1, 0, 0, torch.zeros(4, dtype=torch.float64), is_best)
             if dist.main:

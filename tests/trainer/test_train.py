@@ -261,3 +261,36 @@ def test_nccl_ranks_select_their_gpu_before_joining_the_process_group(monkeypatc
     calls.clear()
     init_distributed("cpu")
     assert calls == [("init", "gloo")]
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the process group", "SIGHUP"])
+def test_a_stop_signal_with_loader_workers_saves_and_exits_cleanly(demo_data, tmp_path, how):
+    """`timeout`, `kill -- -PGID`, systemd and Slurm signal the whole process group, workers
+    included; a closed terminal or SSH session sends SIGHUP. Either way the run saves last.pt and
+    exits with 128 + the signal, saying it once, and no worker's death turns it into a crash."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "trainer", "train", "--data", str(demo_data), "--out", str(out), *TINY,
+            "--epochs", "500", "--workers", "2"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out / "train.log").exists() or "epoch 1/500 lr" not in (out / "train.log").read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)   # then the (persistent) workers are running
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) >= 2, workers
+    if how == "SIGHUP":
+        proc.send_signal(signal.SIGHUP)
+        expected, name = 129, "SIGHUP"
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
+        expected, name = 143, "SIGTERM"
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == expected, output
+    assert "Traceback" not in output and "killed by signal" not in output, output
+    assert output.count(f"received {name}") == 1, output
+    assert (out / "checkpoints" / "last.pt").exists()
+    status = json.loads((out / "status.json").read_text())
+    assert (status["state"], status["reason"], status["exit_code"]) == ("interrupted", name, expected)
+    time.sleep(0.5)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]]
+    assert not alive, f"workers outlived the run: {alive}"
