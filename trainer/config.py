@@ -163,8 +163,24 @@ def validate(c: TrainConfig) -> None:
         problems.append("lr must be positive")
     if c.train_res < 8 or c.eval_res < 8:
         problems.append("train_res and eval_res must be at least 8 px")
-    if not (0 < c.crop_scale[0] <= c.crop_scale[1] <= 1) or len(c.crop_scale) != 2:
-        problems.append("crop_scale must be two numbers 0 < lo <= hi <= 1")
+    if len(c.crop_scale) != 2 or not 0 < c.crop_scale[0] <= c.crop_scale[1] <= 1:
+        problems.append("crop_scale must be two numbers 0 < lo <= hi <= 1 (e.g. --set crop_scale=0.25,1)")
+    if len(c.crop_ratio) != 2 or not 0 < c.crop_ratio[0] <= c.crop_ratio[1]:
+        problems.append("crop_ratio must be two numbers 0 < lo <= hi (e.g. --set crop_ratio=0.75,1.333)")
+    if c.width < 1 or not c.depths or any(d < 1 for d in c.depths):
+        problems.append("width must be at least 1 and depths one or more blocks per stage, each at least 1 (e.g. 2,2,2,2)")
+    if not 0 <= c.dropout < 1:
+        problems.append("dropout must be at least 0 and below 1")
+    if not 0 <= c.label_smoothing < 1:
+        problems.append("label_smoothing must be at least 0 and below 1 (0.1 is usual)")
+    if not 0 <= c.momentum < 1:
+        problems.append("momentum must be at least 0 and below 1 (0.9 is usual)")
+    if c.weight_decay < 0:
+        problems.append("weight_decay must be >= 0")
+    if c.grad_clip < 0:
+        problems.append("grad_clip must be >= 0 (0: off)")
+    if c.max_hours < 0 or c.target_top1 < 0 or c.checkpoint_minutes < 0:
+        problems.append("max_hours, target_top1 and checkpoint_minutes must be >= 0 (0: off)")
     if c.stem not in ("auto", "imagenet", "small"):
         problems.append("stem must be auto, imagenet or small")
     if c.workers < 0:

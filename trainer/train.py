@@ -122,15 +122,37 @@ def resume_position(images_done: int, world: int, shard_len: int, batch_size: in
     return skip, (steps_per_epoch - (shard_len - skip) // batch_size if skip else 0)
 
 
-def resume_command(argv: list[str]) -> str:
-    """The command that was run, with `--resume auto` (what to type to continue)."""
+def resume_command(argv: list[str], stop_file: Path | None = None, drop_max_hours: bool = False) -> str:
+    """The command that was run, with `--resume auto` (what to type to continue). After a stop
+    file, first its removal (else the resumed run stops at once); after --max-hours, without it
+    (the budget counts every resume together, so the same one would stop the run at once)."""
     args = list(argv)
-    if "--resume" in args:
-        i = args.index("--resume")
-        del args[i:i + 2]
-    args = [a for a in args if not a.startswith("--resume=")]
+    for option in ("--resume", "--max-hours") if drop_max_hours else ("--resume",):
+        while option in args:
+            i = args.index(option)
+            del args[i:i + 2]
+        args = [a for a in args if not a.startswith(option + "=")]
     prog = "trainer" if Path(args[0]).name in ("trainer", "cli.py", "__main__.py") else args[0]
-    return " ".join(shlex.quote(a) for a in [prog, *args[1:], "--resume", "auto"])
+    command = " ".join(shlex.quote(a) for a in [prog, *args[1:], "--resume", "auto"])
+    return f"rm {shlex.quote(str(stop_file))} && {command}" if stop_file else command
+
+
+def set_aside_previous_run(out: Path) -> Path | None:
+    """`--resume none` in a folder that holds a run: its checkpoints and metrics move to
+    OUT/previous-<UTC time>/ (nothing is deleted); returns that folder, or None if there was no run."""
+    ckpts = out / "checkpoints"
+    if not ((ckpts.is_dir() and any(ckpts.iterdir())) or (out / "metrics.jsonl").exists()):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    dest, n = out / f"previous-{stamp}", 1
+    while dest.exists():
+        n += 1
+        dest = out / f"previous-{stamp}-{n}"
+    dest.mkdir()
+    for name in ("checkpoints", "metrics.jsonl", "curves.png", "config.json", "status.json"):
+        if (out / name).exists():
+            os.replace(out / name, dest / name)
+    return dest
 
 
 def write_status(out: Path, **fields: Any) -> None:
@@ -156,11 +178,18 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     started = time.monotonic()
     device = pick_device(config.device, dist.local_rank)
     ckpt_dir = out / "checkpoints"
+    set_aside = set_aside_previous_run(out) if dist.main and resume == "none" and out.is_dir() else None
     if dist.main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(out / "train.log" if dist.main else None, dist.main)
+    if set_aside:
+        log.warning("--resume none: the previous run's checkpoints and metrics in %s were moved to %s (nothing was "
+                    "deleted); this run starts from random weights", out, set_aside)
     info = load_dataset(data_dir)
     classes = info.classes
+    if len(classes) < 2:
+        raise TrainerError(f"{data_dir / 'train'} has {len(classes)} class folder ({', '.join(classes)}): a classifier "
+                           f"needs at least 2. Put each class's images in train/<class>/ and val/<class>/.")
     amp = amp_settings(device, config.precision)
     stem = resolve_stem(config.stem, config.train_res)
     eval_resize = eval_transform(config.eval_res, config.eval_resize).resize
@@ -324,8 +353,11 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
         code = {"SIGINT": EXIT_SIGINT, "SIGHUP": EXIT_SIGHUP}.get(reason, 0 if reason in ("max-hours", "target") else EXIT_SIGTERM)
         if dist.main:
             where = f"epoch {epoch + 1} step {step}/{steps_per_epoch}" if step else f"the end of epoch {epoch}"
-            log.warning("stopped (%s) at %s; saved %s. Resume with: %s", reason, where, ckpt_dir / "last.pt",
-                        resume_command(argv))
+            log.warning("stopped (%s) at %s; saved %s. Resume with: %s%s", reason, where, ckpt_dir / "last.pt",
+                        resume_command(argv, stop_file if reason == "stop-file" else None,
+                                       drop_max_hours=reason == "max-hours"),
+                        " (or with a larger --max-hours: it counts the hours already trained)"
+                        if reason == "max-hours" else "")
             write_status(out, state="time_limit" if reason == "max-hours" else "interrupted", reason=reason,
                          epoch=epoch, step_in_epoch=step, best_top1=best_top1, exit_code=code)
         return code
@@ -403,6 +435,12 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
             progress.stop()
             train_seconds = time.perf_counter() - t_epoch
             totals = epoch_totals() + sums
+            if totals[2] == 0:   # (summed over processes: every rank raises together)
+                if dist.main:
+                    write_status(out, state="failed", reason="no-images", epoch=epoch, best_top1=best_top1, exit_code=2)
+                raise TrainerError(f"no image of epoch {epoch + 1} could be loaded ({int(totals[3])} skipped; the "
+                                   f"warnings above say why): nothing was trained. Check the data with `trainer verify "
+                                   f"--data {data_dir}` and the crop settings.")
             n_train = max(1.0, float(totals[2]))
 
             # ---- evaluate, log, checkpoint ----

@@ -105,6 +105,15 @@ def test_predict_and_export_with_a_missing_or_foreign_checkpoint(tmp_path):
     (["--set", "eval_every=0"], ["eval_every must be at least 1"]),
     (["--set", "warmup_div=0"], ["warmup_div must be positive"]),
     (["--set", "std=0.2,0,0.2"], ["std positive"]),
+    # Values that used to pass and then crash (a traceback) or train nothing (every crop failing).
+    (["--set", "crop_scale=2"], ["crop_scale must be two numbers"]),
+    (["--set", "crop_ratio=2"], ["crop_ratio must be two numbers"]),
+    (["--set", "crop_ratio=1.5,0.5"], ["crop_ratio must be two numbers 0 < lo <= hi"]),
+    (["--width", "0"], ["width must be at least 1"]),
+    (["--set", "depths=0,0,0"], ["depths one or more blocks"]),
+    (["--set", "dropout=1.5"], ["dropout must be at least 0 and below 1"]),
+    (["--set", "label_smoothing=2"], ["label_smoothing must be"]),
+    (["--set", "momentum=5"], ["momentum must be at least 0 and below 1"]),
 ])
 def test_bad_settings(demo_data, tmp_path, args, phrases):
     result = cli("train", "--data", demo_data, "--out", tmp_path / "out", *TINY, *args)
@@ -143,3 +152,36 @@ def test_a_second_trainer_on_the_same_run_folder_is_refused_and_changes_nothing(
     # Its end (even by SIGKILL) frees the folder: the run continues.
     result = cli("train", "--data", demo_data, "--out", out, *TINY, "--epochs", "3")
     assert result.exit_code == 0, result.output
+
+
+def test_a_single_class_is_refused(data_copy, tmp_path):
+    for split in ("train", "val"):
+        for folder in sorted((data_copy / split).iterdir())[1:]:
+            shutil.rmtree(folder)
+    (data_copy / "dataset.json").unlink()   # a plain ImageFolder with one class
+    result = cli("train", "--data", data_copy, "--out", tmp_path / "out", *TINY, "--epochs", "1")
+    assert_clean_error(result, "has 1 class folder", "needs at least 2")
+
+
+def test_an_epoch_in_which_no_image_loads_stops_the_run(data_copy, tmp_path):
+    """Every file damaged (or a decoder that fails on all of them): not "finished" with nothing trained."""
+    for path in (data_copy / "train").rglob("*.jpg"):
+        path.write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    result = cli("train", "--data", data_copy, "--out", out, *TINY, "--epochs", "2")
+    assert_clean_error(result, "no image of epoch 1 could be loaded (160 skipped", "trainer verify")
+    assert not (out / "checkpoints" / "best.pt").exists() and not (out / "metrics.jsonl").read_text()
+    assert json.loads((out / "status.json").read_text())["state"] == "failed"
+
+
+def test_resume_none_sets_the_previous_run_aside_instead_of_overwriting_it(demo_data, trained_run, tmp_path):
+    out = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    best = (out / "checkpoints" / "best.pt").read_bytes()
+    old_metrics = (out / "metrics.jsonl").read_text()
+    result = cli("train", "--data", demo_data, "--out", out, *TINY, "--epochs", "1", "--resume", "none")
+    assert result.exit_code == 0, result.output
+    (previous,) = out.glob("previous-*")
+    assert (previous / "checkpoints" / "best.pt").read_bytes() == best
+    assert (previous / "metrics.jsonl").read_text() == old_metrics
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1     # the new run's own
+    assert f"were moved to {previous}" in (out / "train.log").read_text()

@@ -57,6 +57,9 @@ def test_stopped_by_max_hours_then_resumed_matches_an_uninterrupted_run(demo_dat
     assert first.exit_code == 0, first.output
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "time_limit"
+    # The hint drops the spent budget (it counts every resume together: the same one stops at once).
+    hint = (out / "train.log").read_text().split("Resume with: ")[1].splitlines()[0]
+    assert "--max-hours" not in hint.split(" (or with")[0] and "or with a larger --max-hours" in hint, hint
     assert len(metrics(out)) < 2
     second = cli("train", "--data", demo_data, "--out", out, *TINY, "--epochs", "2", "--resume", "auto")
     assert second.exit_code == 0, second.output
@@ -138,6 +141,9 @@ def test_stop_file_saves_mid_epoch_and_exits_resumable(demo_data, trained_run, t
     assert (payload["epoch"], payload["step_in_epoch"], payload["images_in_epoch"]) == (0, 1, 16)
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "interrupted" and status["reason"] == "stop-file"
+    # The hint removes the stop file first: with it still there the resumed run would stop at once.
+    hint = (out / "train.log").read_text().split("Resume with: ")[1].splitlines()[0]
+    assert hint.startswith(f"rm {flag} && ") and hint.endswith("--resume auto"), hint
     # A checkpoint written before "images_in_epoch" existed still resumes exactly.
     del payload["images_in_epoch"]
     ckpt.save(payload, out / "checkpoints" / "last.pt")
