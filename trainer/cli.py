@@ -135,7 +135,7 @@ def evaluate(
 def predict(
     images: List[Path] = typer.Argument(..., help="Image files."),
     checkpoint: Path = typer.Option(..., help="A checkpoint: OUT/checkpoints/best.pt."),
-    top: int = typer.Option(5, help="How many classes to show."),
+    top: int = typer.Option(5, min=1, help="How many classes to show."),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Top-5 classes (names from dataset.json when it had them) and probabilities per image.
@@ -184,9 +184,9 @@ def lr_find(
     recipe: Optional[str] = typer.Option(None, help="Recipe name or .toml path."),
     arch: Optional[str] = typer.Option(None, help="Model name."),
     batch_size: Optional[int] = typer.Option(None, help="Images per step."),
-    steps: int = typer.Option(100, help="Steps of the range test."),
-    start_lr: float = typer.Option(1e-5, help="First LR."),
-    end_lr: float = typer.Option(10.0, help="Last LR."),
+    steps: int = typer.Option(100, min=10, help="Steps of the range test (at least 10)."),
+    start_lr: float = typer.Option(1e-5, help="First LR (the raw LR at --batch-size, not per 256 images)."),
+    end_lr: float = typer.Option(10.0, help="Last LR (raw, as --start-lr)."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda."),
     set_: List[str] = typer.Option([], "--set", help="Other settings as KEY=VALUE."),
 ) -> None:
@@ -201,6 +201,9 @@ def lr_find(
     with user_errors():
         from trainer.config import resolve
         from trainer.lrfind import describe, lr_find as run_lr_find
+        if not 0 < start_lr < end_lr:
+            raise TrainerError(f"--start-lr {start_lr:g} and --end-lr {end_lr:g}: the range test sweeps up, so "
+                               f"0 < --start-lr < --end-lr (e.g. 1e-5 to 10).")
         flags = dict(arch=arch, batch_size=batch_size, device=device)
         flags.update(_parse_sets(set_))
         result = run_lr_find(resolve(recipe, flags), data, out, start_lr, end_lr, steps)

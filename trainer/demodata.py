@@ -9,11 +9,14 @@ from __future__ import annotations
 import colorsys
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from trainer.errors import TrainerError
 
 SHAPES = ("circle", "square", "triangle", "cross", "stripes", "ring", "diamond", "dots")
 
@@ -71,6 +74,7 @@ def generate(dest: str | Path, classes: int = 8, per_class: int = 60, val_per_cl
              seed: int = 0) -> DemoSummary:
     """Write the dataset; `val_per_class` 0 means a fifth of `per_class` (at least 4)."""
     dest = Path(dest)
+    _make_room(dest)
     val_per_class = val_per_class or max(4, per_class // 5)
     names = [f"c{i:03d}_{class_spec(i, classes)[0]}" for i in range(classes)]
     rng = np.random.default_rng(seed)
@@ -88,3 +92,19 @@ def generate(dest: str | Path, classes: int = 8, per_class: int = 60, val_per_cl
     tmp.write_text(json.dumps(meta, indent=1) + "\n")
     os.replace(tmp, dest / "dataset.json")
     return DemoSummary(dest, names, per_class * classes, val_per_class * classes)
+
+
+def _make_room(dest: Path) -> None:
+    """A demo set may replace an earlier demo set (`make demo` writes the same folder each time),
+    never anything else: a prepared dataset's folders would get demo classes mixed in."""
+    if not dest.exists() or not any(dest.iterdir()):
+        return
+    try:
+        previous = json.loads((dest / "dataset.json").read_text()).get("dataset")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    if previous != "demo":
+        raise TrainerError(f"{dest} is not empty and is not an earlier demo set: nothing was written. Give "
+                           f"`--dest` a new or empty folder.")
+    for split in ("train", "val"):
+        shutil.rmtree(dest / split, ignore_errors=True)

@@ -185,3 +185,32 @@ def test_resume_none_sets_the_previous_run_aside_instead_of_overwriting_it(demo_
     assert (previous / "metrics.jsonl").read_text() == old_metrics
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1     # the new run's own
     assert f"were moved to {previous}" in (out / "train.log").read_text()
+
+
+def test_demo_data_never_writes_into_another_dataset(demo_data, tmp_path):
+    prepared = Path(shutil.copytree(demo_data, tmp_path / "prepared"))
+    meta = json.loads((prepared / "dataset.json").read_text())
+    meta["dataset"] = "tiny-imagenet"
+    (prepared / "dataset.json").write_text(json.dumps(meta))
+    before = sorted(p.relative_to(prepared) for p in prepared.rglob("*"))
+    assert_clean_error(cli("demo-data", "--dest", prepared), "is not empty and is not an earlier demo set")
+    assert sorted(p.relative_to(prepared) for p in prepared.rglob("*")) == before
+    # An earlier demo set is replaced whole: no classes of the old one left mixed in.
+    again = Path(shutil.copytree(demo_data, tmp_path / "demo-again"))
+    result = cli("demo-data", "--dest", again, "--classes", "3", "--per-class", "5")
+    assert result.exit_code == 0, result.output
+    assert len(list((again / "train").iterdir())) == 3 and len(list((again / "val").iterdir())) == 3
+
+
+def test_predict_top_and_lr_find_ranges_are_checked(demo_data, trained_run, tmp_path):
+    image = next((demo_data / "val").rglob("*.jpg"))
+    best = trained_run / "checkpoints" / "best.pt"
+    for top in ("0", "-1"):
+        result = cli("predict", "--checkpoint", best, "--top", top, image)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    result = cli("lr-find", "--data", demo_data, "--out", tmp_path / "lrf", "--arch", "resnet_small", "--start-lr", "1",
+                 "--end-lr", "0.1")
+    assert_clean_error(result, "0 < --start-lr < --end-lr")
+    result = cli("lr-find", "--data", demo_data, "--out", tmp_path / "lrf", "--steps", "2")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "lrf").exists()
