@@ -22,7 +22,7 @@ class TrainConfig:
     arch: str = "resnet50"            # torchvision model name, or one of ours: resnet_small, simple_cnn
     width: int = 64                   # our models: channels of the first stage (torchvision models ignore it)
     depths: tuple[int, ...] = (2, 2, 2, 2)  # our resnet_small: residual blocks per stage (2,2,2,2 = ResNet-18)
-    stem: str = "auto"                # our models: "imagenet" (7x7/2 + maxpool), "small" (3x3/1), auto: small when res <= 96
+    stem: str = "auto"                # ResNets (ours, torchvision's): "imagenet" (7x7/2 + maxpool), "small" (3x3/1), auto: small when res <= 96
     zero_init_residual: bool = True   # zero the last BN of each residual block: each block starts as identity
     dropout: float = 0.0              # dropout before the classifier (our models)
     # --- optimisation ---

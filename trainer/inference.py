@@ -10,7 +10,7 @@ from torch import nn
 
 from trainer import checkpoint as ckpt
 from trainer.config import TrainConfig, from_dict
-from trainer.models import build_model
+from trainer.models import build_model, stem_of_weights
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ def load_model(path: str | Path) -> LoadedModel:
     payload: dict[str, Any] = ckpt.load(Path(path))
     config = from_dict(payload["config"])
     model = build_model(config.arch, len(payload["classes"]), width=config.width, depths=config.depths,
-                        stem=payload["stem"], dropout=config.dropout, zero_init_residual=False)
+                        stem=stem_of_weights(payload["stem"], payload["model"]), dropout=config.dropout,
+                        zero_init_residual=False)
     model.load_state_dict(payload["model"])
     model.eval()
     return LoadedModel(model, config, list(payload["classes"]), dict(payload.get("names") or {}), list(payload["mean"]),

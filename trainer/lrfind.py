@@ -42,7 +42,7 @@ def lr_find(config: TrainConfig, data_dir: Path, out_dir: Path, start_lr: float 
     amp = amp_settings(device, config.precision)
     torch.manual_seed(config.seed)
     model = build_model(config.arch, len(info.classes), width=config.width, depths=config.depths,
-                        stem=resolve_stem(config.stem, config.train_res), dropout=config.dropout,
+                        stem=resolve_stem(config.stem, config.train_res, config.arch), dropout=config.dropout,
                         zero_init_residual=config.zero_init_residual)
     channels_last = effective_channels_last(device, config.channels_last, config.batch_size)
     model = prepare_model(model, device, channels_last, config.compile)

@@ -86,8 +86,23 @@ class SimpleCNN(nn.Module):
         return self.fc(self.dropout(self.pool(self.features(x)).flatten(1)))
 
 
-def resolve_stem(stem: str, train_res: int) -> str:
+def resolve_stem(stem: str, train_res: int, arch: str = "resnet_small") -> str:
+    """The stem `arch` gets: "small" or "imagenet" for the ResNets (ours and torchvision's), "fixed"
+    for every other model (it has its own, which `stem` does not change)."""
+    if not takes_stem(arch):
+        return "fixed"
     return ("small" if train_res <= 96 else "imagenet") if stem == "auto" else stem
+
+
+def takes_stem(arch: str) -> bool:
+    return arch == "resnet_small" or (arch not in OUR_MODELS and arch.startswith(("resnet", "resnext", "wide_resnet")))
+
+
+def stem_of_weights(stem: str, state_dict: dict) -> str:
+    """The stem a checkpoint's weights were made with. Before torchvision's ResNets took the small
+    stem, a run at <= 96 px stored "small" for the weights of torchvision's standard 7x7 one."""
+    conv1 = state_dict.get("conv1.weight")
+    return "imagenet" if conv1 is not None and conv1.shape[-1] == 7 else stem
 
 
 def available_models() -> list[str]:
@@ -111,6 +126,12 @@ def build_model(arch: str, num_classes: int, *, width: int = 64, depths: Sequenc
                 f"(list them all with `trainer models`)."
             )
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        if stem == "small" and isinstance(model, torchvision.models.ResNet):
+            # The CIFAR ResNet's stem (He et al. 2016, section 4.2; what "ResNet-18 on CIFAR" usually
+            # means): a 3x3 stride-1 first conv and no max-pool, so a 32-64 px image is not cut to a
+            # 8-16 px one before the first block. The rest is torchvision's model, unchanged.
+            model.conv1 = nn.Conv2d(3, model.conv1.out_channels, 3, 1, 1, bias=False)
+            model.maxpool = nn.Identity()
     init_weights(model, zero_init_residual)
     return model
 

@@ -35,7 +35,7 @@ from trainer.engine import (InputNorm, amp_settings, effective_channels_last, ev
                             unwrap)
 from trainer.errors import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, TrainerError
 from trainer.metrics import Progress, append_metrics, read_metrics, setup_logging, truncate_metrics, write_run_config
-from trainer.models import build_model, resolve_stem
+from trainer.models import OUR_MODELS, build_model, resolve_stem, stem_of_weights
 from trainer.report import plot_curves
 from trainer.schedule import Schedule, make_scheduler
 from trainer.stopping import StopRequest
@@ -191,7 +191,10 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
         raise TrainerError(f"{data_dir / 'train'} has {len(classes)} class folder ({', '.join(classes)}): a classifier "
                            f"needs at least 2. Put each class's images in train/<class>/ and val/<class>/.")
     amp = amp_settings(device, config.precision)
-    stem = resolve_stem(config.stem, config.train_res)
+    stem = resolve_stem(config.stem, config.train_res, config.arch)
+    if dist.main and config.dropout and config.arch not in OUR_MODELS:
+        log.warning("dropout %g applies to our models only (%s); %s keeps its own", config.dropout,
+                    ", ".join(OUR_MODELS), config.arch)
     eval_resize = eval_transform(config.eval_res, config.eval_resize).resize
     if dist.main and info.resize_short and info.resize_short < eval_resize:
         log.warning("%s was prepared with --resize-short %d, below the evaluation's resize to %d px: val images are "
@@ -239,6 +242,10 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
         payload, source = loaded
         ckpt.check_compatible(payload, config.arch, classes, source)
         stored = payload.get("config", {})
+        if stem_of_weights(stem, payload["model"]) != stem:
+            raise TrainerError(f"{source} holds {config.arch} weights with torchvision's standard 7x7 stem (an earlier "
+                               f"version built it at this resolution); this version builds the small stem here. "
+                               f"Resume it with --set stem=imagenet.")
         unwrap(model).load_state_dict(payload["model"])
         load_optimizer_state(optimizer, payload["optimizer"])
         # A run saved without loss scaling (fp32 on a CPU, bf16) saved an empty scaler state; resumed
