@@ -427,6 +427,12 @@ def teardown(
         report = flow.teardown(name, settings, keep_volume=keep_volume, say=_out)
         for w in report.warnings:
             _err(f"warning: {w}")
+        if report.local:
+            _out(f"Stopped: {report.stopped or 'nothing (the job was not running)'}. Job {name} is forgotten here.")
+            if report.kept_outputs:
+                _out(f"Outputs kept at {report.kept_outputs}. A launch named {name} continues from them (on the same "
+                     f"data); to start fresh, delete that folder (rm -rf {report.kept_outputs}) or choose another --name.")
+            return
         removed = ([f"instance {i}" for i in report.terminated] + [f"security group {g}" for g in report.security_groups]
                    + [f"key pair {k}" for k in report.key_pairs] + [f"volume {v}" for v in report.volumes])
         _out(f"Removed: {', '.join(removed) if removed else 'nothing (no resources were left)'}")

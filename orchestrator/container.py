@@ -27,6 +27,7 @@ LABEL_CREATED_AT = "orch.created-at"
 LABEL_IMAGE_HASH = "orch.image-hash"
 LABEL_DATA = "orch.data"
 LABEL_OUTPUTS = "orch.outputs"
+LABEL_SOURCE = "orch.source"  # the launch's --data as given (a local folder resolved): a second launch compares it
 LABEL_AUTOSTOP = "orch.autostop-minutes"  # what the instance was told: it stops this long after the job ends
 IMAGE_REPOSITORY = "orch-trainer"
 DEFAULT_SHM_SIZE = "8g"  # DataLoader workers pass batches through /dev/shm; Docker's 64 MB default stalls them
@@ -72,6 +73,7 @@ class ContainerState:
     finished_at: str | None = None
     image: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] = ()  # what the image's entrypoint was given
 
     @property
     def ended(self) -> bool:
@@ -285,6 +287,7 @@ def state_of(container, job: str) -> ContainerState:
         job=job, state=status, exit_code=exit_code, restarts=int(attrs.get("RestartCount") or 0),
         started_at=st.get("StartedAt"), finished_at=st.get("FinishedAt"),
         image=(attrs.get("Config") or {}).get("Image"), labels=dict(container.labels or {}),
+        command=tuple((attrs.get("Config") or {}).get("Cmd") or ()),
     )
 
 

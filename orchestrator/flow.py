@@ -386,7 +386,9 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
                     raise FlowError(f"{e}\nThe instance {instance.instance_id} is up and recorded ({_billing(p, s)}): "
                                     f"run the same `orch launch --name {cfg.job} ...` again to carry on, or "
                                     f"`orch teardown {cfg.job}` to remove it.") from e
-                say(f"  {'trainer process' if status.runner == 'process' else 'container'} {status.state}")
+                _say_started(status, cfg.job, say, stop_first=f"`orch fetch-weights {cfg.job}`, then `orch teardown "
+                                                              f"{cfg.job}` (its instance and outputs go with it)",
+                              start_over=f"`orch teardown {cfg.job}` first, or choose another --name")
     note = _lifetime_note(cfg, p)
     if note:
         say(f"  {note}")
@@ -674,9 +676,24 @@ def _launch_local(cfg: LaunchConfig, say: Say) -> Instance:
                 if record is None:  # nothing was started: don't list a job that never ran
                     state.remove(cfg.job)
                 raise
-            say(f"  {'trainer process' if status.runner == 'process' else 'container'} {status.state}")
+            _say_started(status, cfg.job, say, stop_first=(
+                f"`orch teardown {cfg.job} --yes` (its outputs{f' at {status.outputs}' if status.outputs else ''} "
+                "are kept, and a launch under this name continues from them, on the same data)"),
+                start_over="delete that folder, or choose another --name")
     return Instance(job=cfg.job, provider="local", instance_id="local", state="running",
                     instance_type="local")
+
+
+def _say_started(status, job: str, say: Say, stop_first: str, start_over: str) -> None:
+    """The job's state after a start; what a launch did not apply (the job was running) or continues from."""
+    say(f"  {'trainer process' if status.runner == 'process' else 'container'} {status.state}")
+    if status.not_applied:
+        say(f"  warning: job {job} was already running, so this launch changed nothing. NOT applied: "
+            f"{'; '.join(status.not_applied)}. To run with them: {stop_first} first, then launch again; "
+            "or choose another --name.")
+    if status.continues_from:
+        say(f"  continues from the checkpoint in {status.continues_from} (a launch under an existing name resumes "
+            f"it); to start over, {start_over}")
 
 
 # --- where a job is ---------------------------------------------------------------------------
@@ -695,8 +712,11 @@ def endpoint_for(job: str, settings: Settings | None = None) -> SSHEndpoint | No
     if record and record.instance_id:
         instance = ec2.describe_instance(region, record.instance_id)
     if instance is None or instance.state == "terminated":
-        live = ec2.find_instances(region, job)
+        with _asking_aws(job, region, known=record is not None):
+            live = ec2.find_instances(region, job)
         instance = live[0] if live else None
+    if instance is None and record is None:
+        raise FlowError(_not_here(job, f"Nor is an instance tagged orch:job={job} running in {region}."))
     if instance is None:
         raise FlowError(f"No running instance for job {job!r} in {region}. See `orch list`.")
     host = instance.public_ip or instance.private_ip
@@ -711,6 +731,27 @@ def endpoint_for(job: str, settings: Settings | None = None) -> SSHEndpoint | No
                         f"reached. `orch teardown {job}` removes it; launch again for a new key.")
     return SSHEndpoint(host=host, port=22, user=user, key_path=path, proxy_command=proxy,
                        known_hosts=known_hosts_path(), instance_id=instance.instance_id)
+
+
+def _not_here(job: str, aws: str) -> str:
+    """A job that neither the registry here nor AWS knows: that first, then what AWS said (or why it could not)."""
+    from orchestrator import local
+
+    outputs = local.job_dir(job) / "outputs"
+    kept = f" (A local job {job} torn down earlier left its outputs at {outputs}.)" if outputs.is_dir() else ""
+    return f"No job named {job} here (`orch list` shows the jobs). {aws}{kept}"
+
+
+@contextlib.contextmanager
+def _asking_aws(job: str, region: str, known: bool) -> Iterator[None]:
+    """A job not in the registry is looked for by its tag on AWS; when AWS can't be asked, say it isn't here first."""
+    try:
+        yield
+    except Exception as e:
+        if known or not type(e).__module__.startswith("botocore"):
+            raise
+        raise FlowError(_not_here(job, f"AWS ({region}) could not be asked for an instance tagged orch:job={job}: "
+                                       f"{ec2.friendly_error(e) or e}")) from None
 
 
 def resolve_job(job: str | None) -> str:
@@ -729,7 +770,7 @@ def resolve_job(job: str | None) -> str:
 class JobView:
     job: str
     target: str
-    state: str  # the cloud's word (running, terminated, ...), "gone", or "local"
+    state: str  # the cloud's word (running, terminated, ...), "gone"; a local job's trainer state, or "local"
     region: str | None = None
     instance: Instance | None = None
     container: object | None = None  # job.ContainerStatus when asked for and reachable
@@ -742,12 +783,13 @@ def status(job: str, settings: Settings, container: bool = True) -> JobView:
         view = JobView(job=job, target="local", state="local")
         return with_container(view, settings) if container else view
     region = (record.region if record else None) or settings.region
-    instances = ec2.find_instances(region, job, include_terminated=True)
+    with _asking_aws(job, region, known=record is not None):
+        instances = ec2.find_instances(region, job, include_terminated=True)
     live = [i for i in instances if i.state != "terminated"]
     instance = live[0] if live else (instances[0] if instances else None)
     if instance is None:
         if record is None:
-            raise FlowError(f"No job {job!r} in the registry or tagged in {region}. See `orch list`.")
+            raise FlowError(_not_here(job, f"Nor is anything tagged orch:job={job} in {region}."))
         return JobView(job, "aws", "gone", region, None, None,
                        f"nothing tagged in {region}; `orch teardown {job}` forgets it")
     shown, note = _cloud_state(job, instance, region)
@@ -821,12 +863,16 @@ def list_jobs(settings: Settings, warn: Say = _quiet) -> list[JobView]:
             if not type(e).__module__.startswith("botocore"):
                 raise
             unreachable[region] = ec2.friendly_error(e) or str(e)
-            warn(f"warning: could not list {region}: {unreachable[region]}")
+            if not ec2.no_credentials(e):
+                warn(f"warning: could not list {region}: {unreachable[region]}")
+            elif len(unreachable) == 1:  # the same for every region: once
+                warn("No AWS credentials here, so only this machine's jobs are listed "
+                     "(`aws configure` to list the jobs on AWS too).")
     views = []
     for name in sorted(set(records) | set(by_job)):
         record = records.get(name)
         if record and record.target == "local":
-            views.append(JobView(name, "local", "local"))
+            views.append(JobView(name, "local", _local_state(name)))
             continue
         instance = by_job.get(name)
         region = (record.region if record else None) or settings.region
@@ -848,6 +894,16 @@ def list_jobs(settings: Settings, warn: Say = _quiet) -> list[JobView]:
     return views
 
 
+def _local_state(job: str) -> str:
+    """A local job's trainer (process or container): running, exited, ...; "local" when it can't be asked."""
+    from orchestrator import job as job_api
+
+    try:
+        return job_api.job_status(None, job).state
+    except Exception:  # the Docker engine went away: the job is still this machine's
+        return "local"
+
+
 # --- teardown ---------------------------------------------------------------------------------
 
 
@@ -858,17 +914,30 @@ def teardown(job: str, settings: Settings, keep_volume: bool = False, say: Say =
     from orchestrator import job as job_api
 
     if record and record.target == "local":
-        warnings = ()
+        from orchestrator import local
+
+        warnings, stopped = (), None
+        try:
+            before = job_api.job_status(None, job)
+        except Exception:  # the engine went away: stop_job says so below
+            before = None
+        outputs = Path(before.outputs) if before and before.outputs else local.job_dir(job) / "outputs"
         try:
             job_api.stop_job(None, job)
+            if before and before.state in ("running", "restarting", "created", "paused"):
+                stopped = "the trainer process" if before.runner == "process" else f"the container orch-{job}"
         except Exception as e:
             warnings = (f"could not stop the local container: {e}",)
         state.remove(job)
-        return TeardownReport(job=job, warnings=warnings)
+        return TeardownReport(job=job, warnings=warnings, local=True, stopped=stopped,
+                              kept_outputs=str(outputs) if outputs.is_dir() else None)
 
     region = (record.region if record else None) or settings.region
-    if record is None and not ec2.remaining_resources(region, job):  # before any step says it succeeded
-        raise FlowError(f"No job {job!r} in the registry or tagged in {region}. See `orch list`.")
+    if record is None:  # before any step says it succeeded
+        with _asking_aws(job, region, known=False):
+            left = ec2.remaining_resources(region, job)
+        if not left:
+            raise FlowError(_not_here(job, f"Nor is anything tagged orch:job={job} in {region}: nothing to remove."))
     warnings: list[str] = []
     live = ec2.find_instances(region, job)
     if keep_volume:  # first: if AWS refuses, nothing is stopped or terminated

@@ -77,6 +77,11 @@ class ContainerStatus:
     image: str | None = None
     outputs: str | None = None  # the outputs folder on the job's machine
     runner: str = "docker"  # docker | process (the local target without an engine)
+    # From a start that found the job already running, and so changed nothing: what it asked for that the
+    # running job does not use (e.g. "--data /new (it trains on /old)"). Empty: nothing differs, or not a start.
+    not_applied: tuple[str, ...] = ()
+    # From a start that continues the job: the outputs folder whose checkpoint the trainer resumes (None: fresh).
+    continues_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,28 @@ def quick_ssh_deadline_s() -> float:
 def trainer_command(trainer_args: tuple[str, ...], data: str = "/data", out: str = "/outputs") -> list[str]:
     """`trainer train` on the mounted folders; `--resume auto` last so a restart always resumes."""
     return ["train", "--data", data, "--out", out, *trainer_args, "--resume", "auto"]
+
+
+def trainer_args_of(command: tuple[str, ...] | list[str]) -> tuple[str, ...] | None:
+    """The user's trainer arguments in a `trainer_command`; None when it is not one (another image's)."""
+    command = tuple(command)
+    if len(command) >= 7 and command[:2] == ("train", "--data") and command[3] == "--out" \
+            and command[-2:] == ("--resume", "auto"):
+        return command[5:-2]
+    return None
+
+
+def not_applied(running_data: str | None, running_args: tuple[str, ...] | None, spec: JobSpec,
+                data: str | None) -> tuple[str, ...]:
+    """What `spec` asks for that a job already running does not use. `data`: spec.data as the machine names it;
+    a None (not known, e.g. a container from an older orch) is not compared."""
+    differences = []
+    if running_data is not None and data is not None and running_data != data:
+        differences.append(f"--data {spec.data} (it trains on {running_data})")
+    if running_args is not None and tuple(spec.trainer_args) != tuple(running_args):
+        differences.append(f"trainer arguments `{shlex.join(spec.trainer_args) or '(none)'}` "
+                           f"(it runs with `{shlex.join(running_args) or '(none)'}`)")
+    return tuple(differences)
 
 
 # -- sessions and engines -------------------------------------------------------------------------
@@ -263,7 +290,10 @@ def start_on(session, spec: JobSpec, root: str | None = None, say: Callable[[str
         existing = ctr.status(client, spec.job)
         if existing.state in ("running", "restarting", "created"):
             say(f"  the job's container is already {existing.state}; not starting a second one")
-            return _to_status(existing, _last_metrics(session, existing.labels.get(ctr.LABEL_OUTPUTS)))
+            ignored = not_applied(existing.labels.get(ctr.LABEL_SOURCE), trainer_args_of(existing.command), spec,
+                                  data_source(spec))
+            return replace(_to_status(existing, _last_metrics(session, existing.labels.get(ctr.LABEL_OUTPUTS))),
+                           not_applied=ignored)
         labels = existing.labels
         if labels.get(ctr.LABEL_DATA) and labels.get(ctr.LABEL_OUTPUTS):
             data_dir, outputs_dir = labels[ctr.LABEL_DATA], labels[ctr.LABEL_OUTPUTS]
@@ -324,7 +354,11 @@ def start_on(session, spec: JobSpec, root: str | None = None, say: Callable[[str
             if report.source != "machine":
                 say(f"  restored {', '.join(report.files)} from {report.where}")
 
-        extra = {ctr.LABEL_AUTOSTOP: str(spec.autostop_minutes)} if spec.autostop_minutes is not None else {}
+        has_checkpoint = session.run(f"test -f {shlex.quote(posixpath.join(outputs_dir, 'checkpoints', 'last.pt'))}")
+        continues_from = outputs_dir if has_checkpoint.exit_code == 0 else None
+        extra = {ctr.LABEL_SOURCE: data_source(spec)}
+        if spec.autostop_minutes is not None:
+            extra[ctr.LABEL_AUTOSTOP] = str(spec.autostop_minutes)
         run = ctr.RunSpec(job=spec.job, image=image, command=tuple(trainer_command(spec.trainer_args)),
                           data_dir=data_dir, outputs_dir=outputs_dir, gpus=spec.gpus, user=user,
                           max_restarts=spec.max_restarts, image_hash=image_hash, created_by=_created_by(),
@@ -337,9 +371,16 @@ def start_on(session, spec: JobSpec, root: str | None = None, say: Callable[[str
             say("  warning: this machine's Docker engine cannot give the container a GPU (no NVIDIA Container "
                 "Toolkit), so the trainer runs on the CPU. Install the toolkit for the GPU, or pass --no-gpus.")
             st = ctr.run_detached(client, replace(run, gpus=False))
-        return _to_status(st, {})
+        return replace(_to_status(st, {}), continues_from=continues_from)
     finally:
         client.close()
+
+
+def data_source(spec: JobSpec) -> str:
+    """The job's --data as this machine names it: demo, an s3:// URI, or a local folder's absolute path."""
+    if spec.data == "demo" or spec.data.startswith("s3://"):
+        return spec.data
+    return str(Path(spec.data).expanduser().resolve())
 
 
 def _created_by() -> str:

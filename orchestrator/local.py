@@ -9,11 +9,14 @@ with `--resume auto`, like the container's restart policy. Either way a job keep
     job.json        what runs (runner, command, folders, supervisor pid); written atomically
     console.log     the trainer's output, each line prefixed with an RFC 3339 time (like `docker logs -t`)
     exit.json       the supervisor's final word: exit code and restarts
+    last-run.json   written at teardown: the data the outputs were trained on (a relaunch compares it)
     outputs/        the trainer's --out folder (checkpoints, metrics.jsonl, train.log, curves.png)
     data/           the generated dataset for `--data demo`
 
 `ORCH_LOCAL_RUNNER` picks the runner: auto (default: Docker when it answers), docker, or process.
-Teardown stops the job and forgets it; outputs/ and console.log stay.
+Teardown stops the job and forgets it; outputs/ and console.log stay, and a launch under the same
+name continues from the checkpoint in outputs/ (on the same data: other data is refused, as the
+trainer would refuse to resume on it).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -164,17 +167,36 @@ def start(spec) -> "ContainerStatus":
     from orchestrator.remote import LocalSession
 
     record = load_record(spec.job)
-    if record and record.runner == "process" and _alive(record.pid):
-        return status(spec.job)
-    runner = choose_runner()
     root = job_dir(spec.job)
+    data = None if spec.data.startswith("s3://") else str(root / "data") if spec.data == "demo" \
+        else job_api.data_source(spec)
+    if record and record.runner == "process" and _alive(record.pid):
+        running_args = job_api.trainer_args_of(record.command[3:])  # after `python -m trainer`
+        return replace(status(spec.job), not_applied=job_api.not_applied(record.data_dir, running_args, spec, data))
+    _check_kept_outputs(spec, record, root, data)
+    runner = choose_runner()
     if runner == "docker":
         st = job_api.start_on(LocalSession(), spec, root=str(root), local_target=True)
-        data = str(Path(spec.data).expanduser().resolve()) if spec.data != "demo" else str(root / "data")
-        _save_record(LocalJob(job=spec.job, runner="docker", data_dir=data, outputs_dir=str(root / "outputs"),
-                              started_at=_now_rfc3339()))
+        _save_record(LocalJob(job=spec.job, runner="docker", data_dir=data or str(root / "data"),
+                              outputs_dir=str(root / "outputs"), started_at=_now_rfc3339()))
         return st
     return _start_process(spec, root)
+
+
+def _check_kept_outputs(spec, record: LocalJob | None, root: Path, data: str | None) -> None:
+    """Refuse to continue kept outputs on other data: the trainer resumes their checkpoint, and refuses it then."""
+    from orchestrator.job import JobError
+
+    outputs = Path(record.outputs_dir) if record else root / "outputs"
+    if not (outputs / "checkpoints" / "last.pt").exists():
+        return
+    before = record.data_dir if record else (_read_json(root / "last-run.json") or {}).get("data_dir")
+    if before and data and before != data:
+        raise JobError(
+            f"job {spec.job} has outputs at {outputs}, trained on {before}: a launch under the same name continues "
+            f"from their checkpoint, and --data {spec.data} is other data (the trainer refuses to resume on other "
+            f"classes). Nothing was started. To start {spec.job} over: delete that folder (`rm -rf {outputs}`, after copying "
+            f"what you want to keep); or choose another --name; or pass --data {before} to continue it.")
 
 
 def _start_process(spec, root: Path):
@@ -210,7 +232,8 @@ def _start_process(spec, root: Path):
                                 stdin=devnull, stdout=errors, stderr=errors, start_new_session=True,
                                 close_fds=True)
     _save_record(LocalJob(**{**asdict(record), "pid": proc.pid}))
-    return status(spec.job)
+    resumes = (outputs / "checkpoints" / "last.pt").exists()
+    return replace(status(spec.job), continues_from=str(outputs) if resumes else None)
 
 
 # -- the supervisor (its own process, detached from orch) -----------------------------------------
@@ -389,6 +412,8 @@ def stop(job: str) -> bool:
             except ProcessLookupError:
                 pass
     root = job_dir(job)
+    if record is not None:  # what the kept outputs were trained on: the next launch of this name compares it
+        _write_json(root / "last-run.json", {"data_dir": record.data_dir, "outputs_dir": record.outputs_dir})
     for name in ("job.json", "exit.json", "supervisor.json"):
         if (root / name).exists():
             removed = True

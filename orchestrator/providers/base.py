@@ -103,3 +103,6 @@ class TeardownReport:
     kept_volumes: tuple[str, ...] = ()
     remaining: tuple[str, ...] = ()  # anything still tagged for the job after teardown
     warnings: tuple[str, ...] = ()
+    local: bool = False  # a --target local job: nothing in the cloud, the two fields below say what was done
+    stopped: str | None = None  # what was running and was stopped, e.g. "the trainer process (pid 123)"
+    kept_outputs: str | None = None  # the outputs folder left on this machine (a relaunch continues from it)

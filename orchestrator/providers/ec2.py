@@ -108,6 +108,13 @@ def error_code(exc: BaseException) -> str | None:
     return None
 
 
+def no_credentials(exc: BaseException) -> bool:
+    """Whether AWS could not be asked because this machine has no (or partial) credentials."""
+    from botocore import exceptions as bx
+
+    return isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError))
+
+
 def friendly_error(exc: BaseException) -> str | None:
     """A user-facing message for the botocore errors everyone meets, else None."""
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,3 +162,62 @@ def test_local_process_is_not_restarted_after_a_bad_input_exit(process_runner, t
     assert "not restarting" in out and "restart 1 of" not in out
     st = job_api.job_status(None, job)
     assert (st.state, st.exit_code, st.restarts) == ("exited", 2, 0)
+
+
+def test_a_job_name_in_use_says_what_a_launch_did_not_apply_and_what_teardown_kept(process_runner, tmp_path):
+    job = "local-again"
+    process_runner.append(job)
+    first, other = tmp_path / "first", tmp_path / "other"
+    for data, classes in ((first, "4"), (other, "3")):
+        subprocess.run([sys.executable, "-m", "trainer", "demo-data", "--dest", str(data), "--classes", classes,
+                        "--per-class", "20"], check=True, capture_output=True)
+
+    def launch(data: Path, *args: str) -> subprocess.CompletedProcess:
+        return orch("launch", "--target", "local", "--no-gpus", "--name", job, "--data", str(data), "--", *TINY, *args)
+
+    started = launch(first, "--epochs", "50")
+    assert started.returncode == 0, started.stdout + started.stderr
+    record = local.load_record(job)
+    outputs = Path(record.outputs_dir)
+
+    # While it runs, a launch under its name changes nothing, and says so: what it did not apply, and how to.
+    again = launch(other, "--epochs", "1")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"job {job} was already running, so this launch changed nothing. NOT applied: --data {other} " \
+           f"(it trains on {first}); trainer arguments" in again.stdout
+    assert "--epochs 1` (it runs with" in again.stdout and f"`orch teardown {job} --yes`" in again.stdout
+    assert local.load_record(job).data_dir == str(first) and local.load_record(job).pid == record.pid
+    listed = orch("list")
+    assert re.search(rf"^{job} +local +running ", listed.stdout, re.MULTILINE), listed.stdout + listed.stderr
+
+    deadline = time.monotonic() + 300
+    while not epochs_in(outputs / "metrics.jsonl"):  # a checkpoint to keep
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    down = orch("teardown", job, "--yes")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "Stopped: the trainer process." in down.stdout and "Removed: nothing" not in down.stdout
+    assert f"Outputs kept at {outputs}. A launch named {job} continues from them" in down.stdout
+    assert f"rm -rf {outputs}" in down.stdout
+
+    # The kept checkpoint was trained on other data: refused before anything starts, with the ways out.
+    refused = launch(other, "--epochs", "1")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"trained on {first}" in refused.stderr and "Nothing was started" in refused.stderr
+    assert f"rm -rf {outputs}" in refused.stderr and f"--data {first} to continue it" in refused.stderr
+    assert local.load_record(job) is None and job not in orch("list").stdout
+
+    # On its own data, the launch continues from the kept checkpoint and says from where.
+    resumed = launch(first, "--epochs", "2")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"continues from the checkpoint in {outputs}" in resumed.stdout
+    assert orch("logs", job, "--follow").returncode == 0
+    assert "resumed from" in (outputs.parent / "console.log").read_text()
+
+    # Deleted, the name starts over on any data.
+    assert orch("teardown", job, "--yes").returncode == 0
+    shutil.rmtree(outputs)
+    fresh = launch(other, "--epochs", "1")
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert "continues from" not in fresh.stdout and "NOT applied" not in fresh.stdout
+    assert orch("logs", job, "--follow").returncode == 0

@@ -1,5 +1,6 @@
 """Starting a job on an instance (`job.start_on` over SSH; the "instance" engine is the test dockerd):
-where its folders go, waiting for the instance's first-boot set-up, and GPUs that are not there.
+where its folders go, waiting for the instance's first-boot set-up, GPUs that are not there, and
+a second start while the job runs (nothing changes; what it asked for differently is reported).
 
 The trainer image is a stub (the test base image with `echo` as its entrypoint): what is checked is
 what orch asks the engine for, not training.
@@ -10,6 +11,7 @@ import io
 import pwd
 import shutil
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,16 @@ def stub_image(docker_engine, base_image):  # noqa: F811
                                    network_mode="none")
     client.close()
     return "orch-test-stub-trainer:1"
+
+
+@pytest.fixture(scope="module")
+def running_image(docker_engine, base_image):  # noqa: F811
+    """A stub trainer that keeps running (its arguments ignored), as a job in training does."""
+    client = docker_engine.client()
+    dockerfile = f'FROM {base_image}\nENTRYPOINT ["/bin/sh", "-c", "sleep 300"]\n'.encode()
+    client.images.build(fileobj=io.BytesIO(dockerfile), tag="orch-test-stub-running:1", rm=True, network_mode="none")
+    client.close()
+    return "orch-test-stub-running:1"
 
 
 @pytest.fixture
@@ -89,6 +101,24 @@ def test_a_job_whose_container_exists_keeps_the_folders_its_labels_name(instance
     labels = ctr.find(client, job).labels
     assert labels[ctr.LABEL_OUTPUTS] == str(tmp_path / "a" / job / "outputs")
     assert labels[ctr.LABEL_DATA] == str(tmp_path / "a" / job / "data")
+
+
+def test_a_start_while_the_job_runs_changes_nothing_and_says_what_it_did_not_apply(instance, running_image, tmp_path):
+    session, client, jobs = instance
+    job = new_job(jobs, "running")
+    data, other = tiny_dataset(tmp_path / "data"), tiny_dataset(tmp_path / "other")
+    first = job_api.JobSpec(job=job, data=str(data), image=running_image, gpus=False,
+                            remote_root=str(tmp_path / "root"), trainer_args=("--recipe", "demo", "--epochs", "50"))
+    started = job_api.start_on(session, first, say=lambda m: None)
+    assert started.not_applied == () and ctr.find(client, job).labels[ctr.LABEL_SOURCE] == str(data)
+
+    said: list[str] = []
+    again = job_api.start_on(session, replace(first, data=str(other), trainer_args=("--recipe", "demo")),
+                             say=said.append)
+    assert again.state == "running" and any("not starting a second one" in line for line in said), said
+    assert again.not_applied == (f"--data {other} (it trains on {data})",
+                                 "trainer arguments `--recipe demo` (it runs with `--recipe demo --epochs 50`)")
+    assert job_api.start_on(session, first, say=lambda m: None).not_applied == ()  # the same launch: nothing to say
 
 
 def test_a_fresh_instance_gets_its_folders_once_its_set_up_is_done(instance, sshd_server, stub_image, tmp_path,

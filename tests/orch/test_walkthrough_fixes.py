@@ -4,7 +4,8 @@ A --data that can't work (a folder that isn't there or has no train/ split, an s
 instance role to copy it) is refused before anything is created; teardown and status don't wait
 minutes for an SSH that a changed address can't reach; teardown of a job that doesn't exist
 claims no success; a local launch that started nothing leaves no job behind; doctor fails on an
-instance type that doesn't exist.
+instance type that doesn't exist; without AWS credentials, a job that isn't here is said to be not
+here (the credentials second), and `orch list` lists this machine's jobs without a warning.
 """
 from __future__ import annotations
 
@@ -143,7 +144,8 @@ def test_status_shows_the_instance_without_waiting_for_an_unreachable_ssh(aws, o
 def test_teardown_of_a_job_that_does_not_exist_claims_no_success(aws, orch):
     r = orch("teardown", "nosuch", "--yes")
     assert r.exit_code == 1
-    assert "No job 'nosuch'" in r.output and "✓" not in r.output
+    assert "No job named nosuch here" in r.output and "Nor is anything tagged orch:job=nosuch" in r.output
+    assert "✓" not in r.output
 
 
 def test_a_local_launch_that_started_nothing_leaves_no_job(orch, monkeypatch):
@@ -169,3 +171,35 @@ def test_doctor_only_warns_when_the_quota_cannot_be_asked(aws, orch):
     r = orch("doctor", "--instance", "g4dn.2xlarge")
     assert "[warn] vcpu quota" in r.output and "[FAIL] instance type" not in r.output
     assert "[FAIL] vcpu quota" not in r.output
+
+
+# --- 7. no AWS credentials: a job that isn't here, and the list --------------------------------------
+
+
+@pytest.fixture
+def no_aws_credentials(monkeypatch):
+    from orchestrator.providers import ec2
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-role lookup either
+    monkeypatch.setattr(ec2, "_cache", {})  # no client made with another test's credentials
+
+
+@pytest.mark.parametrize("command", [("status",), ("teardown", "--yes"), ("logs",), ("fetch-weights",)])
+def test_a_job_that_is_not_here_is_said_so_before_the_missing_credentials(orch, no_aws_credentials, command):
+    r = orch(command[0], "nosuch", *command[1:])
+    assert r.exit_code == 1, r.output
+    assert r.output.startswith("Error: No job named nosuch here (`orch list` shows the jobs). "), r.output
+    assert "could not be asked" in r.output and "No AWS credentials found" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_list_without_credentials_lists_this_machines_jobs_in_one_plain_line(orch, job_calls, no_aws_credentials):
+    r = orch("launch", "--target", "local", "--name", "loc", "--data", "demo", "--no-gpus")
+    assert r.exit_code == 0, r.output
+    r = orch("list")
+    assert r.exit_code == 0, r.output
+    assert "No AWS credentials here, so only this machine's jobs are listed" in r.stderr
+    assert "warning" not in r.stderr and len(r.stderr.splitlines()) == 1
+    assert [line.split()[:3] for line in r.stdout.splitlines()[1:]] == [["loc", "local", "running"]]
