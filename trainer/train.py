@@ -485,6 +485,10 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                 train_images=int(totals[2]), skipped_images=int(totals[3]), elapsed_hours=elapsed() / 3600,
             )
             speed = forecast.Speed(row["images_per_sec"], res, row["data_wait_fraction"])
+            if speed_from is not None and images_seen > speed_from[1]:   # this process's first epoch: after its warm-up
+                span = t_epoch + train_seconds - speed_from[0]
+                speed = forecast.Speed((images_seen - speed_from[1]) * dist.world / span, res,
+                                       (data_wait - speed_from[2]) / span)
             # None: nothing to project from (a resumed epoch whose images were all trained before the stop).
             left_s = (0.0 if last_epoch else forecast.seconds_left(speed, remaining(epoch + 1, steps_per_epoch * global_batch))
                       if images_seen else None)
