@@ -19,11 +19,12 @@ import typer
 app = typer.Typer(
     name="orch",
     help="Train an image classifier on a rented GPU (or this machine) and bring the weights home.\n\n"
-         "Example: orch launch --instance g4dn.2xlarge --name resnet50 --iam-instance-profile orch-trainer "
+         "\b\nExample: orch launch --instance g4dn.2xlarge --name resnet50 --iam-instance-profile orch-trainer "
          "--data s3://my-bucket/imagenet -- --recipe t4-rn50",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help, examples unwrapped (\b): rich's table truncates long options
 )
 
 EXIT_ERROR = 1
@@ -161,14 +162,19 @@ def launch(
 ) -> None:
     """Start (or resume) a job's machine, and its training when --data is given.
 
+    \b
     Example: orch launch --instance g4dn.2xlarge --name rn18 --volume-gb 400 --data ~/data/imagenet -- --recipe t4-rn18-fast
 
+    \b
     Example (data in S3, copied by the instance's role): orch launch --instance g4dn.2xlarge --name resnet50 --iam-instance-profile orch-trainer --data s3://bucket/imagenet -- --recipe t4-rn50
 
+    \b
     Example: orch launch --target local --data demo -- --recipe demo --epochs 2
 
+    \b
     Example (after AWS reclaimed a spot job): orch launch --name resnet50 --resume
 
+    \b
     Example (outputs that outlive the instance): orch launch --instance g4dn.xlarge --spot --keep-volume --data demo
     """
     from orchestrator.config import ConfigError, LaunchConfig
@@ -317,6 +323,7 @@ def status(
 ) -> None:
     """Show one job: its instance as AWS reports it, and its training container.
 
+    \b
     Example: orch status resnet50
     """
     from orchestrator import flow
@@ -379,6 +386,7 @@ def list_(
 ) -> None:
     """List every job: the registry reconciled with what AWS reports by tag.
 
+    \b
     Example: orch list
     """
     from orchestrator import flow
@@ -412,6 +420,7 @@ def teardown(
 ) -> None:
     """Stop the job, terminate its instance, delete its security group and key pair, and verify.
 
+    \b
     Example: orch teardown resnet50 --yes
     """
     from orchestrator import flow
@@ -467,6 +476,7 @@ def ssh(
 ) -> None:
     """Open a shell on the job's instance (with its key and pinned host key).
 
+    \b
     Example: orch ssh resnet50 -- nvidia-smi
     """
     import shlex
@@ -497,6 +507,7 @@ def logs(
 ) -> None:
     """Print the trainer's output; with --follow, stream it and exit with the trainer's code.
 
+    \b
     Example: orch logs resnet50 --follow
     """
     from orchestrator import flow
@@ -532,6 +543,7 @@ def fetch_weights(
 ) -> None:
     """Download the job's weights (verified by checksum).
 
+    \b
     Example: orch fetch-weights resnet50 --which best --dest ./weights
     """
     from orchestrator import flow
@@ -564,6 +576,7 @@ def doctor(
 ) -> None:
     """Check credentials, region, vCPU quota, key-file permissions, and local SSH and Docker.
 
+    \b
     Example: orch doctor --instance g4dn.2xlarge --region us-east-1
     """
     from orchestrator import flow

@@ -17,8 +17,11 @@ from trainer.prepare.cli import prepare_app, verify_command
 
 app = typer.Typer(
     help="Train image classifiers from random weights, resume anywhere, and report like a lab notebook.\n\n"
-         "Example: trainer demo-data --dest /tmp/demo && trainer train --data /tmp/demo --out /tmp/run --recipe demo",
+         "\b\nExample: trainer demo-data --dest /tmp/demo && trainer train --data /tmp/demo --out /tmp/run --recipe demo",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    # Plain click help: rich's option table truncates long option names (--checkpoint-min…) at 80
+    # columns. Each "Example" paragraph is marked \b so click prints it unwrapped, ready to copy.
+    rich_markup_mode=None,
 )
 app.add_typer(prepare_app, name="prepare")
 app.command("verify")(verify_command)
@@ -87,6 +90,7 @@ def train(
 ) -> None:
     """Train a classifier from random weights.
 
+    \b
     Example: trainer train --data /data/imagenet --out /runs/r50 --recipe t4-rn50
 
     DDP: torchrun --nproc_per_node 4 -m trainer train --data ... --out ... (same flags).
@@ -118,6 +122,7 @@ def evaluate(
 ) -> None:
     """Top-1, top-5, loss and per-class accuracy of a checkpoint, as JSON on stdout.
 
+    \b
     Example: trainer evaluate --data /data/imagenet --checkpoint /runs/r50/checkpoints/best.pt
     """
     with user_errors():
@@ -140,6 +145,7 @@ def predict(
 ) -> None:
     """Top-5 classes (names from dataset.json when it had them) and probabilities per image.
 
+    \b
     Example: trainer predict --checkpoint /runs/r50/checkpoints/best.pt cat.jpg dog.jpg
     """
     with user_errors():
@@ -168,6 +174,7 @@ def export(
 ) -> None:
     """Export for deployment (Jetson / TensorRT) and check it matches the checkpoint.
 
+    \b
     Example: trainer export --checkpoint /runs/r50/checkpoints/best.pt --format onnx --out r50.onnx
     """
     with user_errors():
@@ -196,6 +203,7 @@ def lr_find(
     that gives it: per lr_scale_batch images (default 256), which `trainer train` scales linearly
     to its global batch.
 
+    \b
     Example: trainer lr-find --data /data/tiny-imagenet --out /runs/lrf --arch resnet18 --batch-size 256 --steps 200
     """
     with user_errors():
@@ -221,6 +229,7 @@ def demo_data(
 ) -> None:
     """Write a small generated dataset (coloured shapes on noise) that a small model learns in seconds.
 
+    \b
     Example: trainer demo-data --dest /tmp/demo && trainer train --data /tmp/demo --out /tmp/run --recipe demo
     """
     with user_errors():
@@ -235,6 +244,7 @@ def demo_data(
 def recipes() -> None:
     """List the recipe files and what each sets.
 
+    \b
     Example: trainer recipes
     """
     from trainer.config import available_recipes, load_recipe
@@ -247,6 +257,7 @@ def recipes() -> None:
 def models() -> None:
     """List the model names `--arch` accepts.
 
+    \b
     Example: trainer models
     """
     from trainer.models import available_models

@@ -12,9 +12,10 @@ from typing import Optional
 import typer
 
 prepare_app = typer.Typer(
-    help="Prepare a dataset from the files as distributed, into DEST/{train,val}/<class>/ + dataset.json. "
-    "Example: trainer prepare imagenet --source ~/downloads --dest /data/imagenet",
+    help="Prepare a dataset from the files as distributed, into DEST/{train,val}/<class>/ + dataset.json.\n\n"
+    "\b\nExample: trainer prepare imagenet --source ~/downloads --dest /data/imagenet",
     no_args_is_help=True,
+    rich_markup_mode=None,  # as trainer/cli.py
 )
 
 SourceOpt = typer.Option(..., "--source", help="Folder holding the download as distributed (archives or extracted).")
@@ -92,6 +93,7 @@ def imagenet(source: Path = SourceOpt, dest: Path = DestOpt, subset_percent: Opt
              delete_source: bool = DeleteOpt) -> None:
     """ImageNet-1k from the official ILSVRC2012 tars (or extracted), or the Kaggle download.
 
+    \b
     Example: trainer prepare imagenet --source ~/downloads --dest /data/imagenet --resize-short 256
 
     (256 is the short side the recipes' evaluation resizes to; less would shrink val too and make
@@ -110,6 +112,7 @@ def tiny_imagenet(source: Path = SourceOpt, dest: Path = DestOpt, subset_percent
                   verify_checksums: bool = ChecksumOpt, delete_source: bool = DeleteOpt) -> None:
     """Tiny ImageNet from tiny-imagenet-200.zip (or extracted); val labels from val/val_annotations.txt.
 
+    \b
     Example: trainer prepare tiny-imagenet --source ~/downloads --dest /data/tiny-imagenet
     """
     _run("tiny-imagenet", source, dest, subset_percent, seed, max_per_class, resize_short, workers,
@@ -124,6 +127,7 @@ def cifar100(source: Path = SourceOpt, dest: Path = DestOpt, subset_percent: Opt
              verify_checksums: bool = ChecksumOpt, delete_source: bool = DeleteOpt) -> None:
     """CIFAR-100 from cifar-100-python.tar.gz: PNG files in fine-label folders (test set = val).
 
+    \b
     Example: trainer prepare cifar100 --source ~/downloads --dest /data/cifar100
     """
     _run("cifar100", source, dest, subset_percent, seed, max_per_class, None, workers,
@@ -138,7 +142,10 @@ def verify_command(
 ) -> None:
     """Check a prepared dataset: classes and images per split, train/val class match, unreadable files.
 
-    Exits 1 with a report of what is wrong. Example: trainer verify --data /data/imagenet --expect imagenet
+    Exits 1 with a report of what is wrong.
+
+    \b
+    Example: trainer verify --data /data/imagenet --expect imagenet
     """
     from rich.console import Console
     from rich.table import Table
