@@ -388,6 +388,11 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
             speed_from = None   # (time, images, data wait) after the warm-up steps, for the first projection
             t_wait = time.perf_counter()
 
+            def speed_since(mark: tuple[float, int, float], now: float) -> forecast.Speed:
+                """This process's speed from `mark` (a `speed_from`) to `now`, all processes' images counted."""
+                span = now - mark[0]
+                return forecast.Speed((images_seen - mark[1]) * dist.world / span, res, (data_wait - mark[2]) / span)
+
             def epoch_totals() -> torch.Tensor:
                 """loss*n, correct, n, skipped so far this epoch, summed over processes (a device sync)."""
                 mine = torch.tensor([float(images_seen), float(skipped)], dtype=torch.float64)
@@ -416,9 +421,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                         speed_from = (now, images_seen, data_wait)
                     elif speed_from is not None and now - speed_from[0] >= FORECAST_AFTER_SECONDS and step < steps_per_epoch:
                         advised.add("first")
-                        span = now - speed_from[0]
-                        speed = forecast.Speed((images_seen - speed_from[1]) * dist.world / span, res,
-                                               (data_wait - speed_from[2]) / span)
+                        speed = speed_since(speed_from, now)
                         left_s = forecast.seconds_left(speed, remaining(epoch, (steps_per_epoch - step) * global_batch))
                         log.info("speed: %.0f img/s at %d px, data wait %.0f%%: about %s for the %d epochs left "
                                  "(projected: later epochs scaled by their pixels, evaluations estimated until one is "
@@ -486,9 +489,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
             )
             speed = forecast.Speed(row["images_per_sec"], res, row["data_wait_fraction"])
             if speed_from is not None and images_seen > speed_from[1]:   # this process's first epoch: after its warm-up
-                span = t_epoch + train_seconds - speed_from[0]
-                speed = forecast.Speed((images_seen - speed_from[1]) * dist.world / span, res,
-                                       (data_wait - speed_from[2]) / span)
+                speed = speed_since(speed_from, t_epoch + train_seconds)
             # None: nothing to project from (a resumed epoch whose images were all trained before the stop).
             left_s = (0.0 if last_epoch else forecast.seconds_left(speed, remaining(epoch + 1, steps_per_epoch * global_batch))
                       if images_seen else None)
