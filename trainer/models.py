@@ -126,7 +126,7 @@ def build_model(arch: str, num_classes: int, *, width: int = 64, depths: Sequenc
                 f"(list them all with `trainer models`)."
             )
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-        if stem == "small" and isinstance(model, torchvision.models.ResNet):
+        if stem == "small" and takes_stem(arch):   # torchvision's ResNet class: resnet*, resnext*, wide_resnet*
             # The CIFAR ResNet's stem (He et al. 2016, section 4.2; what "ResNet-18 on CIFAR" usually
             # means): a 3x3 stride-1 first conv and no max-pool, so a 32-64 px image is not cut to a
             # 8-16 px one before the first block. The rest is torchvision's model, unchanged.
