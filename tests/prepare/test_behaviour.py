@@ -173,6 +173,27 @@ def test_delete_source_with_only_part_of_the_download_is_refused(tmp_path, offic
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flag,value", [("--subset-percent", "150"), ("--subset-percent", "0"),
+                                        ("--subset-percent", "-5"), ("--subset-percent", "nan"),
+                                        ("--max-per-class", "0"), ("--max-per-class", "-3")])
+def test_out_of_range_subset_or_limit_is_a_usage_error(tmp_path, official, flag, value):
+    result = _prepare(tmp_path, flag, value)
+    assert result.exit_code == 2, result.output
+    assert flag in result.output and "Traceback" not in result.output
+    if flag == "--subset-percent":
+        assert "is out of range" in result.output and "more than 0 and at most 100" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_of_range_options_are_refused_by_the_library_too(tmp_path, official):
+    from trainer.prepare.run import PrepareError, PrepareOptions, prepare
+
+    for bad in (dict(subset_percent=150.0), dict(max_per_class=0)):
+        with pytest.raises(PrepareError, match="is out of range"):
+            prepare(PrepareOptions("imagenet", tmp_path / "src", tmp_path / "out", **bad))
+    assert not (tmp_path / "out").exists()
+
+
 def test_delete_source_with_a_full_subset_percent_is_allowed(tmp_path, official):
     result = _prepare(tmp_path, "--subset-percent", "100", "--delete-source")
     assert result.exit_code == 0, result.output

@@ -20,7 +20,7 @@ prepare_app = typer.Typer(
 
 SourceOpt = typer.Option(..., "--source", help="Folder holding the download as distributed (archives or extracted).")
 DestOpt = typer.Option(..., "--dest", help="Folder to write train/, val/ and dataset.json into (new, or a resumed run).")
-SubsetOpt = typer.Option(None, "--subset-percent", help="Keep a seeded random P% of the classes, train and val alike.")
+SubsetOpt = typer.Option(None, "--subset-percent", help="Keep a seeded random P% of the classes (0 < P <= 100), train and val alike.")
 SeedOpt = typer.Option(0, "--seed", help="Seed of the --subset-percent class draw.")
 MaxOpt = typer.Option(None, "--max-per-class", min=1, help="Keep at most N images per class and split (first N by name).")
 ResizeOpt = typer.Option(None, "--resize-short", min=8,
@@ -36,7 +36,7 @@ def _run(dataset: str, source: Path, dest: Path, subset_percent, seed, max_per_c
          verify_checksums, delete_source) -> None:
     from rich.console import Console
 
-    from trainer.prepare.run import PrepareError, PrepareOptions, delete_source_conflict, prepare
+    from trainer.prepare.run import PrepareError, PrepareOptions, prepare, usage_problem
 
     console = Console(stderr=True)
     opts = PrepareOptions(
@@ -44,9 +44,9 @@ def _run(dataset: str, source: Path, dest: Path, subset_percent, seed, max_per_c
         max_per_class=max_per_class, resize_short=resize_short, workers=workers or os.cpu_count() or 1,
         verify_checksums=verify_checksums, delete_source=delete_source,
     )
-    conflict = delete_source_conflict(opts)
-    if conflict:  # a usage error, like an unknown --expect: exit 2, before anything is read or written
-        console.print(f"trainer prepare {dataset}: {conflict}", style="red", markup=False, highlight=False,
+    problem = usage_problem(opts)
+    if problem:  # a usage error, like an unknown --expect: exit 2, before anything is read or written
+        console.print(f"trainer prepare {dataset}: {problem}", style="red", markup=False, highlight=False,
                       soft_wrap=True)
         raise typer.Exit(2)
     try:
@@ -172,6 +172,8 @@ def verify_command(
     Console().print(table)
     for note in report.notes:
         typer.echo(f"note: {note}")
+    for warning in report.warnings:
+        console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     if not report.ok:
         console.print(f"[red]FAILED: {len(report.problems)} problem(s) in {data}:[/red]")
         for problem in report.problems:

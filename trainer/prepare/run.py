@@ -84,6 +84,18 @@ class QuietReporter:
     def checked(self, images): pass
 
 
+def usage_problem(opts: PrepareOptions) -> str | None:
+    """What is wrong with these options on their own (out of range, or in conflict), or None."""
+    p = opts.subset_percent
+    if p is not None and not 0 < p <= 100:  # also refuses nan
+        return (f"--subset-percent {p:g} is out of range: it is the share of the classes to keep, more than 0 and "
+                f"at most 100 (10 keeps a tenth of them; leave the flag out to keep all). Nothing was written.")
+    if opts.max_per_class is not None and opts.max_per_class < 1:
+        return (f"--max-per-class {opts.max_per_class} is out of range: it is the most images kept per class and "
+                f"split, 1 or more (leave the flag out to keep all). Nothing was written.")
+    return delete_source_conflict(opts)
+
+
 def delete_source_conflict(opts: PrepareOptions) -> str | None:
     """Why --delete-source cannot go with these options, or None.
 
@@ -106,9 +118,9 @@ def delete_source_conflict(opts: PrepareOptions) -> str | None:
 
 def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> PrepareResult:
     start = time.perf_counter()
-    conflict = delete_source_conflict(opts)
-    if conflict:
-        raise PrepareError(conflict)
+    problem = usage_problem(opts)
+    if problem:
+        raise PrepareError(problem)
     try:
         source = FINDERS[opts.dataset](opts.source)
     except SourceError as exc:

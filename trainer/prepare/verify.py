@@ -1,9 +1,11 @@
 """`trainer verify`: does a prepared folder hold what training expects?
 
-Counts classes and images per split, compares train and val classes, compares the folders with
-dataset.json, decodes every image (JPEG at 1/8 scale via Image.draft: the whole entropy-coded
-stream is still read, so truncated files fail, at a fraction of the cost), and with --expect
-compares the counts with the full dataset's.
+Lists the images per class as training does (trainer/data.py: every file under the class folder
+whose name ends in one of torchvision's image extensions; other files are named in a note),
+compares train and val classes, compares the folders with dataset.json, decodes every image (JPEG
+at 1/8 scale via Image.draft: the whole entropy-coded stream is still read, so truncated files
+fail, at a fraction of the cost), and with --expect compares the counts with the full dataset's.
+It fails where training would refuse the folder and warns where training would warn.
 """
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ from trainer.prepare.catalog import FULL_COUNTS, SPLITS
 from trainer.prepare.shrink import PART
 
 SHOW = 10   # problems of one kind listed by name before "... and N more"
+# torchvision's IMG_EXTENSIONS, which training lists images with (compared case-insensitively).
+# Copied, not imported, so that `trainer verify` and `trainer prepare` need no torch;
+# tests/prepare/test_verify.py checks that the two agree.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,7 @@ class VerifyReport:
     counts: dict[str, dict[str, int]]       # split -> class -> images
     problems: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()          # what training would warn about too; not a failure
 
     @property
     def ok(self) -> bool:
@@ -35,10 +42,15 @@ class VerifyReport:
         return sum(self.counts.get(split, {}).values())
 
 
-def _listed(items, what: str) -> str:
+def _listed(items, what: str, show: int = SHOW) -> str:
     items = sorted(items)
-    more = f" ... and {len(items) - SHOW} more" if len(items) > SHOW else ""
-    return f"{len(items)} {what}: {', '.join(map(str, items[:SHOW]))}{more}"
+    more = f" ... and {len(items) - show} more" if len(items) > show else ""
+    return f"{len(items)} {what}: {', '.join(map(str, items[:show]))}{more}"
+
+
+def _class_files(cls_dir: Path) -> list[str]:
+    """Every file under a class folder, subfolders included, as torchvision's make_dataset walks it."""
+    return [os.path.join(root, name) for root, _, names in os.walk(cls_dir, followlinks=True) for name in names]
 
 
 def check_image(path: str) -> str | None:
@@ -61,9 +73,11 @@ def verify_dataset(data: Path, expect: str | None = None, workers: int = 1, deco
     data = Path(data)
     problems: list[str] = []
     notes: list[str] = []
+    warnings: list[str] = []
     counts: dict[str, dict[str, int]] = {}
     files: list[str] = []
     partial: list[str] = []
+    ignored: list[str] = []
     for split in SPLITS:
         split_dir = data / split
         if not split_dir.is_dir():
@@ -71,17 +85,23 @@ def verify_dataset(data: Path, expect: str | None = None, workers: int = 1, deco
             continue
         counts[split] = {}
         for cls_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            names = [e.name for e in os.scandir(cls_dir) if e.is_file()]
-            partial += [f"{cls_dir / n}" for n in names if n.endswith(PART)]
-            kept = [n for n in names if not n.startswith(".")]
-            counts[split][cls_dir.name] = len(kept)
-            files += [str(cls_dir / n) for n in kept]
+            paths = _class_files(cls_dir)
+            images = [p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS)]
+            partial += [p for p in paths if p.endswith(PART)]
+            ignored += [os.path.relpath(p, data) for p in paths if not p.lower().endswith(IMAGE_EXTENSIONS + (PART,))]
+            counts[split][cls_dir.name] = len(images)
+            files += images
+        if not counts[split]:
+            problems.append(f"{split_dir} has no class folders; training expects {split_dir}/<class>/<images>")
     if partial:
         problems.append(_listed(partial, "half-written files (rerun the same `trainer prepare` command to finish)"))
-    if "train" in counts and "val" in counts:
+    if ignored:
+        notes.append(_listed(ignored, f"files that are not images, skipped here as in training (which reads only "
+                                      f"{', '.join(IMAGE_EXTENSIONS)})", show=5))
+    if counts.get("train") and counts.get("val"):
         train, val = set(counts["train"]), set(counts["val"])
-        if train - val:
-            problems.append(_listed(train - val, "classes in train/ but not in val/"))
+        if train - val:  # training accepts it and warns: say the same here, as a warning
+            warnings.append(_missing_val_classes(sorted(train - val), len(train)))
         if val - train:
             problems.append(_listed(val - train, "classes in val/ but not in train/"))
     for split, per_class in counts.items():
@@ -98,7 +118,15 @@ def verify_dataset(data: Path, expect: str | None = None, workers: int = 1, deco
         bad = [why for why in _decode_all(files, workers, on_checked) if why]
         if bad:
             problems.append(_listed(bad, "unreadable images"))
-    return VerifyReport(data, counts, tuple(problems), tuple(notes))
+    return VerifyReport(data, counts, tuple(problems), tuple(notes), tuple(warnings))
+
+
+def _missing_val_classes(missing: list[str], classes: int) -> str:
+    """The same words as trainer.data.load_dataset's warning."""
+    shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+    return (f"val/ has no folder for {len(missing)} of the {classes} train classes: {shown}. Val top-1 is then "
+            f"measured over the other {classes - len(missing)} classes while the model predicts all {classes}; "
+            f"for a comparable figure add val/<class>/ with a few images of each.")
 
 
 def _check_metadata(data: Path, counts, problems: list[str], notes: list[str]) -> dict:
