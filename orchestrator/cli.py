@@ -336,7 +336,9 @@ def status(
             _out(json.dumps(_view_dict(view), indent=2))
             return
         # What AWS says first: the container part asks the machine over SSH, which may take a while.
-        _out(f"{view.job}: {view.state} ({view.target})")
+        # A local job has no cloud state: its trainer's line below says how it is.
+        _out(f"{view.job}: local (this machine)" if view.target == "local"
+             else f"{view.job}: {view.state} ({view.target})")
         if view.instance is not None:
             i = view.instance
             _out(f"  instance  {i.instance_id} {i.instance_type}{' spot' if i.spot else ''} in {i.zone}")
@@ -420,6 +422,8 @@ def teardown(
 ) -> None:
     """Stop the job, terminate its instance, delete its security group and key pair, and verify.
 
+    A local job: stop its container (or trainer process) and forget it; its outputs stay.
+
     \b
     Example: orch teardown resnet50 --yes
     """
@@ -432,7 +436,10 @@ def teardown(
             if not sys.stdin.isatty():
                 _err(f"Refusing to tear down {name} without confirmation: add --yes.")
                 raise typer.Exit(EXIT_USAGE)
-            typer.confirm(f"Terminate job {name} and delete its resources?", abort=True)
+            here = flow.local_job(name)
+            typer.confirm(f"Stop {here.trainer} of job {name} on this machine, and forget the job (its outputs stay "
+                          f"in {here.outputs})?" if here is not None else
+                          f"Terminate job {name} and delete its resources?", abort=True)
         report = flow.teardown(name, settings, keep_volume=keep_volume, say=_out)
         for w in report.warnings:
             _err(f"warning: {w}")

@@ -28,6 +28,8 @@ LABEL_IMAGE_HASH = "orch.image-hash"
 LABEL_DATA = "orch.data"
 LABEL_OUTPUTS = "orch.outputs"
 LABEL_SOURCE = "orch.source"  # the launch's --data as given (a local folder resolved): a second launch compares it
+# The launch's trainer arguments as given (JSON): the command may differ (orch adds --max-hours under a hard cap).
+LABEL_TRAINER_ARGS = "orch.trainer-args"
 LABEL_AUTOSTOP = "orch.autostop-minutes"  # what the instance was told: it stops this long after the job ends
 IMAGE_REPOSITORY = "orch-trainer"
 DEFAULT_SHM_SIZE = "8g"  # DataLoader workers pass batches through /dev/shm; Docker's 64 MB default stalls them

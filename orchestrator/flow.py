@@ -28,6 +28,7 @@ from orchestrator import state
 from orchestrator.config import ConfigError, LaunchConfig, Settings, orch_home, repo_root, validate_job_name
 from orchestrator.providers import ec2
 from orchestrator.providers.base import Instance, LaunchPlan, SSHEndpoint, TeardownReport
+from orchestrator.trainer_args import CapSpent
 
 Say = Callable[[str], None]
 IP_ECHO_URL = "https://checkip.amazonaws.com"
@@ -335,10 +336,13 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
             say("  " + check.summary)
             if check.spot_quota_too_low and fallback is not None:
                 p, fallback = fallback, None
+    # What the job is launched with, for a later --resume. Onto a live instance only once the job has started:
+    # if it was already running, this launch changed nothing, and its --data and arguments must not be recorded.
+    recorded = record.launch if record else None
     state.update(cfg.job, target="aws", region=p.region, instance_type=p.instance_type, spot=p.spot,
                  ssh_user=s.ssh_user, ssh_proxy_command=s.ssh_proxy_command,
                  status=record.status if record else "launching",
-                 launch=_launch_record(cfg) if cfg.job_spec is not None else (record.launch if record else None))
+                 launch=_launch_record(cfg) if cfg.job_spec is not None and not existing else recorded)
 
     if s.max_dollars is not None and p.price_per_hour is None:
         say(f"  warning: no price known for {p.instance_type}; --max-dollars can't be enforced, use --max-hours")
@@ -383,9 +387,13 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
                 except (RuntimeError, OSError) as e:
                     if isinstance(e, NotImplementedError):
                         raise
+                    if isinstance(e, CapSpent):
+                        raise FlowError(_cap_spent(cfg.job, e)) from None
                     raise FlowError(f"{e}\nThe instance {instance.instance_id} is up and recorded ({_billing(p, s)}): "
                                     f"run the same `orch launch --name {cfg.job} ...` again to carry on, or "
                                     f"`orch teardown {cfg.job}` to remove it.") from e
+                if not status.already_running:
+                    state.update(cfg.job, launch=_launch_record(cfg))
                 _say_started(status, cfg.job, say, stop_first=f"`orch fetch-weights {cfg.job}`, then `orch teardown "
                                                               f"{cfg.job}` (its instance and outputs go with it)",
                               start_over=f"`orch teardown {cfg.job}` first, or choose another --name")
@@ -393,6 +401,14 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
     if note:
         say(f"  {note}")
     return instance
+
+
+def _cap_spent(job: str, e: CapSpent) -> str:
+    text = str(e)
+    return (f"{text[:1].upper()}{text[1:]}. At the cap the instance shuts itself down (and is terminated, its disks "
+            f"with it). To train on, on a new instance with a cap of its own: `orch fetch-weights {job} --which all` "
+            f"while this one is up (not needed with --checkpoint-bucket or --keep-volume), `orch teardown {job}`, then "
+            f"`orch launch --name {job} --resume --max-hours H`.")
 
 
 # What infra/bootstrap.sh's watcher does with the job's settings (keep the two in step).
@@ -668,14 +684,21 @@ def _launch_local(cfg: LaunchConfig, say: Say) -> Instance:
     state.update(cfg.job, target="local", status="running")
     if cfg.job_spec is not None:
         from orchestrator import job as job_api
+        from orchestrator.trainer_args import budget_from_flag, max_hours_of, with_max_hours
 
+        spec, budget = cfg.job_spec, None
+        if cfg.settings.max_hours:  # no watcher here: the trainer's own budget is the cap
+            budget = budget_from_flag(cfg.settings.max_hours, max_hours_of(spec.trainer_args))
+            spec = replace(spec, trainer_args=with_max_hours(spec.trainer_args, budget.hours))
         with phase("start the job on this machine", say):
             try:
-                status = job_api.start_job(None, cfg.job_spec)
+                status = job_api.start_job(None, spec)
             except Exception:
                 if record is None:  # nothing was started: don't list a job that never ran
                     state.remove(cfg.job)
                 raise
+            if budget is not None and not status.already_running:
+                status = replace(status, budget=budget.note)
             _say_started(status, cfg.job, say, stop_first=(
                 f"`orch teardown {cfg.job} --yes` (its outputs{f' at {status.outputs}' if status.outputs else ''} "
                 "are kept, and a launch under this name continues from them, on the same data)"),
@@ -687,6 +710,8 @@ def _launch_local(cfg: LaunchConfig, say: Say) -> Instance:
 def _say_started(status, job: str, say: Say, stop_first: str, start_over: str) -> None:
     """The job's state after a start; what a launch did not apply (the job was running) or continues from."""
     say(f"  {'trainer process' if status.runner == 'process' else 'container'} {status.state}")
+    if status.budget:
+        say(f"  {status.budget}")
     if status.not_applied:
         say(f"  warning: job {job} was already running, so this launch changed nothing. NOT applied: "
             f"{'; '.join(status.not_applied)}. To run with them: {stop_first} first, then launch again; "
@@ -905,6 +930,27 @@ def _local_state(job: str) -> str:
 
 
 # --- teardown ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalJob:
+    """What a local job's teardown stops, and what it keeps."""
+
+    trainer: str  # "the container orch-JOB", "the trainer process", or "the trainer" (no record of which)
+    outputs: Path
+
+
+def local_job(job: str) -> LocalJob | None:
+    """The local job named (None: it is not one)."""
+    record = state.get(job)
+    if record is None or record.target != "local":
+        return None
+    from orchestrator import local
+
+    found = local.load_record(job)
+    trainer = ("the trainer" if found is None else "the trainer process" if found.runner == "process"
+               else f"the container orch-{job}")
+    return LocalJob(trainer=trainer, outputs=local.outputs_dir(job))
 
 
 def teardown(job: str, settings: Settings, keep_volume: bool = False, say: Say = _quiet) -> TeardownReport:

@@ -45,6 +45,7 @@ from typing import Any, Callable
 from orchestrator.providers.base import SSHEndpoint
 
 REMOTE_FAST_ROOT = "/mnt/orch"  # infra/bootstrap.sh mounts the instance's NVMe disk here
+WATCHER_STATE_DIR = "/var/lib/orch"  # infra/bootstrap.sh's watcher keeps its hard cap and its clock here
 ROOT_VOLUME_ROOT = "~/orch"  # on the root EBS volume: outputs that outlive the instance (--keep-volume)
 SSH_DEADLINE_S = 300.0
 QUICK_SSH_DEADLINE_S = 20.0  # a glance (status) or a courtesy before terminating (teardown): never minutes
@@ -82,6 +83,18 @@ class ContainerStatus:
     not_applied: tuple[str, ...] = ()
     # From a start that continues the job: the outputs folder whose checkpoint the trainer resumes (None: fresh).
     continues_from: str | None = None
+    # From a start that found the job already running (its container or process): nothing of the start was used.
+    already_running: bool = False
+    # From a start under the instance's hard cap: the --max-hours the trainer was given, and why (one line).
+    budget: str | None = None
+
+
+@dataclass(frozen=True)
+class HardCap:
+    """The instance's hard cap, as its watcher (infra/bootstrap.sh) counts it: it stops the job there."""
+
+    seconds: int  # the cap (--max-hours, or --max-dollars at the hourly price)
+    elapsed_s: int  # since the watcher first started, by the machine's own clock
 
 
 @dataclass(frozen=True)
@@ -137,6 +150,21 @@ def trainer_args_of(command: tuple[str, ...] | list[str]) -> tuple[str, ...] | N
             and command[-2:] == ("--resume", "auto"):
         return command[5:-2]
     return None
+
+
+def launched_args(st) -> tuple[str, ...] | None:
+    """The trainer arguments a container was launched with (`container.ContainerState`): its label, which holds
+    them as given; else its command (an older orch's container, whose command had nothing added)."""
+    from orchestrator.container import LABEL_TRAINER_ARGS
+
+    raw = st.labels.get(LABEL_TRAINER_ARGS)
+    try:
+        value = json.loads(raw) if raw is not None else None
+    except ValueError:
+        value = None
+    if isinstance(value, list):
+        return tuple(str(a) for a in value)
+    return trainer_args_of(st.command)
 
 
 def not_applied(running_data: str | None, running_args: tuple[str, ...] | None, spec: JobSpec,
@@ -234,6 +262,26 @@ def wait_for_bootstrap(session, timeout_s: float = BOOTSTRAP_WAIT_S, say: Callab
             "(see /var/log/cloud-init-output.log and /var/log/orch-bootstrap.log there)")
 
 
+def hard_cap(session) -> HardCap | None:
+    """The instance's hard cap from its watcher's state folder; None: no cap, or no watcher that says (another
+    machine, a bootstrap older than this orch, or a watcher not started yet)."""
+    folder = shlex.quote(WATCHER_STATE_DIR)
+    out = session.run(f"cat {folder}/started {folder}/cap 2>/dev/null && date +%s").stdout.split()
+    try:
+        started, cap, now = (int(v) for v in out)
+    except ValueError:
+        return None
+    return HardCap(seconds=cap, elapsed_s=max(0, now - started)) if cap > 0 else None
+
+
+def _trained_s(metrics: dict) -> float:
+    """What a run has trained so far, by its latest metrics line (epoch ends: its checkpoint may be later)."""
+    try:
+        return max(0.0, float(metrics.get("elapsed_hours") or 0) * 3600)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def job_dirs(session, spec: JobSpec, root: str | None = None) -> tuple[str, str]:
     """The job's (data, outputs) folders on the session's machine, absolute."""
     root = root or job_root(session, spec.job, spec.remote_root)
@@ -278,9 +326,14 @@ def start_on(session, spec: JobSpec, root: str | None = None, say: Callable[[str
     is, and an engine that cannot give the container a GPU runs it on the CPU, with a warning. On an
     instance that is an error instead (`container.NoGPUs`): a GPU instance training on its CPU
     costs as much for a fraction of the speed.
+
+    Under the instance's hard cap (its watcher stops the container there), the trainer gets `--max-hours`
+    for what is left of it when the container starts, less a margin (`trainer_args.budget_under_cap`), so
+    it saves and exits first; a cap too near its end is refused before the sync (`trainer_args.CapSpent`).
     """
     from orchestrator import container as ctr
     from orchestrator.config import repo_root
+    from orchestrator.trainer_args import budget_under_cap, max_hours_of, training_left_s, with_max_hours
 
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     if not local_target:
@@ -290,10 +343,12 @@ def start_on(session, spec: JobSpec, root: str | None = None, say: Callable[[str
         existing = ctr.status(client, spec.job)
         if existing.state in ("running", "restarting", "created"):
             say(f"  the job's container is already {existing.state}; not starting a second one")
-            ignored = not_applied(existing.labels.get(ctr.LABEL_SOURCE), trainer_args_of(existing.command), spec,
+            ignored = not_applied(existing.labels.get(ctr.LABEL_SOURCE), launched_args(existing), spec,
                                   data_source(spec))
             return replace(_to_status(existing, _last_metrics(session, existing.labels.get(ctr.LABEL_OUTPUTS))),
-                           not_applied=ignored)
+                           not_applied=ignored, already_running=True)
+        if not local_target and (cap := hard_cap(session)) is not None:
+            training_left_s(cap.seconds, cap.elapsed_s)  # a cap about to stop the machine: refused before the sync
         labels = existing.labels
         if labels.get(ctr.LABEL_DATA) and labels.get(ctr.LABEL_OUTPUTS):
             data_dir, outputs_dir = labels[ctr.LABEL_DATA], labels[ctr.LABEL_OUTPUTS]
@@ -356,10 +411,15 @@ def start_on(session, spec: JobSpec, root: str | None = None, say: Callable[[str
 
         has_checkpoint = session.run(f"test -f {shlex.quote(posixpath.join(outputs_dir, 'checkpoints', 'last.pt'))}")
         continues_from = outputs_dir if has_checkpoint.exit_code == 0 else None
-        extra = {ctr.LABEL_SOURCE: data_source(spec)}
+        args, budget = tuple(spec.trainer_args), None
+        if not local_target and (cap := hard_cap(session)) is not None:  # read again: the sync took its time
+            trained = _trained_s(_last_metrics(session, outputs_dir)) if continues_from else 0.0
+            budget = budget_under_cap(cap.seconds, cap.elapsed_s, trained, max_hours_of(args))
+            args = with_max_hours(args, budget.hours)
+        extra = {ctr.LABEL_SOURCE: data_source(spec), ctr.LABEL_TRAINER_ARGS: json.dumps(list(spec.trainer_args))}
         if spec.autostop_minutes is not None:
             extra[ctr.LABEL_AUTOSTOP] = str(spec.autostop_minutes)
-        run = ctr.RunSpec(job=spec.job, image=image, command=tuple(trainer_command(spec.trainer_args)),
+        run = ctr.RunSpec(job=spec.job, image=image, command=tuple(trainer_command(args)),
                           data_dir=data_dir, outputs_dir=outputs_dir, gpus=spec.gpus, user=user,
                           max_restarts=spec.max_restarts, image_hash=image_hash, created_by=_created_by(),
                           extra_labels=extra)
@@ -371,7 +431,7 @@ def start_on(session, spec: JobSpec, root: str | None = None, say: Callable[[str
             say("  warning: this machine's Docker engine cannot give the container a GPU (no NVIDIA Container "
                 "Toolkit), so the trainer runs on the CPU. Install the toolkit for the GPU, or pass --no-gpus.")
             st = ctr.run_detached(client, replace(run, gpus=False))
-        return replace(_to_status(st, {}), continues_from=continues_from)
+        return replace(_to_status(st, {}), continues_from=continues_from, budget=budget.note if budget else None)
     finally:
         client.close()
 

@@ -172,7 +172,8 @@ def start(spec) -> "ContainerStatus":
         else job_api.data_source(spec)
     if record and record.runner == "process" and _alive(record.pid):
         running_args = job_api.trainer_args_of(record.command[3:])  # after `python -m trainer`
-        return replace(status(spec.job), not_applied=job_api.not_applied(record.data_dir, running_args, spec, data))
+        return replace(status(spec.job), not_applied=job_api.not_applied(record.data_dir, running_args, spec, data),
+                       already_running=True)
     _check_kept_outputs(spec, record, root, data)
     runner = choose_runner()
     if runner == "docker":

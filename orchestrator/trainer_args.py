@@ -10,11 +10,20 @@ image; with `--image`, the image's own trainer may differ, so only the recipe ch
 
     check_trainer_args(["--recipe", "t4-rn50", "--epochs", "24"])        # fine
     check_trainer_args(["--epoch", "24"])   # ConfigError: unknown trainer option --epoch (did you mean --epochs?)
+
+It also works out the trainer's own budget (`trainer train --max-hours`: save, stop and exit 0 before
+this many hours of training, every resume of the run counted together). On an instance, the hard
+cap of `orch launch --max-hours/--max-dollars` is enforced by infra/bootstrap.sh's watcher, which
+`docker stop`s the job at the cap: `budget_under_cap` gives the trainer what is left of it, less a
+margin, so that it saves and exits on its own first (and its projection warns when the run won't fit).
+
+    budget_under_cap(cap_s=3 * 3600, elapsed_s=120, trained_s=0, user_hours=None).hours   # 2.79
 """
 from __future__ import annotations
 
 import difflib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -139,3 +148,123 @@ def _values_of(name: str, args: list[str]) -> list[str]:
 def _did_you_mean(word: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+# --- the trainer's --max-hours under the instance's hard cap ---------------------------------------------
+
+# How long before the watcher's `docker stop` the trainer is told to be done. Its own clock starts after the
+# container, Python and the dataset index are up, and it keeps back only the time of saves it has already timed
+# (none before its first); a run restarted after a crash resumes from a checkpoint that may be minutes old. Ten
+# minutes covers those with room to spare and costs at most 10 min of a cap that is hours long; a short cap keeps
+# three quarters of itself instead (a quarter as margin), so a 20-minute trial still trains for 15.
+SAVE_MARGIN_S = 600.0
+SAVE_MARGIN_SHARE = 0.25
+MIN_TRAINING_S = 60.0  # less than this left once the margin is kept: not worth starting the trainer
+
+
+class CapSpent(RuntimeError):
+    """The instance's hard cap leaves the trainer too little time to start; nothing was started."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    hours: float  # what the trainer gets as --max-hours
+    note: str  # one line for the launch output: the value and where it comes from
+
+
+def save_margin_s(cap_s: float) -> float:
+    """What is kept back from a hard cap of `cap_s` seconds for the trainer to save and exit."""
+    return min(SAVE_MARGIN_S, SAVE_MARGIN_SHARE * cap_s)
+
+
+def training_left_s(cap_s: float, elapsed_s: float) -> float:
+    """Seconds the trainer may still train under a cap `elapsed_s` into it; CapSpent when too few."""
+    margin = save_margin_s(cap_s)
+    usable = cap_s - elapsed_s - margin
+    if usable < MIN_TRAINING_S:
+        left = max(0.0, cap_s - elapsed_s)
+        raise CapSpent(f"the instance's hard cap of {_hours(cap_s / 3600)} h (--max-hours/--max-dollars) has "
+                       f"{_minutes(left)} left, and the trainer needs {_minutes(margin)} of it to save and stop: "
+                       "nothing was started")
+    return usable
+
+
+def budget_under_cap(cap_s: float, elapsed_s: float, trained_s: float, user_hours: float | None) -> Budget:
+    """The trainer's --max-hours on an instance whose hard cap of `cap_s` seconds is `elapsed_s` in.
+
+    `trained_s`: what the run it resumes has trained already (its budget counts every resume together);
+    `user_hours`: the user's own --max-hours (`max_hours_of`), kept when it is the smaller.
+    """
+    usable = training_left_s(cap_s, elapsed_s)
+    ours = math.floor((trained_s + usable) / 36) / 100  # in 0.01 h, rounded down: never past the cap
+    why = (f"{_hours((cap_s - elapsed_s) / 3600)} h left of the {_hours(cap_s / 3600)} h cap, "
+           f"less {_minutes(save_margin_s(cap_s))} to save")
+    if trained_s > 0:
+        why = f"{_hours(trained_s / 3600)} h already trained (its budget counts every resume) + {why}"
+    return _smaller(user_hours, ours, why)
+
+
+def budget_from_flag(hours: float, user_hours: float | None) -> Budget:
+    """The trainer's --max-hours from orch's own --max-hours, as it is (the local target: no watcher there)."""
+    return _smaller(user_hours, hours, "orch's --max-hours")
+
+
+def _smaller(user_hours: float | None, ours: float, why: str) -> Budget:
+    if user_hours is not None and user_hours <= ours:
+        return Budget(user_hours, f"trainer: --max-hours {user_hours:g} (yours; the cap allows {ours:g}: {why})")
+    note = f"trainer: --max-hours {ours:g} ({why})"
+    if user_hours is not None:
+        note += f"; your --max-hours {user_hours:g} is larger, so it is not used"
+    return Budget(ours, note)
+
+
+def max_hours_of(args: Sequence[str]) -> float | None:
+    """The budget `trainer train` takes from `args` (None: none, or 0, which is off): the last --max-hours,
+    unless a --set max_hours=H, which the trainer applies after the flags."""
+    flag = setting = None
+    for name, value, _ in _budget_options(list(args)):
+        if name == "--max-hours":
+            flag = value
+        else:
+            setting = value
+    value = setting if setting is not None else flag
+    try:
+        hours = float(value) if value is not None else 0.0
+    except ValueError:
+        return None
+    return hours if hours > 0 else None
+
+
+def with_max_hours(args: Sequence[str], hours: float) -> tuple[str, ...]:
+    """`args` without their own budget (--max-hours, --set max_hours=...) and with `--max-hours HOURS` last."""
+    args = list(args)
+    drop = {i for _, _, where in _budget_options(args) for i in where}
+    return tuple(a for i, a in enumerate(args) if i not in drop) + ("--max-hours", f"{hours:g}")
+
+
+def _budget_options(args: list[str]) -> list[tuple[str, str, tuple[int, ...]]]:
+    """Each budget in `args`: (--max-hours or --set, its value, the indexes of its tokens)."""
+    found = []
+    for i, token in enumerate(args):
+        name, has_value, value = token.partition("=")
+        if name not in ("--max-hours", "--set"):
+            continue
+        where: tuple[int, ...] = (i,)
+        if not has_value:
+            if i + 1 >= len(args):
+                continue
+            value, where = args[i + 1], (i, i + 1)
+        if name == "--set":
+            key, is_pair, value = value.partition("=")
+            if not is_pair or key.strip().replace("-", "_") != "max_hours":
+                continue
+        found.append((name, value.strip(), where))
+    return found
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:.2f}".rstrip("0").rstrip(".")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{max(0.0, seconds) / 60:.1f}".rstrip("0").rstrip(".") + " min"

@@ -1,9 +1,11 @@
 """End to end through the `orch` CLI: moto for EC2, a real sshd behind the proxy command, a real
 dockerd reached over that SSH connection, the trainer image built from the project's Dockerfile.
 
-Only the EC2 API is emulated. Two edges stand in for what cloud-init does on a real instance:
-the job's new key pair is authorized on the sshd as soon as EC2 (moto) creates it, and `docker`
-on the "instance" is the CLI pointed at the test engine (a wrapper first on the sshd's PATH).
+Only the EC2 API is emulated. Edges stand in for what cloud-init does on a real instance: the
+job's new key pair is authorized on the sshd as soon as EC2 (moto) creates it, `docker` on the
+"instance" is the CLI pointed at the test engine (a wrapper first on the sshd's PATH), and where a
+test asks for it (`booted_watcher`), the user data EC2 holds for the new instance is run in its
+`watch` mode, as its watcher service would be (its state in a test folder, its shutdown a file).
 That engine has no GPU, so the jobs are launched with --no-gpus (on an instance, a GPU job the
 engine cannot give GPUs to is refused rather than run on the CPU).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -61,6 +64,49 @@ def instance(aws, sshd_server, docker_engine, base_image, monkeypatch):  # noqa:
     wrapper.unlink(missing_ok=True)
 
 
+@pytest.fixture
+def booted_watcher(instance, docker_engine, monkeypatch, tmp_path):  # noqa: F811
+    """Each instance orch starts runs the watcher of its own user data (infra/bootstrap.sh with the launch's
+    settings), as at boot; orch reads its hard cap and clock from the folder it keeps them in."""
+    import base64
+
+    import boto3
+
+    from orchestrator.providers import ec2 as ec2_provider
+    from tests.orch.conftest import REGION
+
+    monkeypatch.delenv("ORCH_BOOTSTRAP_SCRIPT")  # the real infra/bootstrap.sh is the user data
+    state = tmp_path / "watcher"
+    monkeypatch.setattr(job_api, "WATCHER_STATE_DIR", str(state / "state"))  # /var/lib/orch on an instance
+    watchers: list[subprocess.Popen] = []
+    run = ec2_provider.run_instance
+
+    def run_and_boot(plan, *args, **kwargs):
+        started = run(plan, *args, **kwargs)
+        raw = boto3.client("ec2", region_name=REGION).describe_instance_attribute(
+            InstanceId=started.instance_id, Attribute="userData")["UserData"]["Value"]
+        script = state / "user-data.sh"
+        state.mkdir(parents=True, exist_ok=True)
+        script.write_text(base64.b64decode(raw).decode())
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DOCKER_HOST": docker_engine.base_url,
+               "ORCH_STATE_DIR": str(state / "state"), "ORCH_LOG": str(state / "watch.log"),
+               "ORCH_WATCH_INTERVAL_S": "1", "ORCH_SHUTDOWN_CMD": f"touch {state / 'shut-down'}"}
+        watchers.append(subprocess.Popen(["bash", str(script), "watch"], env=env, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 30  # cloud-init has started it before orch reaches the machine
+        while not (state / "state" / "cap").exists():
+            assert time.monotonic() < deadline, (state / "watch.log").read_text()
+            time.sleep(0.2)
+        return started
+
+    monkeypatch.setattr(ec2_provider, "run_instance", run_and_boot)
+    yield state
+    for watcher in watchers:
+        watcher.kill()
+        watcher.wait()
+    assert not (state / "shut-down").exists()
+
+
 def make_dataset(dest: Path, classes: int, per_class: int) -> Path:
     subprocess.run([sys.executable, "-m", "trainer", "demo-data", "--dest", str(dest), "--classes", str(classes),
                     "--per-class", str(per_class), "--size", "32"], check=True, capture_output=True)
@@ -71,19 +117,29 @@ def job_name(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex[:8]}"
 
 
-def test_launch_logs_fetch_evaluate_teardown(instance, orch, docker_engine, sshd_server, tmp_path):  # noqa: F811
+def test_launch_logs_fetch_evaluate_teardown(instance, orch, docker_engine, sshd_server, booted_watcher,  # noqa: F811
+                                             tmp_path):
     data = make_dataset(tmp_path / "data", classes=3, per_class=20)
     job = job_name("e2e")
     instance.append(job)
 
+    args = (*TINY, "--epochs", "2", "--max-hours", "5")
     r = orch("launch", "--instance", "g4dn.xlarge", "--name", job, "--ssh-cidr", CIDR, "--no-gpus",
-             "--data", str(data),
-             "--", *TINY, "--epochs", "2")
+             "--data", str(data), "--max-hours", "3", "--", *args)
     assert r.exit_code == 0, r.output
     assert any(t.endswith(" 22") for t in sshd_server.requested_targets())  # reached through the proxy
     client = docker_engine.client()
     container = ctr.find(client, job)
     assert container is not None and container.labels[ctr.LABEL_JOB] == job
+    # The trainer is told the instance's hard cap (what is left of it when its container starts, less 10 min to
+    # save), so it saves and exits before the watcher stops it; the user's larger --max-hours gives way, and says so.
+    command = container.attrs["Config"]["Cmd"]
+    assert command[-4:-3] == ["--max-hours"] and command[-2:] == ["--resume", "auto"]
+    assert command.count("--max-hours") == 1 and 2.7 <= float(command[-3]) <= 3 - 10 / 60
+    assert json.loads(container.labels[ctr.LABEL_TRAINER_ARGS]) == list(args)  # what it was launched with
+    said = re.search(r"trainer: --max-hours (\S+) \((\S+) h left of the 3 h cap, less 10 min to save\); your "
+                     r"--max-hours 5 is larger, so it is not used", r.output)
+    assert said and said[1] == command[-3] and float(said[2]) > 2.9, r.output
     mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
     assert mounts["/data"]["RW"] is False
     synced = Path(mounts["/data"]["Source"])  # the tar stream over SSH put the dataset there
@@ -162,5 +218,47 @@ def test_ssh_cut_during_follow_loses_and_repeats_nothing(instance, orch, docker_
     full = ctr.find(client, job).logs(stdout=True, stderr=True).decode().splitlines()
     followed = out.getvalue().splitlines()
     assert followed == full  # every line once, in order: no gap, no duplicate
+    client.close()
+    orch("teardown", job, "--yes")
+
+
+@pytest.fixture(scope="module")
+def running_image(docker_engine, base_image):  # noqa: F811
+    """A stub trainer that keeps running (its arguments ignored), as a job in training does."""
+    client = docker_engine.client()
+    dockerfile = f'FROM {base_image}\nENTRYPOINT ["/bin/sh", "-c", "sleep 300"]\n'.encode()
+    client.images.build(fileobj=io.BytesIO(dockerfile), tag="orch-test-stub-running:1", rm=True, network_mode="none")
+    client.close()
+    return "orch-test-stub-running:1"
+
+
+def test_a_launch_under_a_running_jobs_name_records_none_of_what_it_did_not_apply(  # noqa: F811
+        instance, orch, docker_engine, running_image, tmp_path):  # noqa: F811
+    from orchestrator import state
+
+    first, other = tmp_path / "first", tmp_path / "other"
+    for data in (first, other):
+        (data / "train" / "c0").mkdir(parents=True)
+        (data / "train" / "c0" / "0.bin").write_bytes(b"x" * 100)
+    job = job_name("again")
+    instance.append(job)
+
+    def launch(data: Path, *args: str):
+        return orch("launch", "--instance", "g4dn.xlarge", "--name", job, "--ssh-cidr", CIDR, "--no-gpus",
+                    "--image", running_image, "--data", str(data), "--", *args)
+
+    r = launch(first, "--epochs", "50")
+    assert r.exit_code == 0, r.output
+    recorded = state.get(job).launch
+    assert (recorded.data, recorded.trainer_args) == (str(first), ("--epochs", "50"))
+    client = docker_engine.client()
+    container = ctr.find(client, job)
+
+    r = launch(other, "--epochs", "1")
+    assert r.exit_code == 0, r.output
+    assert f"NOT applied: --data {other} (it trains on {first}); trainer arguments `--epochs 1`" in r.output
+    # The job runs as before, and a later `orch launch --name JOB --resume` takes what it runs with.
+    assert ctr.find(client, job).id == container.id
+    assert state.get(job).launch == recorded
     client.close()
     orch("teardown", job, "--yes")

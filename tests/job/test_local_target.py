@@ -221,3 +221,61 @@ def test_a_job_name_in_use_says_what_a_launch_did_not_apply_and_what_teardown_ke
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     assert "continues from" not in fresh.stdout and "NOT applied" not in fresh.stdout
     assert orch("logs", job, "--follow").returncode == 0
+
+
+def at_a_terminal(args: list[str], answer: str, timeout: float = 120) -> tuple[str, int]:
+    """Run a command on a pseudo-terminal (orch asks before a teardown only there); answer its question."""
+    import pty
+    import select
+
+    main, sub = pty.openpty()
+    proc = subprocess.Popen(args, stdin=sub, stdout=sub, stderr=sub, env=os.environ.copy(), close_fds=True)
+    os.close(sub)
+    out, answered, deadline = b"", False, time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([main], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(main, 4096)
+                except OSError:  # the command has ended: its side of the terminal is closed
+                    break
+                out += chunk
+                if not answered and b"[y/N]" in out:
+                    os.write(main, answer.encode())
+                    answered = True
+            elif proc.poll() is not None:
+                break
+        return out.decode(errors="replace").replace("\r\n", "\n"), proc.wait(timeout=30)
+    finally:
+        os.close(main)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_local_jobs_status_teardown_question_and_max_hours_say_what_they_are(process_runner):
+    job = "local-words"
+    process_runner.append(job)
+    launched = orch("launch", "--target", "local", "--data", "demo", "--name", job, "--max-hours", "0.5",
+                    "--", *TINY, "--epochs", "50", "--max-hours", "2")
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    # No watcher on this machine: orch's --max-hours is the trainer's, the smaller of the two, as given.
+    assert "trainer: --max-hours 0.5 (orch's --max-hours); your --max-hours 2 is larger, so it is not used" \
+        in launched.stdout
+    record = local.load_record(job)
+    assert record.command[-4:] == ("--max-hours", "0.5", "--resume", "auto")
+    assert record.command.count("--max-hours") == 1
+
+    shown = orch("status", job)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert shown.stdout.splitlines()[0] == f"{job}: local (this machine)"
+    assert "process   running" in shown.stdout
+
+    question = (f"Stop the trainer process of job {job} on this machine, and forget the job (its outputs stay in "
+                f"{record.outputs_dir})? [y/N]")
+    out, code = at_a_terminal([*ORCH, "teardown", job], "n\n")
+    assert question in out and code == 1, out
+    assert job_api.job_status(None, job).state == "running"
+    out, code = at_a_terminal([*ORCH, "teardown", job], "y\n")
+    assert question in out and code == 0, out
+    assert "Stopped: the trainer process." in out and f"Outputs kept at {record.outputs_dir}" in out
+    assert job_api.job_status(None, job).state == "missing" and Path(record.outputs_dir).is_dir()

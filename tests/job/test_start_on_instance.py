@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import pwd
 import shutil
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -140,6 +141,50 @@ def test_a_fresh_instance_gets_its_folders_once_its_set_up_is_done(instance, ssh
     assert labels[ctr.LABEL_OUTPUTS] == str(fast / job / "outputs")
     assert labels[ctr.LABEL_DATA] == str(fast / job / "data")
     assert any("first-boot set-up" in line for line in said), said
+
+
+def watcher_state(folder: Path, cap_s: int, started_s_ago: int) -> Path:
+    """What infra/bootstrap.sh's watcher writes in its state folder (tests/reliability/test_autostop.py runs it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cap").write_text(f"{cap_s}\n")
+    (folder / "started").write_text(f"{int(time.time()) - started_s_ago}\n")
+    return folder
+
+
+def test_a_resumed_run_under_the_hard_cap_gets_its_trained_hours_plus_what_is_left(instance, stub_image, tmp_path,
+                                                                                    monkeypatch):
+    session, client, jobs = instance
+    job = new_job(jobs, "cap")
+    # Its watcher started an hour ago, less 20 s: the budget below stays the same for the test's first 30 s.
+    monkeypatch.setattr(job_api, "WATCHER_STATE_DIR", str(watcher_state(tmp_path / "state", 3 * 3600, 3600 - 20)))
+    outputs = tmp_path / "root" / job / "outputs"
+    (outputs / "checkpoints").mkdir(parents=True)
+    (outputs / "checkpoints" / "last.pt").write_bytes(b"weights")
+    (outputs / "metrics.jsonl").write_text('{"epoch": 1, "elapsed_hours": 0.5}\n{"epoch": 2, "elapsed_hours": 1.5}\n')
+    spec = job_api.JobSpec(job=job, data=str(tiny_dataset(tmp_path / "data")), image=stub_image, gpus=False,
+                           remote_root=str(tmp_path / "root"), trainer_args=("--recipe", "demo"))
+    started = job_api.start_on(session, spec, say=lambda m: None)
+    # The trainer's budget counts the 1.5 h the run trained before: 1.5 + the ~2 h left of the cap - 10 min.
+    command = ctr.find(client, job).attrs["Config"]["Cmd"]
+    assert command[-4:] == ["--max-hours", "3.33", "--resume", "auto"]
+    assert started.budget.startswith("trainer: --max-hours 3.33 (1.5 h already trained (its budget counts every "
+                                     "resume) + 2")
+    assert started.budget.endswith(" h left of the 3 h cap, less 10 min to save)")
+    assert started.continues_from == str(outputs)
+
+
+def test_a_hard_cap_about_to_stop_the_machine_starts_nothing_and_syncs_nothing(instance, stub_image, tmp_path,
+                                                                              monkeypatch):
+    from orchestrator.trainer_args import CapSpent
+
+    session, client, jobs = instance
+    job = new_job(jobs, "spent")
+    monkeypatch.setattr(job_api, "WATCHER_STATE_DIR", str(watcher_state(tmp_path / "state", 3 * 3600, 3 * 3600 - 300)))
+    spec = job_api.JobSpec(job=job, data=str(tiny_dataset(tmp_path / "data")), image=stub_image, gpus=False,
+                           remote_root=str(tmp_path / "root"))
+    with pytest.raises(CapSpent, match="has 5 min left, and the trainer needs 10 min of it to save and stop"):
+        job_api.start_on(session, spec, say=lambda m: None)
+    assert ctr.find(client, job) is None and not (tmp_path / "root" / job).exists()
 
 
 def test_an_instance_engine_without_gpu_support_is_an_error_not_a_cpu_run(instance, stub_image, tmp_path):

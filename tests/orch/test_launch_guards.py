@@ -230,3 +230,21 @@ def test_a_failed_job_start_says_when_the_instance_stops_billing(aws, orch, job_
     monkeypatch.setenv("ORCH_BOOTSTRAP_SCRIPT", "/nonexistent/bootstrap.sh")  # no watcher on the machine
     r = launch(orch, "life5", "--data", "demo")
     assert r.exit_code == 1 and "(it bills until `orch teardown life5`):" in r.output
+
+
+def test_a_hard_cap_too_near_its_end_to_train_says_how_to_train_on(aws, orch, job_calls, monkeypatch):
+    from orchestrator import job
+    from orchestrator.trainer_args import budget_under_cap
+
+    def cap_nearly_spent(endpoint, spec):  # what the machine's watcher says, once orch has reached it
+        return budget_under_cap(cap_s=3 * 3600, elapsed_s=3 * 3600 - 300, trained_s=0, user_hours=None)
+
+    monkeypatch.setattr(job, "start_job", cap_nearly_spent)
+    r = launch(orch, "cap2", "--data", "demo", "--max-hours", "3")
+    assert r.exit_code == 1
+    said = re.sub(r"\s+", " ", r.output)
+    assert ("Error: The instance's hard cap of 3 h (--max-hours/--max-dollars) has 5 min left, and the trainer needs "
+            "10 min of it to save and stop: nothing was started. At the cap the instance shuts itself down") in said
+    assert ("`orch fetch-weights cap2 --which all` while this one is up (not needed with --checkpoint-bucket or "
+            "--keep-volume), `orch teardown cap2`, then `orch launch --name cap2 --resume --max-hours H`") in said
+    assert "run the same `orch launch" not in said

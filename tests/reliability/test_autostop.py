@@ -240,6 +240,36 @@ def test_the_hard_cap_counts_from_the_watchers_first_start_across_restarts(insta
     proc.wait(timeout=10)
 
 
+@pytest.mark.parametrize("cap,seconds", [({"ORCH_MAX_HOURS": "3"}, 3 * 3600),
+                                         ({"ORCH_MAX_DOLLARS": "1.5", "ORCH_PRICE_PER_HOUR": "0.75"}, 2 * 3600),
+                                         ({"ORCH_MAX_HOURS": "3", "ORCH_MAX_DOLLARS": "1.5",
+                                           "ORCH_PRICE_PER_HOUR": "0.75"}, 2 * 3600),   # the sooner of the two
+                                         ({"ORCH_MAX_DOLLARS": "1.5"}, None),   # no price known: no dollar cap
+                                         ({}, None)],
+                         ids=["max-hours", "max-dollars", "both", "dollars-without-price", "none"])
+def test_the_watcher_tells_orch_its_cap_and_clock_for_the_trainers_max_hours(instance, monkeypatch, cap, seconds):
+    from orchestrator import job as job_api
+    from orchestrator.remote import LocalSession
+    from orchestrator.trainer_args import budget_under_cap
+
+    instance.container("running")
+    proc = instance.watch(ORCH_AUTOSTOP_MINUTES="30", **cap)
+    state = instance.root / "state"
+    assert wait_for(lambda: (state / "cap").exists(), 10), instance.log()
+    monkeypatch.setattr(job_api, "WATCHER_STATE_DIR", str(state))  # /var/lib/orch on an instance
+    (state / "started").write_text(f"{int(time.time()) - 1800}\n")  # its first start, half an hour ago
+    found = job_api.hard_cap(LocalSession())
+    if seconds is None:
+        assert found is None
+    else:
+        assert found.seconds == seconds and 1800 <= found.elapsed_s <= 1805
+        # what `orch launch` then gives the trainer: the rest of the cap less 10 min to save
+        assert budget_under_cap(found.seconds, found.elapsed_s, 0, None).hours == \
+            pytest.approx(seconds / 3600 - 0.5 - 1 / 6, abs=0.01)
+    proc.kill()
+    proc.communicate()
+
+
 def test_new_checkpoints_are_copied_to_the_bucket_once_each(instance):
     ckpts = instance.root / "outputs" / "checkpoints"
     (ckpts / "last.pt").write_bytes(b"weights-1")
