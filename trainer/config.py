@@ -47,6 +47,7 @@ class TrainConfig:
     eval_resize: int = 0              # eval short-side resize before the crop (0: eval_res / 0.875)
     crop_scale: tuple[float, float] = (0.25, 1.0)  # random-resized-crop area range (torchvision uses 0.08)
     crop_ratio: tuple[float, float] = (0.75, 1.3333333)  # random-resized-crop aspect range
+    crop_pad: int = 0                 # > 0: CIFAR's crop instead (zero-pad N px, a random train_res window; no scale/ratio)
     hflip: bool = True                # random horizontal flip
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # input normalisation (ImageNet stats)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -75,6 +76,27 @@ FLOAT_TUPLES = {"crop_scale", "crop_ratio", "mean", "std"}
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 SCHEDULES = ("step", "cosine", "onecycle", "linear", "constant")
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+
+
+# The recipe for each dataset `trainer prepare` makes, and its images' size (0: they vary).
+DATASET_RECIPES = {"imagenet": ("t4-rn18-fast", 0), "tiny-imagenet": ("t4-tiny-rn18", 64),
+                   "cifar100": ("t4-cifar100-rn18", 32)}
+
+
+def recipe_hint(dataset: str, c: TrainConfig) -> str:
+    """A line for the log when a prepared dataset is trained without a recipe, with settings meant
+    for another one (the defaults are ImageNet's); empty when there is nothing to say."""
+    if c.recipe or dataset not in DATASET_RECIPES:
+        return ""
+    recipe, size = DATASET_RECIPES[dataset]
+    if size and c.train_res > 2 * size:
+        return (f"no --recipe: training {dataset}'s {size} px images upsampled to {c.train_res} px costs about "
+                f"{(c.train_res / size) ** 2:.0f}x the compute of their own size; `--recipe {recipe}` trains "
+                f"them at {size} px (or set --set train_res={size} --set eval_res={size} --set eval_resize={size})")
+    if not size and c.arch == "resnet50" and c.epochs >= 60:
+        return (f"no --recipe: the defaults train resnet50 for {c.epochs} epochs (days on one T4); `--recipe {recipe}` "
+                f"aims at 60% top-1 in about 3 hours there, `--recipe t4-rn50` at ~73% (`trainer recipes` lists them)")
+    return ""
 
 
 def available_recipes() -> list[str]:
@@ -167,6 +189,8 @@ def validate(c: TrainConfig) -> None:
         problems.append("crop_scale must be two numbers 0 < lo <= hi <= 1 (e.g. --set crop_scale=0.25,1)")
     if len(c.crop_ratio) != 2 or not 0 < c.crop_ratio[0] <= c.crop_ratio[1]:
         problems.append("crop_ratio must be two numbers 0 < lo <= hi (e.g. --set crop_ratio=0.75,1.333)")
+    if not 0 <= c.crop_pad <= min(r for r in (c.train_res, c.train_res_start) if r) // 2:
+        problems.append("crop_pad must be between 0 (off) and half the train resolution (CIFAR uses 4 at 32 px)")
     if c.width < 1 or not c.depths or any(d < 1 for d in c.depths):
         problems.append("width must be at least 1 and depths one or more blocks per stage, each at least 1 (e.g. 2,2,2,2)")
     if not 0 <= c.dropout < 1:

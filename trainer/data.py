@@ -32,6 +32,7 @@ class DatasetInfo:
     train: list[tuple[str, int]] = field(repr=False)
     val: list[tuple[str, int]] = field(repr=False)
     resize_short: int | None = None         # `trainer prepare --resize-short`: the stored images' short side
+    warnings: tuple[str, ...] = ()          # usable but questionable layout; the caller logs them (main process)
 
 
 def read_metadata(root: Path) -> dict:
@@ -92,17 +93,28 @@ def load_dataset(root: str | Path, need_train: bool = True, need_val: bool = Tru
             f"{root}/dataset.json lists {len(meta['classes'])} classes but train/ has {len(classes)} class folders "
             f"(or a different order). Re-run `trainer prepare` or delete dataset.json."
         )
+    warnings = []
     if need_val:
-        extra = sorted(set(class_folders(val_dir)) - set(classes))
+        val_classes = set(class_folders(val_dir))
+        extra = sorted(val_classes - set(classes))
         if extra:
             raise TrainerError(f"val/ has class folders that train/ lacks: {', '.join(extra[:5])}. Val classes must be train classes.")
+        missing = sorted(set(classes) - val_classes)
+        if missing and len(missing) < len(classes):  # none at all is the "no val split" error below
+            # The same words as `trainer verify` (trainer/prepare/verify.py).
+            shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+            warnings.append(
+                f"val/ has no folder for {len(missing)} of the {len(classes)} train classes: {shown}. Val top-1 is then "
+                f"measured over the other {len(classes) - len(missing)} classes while the model predicts all "
+                f"{len(classes)}; for a comparable figure add val/<class>/ with a few images of each.")
     train = scan_split(train_dir, classes) if need_train else []
     val = scan_split(val_dir, classes) if need_val else []
     if need_val and not val:
         raise TrainerError(f"no val split: {val_dir} has no images. Put a few images per class in {val_dir}/<class>/.")
     resize_short = meta.get("resize_short")
     return DatasetInfo(root, classes, dict(meta.get("names") or {}), str(meta.get("dataset") or root.name), train, val,
-                       int(resize_short) if isinstance(resize_short, (int, float)) and resize_short > 0 else None)
+                       int(resize_short) if isinstance(resize_short, (int, float)) and resize_short > 0 else None,
+                       tuple(warnings))
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,7 @@ class TrainTransform:
     scale: tuple[float, float]
     ratio: tuple[float, float]
     hflip: bool
+    pad: int = 0            # > 0: CIFAR's pad-and-random-crop instead of the random-resized crop
 
 
 @dataclass(frozen=True)
@@ -143,7 +156,9 @@ class ImageFiles(Dataset):
         path, target = self.samples[index]
         t = self.transform
         try:
-            if isinstance(t, TrainTransform):
+            if isinstance(t, TrainTransform) and t.pad:
+                img = decode.load_pad_crop(path, res, t.pad, t.hflip)
+            elif isinstance(t, TrainTransform):
                 img = decode.load_train_crop(path, res, t.scale, t.ratio, t.hflip)
             else:
                 img = decode.load_eval_crop(path, t.resize, t.crop)

@@ -1,10 +1,11 @@
 """Decoding one image into one training or evaluation crop, as a uint8 tensor.
 
 This is the only place the input pipeline touches image bytes, so the datasets never change when
-the decoder gets faster. Both functions return a (3, size, size) uint8 RGB tensor whose memory is
-pixel-interleaved (H x W x 3, what decoders write; `data.collate_skipping_bad` stacks these into
-channels_last batches); the float conversion and normalisation run on the training device
-(`trainer.engine.to_device`), so a worker hands over a quarter of the bytes and does no float work.
+the decoder gets faster. Its three loaders (the random-resized crop, CIFAR's pad-and-crop, the
+eval crop) return a (3, size, size) uint8 RGB tensor whose memory is pixel-interleaved (H x W x 3,
+what decoders write; `data.collate_skipping_bad` stacks these into channels_last batches); the
+float conversion and normalisation run on the training device (`trainer.engine.to_device`), so a
+worker hands over a quarter of the bytes and does no float work.
 
 Why the JPEG path is fast (bench/data_pipeline.py measures it against ImageFolder + PIL):
 - The crop box and the flip are drawn from the header size (no pixels decoded), with one call to
@@ -100,6 +101,36 @@ def load_eval_crop(path: str | Path, resize: int, crop: int) -> torch.Tensor:
         img = img.convert("RGB")
     img = F.resize(img, resize, InterpolationMode.BILINEAR, antialias=True)
     return F.pil_to_tensor(F.center_crop(img, [crop, crop]))
+
+
+def load_pad_crop(path: str | Path, size: int, pad: int, hflip: bool = False) -> torch.Tensor:
+    """The CIFAR training crop: torchvision's `RandomCrop(size, padding=pad)` (zero padding), then
+    a mirror half the time when `hflip`. An image of another size is first resized (short side)
+    and centre-cropped to `size`, as `load_eval_crop` does, so progressive resizing works too.
+
+    Small images (32-64 px), so the whole file is decoded: PIL, which also reads the PNGs that
+    `trainer prepare cifar100` writes. Randomness: one call to torch's generator, as `crop_box`.
+    """
+    with Image.open(path) as img:
+        hwc = torch.from_numpy(np.array(img.convert("RGB"))) if img.size == (size, size) else None
+    if hwc is None:
+        hwc = load_eval_crop(path, size, size).permute(1, 2, 0)
+    u = torch.rand(3, dtype=torch.float64).tolist()
+    # The window's offset from the image, -pad..pad each way, uniform as RandomCrop's randint.
+    dy, dx = int(u[0] * (2 * pad + 1)) - pad, int(u[1] * (2 * pad + 1)) - pad
+    return pad_crop(hwc, dy, dx, hflip and u[2] < 0.5)
+
+
+def pad_crop(hwc: torch.Tensor, dy: int, dx: int, flip: bool) -> torch.Tensor:
+    """Output pixel (r, c) is input pixel (r + dy, c + dx), zero outside the image; mirrored if
+    `flip`. (H, W, 3) in, a (3, H, W) view of pixel-interleaved memory out (what every path returns)."""
+    height, width, _ = hwc.shape
+    out = torch.zeros_like(hwc)
+    rows, cols = height - abs(dy), width - abs(dx)
+    if rows > 0 and cols > 0:
+        out[max(0, -dy):max(0, -dy) + rows, max(0, -dx):max(0, -dx) + cols] = \
+            hwc[max(0, dy):max(0, dy) + rows, max(0, dx):max(0, dx) + cols]
+    return (out.flip(1) if flip else out).permute(2, 0, 1)
 
 
 def crop_box(height: int, width: int, scale, ratio, hflip: bool = False) -> tuple[Box, bool]:

@@ -48,14 +48,25 @@ def make_grad_scaler(amp: AmpSettings) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(amp.device_type, enabled=amp.use_grad_scaler)
 
 
-def effective_channels_last(device: torch.device, requested: bool, batch_size: int) -> bool:
-    """channels_last (NHWC) as asked, except on CPU with an odd batch size.
+def effective_channels_last(device: torch.device, requested: bool, batch_size: int,
+                            model: nn.Module | None = None) -> bool:
+    """channels_last (NHWC) as asked, except on CPU where torch 2.14's oneDNN crashes with it.
 
-    On CPU (torch 2.14, oneDNN) the backward pass of a channels_last ResNet aborts the process
-    (heap corruption) when the batch size is odd; even sizes are fine and NHWC is ~3x faster there.
-    `train_step` also trims an odd batch (images skipped as unreadable) by one image on CPU.
+    On CPU the backward pass of a channels_last ResNet aborts the process (heap corruption) when
+    the batch size is odd; `train_step` also trims an odd batch (images skipped as unreadable) by
+    one image on CPU. And oneDNN's AVX-512 kernel for the weight gradient of a 1x1 stride-2
+    convolution with fewer than 16 input channels (a narrow `resnet_small`'s shortcut) segfaults at
+    48 px and up (measured here: 4, 8 and 12 channels crash, 16 and more do not), so such a model
+    trains channels-first on CPU. Elsewhere NHWC is ~3x faster on CPU, and what GPUs want.
     """
-    return requested and (device.type == "cuda" or batch_size % 2 == 0)
+    if not requested:
+        return False
+    if device.type == "cuda":
+        return True
+    narrow_1x1 = model is not None and any(
+        isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1 and m.in_channels < 16
+        for m in model.modules())
+    return batch_size % 2 == 0 and not narrow_1x1
 
 
 def prepare_model(model: nn.Module, device: torch.device, channels_last: bool, compile: bool) -> nn.Module:

@@ -44,12 +44,12 @@ def lr_find(config: TrainConfig, data_dir: Path, out_dir: Path, start_lr: float 
     model = build_model(config.arch, len(info.classes), width=config.width, depths=config.depths,
                         stem=resolve_stem(config.stem, config.train_res, config.arch), dropout=config.dropout,
                         zero_init_residual=config.zero_init_residual)
-    channels_last = effective_channels_last(device, config.channels_last, config.batch_size)
+    channels_last = effective_channels_last(device, config.channels_last, config.batch_size, model)
     model = prepare_model(model, device, channels_last, config.compile)
     optimizer = make_optimizer(model, start_lr, config.momentum, config.nesterov, config.weight_decay)
     scaler = make_grad_scaler(amp)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    dataset = ImageFiles(info.train, TrainTransform(config.crop_scale, config.crop_ratio, config.hflip))
+    dataset = ImageFiles(info.train, TrainTransform(config.crop_scale, config.crop_ratio, config.hflip, config.crop_pad))
     norm = InputNorm(config.mean, config.std)
     sampler = EpochSampler(len(info.train), shuffle=True, seed=config.seed, resolution=lambda e: config.train_res)
     loader = make_loader(dataset, sampler, config.batch_size, config.workers, config.prefetch_factor,

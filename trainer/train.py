@@ -27,7 +27,7 @@ from torch import nn
 from trainer import decode, forecast
 from trainer import checkpoint as ckpt
 from trainer import runlock
-from trainer.config import TrainConfig, to_dict
+from trainer.config import TrainConfig, recipe_hint, to_dict
 from trainer.data import (EpochSampler, ImageFiles, TrainTransform, available_cpus, eval_transform, load_dataset,
                           make_loader, progressive_resolution)
 from trainer.engine import (InputNorm, amp_settings, effective_channels_last, evaluate, load_optimizer_state, make_grad_scaler,
@@ -190,6 +190,9 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     if len(classes) < 2:
         raise TrainerError(f"{data_dir / 'train'} has {len(classes)} class folder ({', '.join(classes)}): a classifier "
                            f"needs at least 2. Put each class's images in train/<class>/ and val/<class>/.")
+    hint = recipe_hint(info.dataset, config)
+    if dist.main and hint:
+        log.warning("%s", hint)
     amp = amp_settings(device, config.precision)
     stem = resolve_stem(config.stem, config.train_res, config.arch)
     if dist.main and config.dropout and config.arch not in OUR_MODELS:
@@ -200,6 +203,9 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
         log.warning("%s was prepared with --resize-short %d, below the evaluation's resize to %d px: val images are "
                     "upsampled, so val top-1 is not the standard figure for this eval size. For that, prepare with "
                     "--resize-short %d or more (or none).", data_dir, info.resize_short, eval_resize, eval_resize)
+    if dist.main:
+        for warning in info.warnings:
+            log.warning("%s", warning)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not config.deterministic
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -282,7 +288,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
         log.info("already trained %d of %d epochs; nothing to do (raise --epochs to train longer)", start_epoch, config.epochs)
         return 0
 
-    channels_last = effective_channels_last(device, config.channels_last, config.batch_size)
+    channels_last = effective_channels_last(device, config.channels_last, config.batch_size, model)
     model = prepare_model(model, device, channels_last, config.compile)
     if dist.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -290,7 +296,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                                           dist.enabled)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     pin = device.type == "cuda"
-    train_set = ImageFiles(info.train, TrainTransform(config.crop_scale, config.crop_ratio, config.hflip))
+    train_set = ImageFiles(info.train, TrainTransform(config.crop_scale, config.crop_ratio, config.hflip, config.crop_pad))
     val_set = ImageFiles(info.val, eval_transform(config.eval_res, config.eval_resize))
     norm = InputNorm(config.mean, config.std)
     val_sampler = EpochSampler(len(info.val), shuffle=False, rank=dist.rank, world=dist.world)
@@ -308,8 +314,11 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     log.info("training %s (%s stem) on %d classes, %d train / %d val images, %s x%d, %s, global batch %d, peak lr %g, "
              "%d epochs x %d steps, CUDA graphs %s", config.arch, stem, len(classes), len(info.train), len(info.val), device,
              dist.world, amp.dtype or "fp32", global_batch, peak_lr, config.epochs, steps_per_epoch, graphs)
-    log.info("input: %d loader worker(s) per process; JPEG crops decoded %s", train_loader.num_workers,
-             decode.jpeg_decoder())
+    log.info("input: %d loader worker(s) per process; train crops: %s%s; JPEG crops decoded %s",
+             train_loader.num_workers,
+             f"zero-pad {config.crop_pad} px, random window" if config.crop_pad else
+             f"random-resized, area {config.crop_scale[0]:g}-{config.crop_scale[1]:g}",
+             ", mirrored half the time" if config.hflip else "", decode.jpeg_decoder())
 
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - started

@@ -163,6 +163,27 @@ def test_a_single_class_is_refused(data_copy, tmp_path):
     assert_clean_error(result, "has 1 class folder", "needs at least 2")
 
 
+def test_val_missing_some_train_classes_is_a_warning_naming_them(data_copy, tmp_path):
+    from trainer.data import load_dataset
+
+    assert load_dataset(data_copy).warnings == ()
+    gone = sorted((data_copy / "val").iterdir())[1]
+    shutil.rmtree(gone)
+    info = load_dataset(data_copy)   # still loads: a warning, not an error
+    assert len(info.classes) == 4 and {info.classes[i] for _, i in info.val} == set(info.classes) - {gone.name}
+    [warning] = info.warnings
+    assert f"val/ has no folder for 1 of the 4 train classes: {gone.name}." in warning
+    assert "measured over the other 3 classes while the model predicts all 4" in warning
+
+    many = tmp_path / "many"   # the first 5 by name, then a count
+    for c in range(8):
+        for split in ("train", "val") if c == 0 else ("train",):
+            (many / split / f"c{c}").mkdir(parents=True)
+            (many / split / f"c{c}" / "1.jpg").write_bytes(b"")   # listed, not decoded
+    [warning] = load_dataset(many).warnings
+    assert "7 of the 8 train classes: c1, c2, c3, c4, c5 (+2 more)." in warning
+
+
 def test_an_epoch_in_which_no_image_loads_stops_the_run(data_copy, tmp_path):
     """Every file damaged (or a decoder that fails on all of them): not "finished" with nothing trained."""
     for path in (data_copy / "train").rglob("*.jpg"):
@@ -214,3 +235,11 @@ def test_predict_top_and_lr_find_ranges_are_checked(demo_data, trained_run, tmp_
     result = cli("lr-find", "--data", demo_data, "--out", tmp_path / "lrf", "--steps", "2")
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert not (tmp_path / "lrf").exists()
+
+
+def test_val_missing_a_class_is_warned_in_the_log(data_copy, tmp_path):
+    shutil.rmtree(sorted((data_copy / "val").iterdir())[1])
+    out = tmp_path / "out"
+    result = cli("train", "--data", data_copy, "--out", out, *TINY, "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert "val/ has no folder for 1 of the 4 train classes" in (out / "train.log").read_text()
