@@ -27,7 +27,7 @@ import pytest
 
 from orchestrator import container as ctr
 from orchestrator import job as job_api
-from tests.fixtures.dockerd import base_image, docker_engine  # noqa: F401 (fixtures)
+from tests.fixtures.dockerd import base_image, docker_engine, running_image  # noqa: F401 (fixtures)
 from tests.fixtures.sshd import authorize_new_key_pairs, sshd_server  # noqa: F401 (fixture)
 from tests.orch.conftest import aws, moto_url, orch, tagged  # noqa: F401 (fixtures)
 
@@ -220,16 +220,6 @@ def test_ssh_cut_during_follow_loses_and_repeats_nothing(instance, orch, docker_
     assert followed == full  # every line once, in order: no gap, no duplicate
     client.close()
     orch("teardown", job, "--yes")
-
-
-@pytest.fixture(scope="module")
-def running_image(docker_engine, base_image):  # noqa: F811
-    """A stub trainer that keeps running (its arguments ignored), as a job in training does."""
-    client = docker_engine.client()
-    dockerfile = f'FROM {base_image}\nENTRYPOINT ["/bin/sh", "-c", "sleep 300"]\n'.encode()
-    client.images.build(fileobj=io.BytesIO(dockerfile), tag="orch-test-stub-running:1", rm=True, network_mode="none")
-    client.close()
-    return "orch-test-stub-running:1"
 
 
 def test_a_launch_under_a_running_jobs_name_records_none_of_what_it_did_not_apply(  # noqa: F811

@@ -20,7 +20,7 @@ import pytest
 from orchestrator import container as ctr
 from orchestrator import job as job_api
 from orchestrator.remote import connect
-from tests.fixtures.dockerd import base_image, docker_engine  # noqa: F401 (fixtures)
+from tests.fixtures.dockerd import base_image, docker_engine, running_image  # noqa: F401 (fixtures)
 from tests.fixtures.sshd import ssh_endpoint, ssh_key, sshd_server  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.needs_docker, pytest.mark.needs_sshd]
@@ -41,16 +41,6 @@ def stub_image(docker_engine, base_image):  # noqa: F811
                                    network_mode="none")
     client.close()
     return "orch-test-stub-trainer:1"
-
-
-@pytest.fixture(scope="module")
-def running_image(docker_engine, base_image):  # noqa: F811
-    """A stub trainer that keeps running (its arguments ignored), as a job in training does."""
-    client = docker_engine.client()
-    dockerfile = f'FROM {base_image}\nENTRYPOINT ["/bin/sh", "-c", "sleep 300"]\n'.encode()
-    client.images.build(fileobj=io.BytesIO(dockerfile), tag="orch-test-stub-running:1", rm=True, network_mode="none")
-    client.close()
-    return "orch-test-stub-running:1"
 
 
 @pytest.fixture
