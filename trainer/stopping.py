@@ -19,11 +19,18 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SI
 
 
 def shield_worker_from_stop_signals(worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: a stop signal sent to the whole process group (`timeout`,
-    `kill -- -PGID`, systemd, Slurm, Ctrl-C or a closed terminal) must reach only the training
-    process, which finishes its step and saves; a worker it killed would make the next batch raise
-    instead. So each worker leaves the group. It keeps torch's own SIGTERM handler, which exits when
-    the training process shuts the workers down, and each worker also exits when its parent does."""
+    """DataLoader `worker_init_fn`: a stop signal meant for the run must reach only the training
+    process, which finishes its step and saves; a worker it killed would make the training process
+    raise instead (torch turns a worker's death into an error at whatever line it is running).
+
+    - Sent to the whole process group (`timeout`, `kill -- -PGID`, systemd, Slurm, Ctrl-C or a
+      closed terminal): each worker leaves the group, and ignores SIGINT and SIGHUP sent to it alone.
+    - SIGTERM sent to each process (`pkill -f "trainer train"` matches the workers' command lines
+      too): a thread takes the worker's SIGTERMs with `sigwaitinfo` and exits only for one from the
+      training process (how it shuts its workers down: torch's own rule, by the sender's pid) or
+      once that process is gone; others are the training process's to act on. Without
+      `sigwaitinfo` (macOS), torch's handler stays: such a SIGTERM kills the worker as before.
+    Each worker also exits when its parent does (torch's watchdog)."""
     try:
         os.setpgid(0, 0)
     except (AttributeError, OSError):   # Windows; or not permitted here: group signals then reach it as before
@@ -31,6 +38,19 @@ def shield_worker_from_stop_signals(worker_id: int) -> None:
     for sig in STOP_SIGNALS:
         if sig != signal.SIGTERM:   # Ctrl-C or a hang-up sent to a worker alone: the training process decides
             signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "sigwaitinfo"):
+        parent = os.getppid()
+        # Blocked before any other thread exists in the worker, so every thread it starts inherits the
+        # mask and the signal waits for `sigwaitinfo` instead of running a handler.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        threading.Thread(target=_take_worker_sigterms, args=(parent,), daemon=True, name="sigterm").start()
+
+
+def _take_worker_sigterms(parent: int) -> None:
+    while True:
+        info = signal.sigwaitinfo({signal.SIGTERM})
+        if info.si_pid == parent or os.getppid() != parent:
+            os._exit(0)
 
 
 class StopRequest:

@@ -269,10 +269,11 @@ def test_nccl_ranks_select_their_gpu_before_joining_the_process_group(monkeypatc
     assert calls == [("init", "gloo")]
 
 
-@pytest.mark.parametrize("how", ["SIGTERM to the process group", "SIGHUP"])
+@pytest.mark.parametrize("how", ["SIGTERM to the process group", "SIGHUP", "SIGTERM to each process (pkill -f)"])
 def test_a_stop_signal_with_loader_workers_saves_and_exits_cleanly(demo_data, tmp_path, how):
     """`timeout`, `kill -- -PGID`, systemd and Slurm signal the whole process group, workers
-    included; a closed terminal or SSH session sends SIGHUP. Either way the run saves last.pt and
+    included; `pkill -f "trainer train"` signals every process whose command line matches, the
+    workers' too; a closed terminal or SSH session sends SIGHUP. Either way the run saves last.pt and
     exits with 128 + the signal, saying it once, and no worker's death turns it into a crash."""
     out = tmp_path / "run"
     args = [sys.executable, "-m", "trainer", "train", "--data", str(demo_data), "--out", str(out), *TINY,
@@ -287,6 +288,10 @@ def test_a_stop_signal_with_loader_workers_saves_and_exits_cleanly(demo_data, tm
     if how == "SIGHUP":
         proc.send_signal(signal.SIGHUP)
         expected, name = 129, "SIGHUP"
+    elif how.startswith("SIGTERM to each"):
+        for pid in [proc.pid, *map(int, workers)]:
+            os.kill(pid, signal.SIGTERM)
+        expected, name = 143, "SIGTERM"
     else:
         os.killpg(proc.pid, signal.SIGTERM)
         expected, name = 143, "SIGTERM"
