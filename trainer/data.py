@@ -20,6 +20,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from trainer import decode
 from trainer.errors import TrainerError
+from trainer.prepare.verify import missing_val_classes
 from trainer.stopping import shield_worker_from_stop_signals
 
 
@@ -101,12 +102,7 @@ def load_dataset(root: str | Path, need_train: bool = True, need_val: bool = Tru
             raise TrainerError(f"val/ has class folders that train/ lacks: {', '.join(extra[:5])}. Val classes must be train classes.")
         missing = sorted(set(classes) - val_classes)
         if missing and len(missing) < len(classes):  # none at all is the "no val split" error below
-            # The same words as `trainer verify` (trainer/prepare/verify.py).
-            shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
-            warnings.append(
-                f"val/ has no folder for {len(missing)} of the {len(classes)} train classes: {shown}. Val top-1 is then "
-                f"measured over the other {len(classes) - len(missing)} classes while the model predicts all "
-                f"{len(classes)}; for a comparable figure add val/<class>/ with a few images of each.")
+            warnings.append(missing_val_classes(missing, len(classes)))   # as `trainer verify` says it
     train = scan_split(train_dir, classes) if need_train else []
     val = scan_split(val_dir, classes) if need_val else []
     if need_val and not val:

@@ -101,7 +101,7 @@ def verify_dataset(data: Path, expect: str | None = None, workers: int = 1, deco
     if counts.get("train") and counts.get("val"):
         train, val = set(counts["train"]), set(counts["val"])
         if train - val:  # training accepts it and warns: say the same here, as a warning
-            warnings.append(_missing_val_classes(sorted(train - val), len(train)))
+            warnings.append(missing_val_classes(sorted(train - val), len(train)))
         if val - train:
             problems.append(_listed(val - train, "classes in val/ but not in train/"))
     for split, per_class in counts.items():
@@ -121,8 +121,8 @@ def verify_dataset(data: Path, expect: str | None = None, workers: int = 1, deco
     return VerifyReport(data, counts, tuple(problems), tuple(notes), tuple(warnings))
 
 
-def _missing_val_classes(missing: list[str], classes: int) -> str:
-    """The same words as trainer.data.load_dataset's warning."""
+def missing_val_classes(missing: list[str], classes: int) -> str:
+    """The warning for a val/ without some train classes: verify's, and training's (trainer.data.load_dataset)."""
     shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
     return (f"val/ has no folder for {len(missing)} of the {classes} train classes: {shown}. Val top-1 is then "
             f"measured over the other {classes - len(missing)} classes while the model predicts all {classes}; "
