@@ -203,8 +203,9 @@ def _require_instance_profile(s: Settings) -> None:
 def check_dataset(cfg: LaunchConfig) -> None:
     """Refuse a --data the job could never use, before anything is created or paid for.
 
-    A local folder needs a train/ split, as `trainer.data.load_dataset` does (mirrored here: orch
-    does not import the trainer); an s3:// URI is copied on the instance with its own role.
+    A local folder needs train/ and val/ splits, as `trainer.data.load_dataset` does for `trainer
+    train` (mirrored here: orch does not import the trainer); an s3:// URI is copied on the
+    instance with its own role.
     """
     data = cfg.job_spec.data if cfg.job_spec is not None else None
     if data is None or data == "demo":
@@ -226,7 +227,14 @@ def check_dataset(cfg: LaunchConfig) -> None:
         raise ConfigError(
             f"--data {data}: {folder} has no train/ folder, so the trainer would stop at once (no train split). "
             f"Nothing was created. Expected {folder / 'train'}/<class>/*.jpg and {folder / 'val'}/<class>/*.jpg "
-            "(`trainer prepare` makes that layout), or pass --data demo.")
+            f"(`trainer prepare` makes that layout; for a folder of class folders, `trainer prepare folder "
+            f"--source {folder} --dest NEW_FOLDER` splits it), or pass --data demo.")
+    if not (folder / "val").is_dir():
+        raise ConfigError(
+            f"--data {data}: {folder} has no val/ folder, so the trainer would stop at once (no val split). "
+            f"Nothing was created. Expected {folder / 'val'}/<class>/*.jpg beside train/; `trainer prepare folder "
+            f"--source {folder} --dest NEW_FOLDER --val-percent 10` draws one from train/ (a seeded 10% of "
+            f"each class).")
 
 
 def _on_demand_plan(cfg: LaunchConfig, p: LaunchPlan) -> LaunchPlan:

@@ -83,7 +83,8 @@ def load_dataset(root: str | Path, need_train: bool = True, need_val: bool = Tru
     if need_val and not val_dir.is_dir():
         raise TrainerError(
             f"no val split: {val_dir} is missing. Expected {val_dir}/<class>/*.jpg with the same class folders as "
-            f"train/ (hold out a few images per class, e.g. 5%)."
+            f"train/. `trainer prepare folder --source {root} --dest NEW_FOLDER --val-percent 10` draws one from "
+            f"train/ (a seeded 10% of each class's images)."
         )
     meta = read_metadata(root)
     classes = class_folders(train_dir if train_dir.is_dir() else val_dir)

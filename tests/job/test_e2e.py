@@ -228,8 +228,9 @@ def test_a_launch_under_a_running_jobs_name_records_none_of_what_it_did_not_appl
 
     first, other = tmp_path / "first", tmp_path / "other"
     for data in (first, other):
-        (data / "train" / "c0").mkdir(parents=True)
-        (data / "train" / "c0" / "0.bin").write_bytes(b"x" * 100)
+        for split in ("train", "val"):
+            (data / split / "c0").mkdir(parents=True)
+            (data / split / "c0" / "0.bin").write_bytes(b"x" * 100)
     job = job_name("again")
     instance.append(job)
 

@@ -1,6 +1,6 @@
 """What a new user's first hour ran into, through the CLI against moto.
 
-A --data that can't work (a folder that isn't there or has no train/ split, an s3:// URI with no
+A --data that can't work (a folder that isn't there or lacks a train/ or val/ split, an s3:// URI with no
 instance role to copy it) is refused before anything is created; teardown and status don't wait
 minutes for an SSH that a changed address can't reach; teardown of a job that doesn't exist
 claims no success; a local launch that started nothing leaves no job behind; doctor fails on an
@@ -47,12 +47,16 @@ def bad_data(request, tmp_path):
         path = tmp_path / "data.tar"
         path.write_text("not a folder")
         return path, "is not a folder"
+    if kind == "no-val":
+        path = tmp_path / "train-only"
+        (path / "train" / "cat").mkdir(parents=True)  # the trainer stops at once without a val split
+        return path, "has no val/ folder"
     path = tmp_path / "flat"
     (path / "cat").mkdir(parents=True)  # images but no train/ split
     return path, "has no train/ folder"
 
 
-@pytest.mark.parametrize("bad_data", ["missing", "file", "no-train"], indirect=True)
+@pytest.mark.parametrize("bad_data", ["missing", "file", "no-train", "no-val"], indirect=True)
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_a_data_folder_the_trainer_cannot_read_is_refused_before_anything_is_created(
         aws, orch, job_calls, bad_data, dry_run, tmp_path):
@@ -60,14 +64,17 @@ def test_a_data_folder_the_trainer_cannot_read_is_refused_before_anything_is_cre
     r = launch(orch, "d1", "--data", path, *(["--dry-run"] if dry_run else []))
     assert r.exit_code == 2, r.output
     assert why in r.output and "Nothing was created" in r.output and "Traceback" not in r.output
+    if "has no" in why:   # the fix: a command that makes the layout from this folder
+        assert f"trainer prepare folder --source {path}" in r.output
     assert "Dry run" not in r.output
     assert nothing_created(aws, "d1")
     assert job_calls.started == []
 
 
-def test_a_data_folder_with_a_train_split_launches(aws, orch, job_calls, tmp_path):
+def test_a_data_folder_with_train_and_val_splits_launches(aws, orch, job_calls, tmp_path):
     data = tmp_path / "data"
     (data / "train" / "cat").mkdir(parents=True)
+    (data / "val" / "cat").mkdir(parents=True)
     r = launch(orch, "d2", "--data", data)
     assert r.exit_code == 0, r.output
     assert [spec.data for _, spec in job_calls.started] == [str(data)]

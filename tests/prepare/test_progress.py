@@ -5,7 +5,7 @@ import io
 
 from rich.console import Console
 
-from trainer.prepare.catalog import typical_per_class
+from trainer.prepare.catalog import FULL_COUNTS, typical_per_class
 from trainer.prepare.cli import _ProgressReporter
 
 
@@ -17,7 +17,7 @@ def test_imagenet_total_is_estimated_per_split():
     # The full train tar: 1000 classes of ~1281 images opened one by one, then 1000 val classes of 50.
     truth = 1000 * 1281 + 1000 * 50
     with _ProgressReporter(Console(file=io.StringIO())) as reporter:
-        reporter.begin({"train": 1000, "val": 1000}, typical_per_class("imagenet"))
+        reporter.begin({"train": 1000, "val": 1000}, typical_per_class(FULL_COUNTS["imagenet"]))
         for i in range(1000):
             reporter.expect(1281, "train")
             if i in (0, 499, 999):
@@ -28,4 +28,4 @@ def test_imagenet_total_is_estimated_per_split():
 
 
 def test_max_per_class_caps_the_estimate():
-    assert typical_per_class("imagenet", 100) == {"train": 100, "val": 50}
+    assert typical_per_class(FULL_COUNTS["imagenet"], 100) == {"train": 100, "val": 50}

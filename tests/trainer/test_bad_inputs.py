@@ -34,6 +34,12 @@ def test_no_val_split(data_copy, tmp_path):
     shutil.rmtree(data_copy / "val")
     result = cli("train", "--data", data_copy, "--out", tmp_path / "out", *TINY)
     assert_clean_error(result, "no val split", str(data_copy / "val"))
+    fix = f"trainer prepare folder --source {data_copy} --dest NEW_FOLDER --val-percent 10"
+    assert fix in result.output
+    done = cli(*fix.replace("NEW_FOLDER", str(tmp_path / "split")).split()[1:])   # the fix it names works
+    assert done.exit_code == 0, done.output
+    classes = sorted(p.name for p in (data_copy / "train").iterdir())
+    assert sorted(p.name for p in (tmp_path / "split" / "val").iterdir() if any(p.iterdir())) == classes
 
 
 def test_corrupt_jpeg_is_skipped_counted_and_reported(data_copy, tmp_path):
@@ -243,3 +249,14 @@ def test_val_missing_a_class_is_warned_in_the_log(data_copy, tmp_path):
     result = cli("train", "--data", data_copy, "--out", out, *TINY, "--epochs", "1")
     assert result.exit_code == 0, result.output
     assert "val/ has no folder for 1 of the 4 train classes" in (out / "train.log").read_text()
+
+
+def test_val_missing_a_class_is_warned_by_evaluate_too(data_copy, trained_run):
+    gone = sorted((data_copy / "val").iterdir())[1]
+    shutil.rmtree(gone)
+    result = cli("evaluate", "--data", data_copy, "--checkpoint", trained_run / "checkpoints" / "best.pt", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"warning: val/ has no folder for 1 of the 4 train classes: {gone.name}."), line
+    report = json.loads(result.stdout)   # the JSON on stdout stays clean
+    assert report["images"] == 36 and report["per_class"][gone.name]["images"] == 0

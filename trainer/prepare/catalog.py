@@ -17,6 +17,11 @@ from typing import Callable, Iterator, Mapping, Union
 
 SPLITS = ("train", "val")
 
+# torchvision's IMG_EXTENSIONS, which training lists images with (compared case-insensitively).
+# Copied, not imported, so that `trainer verify` and `trainer prepare` need no torch;
+# tests/prepare/test_verify.py checks that the two agree.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
 # Full-size counts (classes, train images, val images) that `trainer verify --expect` checks.
 FULL_COUNTS: dict[str, tuple[int, int, int]] = {
     "imagenet": (1000, 1_281_167, 50_000),
@@ -25,10 +30,11 @@ FULL_COUNTS: dict[str, tuple[int, int, int]] = {
 }
 
 
-def typical_per_class(dataset: str, max_per_class: int | None = None) -> dict[str, float]:
-    """Images per class and split in the full dataset (ImageNet: ~1281 train, 50 val), capped by
-    --max-per-class: the progress bar's estimate for classes not yet opened."""
-    classes, train, val = FULL_COUNTS[dataset]
+def typical_per_class(counts: tuple[int, int, int], max_per_class: int | None = None) -> dict[str, float]:
+    """Images per class and split in the full dataset (`counts`: classes, train and val images;
+    ImageNet: ~1281 train, 50 val per class), capped by --max-per-class: the progress bar's
+    estimate for classes not yet opened."""
+    classes, train, val = counts
     per = {"train": train / classes, "val": val / classes}
     return {s: min(n, max_per_class) if max_per_class else n for s, n in per.items()}
 
@@ -77,7 +83,7 @@ Event = Union[Expect, Entry]
 class Source:
     """A dataset found on disk: its classes, names, the files it came from, and a reader."""
 
-    dataset: str                       # "imagenet" | "tiny-imagenet" | "cifar100"
+    dataset: str                       # "imagenet" | "tiny-imagenet" | "cifar100" | "folder"
     layout: str                        # e.g. "ilsvrc2012-archives", "kaggle-zip"
     classes: tuple[str, ...]           # sorted folder names; index = position
     names: Mapping[str, str]           # folder -> human-readable name
@@ -85,6 +91,14 @@ class Source:
     entries: Callable[[Selection], Iterator[Event]] = field(repr=False)
     # The archives as distributed, whose published MD5 --verify-checksums compares (checksums.py).
     canonical: tuple[Path, ...] = ()
+    # Classes, train and val images, for a source listed in full before anything is read (a
+    # folder); the others have their published FULL_COUNTS.
+    listed_counts: tuple[int, int, int] | None = None
+    notes: tuple[str, ...] = ()        # what the reader left out or decided, for the summary
+
+    @property
+    def full_counts(self) -> tuple[int, int, int]:
+        return self.listed_counts or FULL_COUNTS[self.dataset]
 
     @property
     def size_bytes(self) -> int:

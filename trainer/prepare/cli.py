@@ -1,4 +1,4 @@
-"""`trainer prepare imagenet|tiny-imagenet|cifar100` and `trainer verify`: parse, call, print.
+"""`trainer prepare imagenet|tiny-imagenet|cifar100|folder` and `trainer verify`: parse, call, print.
 
 The work is in run.py (prepare) and verify.py; this module only turns flags into their options,
 draws the progress bars and prints the summary or the error.
@@ -33,7 +33,7 @@ DeleteOpt = typer.Option(False, "--delete-source", help="Remove the source files
 
 
 def _run(dataset: str, source: Path, dest: Path, subset_percent, seed, max_per_class, resize_short, workers,
-         verify_checksums, delete_source) -> None:
+         verify_checksums, delete_source, val_percent=None) -> None:
     from rich.console import Console
 
     from trainer.prepare.run import PrepareError, PrepareOptions, prepare, usage_problem
@@ -42,7 +42,7 @@ def _run(dataset: str, source: Path, dest: Path, subset_percent, seed, max_per_c
     opts = PrepareOptions(
         dataset=dataset, source=source, dest=dest, subset_percent=subset_percent, seed=seed,
         max_per_class=max_per_class, resize_short=resize_short, workers=workers or os.cpu_count() or 1,
-        verify_checksums=verify_checksums, delete_source=delete_source,
+        verify_checksums=verify_checksums, delete_source=delete_source, val_percent=val_percent,
     )
     problem = usage_problem(opts)
     if problem:  # a usage error, like an unknown --expect: exit 2, before anything is read or written
@@ -70,6 +70,8 @@ def _run(dataset: str, source: Path, dest: Path, subset_percent, seed, max_per_c
         f"{result.seconds:,.1f} s ({rate:,.0f} images/s); {result.classes_skipped} class folders were already "
         f"complete; {result.partial_removed} half-written files removed."
     )
+    for note in result.notes:
+        typer.echo(f"note: {note}")
     if result.undecodable:
         shown = result.undecodable[:10]
         console.print(
@@ -132,6 +134,32 @@ def cifar100(source: Path = SourceOpt, dest: Path = DestOpt, subset_percent: Opt
     """
     _run("cifar100", source, dest, subset_percent, seed, max_per_class, None, workers,
          verify_checksums, delete_source)
+
+
+@prepare_app.command("folder")
+def folder(source: Path = typer.Option(..., "--source", help="A folder of class folders: <class>/<images>, or "
+                                                             "train/<class>/ (and val/<class>/ if already split)."),
+           dest: Path = DestOpt,
+           val_percent: Optional[float] = typer.Option(
+               None, "--val-percent",
+               help="Share of each class's images drawn for val/ when the source has none (default 10); the draw is "
+                    "seeded by --seed. Refused for a source already split into train/ and val/."),
+           subset_percent: Optional[float] = SubsetOpt,
+           seed: int = typer.Option(0, "--seed", help="Seed of the val/ draw and of the --subset-percent class draw."),
+           max_per_class: Optional[int] = MaxOpt, resize_short: Optional[int] = ResizeOpt,
+           workers: Optional[int] = WorkersOpt, delete_source: bool = DeleteOpt) -> None:
+    """Any folder of class folders (torchvision's ImageFolder layout), with a val/ split drawn per class.
+
+    Images are found at any depth below each class folder, as ImageFolder finds them; hidden files
+    and files that are not images are left out (and counted). Class names are the folder names.
+
+    \b
+    Example: trainer prepare folder --source ~/flowers --dest /data/flowers --val-percent 10
+    Tiny ImageNet's train/ split 70/30, as some courses ask:
+             trainer prepare folder --source ~/tiny-imagenet-200/train --dest /data/tiny-70-30 --val-percent 30
+    """
+    _run("folder", source, dest, subset_percent, seed, max_per_class, resize_short, workers, False, delete_source,
+         val_percent)
 
 
 def verify_command(

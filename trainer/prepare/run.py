@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 from trainer.prepare.catalog import (ARCHIVE_ERRORS, SPLITS, DamagedArchive, Expect, Selection, Source,
                                      SourceError, subset_classes, typical_per_class)
 from trainer.prepare.cifar import find_cifar100
+from trainer.prepare.folder import DEFAULT_VAL_PERCENT, find_folder
 from trainer.prepare.imagenet import find_imagenet
 from trainer.prepare.journal import Journal, write_json
 from trainer.prepare.space import SpaceError, check_free_space, estimate_bytes
@@ -47,6 +48,7 @@ class PrepareOptions:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     verify_checksums: bool = False
     delete_source: bool = False
+    val_percent: float | None = None   # "folder" only: the share of each class drawn for val/
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class PrepareResult:
     # "split/class/name" of images that did not decode for --resize-short; stored as they came
     undecodable: tuple[str, ...] = ()
     source_paths: tuple[Path, ...] = ()
+    notes: tuple[str, ...] = ()   # the reader's: files left out, how val/ was drawn
 
 
 class Reporter(Protocol):
@@ -90,6 +93,12 @@ def usage_problem(opts: PrepareOptions) -> str | None:
     if p is not None and not 0 < p <= 100:  # also refuses nan
         return (f"--subset-percent {p:g} is out of range: it is the share of the classes to keep, more than 0 and "
                 f"at most 100 (10 keeps a tenth of them; leave the flag out to keep all). Nothing was written.")
+    v = opts.val_percent
+    if v is not None and opts.dataset != "folder":
+        return f"--val-percent is for `trainer prepare folder`; {opts.dataset} comes with its own val split."
+    if v is not None and not 0 < v < 100:  # also refuses nan
+        return (f"--val-percent {v:g} is out of range: it is the share of each class's images drawn for val/, more "
+                f"than 0 and less than 100 (10 is usual). Nothing was written.")
     if opts.max_per_class is not None and opts.max_per_class < 1:
         return (f"--max-per-class {opts.max_per_class} is out of range: it is the most images kept per class and "
                 f"split, 1 or more (leave the flag out to keep all). Nothing was written.")
@@ -122,7 +131,10 @@ def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> Prepare
     if problem:
         raise PrepareError(problem)
     try:
-        source = FINDERS[opts.dataset](opts.source)
+        if opts.dataset == "folder":  # the one reader that draws a split, so it takes its options
+            source = find_folder(opts.source, opts.val_percent, opts.seed, opts.dest)
+        else:
+            source = FINDERS[opts.dataset](opts.source)
     except SourceError as exc:
         raise PrepareError(str(exc) + (" Nothing was written." if isinstance(exc, DamagedArchive) else "")) from None
     if opts.verify_checksums:
@@ -140,13 +152,16 @@ def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> Prepare
         "resize_short": opts.resize_short,
         "subset": {"percent": opts.subset_percent, "seed": opts.seed} if opts.subset_percent else None,
     }
+    if source.layout == "class-folders":  # val/ drawn here: a rerun must draw the same one
+        percent = DEFAULT_VAL_PERCENT if opts.val_percent is None else opts.val_percent
+        options["val_split"] = {"percent": percent, "seed": opts.seed}
     _check_dest(opts.dest, journal, options)
     done = {k: n for k, n in journal.done().items() if k[1] in selected}
     removed = journal.clean_partial(done)
 
     units = len(SPLITS) * len(selected)
     share = len(selected) / len(source.classes) * (units - len(done)) / units
-    need = estimate_bytes(source.size_bytes, source.dataset, share, opts.max_per_class, opts.resize_short)
+    need = estimate_bytes(source.size_bytes, source.full_counts, share, opts.max_per_class, opts.resize_short)
     try:
         check_free_space(opts.dest, need)
     except SpaceError as exc:
@@ -154,7 +169,7 @@ def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> Prepare
     journal.start(options)
 
     report.begin({s: sum(1 for c in selected if (s, c) not in done) for s in SPLITS},
-                 typical_per_class(source.dataset, opts.max_per_class))
+                 typical_per_class(source.full_counts, opts.max_per_class))
     writer = Writer(opts.dest, journal, opts.resize_short, max(1, opts.workers),
                     on_written=lambda split, n: report.written(n))
     selection = Selection(frozenset(selected), opts.max_per_class, frozenset(done))
@@ -198,6 +213,8 @@ def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> Prepare
         "max_per_class": opts.max_per_class,
         "resize_short": opts.resize_short,
     }
+    if "val_split" in options:
+        meta["val_split"] = options["val_split"]
     write_json(Path(opts.dest) / "dataset.json", meta)
 
     deleted: tuple[Path, ...] = ()
@@ -208,6 +225,7 @@ def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> Prepare
         images_written=_images_written(counts, done), classes_skipped=len(done),
         partial_removed=removed, bytes_written=writer.bytes_written, seconds=time.perf_counter() - start,
         deleted=deleted, undecodable=tuple(sorted(writer.undecodable)), source_paths=source.paths,
+        notes=source.notes,
     )
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from trainer.prepare.catalog import FULL_COUNTS
-
 TYPICAL_SHORT_SIDE = 350
 
 
@@ -18,11 +16,12 @@ class SpaceError(Exception):
     pass
 
 
-def estimate_bytes(source_bytes: int, dataset: str, share_of_classes: float,
+def estimate_bytes(source_bytes: int, counts: tuple[int, int, int], share_of_classes: float,
                    max_per_class: int | None, resize_short: int | None) -> int:
+    """`counts`: the source's classes, train and val images (Source.full_counts)."""
     share = share_of_classes
     if max_per_class is not None:
-        classes, train, val = FULL_COUNTS[dataset]
+        classes, train, val = counts
         share *= min(1.0, max_per_class * 2 / ((train + val) / classes))
     if resize_short is not None:
         share *= min(1.0, 1.5 * (resize_short / TYPICAL_SHORT_SIDE) ** 2)

@@ -16,14 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trainer.prepare.catalog import FULL_COUNTS, SPLITS
+from trainer.prepare.catalog import FULL_COUNTS, IMAGE_EXTENSIONS, SPLITS
 from trainer.prepare.shrink import PART
 
 SHOW = 10   # problems of one kind listed by name before "... and N more"
-# torchvision's IMG_EXTENSIONS, which training lists images with (compared case-insensitively).
-# Copied, not imported, so that `trainer verify` and `trainer prepare` need no torch;
-# tests/prepare/test_verify.py checks that the two agree.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
