@@ -16,10 +16,11 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
-from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.datasets.folder import make_dataset
 
 from trainer import decode
 from trainer.errors import TrainerError
+from trainer.prepare.catalog import IMAGE_EXTENSIONS, is_image
 from trainer.prepare.verify import missing_val_classes
 from trainer.stopping import shield_worker_from_stop_signals
 
@@ -54,7 +55,7 @@ def class_folders(split_dir: Path) -> list[str]:
 def scan_split(split_dir: Path, classes: list[str]) -> list[tuple[str, int]]:
     index = {c: i for i, c in enumerate(classes)}
     present = {c: index[c] for c in class_folders(split_dir)}
-    samples = make_dataset(str(split_dir), present, extensions=IMG_EXTENSIONS, allow_empty=True)
+    samples = make_dataset(str(split_dir), present, is_valid_file=is_image, allow_empty=True)
     counts = {c: 0 for c in present}
     for _, i in samples:
         counts[classes[i]] += 1
@@ -63,7 +64,7 @@ def scan_split(split_dir: Path, classes: list[str]) -> list[tuple[str, int]]:
         shown = ", ".join(str(split_dir / c) for c in empty[:5]) + (f" (+{len(empty) - 5} more)" if len(empty) > 5 else "")
         raise TrainerError(
             f"{len(empty)} class folder(s) hold no images: {shown}. Image files end in "
-            f"{', '.join(IMG_EXTENSIONS)}. Nothing was trained. Add images or remove the empty folders, "
+            f"{', '.join(IMAGE_EXTENSIONS)} (hidden files are skipped). Nothing was trained. Add images or remove the empty folders, "
             f"then check the layout with `trainer verify --data {split_dir.parent}`."
         )
     return samples

@@ -78,7 +78,7 @@ def test_verify_lists_the_images_training_lists(tmp_path):
     from trainer.data import load_dataset
 
     files = {"train/a/1.jpg": "jpeg", "train/a/2.JPEG": "jpeg", "train/a/sub/3.png": "png", "train/a/x.txt": "",
-             "train/a/.DS_Store": "", "train/b/4.webp": "webp", "train/b/5.gif": "", "val/a/6.jpg": "jpeg",
+             "train/a/.DS_Store": "", "train/a/._1.jpg": "", "train/b/4.webp": "webp", "train/b/5.gif": "", "val/a/6.jpg": "jpeg",
              "val/b/7.bmp": "bmp", "val/b/7.bmp.part": ""}
     for name, fmt in files.items():
         path = tmp_path / "data" / name
@@ -96,7 +96,8 @@ def test_verify_lists_the_images_training_lists(tmp_path):
     assert report.counts["train"] == {"a": 3, "b": 1}
     assert report.problems == (f"1 half-written files (rerun the same `trainer prepare` command to finish): "
                                f"{tmp_path / 'data' / 'val/b/7.bmp.part'}",)
-    assert any("3 files that are not images" in note for note in report.notes), report.notes
+    assert any("4 files that are not images" in note for note in report.notes), report.notes
+    assert not any(path.endswith("._1.jpg") for path, _ in info.train), "a macOS metadata file is not an image"
 
 
 def test_image_extensions_are_torchvisions():

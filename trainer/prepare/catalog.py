@@ -6,6 +6,7 @@ readers to this one shape is what lets the writer, the journal and the progress 
 """
 from __future__ import annotations
 
+import os
 import random
 import tarfile
 import zipfile
@@ -21,6 +22,14 @@ SPLITS = ("train", "val")
 # Copied, not imported, so that `trainer verify` and `trainer prepare` need no torch;
 # tests/prepare/test_verify.py checks that the two agree.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def is_image(path: str) -> bool:
+    """Whether training reads this file (and verify checks it): an image ending whose name is not
+    hidden. Hidden files are never images: macOS copies add "._x.jpg" metadata next to each x.jpg,
+    which torchvision's rule alone would take for an image that then fails to decode."""
+    name = os.path.basename(path)
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 # Full-size counts (classes, train images, val images) that `trainer verify --expect` checks.
 FULL_COUNTS: dict[str, tuple[int, int, int]] = {

@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
 
-from trainer.prepare.catalog import IMAGE_EXTENSIONS, Entry, Event, Expect, Selection, Source, SourceError
+from trainer.prepare.catalog import IMAGE_EXTENSIONS, Entry, Event, Expect, Selection, Source, SourceError, is_image
 
 DEFAULT_VAL_PERCENT = 10.0
 
@@ -121,9 +121,9 @@ def _images(cls_dir: Path, source: Path, skipped: list[str]) -> dict[str, Path]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             if name.startswith("."):
-                continue
+                continue   # hidden: never an image, and not worth a note
             path = Path(folder) / name
-            if name.lower().endswith(IMAGE_EXTENSIONS):
+            if is_image(name):
                 found.append(path)
             else:
                 skipped.append(str(path.relative_to(source)))

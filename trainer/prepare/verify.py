@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trainer.prepare.catalog import FULL_COUNTS, IMAGE_EXTENSIONS, SPLITS
+from trainer.prepare.catalog import FULL_COUNTS, IMAGE_EXTENSIONS, SPLITS, is_image
 from trainer.prepare.shrink import PART
 
 SHOW = 10   # problems of one kind listed by name before "... and N more"
@@ -82,9 +82,9 @@ def verify_dataset(data: Path, expect: str | None = None, workers: int = 1, deco
         counts[split] = {}
         for cls_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             paths = _class_files(cls_dir)
-            images = [p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS)]
+            images = [p for p in paths if is_image(p)]
             partial += [p for p in paths if p.endswith(PART)]
-            ignored += [os.path.relpath(p, data) for p in paths if not p.lower().endswith(IMAGE_EXTENSIONS + (PART,))]
+            ignored += [os.path.relpath(p, data) for p in paths if not is_image(p) and not p.endswith(PART)]
             counts[split][cls_dir.name] = len(images)
             files += images
         if not counts[split]:
@@ -93,7 +93,7 @@ def verify_dataset(data: Path, expect: str | None = None, workers: int = 1, deco
         problems.append(_listed(partial, "half-written files (rerun the same `trainer prepare` command to finish)"))
     if ignored:
         notes.append(_listed(ignored, f"files that are not images, skipped here as in training (which reads only "
-                                      f"{', '.join(IMAGE_EXTENSIONS)})", show=5))
+                                      f"{', '.join(IMAGE_EXTENSIONS)}, hidden files not)", show=5))
     if counts.get("train") and counts.get("val"):
         train, val = set(counts["train"]), set(counts["val"])
         if train - val:  # training accepts it and warns: say the same here, as a warning
