@@ -93,6 +93,7 @@ def train(
     \b
     Example: trainer train --data /data/imagenet --out /runs/r50 --recipe t4-rn50
 
+    Every setting a recipe and your flags resolve to, and what each means: trainer settings --recipe NAME.
     DDP: torchrun --nproc_per_node 4 -m trainer train --data ... --out ... (same flags).
     Exit 0 when done (or at --max-hours / --target-top1); 130/143 after Ctrl-C/SIGTERM, once last.pt is saved.
     """
@@ -129,7 +130,8 @@ def evaluate(
         from trainer.evaluate import evaluate_checkpoint
         if split not in ("val", "train"):
             raise TrainerError(f"--split must be val or train, not {split!r}.")
-        result = evaluate_checkpoint(checkpoint, data, split, batch_size, workers, device)
+        result = evaluate_checkpoint(checkpoint, data, split, batch_size, workers, device,
+                                     warn=lambda message: typer.echo(f"warning: {message}", err=True))
         text = json.dumps(result, indent=1)
         if out:
             out.write_text(text + "\n")
@@ -251,6 +253,36 @@ def recipes() -> None:
     for name in available_recipes():
         values = load_recipe(name)
         typer.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+
+
+@app.command()
+def settings(
+    recipe: Optional[str] = typer.Option(None, help="Recipe name (see `trainer recipes`) or a .toml path."),
+    set_: List[str] = typer.Option([], "--set", help="A setting as KEY=VALUE (repeatable), as `trainer train --set`."),
+) -> None:
+    """Every setting `trainer train` would use, resolved: its value, where it comes from, what it means.
+
+    Nothing is trained; the settings are checked as training checks them. Every name here is a
+    KEY for `trainer train --set KEY=VALUE` (the named flags such as --lr are shorthands).
+
+    \b
+    Example: trainer settings --recipe t4-rn18-fast --set epochs=20
+    """
+    with user_errors():
+        from rich.console import Console
+        from rich.table import Table
+
+        from trainer.config import resolve, setting_help, setting_sources, to_dict
+        overrides = _parse_sets(set_)
+        values = to_dict(resolve(recipe, overrides))
+        sources, meaning = setting_sources(recipe, overrides), setting_help()
+        table = Table("setting", "value", "from", "meaning", title=f"trainer train --recipe {recipe}" if recipe
+                      else "trainer train (no recipe: the defaults)", title_justify="left")
+        for name, value in values.items():
+            shown = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            table.add_row(name, shown, sources[name], meaning.get(name, ""),
+                          style="bold" if sources[name] != "default" else None)
+        Console(highlight=False).print(table)
 
 
 @app.command()

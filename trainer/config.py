@@ -50,7 +50,7 @@ class TrainConfig:
     crop_pad: int = 0                 # > 0: CIFAR's crop instead (zero-pad N px, a random train_res window; no scale/ratio)
     hflip: bool = True                # random horizontal flip
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # input normalisation (ImageNet stats)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)   # input normalisation: per-channel spread
     # --- speed ---
     precision: str = "auto"           # auto (fp16 on T4, bf16 where supported, fp32 on CPU) | fp16 | bf16 | fp32
     channels_last: bool = True        # NHWC memory format: faster convolutions with tensor cores
@@ -97,6 +97,37 @@ def recipe_hint(dataset: str, c: TrainConfig) -> str:
         return (f"no --recipe: the defaults train resnet50 for {c.epochs} epochs (days on one T4); `--recipe {recipe}` "
                 f"aims at 60% top-1 in about 3 hours there, `--recipe t4-rn50` at ~73% (`trainer recipes` lists them)")
     return ""
+
+
+def setting_help() -> dict[str, str]:
+    """Each setting's meaning: its comment in TrainConfig above, the one place it is written (a test
+    checks that every setting has one)."""
+    import inspect
+    import re
+
+    out: dict[str, str] = {}
+    last = None
+    for line in inspect.getsourcelines(TrainConfig)[0]:
+        field_line = re.match(r"\s+(\w+): [^#]*#\s*(.*)$", line)
+        comment_line = re.match(r"\s+#\s*(.*)$", line)
+        if field_line:
+            last = field_line.group(1)
+            out[last] = field_line.group(2).strip()
+        elif comment_line and last and not comment_line.group(1).startswith("---"):
+            out[last] += " " + comment_line.group(1).strip()   # the comment goes on below
+        else:
+            last = None
+    return out
+
+
+def setting_sources(recipe: str | None, overrides: dict[str, Any]) -> dict[str, str]:
+    """Where each setting of `resolve(recipe, overrides)` comes from: default, recipe or --set."""
+    sources = {name: "default" for name in FIELDS}
+    if recipe:
+        sources.update({name: "recipe" for name in load_recipe(recipe)})
+        sources["recipe"] = "recipe"
+    sources.update({name: "--set" for name, value in overrides.items() if value is not None})
+    return sources
 
 
 def available_recipes() -> list[str]:
