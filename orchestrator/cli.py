@@ -247,6 +247,11 @@ def launch(
                            max_recoveries=max_recoveries, keep_volume=keep_volume)
         from orchestrator import flow
 
+        # The flag only: a max_dollars in config.toml or ORCH_MAX_DOLLARS is a standing cap for AWS launches.
+        if target == "local" and max_dollars is not None:
+            cap = (f"--max-hours {max_hours:g} caps the run's time" if max_hours
+                   else "use --max-hours to cap the run's time")
+            _out(f"warning: --max-dollars has no effect on the local target (no hourly price); {cap}")
         if dry_run:
             if target == "local":
                 flow.check_dataset(cfg)

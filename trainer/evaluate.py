@@ -1,8 +1,9 @@
 """Evaluate a checkpoint on DATA/val (or another split): top-1, top-5, loss, per-class accuracy."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -13,7 +14,10 @@ from trainer.inference import load_model
 
 
 def evaluate_checkpoint(checkpoint: Path, data_dir: Path, split: str = "val", batch_size: int = 128, workers: int = 4,
-                        device_name: str = "auto", precision: str = "auto") -> dict[str, Any]:
+                        device_name: str = "auto", precision: str = "auto",
+                        warn: Callable[[str], None] = logging.getLogger("trainer").warning) -> dict[str, Any]:
+    """The checkpoint's metrics on one split of `data_dir`. `warn` is given, before evaluating, each warning
+    `trainer train` logs about that data (a val/ without some train classes)."""
     loaded = load_model(checkpoint)
     info = load_dataset(data_dir, need_train=(split == "train"), need_val=(split == "val"))
     if info.classes != loaded.classes:
@@ -21,6 +25,8 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, split: str = "val", ba
             f"checkpoint {checkpoint} was trained on {len(loaded.classes)} classes but {data_dir} has "
             f"{len(info.classes)} class folders (or other names). Evaluate it on the dataset it was trained on."
         )
+    for warning in info.warnings:
+        warn(warning)
     samples = info.val if split == "val" else info.train
     device = pick_device(device_name)
     amp = amp_settings(device, precision)
