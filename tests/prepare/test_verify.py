@@ -57,8 +57,8 @@ def test_non_image_files_are_noted_not_counted_or_decoded(prepared):
     result = trainer("verify", "--data", prepared, "--workers", "1")
     assert result.exit_code == 0, result.output
     assert "24" in result.output and "14" in result.output   # the image counts are unchanged
-    assert ("note: 3 files that are not images, skipped here as in training (which reads only .jpg, .jpeg, "
-            ".png") in result.output
+    assert ("note: 3 files that are not images, skipped here as in training (which reads only files ending in "
+            ".jpg, .jpeg, .png") in result.output
     for name in ("train/n01440764/.DS_Store", "train/n01440764/notes.txt", "val/n01443537/Thumbs.db"):
         assert name in result.output
     assert "unreadable" not in result.output and "differs from dataset.json" not in result.output

@@ -31,6 +31,7 @@ def is_image(path: str) -> bool:
     name = os.path.basename(path)
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
+
 # Full-size counts (classes, train images, val images) that `trainer verify --expect` checks.
 FULL_COUNTS: dict[str, tuple[int, int, int]] = {
     "imagenet": (1000, 1_281_167, 50_000),
@@ -104,6 +105,9 @@ class Source:
     # folder); the others have their published FULL_COUNTS.
     listed_counts: tuple[int, int, int] | None = None
     notes: tuple[str, ...] = ()        # what the reader left out or decided, for the summary
+    # Choices the reader made that a rerun must make again (a folder's val/ draw): recorded with the
+    # run's options, so a rerun that would choose otherwise is refused, and in dataset.json.
+    recorded: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def full_counts(self) -> tuple[int, int, int]:

@@ -96,8 +96,9 @@ def find_folder(source: Path, val_percent: float | None, seed: int, dest: Path |
                      f"the same options draw the same split again")
     counts = (len(classes), *(sum(len(f) for f in splits[s].values()) for s in ("train", "val")))
     layout = "split-folders" if split_layout else "class-folders"
+    recorded = {} if split_layout else {"val_split": {"percent": percent, "seed": seed}}
     return Source("folder", layout, tuple(classes), {c: c for c in classes}, (source,), entries,
-                  listed_counts=counts, notes=tuple(notes))
+                  listed_counts=counts, notes=tuple(notes), recorded=recorded)
 
 
 def _draw_val(names: list[str], percent: float, seed: int, cls: str) -> set[str]:

@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 from trainer.prepare.catalog import (ARCHIVE_ERRORS, SPLITS, DamagedArchive, Expect, Selection, Source,
                                      SourceError, subset_classes, typical_per_class)
 from trainer.prepare.cifar import find_cifar100
-from trainer.prepare.folder import DEFAULT_VAL_PERCENT, find_folder
+from trainer.prepare.folder import find_folder
 from trainer.prepare.imagenet import find_imagenet
 from trainer.prepare.journal import Journal, write_json
 from trainer.prepare.space import SpaceError, check_free_space, estimate_bytes
@@ -152,9 +152,7 @@ def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> Prepare
         "resize_short": opts.resize_short,
         "subset": {"percent": opts.subset_percent, "seed": opts.seed} if opts.subset_percent else None,
     }
-    if source.layout == "class-folders":  # val/ drawn here: a rerun must draw the same one
-        percent = DEFAULT_VAL_PERCENT if opts.val_percent is None else opts.val_percent
-        options["val_split"] = {"percent": percent, "seed": opts.seed}
+    options.update(source.recorded)
     _check_dest(opts.dest, journal, options)
     done = {k: n for k, n in journal.done().items() if k[1] in selected}
     removed = journal.clean_partial(done)
@@ -213,8 +211,7 @@ def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> Prepare
         "max_per_class": opts.max_per_class,
         "resize_short": opts.resize_short,
     }
-    if "val_split" in options:
-        meta["val_split"] = options["val_split"]
+    meta.update(source.recorded)
     write_json(Path(opts.dest) / "dataset.json", meta)
 
     deleted: tuple[Path, ...] = ()

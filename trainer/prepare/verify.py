@@ -93,7 +93,8 @@ def verify_dataset(data: Path, expect: str | None = None, workers: int = 1, deco
         problems.append(_listed(partial, "half-written files (rerun the same `trainer prepare` command to finish)"))
     if ignored:
         notes.append(_listed(ignored, f"files that are not images, skipped here as in training (which reads only "
-                                      f"{', '.join(IMAGE_EXTENSIONS)}, hidden files not)", show=5))
+                                      f"files ending in {', '.join(IMAGE_EXTENSIONS)} whose names are not hidden)",
+                             show=5))
     if counts.get("train") and counts.get("val"):
         train, val = set(counts["train"]), set(counts["val"])
         if train - val:  # training accepts it and warns: say the same here, as a warning
