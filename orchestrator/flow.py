@@ -223,18 +223,17 @@ def check_dataset(cfg: LaunchConfig) -> None:
             f"--data {data}: {folder} is not a folder here{' (it is a file)' if folder.exists() else ''}. "
             "Nothing was created. Pass a dataset folder (train/<class>/*.jpg and val/<class>/*.jpg; "
             "`trainer prepare` makes one), an s3:// URI, or --data demo.")
-    if not (folder / "train").is_dir():
+    missing = next((split for split in ("train", "val") if not (folder / split).is_dir()), None)
+    if missing:
+        fix = (f"`trainer prepare folder --source {folder} --dest NEW_FOLDER` splits a folder of class folders "
+               "(`trainer prepare` also makes that layout from ImageNet, Tiny ImageNet or CIFAR-100 as downloaded)"
+               if missing == "train" else
+               f"`trainer prepare folder --source {folder} --dest NEW_FOLDER --val-percent 10` draws val/ from "
+               "train/ (a seeded 10% of each class)")
         raise ConfigError(
-            f"--data {data}: {folder} has no train/ folder, so the trainer would stop at once (no train split). "
-            f"Nothing was created. Expected {folder / 'train'}/<class>/*.jpg and {folder / 'val'}/<class>/*.jpg "
-            f"(`trainer prepare` makes that layout; for a folder of class folders, `trainer prepare folder "
-            f"--source {folder} --dest NEW_FOLDER` splits it), or pass --data demo.")
-    if not (folder / "val").is_dir():
-        raise ConfigError(
-            f"--data {data}: {folder} has no val/ folder, so the trainer would stop at once (no val split). "
-            f"Nothing was created. Expected {folder / 'val'}/<class>/*.jpg beside train/; `trainer prepare folder "
-            f"--source {folder} --dest NEW_FOLDER --val-percent 10` draws one from train/ (a seeded 10% of "
-            f"each class).")
+            f"--data {data}: {folder} has no {missing}/ folder, so the trainer would stop at once (no {missing} "
+            f"split). Nothing was created. Expected {folder / 'train'}/<class>/*.jpg and {folder / 'val'}/<class>/"
+            f"*.jpg: {fix}; or pass --data demo.")
 
 
 def _on_demand_plan(cfg: LaunchConfig, p: LaunchPlan) -> LaunchPlan:
