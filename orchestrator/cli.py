@@ -238,7 +238,8 @@ def launch(
 
             from orchestrator.trainer_args import check_trainer_args
 
-            check_trainer_args(trainer_args or [], check_options=image is None)
+            check_trainer_args(trainer_args or [], check_options=image is None,
+                               data=data if target == "aws" else None)
             spec = JobSpec(job=job_name, data=data, image=image, trainer_args=tuple(trainer_args or ()), gpus=gpus,
                            autostop_minutes=settings.autostop_minutes if target == "aws" else None)
         cfg = LaunchConfig(job=job_name, instance_type=instance or "local", settings=settings, spot=spot,

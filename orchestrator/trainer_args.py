@@ -38,6 +38,10 @@ SET_BY_ORCH = {
 }
 
 
+# What the job's container sees (job.trainer_command): the dataset and the run folder.
+CONTAINER_DIRS = ("/data/", "/outputs/")
+
+
 @dataclass(frozen=True)
 class TrainerOption:
     name: str            # --epochs, --no-compile
@@ -67,11 +71,13 @@ def recipe_names() -> list[str]:
     return sorted(p.stem for p in (repo_root() / "trainer" / "recipes").glob("*.toml"))
 
 
-def check_trainer_args(args: Sequence[str], check_options: bool = True) -> None:
+def check_trainer_args(args: Sequence[str], check_options: bool = True, data: str | None = None) -> None:
     """Raise ConfigError naming the first argument `trainer train` would refuse (or orch overrides).
 
     Recipe names are always checked (a .toml path is the container's, so it is not); option names,
     value types and `--set` keys only with `check_options` (False for a user's own `--image`).
+    `data`: the job's --data, given where the trainer runs in a container that sees only it (at
+    /data) and its outputs: a weights file named by another path could not be read there.
     """
     args = list(args)
     recipes = recipe_names()
@@ -84,6 +90,15 @@ def check_trainer_args(args: Sequence[str], check_options: bool = True) -> None:
         if not name.endswith(".toml") and recipes and name not in recipes:
             raise ConfigError(f"unknown recipe {name!r} after `--`{_did_you_mean(name, recipes)}. "
                               f"Valid recipes: {', '.join(recipes)}.")
+    if data is not None:
+        sets = [v.split("=", 1)[1] for v in _values_of("--set", args) if v.startswith("init_weights=")]
+        for value in _values_of("--init-weights", args) + sets:
+            if value != "imagenet" and not value.startswith(CONTAINER_DIRS):
+                raise ConfigError(
+                    f"--init-weights {value} after `--`: the trainer reads it inside the job's container, which "
+                    f"sees your --data folder as /data and nothing else of this machine. Copy the file into "
+                    f"{data} (it is synced with it) and pass --init-weights /data/{Path(value).name}; or "
+                    f"`--init-weights imagenet` for torchvision's ImageNet weights.")
 
 
 def _check_options(args: list[str], options: Mapping[str, TrainerOption]) -> None:

@@ -72,6 +72,9 @@ def train(
     train_res_start: Optional[int] = typer.Option(None, help="Progressive resizing: first-epoch crop size (0: off)."),
     eval_res: Optional[int] = typer.Option(None, help="Eval centre-crop size in px."),
     width: Optional[int] = typer.Option(None, help="Our models: channels of the first stage."),
+    init_weights: Optional[str] = typer.Option(
+        None, help="Fine-tune: start from `imagenet` (torchvision's weights for --arch) or a weights file (.pth "
+                   "state_dict, DataParallel's too, or a trainer checkpoint); other-shaped layers start random."),
     precision: Optional[str] = typer.Option(None, help="auto | fp16 | bf16 | fp32."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
@@ -102,7 +105,8 @@ def train(
         from trainer.train import train as run_training
         flags = dict(arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, warmup_epochs=warmup_epochs,
                      weight_decay=weight_decay, label_smoothing=label_smoothing, train_res=train_res,
-                     train_res_start=train_res_start, eval_res=eval_res, width=width, precision=precision,
+                     train_res_start=train_res_start, eval_res=eval_res, width=width, init_weights=init_weights,
+                     precision=precision,
                      channels_last=channels_last, compile=compile, cuda_graphs=cuda_graphs, workers=workers, device=device, seed=seed,
                      target_top1=target_top1, max_hours=max_hours, checkpoint_minutes=checkpoint_minutes)
         flags.update(_parse_sets(set_))

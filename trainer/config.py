@@ -25,6 +25,8 @@ class TrainConfig:
     stem: str = "auto"                # ResNets (ours, torchvision's): "imagenet" (7x7/2 + maxpool), "small" (3x3/1), auto: small when res <= 96
     zero_init_residual: bool = True   # zero the last BN of each residual block: each block starts as identity
     dropout: float = 0.0              # dropout before the classifier (our models)
+    init_weights: str = ""            # fine-tune: start from "imagenet" (torchvision's weights for arch) or a weights file
+                                      # instead of random weights; tensors of another shape (the classifier) stay random
     # --- optimisation ---
     epochs: int = 90                  # passes over the training set
     batch_size: int = 256             # images per step per process (DDP: per GPU)

@@ -35,6 +35,7 @@ from trainer.engine import (InputNorm, amp_settings, effective_channels_last, ev
                             unwrap)
 from trainer.errors import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, TrainerError
 from trainer.metrics import Progress, append_metrics, read_metrics, setup_logging, truncate_metrics, write_run_config
+from trainer.init_weights import init_from
 from trainer.models import OUR_MODELS, build_model, resolve_stem, stem_of_weights
 from trainer.report import plot_curves
 from trainer.schedule import Schedule, make_scheduler
@@ -273,6 +274,10 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
         if changed:
             log.warning("settings differ from the checkpoint's: %s (the new values are used; the LR is the new "
                         "schedule's at this point of training)", ", ".join(changed))
+    elif config.init_weights:   # fine-tuning: a fresh run only (a resumed one has its own weights already)
+        report = init_from(unwrap(model), config.init_weights, config.arch)
+        if dist.main:
+            log.info("%s", report.describe())
     # The LR is always the current settings' schedule at this position (the scheduler's saved state
     # is not loaded): a run resumed with another batch size or world size gets its own peak LR and
     # step count, and a schedule to zero still ends at zero.

@@ -78,3 +78,27 @@ def test_launch_with_a_trainer_typo_stops_before_anything_starts(orch, job_calls
     assert r.exit_code == 0, r.output
     assert job_calls.started[0][1].trainer_args == ("--recipe", "demo", "--epochs", "1")
     assert json.loads((Path(os.environ["ORCH_HOME"]) / "state.json").read_text())["jobs"]["typo"]
+
+
+@pytest.mark.parametrize("args", [
+    ["--init-weights", "imagenet"],
+    ["--init-weights", "/data/resnet18.pth"],
+    ["--set", "init_weights=/outputs/previous/best.pt"],
+])
+def test_init_weights_the_instances_container_can_read_pass(args):
+    check_trainer_args(args, data="~/data/cifar100")
+
+
+@pytest.mark.parametrize("args", [
+    ["--init-weights", "/home/me/weights/resnet18.pth"],
+    ["--init-weights=resnet18.pth"],
+    ["--set", "init_weights=~/resnet18.pth"],
+])
+def test_init_weights_on_this_machine_is_refused_for_an_instance_with_the_path_to_use(args):
+    """The container sees only the dataset (/data) and its outputs: a laptop path would fail on the
+    instance, after it is paid for."""
+    with pytest.raises(ConfigError) as err:
+        check_trainer_args(args, data="~/data/cifar100")
+    assert "Copy the file into ~/data/cifar100" in str(err.value)
+    assert "--init-weights /data/resnet18.pth" in str(err.value)
+    check_trainer_args(args)   # where the trainer reads this machine's files (a local process), it is its own

@@ -80,6 +80,18 @@ def test_a_data_folder_with_train_and_val_splits_launches(aws, orch, job_calls, 
     assert [spec.data for _, spec in job_calls.started] == [str(data)]
 
 
+def test_init_weights_from_this_machine_is_refused_for_an_instance_before_anything_is_created(
+        aws, orch, job_calls, tmp_path):
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        (data / split / "cat").mkdir(parents=True)
+    r = launch(orch, "w1", "--data", data, "--", "--init-weights", str(tmp_path / "resnet18.pth"))
+    assert r.exit_code == 2 and "--init-weights /data/resnet18.pth" in r.output, r.output
+    assert nothing_created(aws, "w1") and job_calls.started == []
+    r = launch(orch, "w2", "--data", data, "--", "--init-weights", "/data/resnet18.pth")
+    assert r.exit_code == 0, r.output
+
+
 def test_a_local_target_with_a_missing_data_folder_is_refused_and_not_listed(orch, tmp_path):
     r = orch("launch", "--target", "local", "--name", "l0", "--data", tmp_path / "nonexistent")
     assert r.exit_code == 2 and "is not a folder" in r.output, r.output
