@@ -90,6 +90,8 @@ def train(
     resume: str = typer.Option("auto", help="auto: continue from OUT/checkpoints/last.pt if present; none: start over; or a checkpoint path."),
     stop_file: Optional[Path] = typer.Option(None, help="Save and stop cleanly when this file appears."),
     watch_spot: bool = typer.Option(False, "--watch-spot", help="Poll EC2 metadata for a spot interruption notice; save and stop."),
+    nproc: str = typer.Option("auto", help="Training processes: auto = one per GPU (DDP) when there are several, "
+                                           "else one; or a number (N gloo processes on a CPU)."),
 ) -> None:
     """Train a classifier from random weights.
 
@@ -97,7 +99,7 @@ def train(
     Example: trainer train --data /data/imagenet --out /runs/r50 --recipe t4-rn50
 
     Every setting a recipe and your flags resolve to, and what each means: trainer settings --recipe NAME.
-    DDP: torchrun --nproc_per_node 4 -m trainer train --data ... --out ... (same flags).
+    Several GPUs: one process each (DDP) by itself (--nproc auto); torchrun -m trainer train ... works too.
     Exit 0 when done (or at --max-hours / --target-top1); 130/143 after Ctrl-C/SIGTERM, once last.pt is saved.
     """
     with user_errors(where=out):
@@ -111,6 +113,13 @@ def train(
                      target_top1=target_top1, max_hours=max_hours, checkpoint_minutes=checkpoint_minutes)
         flags.update(_parse_sets(set_))
         config = resolve(recipe, flags)
+        from trainer.launch import processes_wanted, run_per_process
+        n = processes_wanted(nproc, config.device)
+        if n > 1:
+            typer.echo(f"{n} GPUs: one training process each (DDP), global batch {n} x {config.batch_size}; "
+                       f"--nproc 1 trains on one" if config.device != "cpu" else
+                       f"{n} training processes (DDP, gloo)", err=True)
+            raise typer.Exit(run_per_process(n, sys.argv[1:]))
         code = run_training(config, data, out, resume=resume, stop_file=stop_file, watch_spot=watch_spot, argv=sys.argv)
     raise typer.Exit(code)
 

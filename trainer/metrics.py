@@ -64,9 +64,10 @@ def write_run_config(path: Path, config: dict[str, Any], extra: dict[str, Any]) 
 
 
 def setup_logging(log_file: Path | None, main_process: bool) -> None:
-    """Human-readable lines to stderr and OUT/train.log (main process only)."""
+    """Human-readable lines to stderr and OUT/train.log (main process only). The other DDP ranks
+    print errors only: their warnings repeat the main one's (the same data, settings and signal)."""
     logger = logging.getLogger("trainer")
-    logger.setLevel(logging.INFO if main_process else logging.WARNING)
+    logger.setLevel(logging.INFO if main_process else logging.ERROR)
     for h in list(logger.handlers):
         logger.removeHandler(h)
         h.close()
