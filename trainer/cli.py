@@ -116,9 +116,8 @@ def train(
         from trainer.launch import processes_wanted, run_per_process
         n = processes_wanted(nproc, config.device)
         if n > 1:
-            typer.echo(f"{n} GPUs: one training process each (DDP), global batch {n} x {config.batch_size}; "
-                       f"--nproc 1 trains on one" if config.device != "cpu" else
-                       f"{n} training processes (DDP, gloo)", err=True)
+            typer.echo(f"{n} training processes (DDP: one per GPU where there are GPUs), global batch {n} x "
+                       f"{config.batch_size}; --nproc 1 trains in one", err=True)
             raise typer.Exit(run_per_process(n, sys.argv[1:]))
         code = run_training(config, data, out, resume=resume, stop_file=stop_file, watch_spot=watch_spot, argv=sys.argv)
     raise typer.Exit(code)

@@ -34,8 +34,8 @@ from trainer.engine import (InputNorm, amp_settings, effective_channels_last, ev
                             make_optimizer, pick_device, prepare_model, to_device, train_step_with_logits, training_forward,
                             unwrap)
 from trainer.errors import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, TrainerError
-from trainer.metrics import Progress, append_metrics, read_metrics, setup_logging, truncate_metrics, write_run_config
 from trainer.init_weights import init_from
+from trainer.metrics import Progress, append_metrics, read_metrics, setup_logging, truncate_metrics, write_run_config
 from trainer.models import OUR_MODELS, build_model, resolve_stem, stem_of_weights
 from trainer.report import plot_curves
 from trainer.schedule import Schedule, make_scheduler

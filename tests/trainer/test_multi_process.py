@@ -58,7 +58,7 @@ def test_two_ranks_train_as_one_ddp_run(demo_data, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["world_size"] == 2 and config["global_batch"] == 32
     assert len(metrics(out)) == 1
-    assert "2 training processes (DDP, gloo)" in proc.stderr
+    assert "2 training processes (DDP" in proc.stderr
     assert "OMP_NUM_THREADS" not in proc.stderr   # torchrun's banner: the launch sets it itself
 
 
