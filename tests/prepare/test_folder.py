@@ -150,6 +150,17 @@ def test_the_same_file_name_in_two_subfolders_keeps_both(tmp_path):
     assert names == {f"{sub}__{k}.jpg" for sub in ("day", "night") for k in range(3)}
 
 
+def test_a_link_back_up_the_tree_is_walked_once(tmp_path):
+    make_pool(tmp_path / "src")
+    os.symlink(tmp_path / "src" / "cat", tmp_path / "src" / "cat" / "again")   # cat/again -> cat
+    os.symlink(tmp_path / "src" / "owl", tmp_path / "src" / "dog" / "owls")     # another class's images: ImageFolder's rule
+    r = prepare(tmp_path / "src", tmp_path / "out", "--val-percent", "50")
+    assert r.exit_code == 0, r.output
+    got = tree_files(tmp_path / "out")
+    assert sum(1 for (_, c, _) in got if c == "cat") == PER_CLASS["cat"]
+    assert sum(1 for (_, c, _) in got if c == "dog") == PER_CLASS["dog"] + PER_CLASS["owl"]
+
+
 @pytest.mark.parametrize("case, why", [
     ("one-image", "fewer than 2 images, too few to split"),
     ("no-classes", "No class folders in"),

@@ -118,7 +118,13 @@ def _images(cls_dir: Path, source: Path, skipped: list[str]) -> dict[str, Path]:
     """{stored name: path} of the images below one class folder. A name is the file's own where
     that is unique in the class, else its path below the class folder with "/" as "__"."""
     found: list[Path] = []
+    seen: set[tuple[int, int]] = set()   # folders already walked: a link back up would loop forever
     for folder, dirs, names in os.walk(cls_dir, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             if name.startswith("."):
@@ -130,7 +136,11 @@ def _images(cls_dir: Path, source: Path, skipped: list[str]) -> dict[str, Path]:
                 skipped.append(str(path.relative_to(source)))
     bases = [p.name for p in found]
     unique = len(set(bases)) == len(bases)
-    return {(p.name if unique else "__".join(p.relative_to(cls_dir).parts)): p for p in found}
+    named = {(p.name if unique else "__".join(p.relative_to(cls_dir).parts)): p for p in found}
+    if len(named) < len(found):
+        raise SourceError(f"Images in {cls_dir} would be stored under the same name (their paths joined by \"__\" "
+                          f"clash with a file's own name). Nothing was written; rename one of them.")
+    return named
 
 
 def _refuse_empty(splits: dict[str, dict[str, dict[str, Path]]], source: Path, split_layout: bool, percent: float) -> None:
