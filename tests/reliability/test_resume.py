@@ -287,7 +287,8 @@ def test_a_reclaimed_spot_job_resumes_from_a_fetched_local_copy(machine, orch, a
 
 def _spot_job_then_reclaim(orch, aws, tmp_path, job: str, *extra) -> None:  # noqa: F811
     data = tmp_path / "data"
-    (data / "train").mkdir(parents=True)   # a dataset folder, as launch checks before creating anything
+    for split in ("train", "val"):   # a dataset folder, as launch checks before creating anything
+        (data / split).mkdir(parents=True)
     r = orch("launch", "--instance", "g4dn.xlarge", "--spot", "--name", job, "--ssh-cidr", CIDR,
              "--data", data, *extra, "--", "--epochs", "3")
     assert r.exit_code == 0, r.output
