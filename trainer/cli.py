@@ -93,7 +93,7 @@ def train(
     nproc: str = typer.Option("auto", help="Training processes: auto = one per GPU (DDP) when there are several, "
                                            "else one; or a number (N gloo processes on a CPU)."),
 ) -> None:
-    """Train a classifier from random weights.
+    """Train a classifier from random weights (or fine-tune one: --init-weights).
 
     \b
     Example: trainer train --data /data/imagenet --out /runs/r50 --recipe t4-rn50
