@@ -291,7 +291,7 @@ def _print_plan(p) -> None:
              else "unknown (no live price and not in the table)")
     rows = [
         ("job", p.job), ("region", p.region), ("zones", ", ".join(p.zones)),
-        ("instance", f"{p.instance_type} ({p.vcpus} vCPUs)"),
+        ("instance", p.machine),
         ("market", ("spot, on-demand fallback" if p.allow_on_demand_fallback else "spot") if p.spot else "on-demand"),
         ("ami", f"{p.ami} [{p.ami_source}]"),
         ("root volume", f"{p.volume_gb} GiB gp3, {p.volume_throughput} MiB/s, {p.root_device}, "

@@ -177,7 +177,7 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
         key_name=ec2.resource_name(cfg.job), security_group_name=ec2.resource_name(cfg.job),
         root_device=ami.root_device_name, iam_instance_profile=s.iam_instance_profile,
         user_data=render_user_data(cfg.job, s, price.usd_per_hour if price else None),
-        price_per_hour=price.usd_per_hour if price else None,
+        price_per_hour=price.usd_per_hour if price else None, gpus=info.gpus, gpu_name=info.gpu_name,
         price_source=price.source if price else None,
         tags=_launch_tags(cfg), keep_volume=cfg.keep_volume,
     )
@@ -304,7 +304,7 @@ def launch(cfg: LaunchConfig, say: Say = _quiet) -> Instance:
         p = replace(p, ssh_cidr=s.ssh_cidr or caller_cidr())
         if restore is not None and restore.volume_id:
             p = replace(p, zones=(_kept_volume_zone(p, restore.volume_id),))
-        say(f"  {p.instance_type} ({p.vcpus} vCPUs) in {p.region}, AMI {p.ami} [{p.ami_source}], "
+        say(f"  {p.machine} in {p.region}, AMI {p.ami} [{p.ami_source}], "
             f"{'spot' if p.spot else 'on-demand'}, {p.volume_gb} GB gp3"
             f"{' kept after the instance (outputs on it)' if p.keep_volume else ''}, SSH from {p.ssh_cidr}")
     record = state.get(cfg.job)

@@ -77,6 +77,16 @@ class LaunchPlan:
     price_source: str | None = None
     tags: tuple[tuple[str, str], ...] = ()  # extra instance tags, e.g. ("orch:checkpoint-bucket", "s3://...")
     keep_volume: bool = False  # the root volume outlives the instance (DeleteOnTermination off, tagged)
+    gpus: int = 0              # GPUs of the instance type (the trainer runs one process per GPU)
+    gpu_name: str | None = None
+
+    @property
+    def machine(self) -> str:
+        """"g4dn.12xlarge (48 vCPUs, 4 x T4: one training process per GPU)", as the plan prints it."""
+        gpus = f", {self.gpus} x {self.gpu_name or 'GPU'}" if self.gpus else ""
+        if self.gpus > 1:
+            gpus += ": one training process per GPU"
+        return f"{self.instance_type} ({self.vcpus} vCPUs{gpus})"
 
 
 @dataclass(frozen=True)

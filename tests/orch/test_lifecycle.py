@@ -221,11 +221,19 @@ def test_unknown_quota_does_not_block(aws, orch, job_calls):
 def test_dry_run_creates_nothing_and_prints_price(aws, orch):
     r = launch(orch, "t10", "--dry-run")
     assert r.exit_code == 0, r.output
-    assert "$0.752/hour" in r.output and "g4dn.2xlarge (8 vCPUs)" in r.output
+    assert "$0.752/hour" in r.output and "g4dn.2xlarge (8 vCPUs, 1 x T4)" in r.output
+    assert "per GPU" not in r.output
     assert aws.image_id in r.output
     held = tagged("t10")
     assert held == {"instances": [], "security_groups": [], "key_pairs": [], "volumes": []}
     assert not (home() / "state.json").exists() and not (home() / "keys").exists()
+
+
+def test_a_multi_gpu_instance_says_the_trainer_uses_every_gpu(aws, orch):
+    """`trainer train` runs one DDP process per GPU (trainer/launch.py); the plan says so, before it is paid for."""
+    r = orch("launch", "--instance", "g4dn.12xlarge", "--name", "t10b", "--ssh-cidr", CIDR, "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "g4dn.12xlarge (48 vCPUs, 4 x T4: one training process per GPU)" in r.output
 
 
 def test_unknown_instance_type_is_refused_with_closest_names(aws, orch):
