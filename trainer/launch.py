@@ -12,6 +12,7 @@ torchrun alone would turn each of those into 1.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 
@@ -50,12 +51,15 @@ def run_per_process(n: int, argv: list[str]) -> int:
     # so it parses only its part; ARGV is added as it came (each rank's --nproc is moot: WORLD_SIZE
     # is set). A rank saving after a signal gets as long as it needs (docker stop's timeout rules).
     # The rendezvous is `torchrun --standalone`'s (which torchrun.run, not its parser, fills in).
-    args = torchrun.parse_args(["--nnodes", "1", "--nproc-per-node", str(n), "--rdzv-backend", "c10d",
-                                "--rdzv-endpoint", "localhost:0", "--rdzv-id", str(uuid.uuid4()),
-                                "--max-restarts", "0", "--shutdown-timeout", "600", "-m", "trainer"])
+    # The spellings every torch since 1.10 takes (the NGC image's 2.6 included).
+    args = torchrun.parse_args(["--nnodes", "1", "--nproc_per_node", str(n), "--rdzv_backend", "c10d",
+                                "--rdzv_endpoint", "localhost:0", "--rdzv_id", str(uuid.uuid4()),
+                                "--max_restarts", "0", "-m", "trainer"])
     # torchrun sets 1 thread per rank where this is unset, with a banner; a CPU's share is what a rank can use.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
     config, cmd, cmd_args = torchrun.config_from_args(args)
+    if hasattr(config, "shutdown_timeout"):   # newer torch; older ones give 30 s, enough for a save
+        config = dataclasses.replace(config, shutdown_timeout=600)
     try:
         elastic_launch(config=config, entrypoint=cmd)(*cmd_args, *argv)
     except ChildFailedError as exc:
