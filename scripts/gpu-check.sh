@@ -6,7 +6,8 @@
 # CI has no GPU, so the test suite covers these paths on the CPU only. This script trains the demo
 # recipe on generated data with each precision (fp16 + GradScaler as on a T4, bf16 as on A100/H100,
 # fp32), with progressive resizing (CUDA graphs recaptured per resolution), once with torch.compile,
-# interrupts and resumes one run, then checks that each run learned (val top-1 well above chance),
+# interrupts and resumes one run, fine-tunes one from another's weights (on a machine with several
+# GPUs every run is DDP, one process per GPU), then checks that each learned (val top-1 well above chance),
 # that the runs meant to use CUDA graphs did, and that `trainer evaluate` of the best checkpoint
 # reproduces the logged top-1. Exit 0 only when every check passed.
 set -euo pipefail
@@ -46,12 +47,14 @@ kill -TERM $pid 2>/dev/null || true
 code=0; wait $pid || code=$?
 [ "$code" = 143 ] || { echo "FAIL interrupted: trainer exited $code after SIGTERM, expected 143"; exit 1; }
 run resumed --precision fp16 --resume auto
+# Fine-tuned from the fp16 run's weights (--init-weights): it starts from them, so it learns too.
+run finetuned --precision auto --init-weights "$WORK/fp16/checkpoints/best.pt"
 
 "$PY" - "$WORK" "$DEVICE" <<'PY'
 import json, subprocess, sys
 from pathlib import Path
 work = Path(sys.argv[1]); failed = []
-for name in ("fp16", "bf16", "fp32", "progressive", "compiled", "resumed"):
+for name in ("fp16", "bf16", "fp32", "progressive", "compiled", "resumed", "finetuned"):
     lines = [json.loads(l) for l in (work / name / "metrics.jsonl").read_text().splitlines() if l.strip()]
     evals = [l for l in lines if l.get("val_top1") is not None]
     epochs = sorted({l["epoch"] for l in evals})
@@ -63,6 +66,8 @@ for name in ("fp16", "bf16", "fp32", "progressive", "compiled", "resumed"):
     ok = best > 40 and epochs == list(range(1, 7)) and top1 is not None and abs(top1 - best) < 1.0
     if name == "resumed":   # the second run continued (no epoch logged twice), it did not start over
         ok = ok and len(evals) == 6 and "resum" in (work / "resumed.log").read_text().lower()
+    if name == "finetuned":
+        ok = ok and "weights from " in (work / "finetuned.log").read_text()
     graphs = "CUDA graphs off (torch.compile" if name == "compiled" else "CUDA graphs on"
     ok = ok and (sys.argv[2] != "cuda" or graphs in (work / f"{name}.log").read_text())
     print(f"{'ok  ' if ok else 'FAIL'} {name:9s} epochs {epochs[0]}..{epochs[-1]}  best val top-1 {best:.1f}%  "
