@@ -177,6 +177,9 @@ def start(spec) -> "ContainerStatus":
     _check_kept_outputs(spec, record, root, data)
     runner = choose_runner()
     if runner == "docker":
+        from orchestrator.trainer_args import check_container_paths
+
+        check_container_paths(spec.trainer_args, spec.data)   # a local process reads this machine's paths
         st = job_api.start_on(LocalSession(), spec, root=str(root), local_target=True)
         _save_record(LocalJob(job=spec.job, runner="docker", data_dir=data or str(root / "data"),
                               outputs_dir=str(root / "outputs"), started_at=_now_rfc3339()))

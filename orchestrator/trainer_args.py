@@ -91,14 +91,21 @@ def check_trainer_args(args: Sequence[str], check_options: bool = True, data: st
             raise ConfigError(f"unknown recipe {name!r} after `--`{_did_you_mean(name, recipes)}. "
                               f"Valid recipes: {', '.join(recipes)}.")
     if data is not None:
-        sets = [v.split("=", 1)[1] for v in _values_of("--set", args) if v.startswith("init_weights=")]
-        for value in _values_of("--init-weights", args) + sets:
-            if value != "imagenet" and not value.startswith(CONTAINER_DIRS):
-                raise ConfigError(
-                    f"--init-weights {value} after `--`: the trainer reads it inside the job's container, which "
-                    f"sees your --data folder as /data and nothing else of this machine. Copy the file into "
-                    f"{data} (it is synced with it) and pass --init-weights /data/{Path(value).name}; or "
-                    f"`--init-weights imagenet` for torchvision's ImageNet weights.")
+        check_container_paths(args, data)
+
+
+def check_container_paths(args: Sequence[str], data: str) -> None:
+    """Refuse a weights file the job's container can't read: it sees only the dataset (as /data) and
+    its outputs, so a path of this machine would fail in there (on an instance, after it is paid for)."""
+    args = list(args)
+    sets = [v.split("=", 1)[1] for v in _values_of("--set", args) if v.startswith("init_weights=")]
+    for value in _values_of("--init-weights", args) + sets:
+        if value != "imagenet" and not value.startswith(CONTAINER_DIRS):
+            raise ConfigError(
+                f"--init-weights {value} after `--`: the trainer reads it inside the job's container, which "
+                f"sees your --data folder as /data and nothing else of this machine. Copy the file into "
+                f"{data} (it is synced with it) and pass --init-weights /data/{Path(value).name}; or "
+                f"`--init-weights imagenet` for torchvision's ImageNet weights.")
 
 
 def _check_options(args: list[str], options: Mapping[str, TrainerOption]) -> None:

@@ -34,3 +34,24 @@ def test_without_max_dollars_nothing_is_said(orch, job_calls, monkeypatch, dry_r
     r = local_launch(orch, "--max-hours", "1", *(["--dry-run"] if dry_run else []))
     assert r.exit_code == 0, r.output
     assert "max-dollars" not in r.output and "warning" not in r.output
+
+
+def test_a_weights_file_of_this_machine_is_refused_when_the_local_job_runs_in_docker(monkeypatch, tmp_path):
+    """The local container sees the dataset as /data, like an instance's; a local process reads the path as is."""
+    from orchestrator import job as job_api
+    from orchestrator import local
+    from orchestrator.config import ConfigError
+
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        (data / split / "cat").mkdir(parents=True)
+    spec = job_api.JobSpec(job="wloc", data=str(data), trainer_args=("--init-weights", str(tmp_path / "w.pth")))
+    monkeypatch.setattr(local, "choose_runner", lambda: "docker")
+    monkeypatch.setattr(job_api, "start_on", lambda *a, **k: pytest.fail("a container was started"))
+    with pytest.raises(ConfigError, match="pass --init-weights /data/w.pth"):
+        local.start(spec)
+    started = []
+    monkeypatch.setattr(local, "choose_runner", lambda: "process")
+    monkeypatch.setattr(local, "_start_process", lambda spec, root: started.append(spec))
+    local.start(spec)
+    assert started == [spec]
