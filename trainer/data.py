@@ -20,7 +20,7 @@ from torchvision.datasets.folder import make_dataset
 
 from trainer import decode
 from trainer.errors import TrainerError
-from trainer.prepare.catalog import IMAGE_EXTENSIONS, is_image
+from trainer.prepare.catalog import IMAGE_EXTENSIONS, class_folders, is_image
 from trainer.prepare.verify import missing_val_classes
 from trainer.stopping import shield_worker_from_stop_signals
 
@@ -46,10 +46,6 @@ def read_metadata(root: Path) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise TrainerError(f"{path} is not valid JSON ({exc}). Fix or delete it (it is optional).") from exc
     return meta if isinstance(meta, dict) else {}
-
-
-def class_folders(split_dir: Path) -> list[str]:
-    return sorted(e.name for e in split_dir.iterdir() if e.is_dir() and not e.name.startswith("."))
 
 
 def scan_split(split_dir: Path, classes: list[str]) -> list[tuple[str, int]]:

@@ -30,10 +30,13 @@ WRAPPERS = ("state_dict", "model_state_dict", "model")   # where saved dicts kee
 @dataclass(frozen=True)
 class InitReport:
     source: str                 # what was read: the file, or torchvision's weights' name
-    loaded: int                 # model tensors copied from it
     total: int                  # model tensors in all
     fresh: tuple[str, ...]      # model tensors left at their random initialisation
     prefix: str = ""            # dropped from the file's names ("module.", ...)
+
+    @property
+    def loaded(self) -> int:    # model tensors copied from it
+        return self.total - len(self.fresh)
 
     def describe(self) -> str:
         line = f"weights from {self.source}: {self.loaded} of {self.total} tensors"
@@ -116,7 +119,7 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str,
             f"ones include {', '.join(fresh[:3]) or '-'}). It holds weights of another architecture: pass the "
             f"--arch they were trained as.")
     model.load_state_dict({**own, **copied})
-    return InitReport(source, len(counted) - len(fresh), len(counted), fresh, prefix)
+    return InitReport(source, len(counted), fresh, prefix)
 
 
 def _bookkeeping(name: str) -> bool:

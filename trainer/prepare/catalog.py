@@ -32,6 +32,12 @@ def is_image(path: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def class_folders(split_dir: Path) -> list[str]:
+    """The class folders of a split (or of any ImageFolder root), sorted: hidden ones are not classes.
+    Training, verify and `prepare folder` list them alike."""
+    return sorted(e.name for e in split_dir.iterdir() if e.is_dir() and not e.name.startswith("."))
+
+
 # Full-size counts (classes, train images, val images) that `trainer verify --expect` checks.
 FULL_COUNTS: dict[str, tuple[int, int, int]] = {
     "imagenet": (1000, 1_281_167, 50_000),

@@ -21,7 +21,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
 
-from trainer.prepare.catalog import IMAGE_EXTENSIONS, Entry, Event, Expect, Selection, Source, SourceError, is_image
+from trainer.prepare.catalog import (IMAGE_EXTENSIONS, Entry, Event, Expect, Selection, Source, SourceError,
+                                     class_folders, is_image)
 
 DEFAULT_VAL_PERCENT = 10.0
 
@@ -50,13 +51,13 @@ def find_folder(source: Path, val_percent: float | None, seed: int, dest: Path |
                           f"{val_percent:g} would draw a new val/ only from a folder without one. Leave the flag out, "
                           f"or point --source at {source / 'train'} to split that alone.")
     if split_layout:
-        classes = _class_dirs(source / "train")
-        extra = sorted(set(_class_dirs(source / "val")) - set(classes))
+        classes = class_folders(source / "train")
+        extra = sorted(set(class_folders(source / "val")) - set(classes))
         if extra:
             raise SourceError(f"{source / 'val'} has class folders that train/ lacks: {_first(extra)}. Every val "
                               f"class must be a train class. Nothing was written.")
     else:
-        classes = _class_dirs(pool_root)
+        classes = class_folders(pool_root)
     if not classes:
         raise SourceError(f"No class folders in {pool_root}. Expected {pool_root}/<class>/<images>, one folder per "
                           f"class (torchvision's ImageFolder layout).")
@@ -107,11 +108,6 @@ def _draw_val(names: list[str], percent: float, seed: int, cls: str) -> set[str]
         return set()  # _refuse_empty names the class
     k = min(len(names) - 1, max(1, round(len(names) * percent / 100)))
     return set(random.Random(f"{seed}/{cls}").sample(names, k))
-
-
-def _class_dirs(root: Path) -> list[str]:
-    with os.scandir(root) as it:
-        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
 
 
 def _images(cls_dir: Path, source: Path, skipped: list[str]) -> dict[str, Path]:

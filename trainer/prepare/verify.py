@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trainer.prepare.catalog import FULL_COUNTS, IMAGE_EXTENSIONS, SPLITS, is_image
+from trainer.prepare.catalog import FULL_COUNTS, IMAGE_EXTENSIONS, SPLITS, class_folders, is_image
 from trainer.prepare.shrink import PART
 
 SHOW = 10   # problems of one kind listed by name before "... and N more"
@@ -80,7 +80,7 @@ def verify_dataset(data: Path, expect: str | None = None, workers: int = 1, deco
             problems.append(f"missing folder {split_dir}")
             continue
         counts[split] = {}
-        for cls_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for cls_dir in (split_dir / name for name in class_folders(split_dir)):
             paths = _class_files(cls_dir)
             images = [p for p in paths if is_image(p)]
             partial += [p for p in paths if p.endswith(PART)]
