@@ -1,7 +1,11 @@
-"""Checkpoints: atomic writes with a `.sha256` beside each file, and a fallback on corruption.
+"""Checkpoints: what one holds, atomic writes with a `.sha256` beside each file, and resuming.
 
 Saving `last.pt` first moves the previous one to `last.prev.pt`, so a checkpoint that is torn or
 corrupted later (disk full, a killed copy) still leaves one good file to resume from.
+
+`training_state` builds the payload and `resume` reads it back: they sit together so the format
+has one definition (FORMAT_VERSION; a key is only ever added, and `resume` fills in what an older
+file lacks). `inference.load_model` reads the run's part (config, classes, stem, mean/std, eval size).
 """
 from __future__ import annotations
 
@@ -10,12 +14,17 @@ import io
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from trainer.config import TrainConfig, to_dict
+from trainer.engine import load_optimizer_state, unwrap
 from trainer.errors import EXIT_BAD_INPUT, EXIT_DISK, TrainerError
+from trainer.models import stem_of_weights
 
 log = logging.getLogger("trainer")
 
@@ -174,3 +183,128 @@ def check_compatible(payload: dict[str, Any], arch: str, classes: list[str], sou
             + (f" (differing: {', '.join(diff)})" if diff else " (same names, different order)")
             + ". Use the dataset it was trained on, or a new --out directory."
         )
+
+
+# ---- what a training checkpoint holds, and resuming from it ----
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a checkpoint says about its run, the same in every save: enough to rebuild and use the
+    weights without the dataset (inference.load_model), and to refuse resuming another run's."""
+    config: TrainConfig
+    stem: str                  # the stem actually built ("small"/"imagenet"), not the setting ("auto")
+    classes: list[str]
+    names: dict[str, str]
+    dataset: str
+    eval_resize: int           # resolved: the setting may say "the standard ratio"
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where training is at a save: what a resumed run continues from."""
+    epoch: int                 # epochs completed: the 0-based index of the one in progress
+    step: int                  # steps of that epoch done, at the batch and world size of this run
+    images: int                # images of that epoch trained, all processes together
+    partial: list[float]       # loss*n, correct, n, skipped of that epoch so far, all processes
+    best_top1: float
+    elapsed_seconds: float     # the run's training time so far, every resume together (--max-hours counts it)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where this process continues; a fresh run's is ResumePoint()."""
+    epoch: int = 0
+    step: int = 0              # the step counter's value in `epoch` (the epoch still ends at its last step)
+    skip: int = 0              # images of `epoch` this process skips (its sampler positions already trained)
+    best_top1: float = 0.0
+    elapsed_seconds: float = 0.0
+    partial: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)   # as Position.partial
+    source: Path | None = None  # the checkpoint resumed (None: a fresh start)
+
+
+def rng_states(world: int) -> list[dict[str, Any]]:
+    """Every process's RNG state, so a resumed run continues each. Under DDP a collective: every
+    process calls it."""
+    state = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    if world <= 1:
+        return [state]
+    gathered: list[Any] = [None] * world
+    torch.distributed.all_gather_object(gathered, state)
+    return gathered
+
+
+def restore_rng(states: list[dict[str, Any]], rank: int) -> None:
+    # A run resumed on more processes than it was saved with: the extra ones keep their seeded state.
+    if rank < len(states):
+        torch.set_rng_state(states[rank]["cpu"])
+        if torch.cuda.is_available() and states[rank]["cuda"]:
+            torch.cuda.set_rng_state_all(states[rank]["cuda"])
+
+
+def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
+                   run: RunInfo, at: Position, rng: list[dict[str, Any]]) -> dict[str, Any]:
+    """The payload of last.pt and best.pt; `rng` is `rng_states()`. The model is saved unwrapped (no
+    `module.`/`_orig_mod.` prefixes), so any later run or tool loads it as is."""
+    config = run.config
+    return {
+        "format": FORMAT_VERSION, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": at.epoch, "step_in_epoch": at.step,
+        "images_in_epoch": at.images, "partial": at.partial, "best_top1": at.best_top1,
+        "elapsed_seconds": at.elapsed_seconds, "rng": rng,
+        "config": to_dict(config), "arch": config.arch, "stem": run.stem, "classes": run.classes, "names": run.names,
+        "dataset": run.dataset, "mean": list(config.mean), "std": list(config.std),
+        "eval_res": config.eval_res, "eval_resize": run.eval_resize,
+    }
+
+
+def resume_position(images_done: int, world: int, shard_len: int, batch_size: int) -> tuple[int, int]:
+    """Where an interrupted epoch continues: (images this process skips, the step it continues at).
+
+    `images_done` counts the epoch's images already trained by all processes together, so a run
+    may resume with another batch size or number of processes: each skips its share of them, and
+    the step counter is set so the epoch still ends at its last step (with the same settings:
+    exactly the step that was saved).
+    """
+    skip = min(shard_len, images_done // world)
+    steps_per_epoch = shard_len // batch_size
+    return skip, (steps_per_epoch - (shard_len - skip) // batch_size if skip else 0)
+
+
+def resume(which: str, checkpoint_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+           scaler: torch.amp.GradScaler, config: TrainConfig, classes: list[str], stem: str, rank: int, world: int,
+           shard_len: int) -> ResumePoint:
+    """Continue from a checkpoint, if there is one: `which` is "auto" (last.pt, else last.prev.pt,
+    else a fresh start), "none" (a fresh start) or a checkpoint's path. Loads the weights, the
+    optimizer's state (not its settings), the loss scale and this process's RNG state into what it
+    is given; `shard_len` is this process's share of the train images per epoch."""
+    loaded = load_latest(checkpoint_dir) if which == "auto" else None if which == "none" else (load(Path(which)), Path(which))
+    if loaded is None:
+        return ResumePoint()
+    payload, source = loaded
+    check_compatible(payload, config.arch, classes, source)
+    stored = payload.get("config", {})
+    if stem_of_weights(stem, payload["model"]) != stem:
+        raise TrainerError(f"{source} holds {config.arch} weights with torchvision's standard 7x7 stem (an earlier "
+                           f"version built it at this resolution); this version builds the small stem here. "
+                           f"Resume it with --set stem=imagenet.")
+    unwrap(model).load_state_dict(payload["model"])
+    load_optimizer_state(optimizer, payload["optimizer"])
+    # A run saved without loss scaling (fp32 on a CPU, bf16) saved an empty scaler state; resumed
+    # in fp16 (auto on a T4) the scaler starts from its initial scale.
+    if payload.get("scaler") and scaler.is_enabled():
+        scaler.load_state_dict(payload["scaler"])
+    # Checkpoints before "images_in_epoch" only had steps: of the batch size and world size they
+    # were saved with (one RNG state per process).
+    images_done = payload.get("images_in_epoch", payload["step_in_epoch"] * stored.get("batch_size", config.batch_size)
+                              * len(payload["rng"]))
+    skip, step = resume_position(images_done, world, shard_len, config.batch_size)
+    restore_rng(payload["rng"], rank)
+    point = ResumePoint(payload["epoch"], step, skip, payload["best_top1"], payload.get("elapsed_seconds", 0.0),
+                        tuple(payload["partial"]), source)
+    log.info("resumed from %s: epoch %d, step %d/%d, best val top-1 %.2f%%", source, point.epoch + 1, step,
+             shard_len // config.batch_size, point.best_top1)
+    changed = [k for k, v in to_dict(config).items() if stored.get(k, v) != v and k not in ("device", "workers", "max_hours")]
+    if changed:
+        log.warning("settings differ from the checkpoint's: %s (the new values are used; the LR is the new "
+                    "schedule's at this point of training)", ", ".join(changed))
+    return point

@@ -22,10 +22,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 LOADER_BOUND = 0.10        # data-wait fraction from which the input pipeline, not the model, sets the pace
 FORWARD_SHARE = 1 / 3      # an evaluation image's cost against a training image's at the same resolution
+# The first projection: measured from the end of a process's first WARMUP_STEPS steps (which include
+# cuDNN's autotuning, CUDA graph capture and the workers' start), FIRST_AFTER_SECONDS after it.
+WARMUP_STEPS = 5
+FIRST_AFTER_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,67 @@ class Remaining:
     val_images: int
     eval_res: int
     eval_seconds: float | None = None   # what the last evaluation took (None: none ran yet)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The run's shape, as far as what is left of it goes."""
+    epochs: int
+    resolution: Callable[[int], int]   # the train resolution of an epoch (0-based): progressive resizing
+    images_per_epoch: int              # all processes together
+    eval_every: int
+    val_images: int
+    eval_res: int
+
+    def remaining(self, epoch: int, images_left_in_epoch: int, last_eval_seconds: float) -> Remaining:
+        """What is left from `epoch` (0-based), of which `images_left_in_epoch` are still to train;
+        `last_eval_seconds`: what the last evaluation took (0: none ran yet)."""
+        epochs = [(self.resolution(epoch), images_left_in_epoch)] + [(self.resolution(e), self.images_per_epoch)
+                                                                     for e in range(epoch + 1, self.epochs)]
+        evaluations = sum(1 for e in range(epoch, self.epochs) if (e + 1) % self.eval_every == 0 or e + 1 == self.epochs)
+        return Remaining([e for e in epochs if e[1] > 0], evaluations, self.val_images, self.eval_res,
+                         last_eval_seconds or None)
+
+
+class FirstSpeed:
+    """A process's speed in its first epoch, measured from the end of its warm-up steps: once
+    FIRST_AFTER_SECONDS have passed it is due for the first projection (`after_step`), and at the
+    epoch's end it is the speed that epoch's projection uses (`measured`: the warm-up would skew it)."""
+
+    def __init__(self, start_step: int, steps_per_epoch: int, world: int, res: int):
+        self.start_step, self.steps_per_epoch, self.world, self.res = start_step, steps_per_epoch, world, res
+        self._mark: tuple[float, int, float] | None = None   # (time, images, data wait) after the warm-up steps
+        self._projected = False
+
+    def after_step(self, step: int, images_seen: int, data_wait: float, now: float) -> Speed | None:
+        """The speed so far when the first projection is due (once per process), else None. Not in the
+        epoch's last step: the epoch's own line follows at once."""
+        if self._projected:
+            return None
+        if step - self.start_step == WARMUP_STEPS:
+            self._mark = (now, images_seen, data_wait)
+        elif self._mark is not None and now - self._mark[0] >= FIRST_AFTER_SECONDS and step < self.steps_per_epoch:
+            self._projected = True
+            return self._since_mark(images_seen, data_wait, now)
+        return None
+
+    def measured(self, images_seen: int, data_wait: float, now: float) -> Speed | None:
+        """The speed since the warm-up; None when it had not ended or no image was trained since."""
+        if self._mark is None or images_seen <= self._mark[1]:
+            return None
+        return self._since_mark(images_seen, data_wait, now)
+
+    def _since_mark(self, images_seen: int, data_wait: float, now: float) -> Speed:
+        # images_seen is this process's: every process trains as many.
+        span = now - self._mark[0]
+        return Speed((images_seen - self._mark[1]) * self.world / span, self.res, (data_wait - self._mark[2]) / span)
+
+
+def first_projection(speed: Speed, left_s: float, epochs_left: int) -> str:
+    """The log line of the first projection."""
+    return (f"speed: {speed.images_per_sec:.0f} img/s at {speed.res} px, data wait {100 * speed.data_wait:.0f}%: "
+            f"about {duration(left_s)} for the {epochs_left} epochs left (projected: later epochs scaled by their "
+            f"pixels, evaluations estimated until one is timed)")
 
 
 def seconds_per_image(speed: Speed, res: int) -> float:

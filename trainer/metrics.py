@@ -7,10 +7,58 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
+
+from trainer.forecast import Speed
+
+if TYPE_CHECKING:   # the type only: reading metrics (report, tests) needs no torch
+    from trainer.engine import EvalResult
 
 log = logging.getLogger("trainer")
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    """One line of metrics.jsonl. The names and their order are the file's format: report.py and orch
+    read it, and a resumed run appends to lines an earlier version may have written."""
+    epoch: int                    # 1-based
+    epochs: int
+    lr: float                     # after the epoch's last step
+    train_res: int
+    train_loss: float
+    train_top1: float             # percent, of the training crops as trained (augmented, in train mode)
+    val_loss: float | None        # None: not evaluated this epoch (--eval-every, or no time left)
+    val_top1: float | None
+    val_top5: float | None
+    images_per_sec: float         # trained, all processes together; evaluation not counted
+    epoch_seconds: float          # training only
+    eval_seconds: float           # the last evaluation's (an earlier epoch's when this one skipped it)
+    data_wait_fraction: float
+    max_gpu_mem: float            # GiB, the peak of the process that writes the file; 0.0 off a GPU
+    train_images: int
+    skipped_images: int           # unreadable
+    elapsed_hours: float          # the whole run so far, every resume together
+    seconds_left: float | None    # projected (trainer/forecast.py); None: nothing to project from
+
+
+def epoch_row(epoch: int, epochs: int, lr: float, totals: Sequence[float], val: EvalResult | None, throughput: Speed,
+              train_seconds: float, eval_seconds: float, max_gpu_mem: float, elapsed_seconds: float,
+              seconds_left: float | None) -> EpochRow:
+    """`epoch` 0-based; `totals`: the epoch's loss*n, correct, n and skipped, summed over processes;
+    `throughput`: the epoch's own speed (images over its training time)."""
+    n_train = max(1.0, float(totals[2]))
+    return EpochRow(
+        epoch=epoch + 1, epochs=epochs, lr=lr, train_res=throughput.res,
+        train_loss=float(totals[0]) / n_train, train_top1=100 * float(totals[1]) / n_train,
+        val_loss=None if val is None else val.loss, val_top1=None if val is None else val.top1,
+        val_top5=None if val is None else val.top5,
+        images_per_sec=throughput.images_per_sec, epoch_seconds=train_seconds, eval_seconds=eval_seconds,
+        data_wait_fraction=throughput.data_wait, max_gpu_mem=max_gpu_mem, train_images=int(totals[2]),
+        skipped_images=int(totals[3]), elapsed_hours=elapsed_seconds / 3600,
+        seconds_left=None if seconds_left is None else round(seconds_left, 1),
+    )
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -37,9 +85,9 @@ def truncate_metrics(path: Path, completed_epochs: int) -> None:
     _write_atomic_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def append_metrics(path: Path, row: dict[str, Any]) -> None:
+def append_metrics(path: Path, row: EpochRow) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+        f.write(json.dumps(asdict(row)) + "\n")
         f.flush()
         os.fsync(f.fileno())
 

@@ -30,23 +30,18 @@ from trainer import runlock
 from trainer.config import TrainConfig, recipe_hint, to_dict
 from trainer.data import (EpochSampler, ImageFiles, TrainTransform, available_cpus, eval_transform, load_dataset,
                           make_loader, progressive_resolution)
-from trainer.engine import (InputNorm, amp_settings, effective_channels_last, evaluate, load_optimizer_state, make_grad_scaler,
-                            make_optimizer, pick_device, prepare_model, to_device, train_step_with_logits, training_forward,
-                            unwrap)
+from trainer.engine import (InputNorm, amp_settings, effective_channels_last, evaluate, make_grad_scaler, make_optimizer,
+                            pick_device, prepare_model, to_device, train_step_with_logits, training_forward, unwrap)
 from trainer.errors import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, TrainerError
 from trainer.init_weights import init_from
-from trainer.metrics import Progress, append_metrics, read_metrics, setup_logging, truncate_metrics, write_run_config
-from trainer.models import OUR_MODELS, build_model, resolve_stem, stem_of_weights
+from trainer.metrics import (Progress, append_metrics, epoch_row, read_metrics, setup_logging, truncate_metrics,
+                             write_run_config)
+from trainer.models import OUR_MODELS, build_model, resolve_stem
 from trainer.report import plot_curves
 from trainer.schedule import Schedule, make_scheduler
 from trainer.stopping import StopRequest
 
 log = logging.getLogger("trainer")
-
-# The first projection of the run's length (trainer/forecast.py): this long after the first steps
-# of a process (which include cuDNN's autotuning, CUDA graph capture and the workers' start).
-FORECAST_WARMUP_STEPS = 5
-FORECAST_AFTER_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -92,35 +87,6 @@ def _all_sum(values: torch.Tensor, dist: Dist) -> torch.Tensor:
     if dist.enabled:
         torch.distributed.all_reduce(values)
     return values
-
-
-def _rng_states(dist: Dist) -> list[dict[str, Any]]:
-    state = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-    if not dist.enabled:
-        return [state]
-    gathered: list[Any] = [None] * dist.world
-    torch.distributed.all_gather_object(gathered, state)
-    return gathered
-
-
-def _restore_rng(states: list[dict[str, Any]], dist: Dist) -> None:
-    if dist.rank < len(states):
-        torch.set_rng_state(states[dist.rank]["cpu"])
-        if torch.cuda.is_available() and states[dist.rank]["cuda"]:
-            torch.cuda.set_rng_state_all(states[dist.rank]["cuda"])
-
-
-def resume_position(images_done: int, world: int, shard_len: int, batch_size: int) -> tuple[int, int]:
-    """Where an interrupted epoch continues: (images this process skips, the step it continues at).
-
-    `images_done` counts the epoch's images already trained by all processes together, so a run
-    may resume with another batch size or number of processes: each skips its share of them, and
-    the step counter is set so the epoch still ends at its last step (with the same settings:
-    exactly the step that was saved).
-    """
-    skip = min(shard_len, images_done // world)
-    steps_per_epoch = shard_len // batch_size
-    return skip, (steps_per_epoch - (shard_len - skip) // batch_size if skip else 0)
 
 
 def resume_command(argv: list[str], stop_file: Path | None = None, drop_max_hours: bool = False) -> str:
@@ -238,59 +204,26 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     scaler = make_grad_scaler(amp)
 
     # ---- resume ----
-    start_epoch, start_step, start_skip, best_top1, elapsed_before = 0, 0, 0, 0.0, 0.0
-    partial = torch.zeros(4, dtype=torch.float64)   # loss*n, correct, n, skipped of an interrupted epoch
-    loaded = None
-    if resume == "auto":
-        loaded = ckpt.load_latest(ckpt_dir)
-    elif resume != "none":
-        loaded = ckpt.load(Path(resume)), Path(resume)
-    if loaded is not None:
-        payload, source = loaded
-        ckpt.check_compatible(payload, config.arch, classes, source)
-        stored = payload.get("config", {})
-        if stem_of_weights(stem, payload["model"]) != stem:
-            raise TrainerError(f"{source} holds {config.arch} weights with torchvision's standard 7x7 stem (an earlier "
-                               f"version built it at this resolution); this version builds the small stem here. "
-                               f"Resume it with --set stem=imagenet.")
-        unwrap(model).load_state_dict(payload["model"])
-        load_optimizer_state(optimizer, payload["optimizer"])
-        # A run saved without loss scaling (fp32 on a CPU, bf16) saved an empty scaler state; resumed
-        # in fp16 (auto on a T4) the scaler starts from its initial scale.
-        if payload.get("scaler") and scaler.is_enabled():
-            scaler.load_state_dict(payload["scaler"])
-        start_epoch = payload["epoch"]
-        # Checkpoints before "images_in_epoch" only had steps: of the batch size and world size they
-        # were saved with (one RNG state per process).
-        images_done = payload.get("images_in_epoch", payload["step_in_epoch"] * stored.get("batch_size", config.batch_size)
-                                  * len(payload["rng"]))
-        start_skip, start_step = resume_position(images_done, dist.world, len(train_sampler.shard()), config.batch_size)
-        best_top1, elapsed_before = payload["best_top1"], payload.get("elapsed_seconds", 0.0)
-        partial = torch.tensor(payload["partial"], dtype=torch.float64)
-        _restore_rng(payload["rng"], dist)
-        log.info("resumed from %s: epoch %d, step %d/%d, best val top-1 %.2f%%", source, start_epoch + 1, start_step,
-                 steps_per_epoch, best_top1)
-        changed = [k for k, v in to_dict(config).items() if stored.get(k, v) != v and k not in ("device", "workers", "max_hours")]
-        if changed:
-            log.warning("settings differ from the checkpoint's: %s (the new values are used; the LR is the new "
-                        "schedule's at this point of training)", ", ".join(changed))
-    elif config.init_weights:   # fine-tuning: a fresh run only (a resumed one has its own weights already)
+    start = ckpt.resume(resume, ckpt_dir, model, optimizer, scaler, config, classes, stem, dist.rank, dist.world,
+                        len(train_sampler.shard()))
+    best_top1 = start.best_top1
+    if start.source is None and config.init_weights:   # fine-tuning: a fresh run only (a resumed one has its weights)
         report = init_from(unwrap(model), config.init_weights, config.arch)
         if dist.main:
             log.info("%s", report.describe())
     # The LR is always the current settings' schedule at this position (the scheduler's saved state
     # is not loaded): a run resumed with another batch size or world size gets its own peak LR and
     # step count, and a schedule to zero still ends at zero.
-    scheduler = make_scheduler(optimizer, schedule, start_epoch * steps_per_epoch + start_step)
+    scheduler = make_scheduler(optimizer, schedule, start.epoch * steps_per_epoch + start.step)
     if dist.main:
-        truncate_metrics(out / "metrics.jsonl", start_epoch)
+        truncate_metrics(out / "metrics.jsonl", start.epoch)
         write_run_config(out / "config.json", to_dict(config), {
             "data": str(data_dir), "dataset": info.dataset, "num_classes": len(classes), "train_images": len(info.train),
             "val_images": len(info.val), "world_size": dist.world, "global_batch": global_batch, "peak_lr": peak_lr,
             "steps_per_epoch": steps_per_epoch, "device": str(device), "amp": str(amp.dtype), "stem": stem})
-        write_status(out, state="running", epoch=start_epoch, best_top1=best_top1)
-    if start_epoch >= config.epochs:
-        log.info("already trained %d of %d epochs; nothing to do (raise --epochs to train longer)", start_epoch, config.epochs)
+        write_status(out, state="running", epoch=start.epoch, best_top1=best_top1)
+    if start.epoch >= config.epochs:
+        log.info("already trained %d of %d epochs; nothing to do (raise --epochs to train longer)", start.epoch, config.epochs)
         return 0
 
     channels_last = effective_channels_last(device, config.channels_last, config.batch_size, model)
@@ -326,15 +259,11 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
              ", mirrored half the time" if config.hflip else "", decode.jpeg_decoder())
 
     def elapsed() -> float:
-        return elapsed_before + time.monotonic() - started
+        return start.elapsed_seconds + time.monotonic() - started
 
-    def remaining(epoch: int, images_left_in_epoch: int) -> forecast.Remaining:
-        """What is left from `epoch` (0-based), of which `images_left_in_epoch` are still to train."""
-        epochs = [(resolution(epoch), images_left_in_epoch)] + [(resolution(e), steps_per_epoch * global_batch)
-                                                                 for e in range(epoch + 1, config.epochs)]
-        evaluations = sum(1 for e in range(epoch, config.epochs) if (e + 1) % config.eval_every == 0 or e + 1 == config.epochs)
-        return forecast.Remaining([e for e in epochs if e[1] > 0], evaluations, len(info.val), config.eval_res,
-                                  eval_seconds or None)
+    plan = forecast.Plan(config.epochs, resolution, steps_per_epoch * global_batch, config.eval_every, len(info.val),
+                         config.eval_res)
+    run = ckpt.RunInfo(config, stem, classes, info.names, info.dataset, eval_resize)
 
     advised: set[str] = set()   # each piece of advice once per process
 
@@ -353,15 +282,9 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
         """images: of this epoch, trained by all processes together (where a resume continues)."""
         nonlocal save_seconds, last_save
         t = time.monotonic()
-        payload = {
-            "format": ckpt.FORMAT_VERSION, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step_in_epoch": step,
-            "images_in_epoch": images, "partial": sums.tolist(), "best_top1": best_top1, "elapsed_seconds": elapsed(),
-            "rng": _rng_states(dist),
-            "config": to_dict(config), "arch": config.arch, "stem": stem, "classes": classes, "names": info.names,
-            "dataset": info.dataset, "mean": list(config.mean), "std": list(config.std),
-            "eval_res": config.eval_res, "eval_resize": eval_resize,
-        }
+        payload = ckpt.training_state(model, optimizer, scheduler, scaler, run,
+                                      ckpt.Position(epoch, step, images, sums.tolist(), best_top1, elapsed()),
+                                      ckpt.rng_states(dist.world))
         if dist.main:
             ckpt.save(payload, ckpt_dir / "last.pt", keep_previous=True)
             if is_best:
@@ -384,11 +307,11 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
         return code
 
     try:
-        for epoch in range(start_epoch, config.epochs):
-            first = epoch == start_epoch
-            step = start_step if first else 0
-            sums = partial.clone() if first else torch.zeros(4, dtype=torch.float64)
-            position = start_skip if first else 0   # this process's images of the epoch done (sampler positions)
+        for epoch in range(start.epoch, config.epochs):
+            first = epoch == start.epoch
+            step = start.step if first else 0
+            sums = torch.tensor(start.partial if first else (0.0,) * 4, dtype=torch.float64)
+            position = start.skip if first else 0   # this process's images of the epoch done (sampler positions)
             train_sampler.set_epoch(epoch, skip=position)
             res = resolution(epoch)
             dev_sums = torch.zeros(2, dtype=torch.float64, device=device)   # loss*n, correct (n: images_seen, on the host)
@@ -399,13 +322,8 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
             progress.start(f"epoch {epoch + 1}/{config.epochs} ({res}px)", steps_per_epoch)
             t_epoch = time.perf_counter()
             data_wait, images_seen = 0.0, 0
-            speed_from = None   # (time, images, data wait) after the warm-up steps, for the first projection
+            first_speed = forecast.FirstSpeed(start.step, steps_per_epoch, dist.world, res) if first and dist.main else None
             t_wait = time.perf_counter()
-
-            def speed_since(mark: tuple[float, int, float], now: float) -> forecast.Speed:
-                """This process's speed from `mark` (a `speed_from`) to `now`, all processes' images counted."""
-                span = now - mark[0]
-                return forecast.Speed((images_seen - mark[1]) * dist.world / span, res, (data_wait - mark[2]) / span)
 
             def epoch_totals() -> torch.Tensor:
                 """loss*n, correct, n, skipped so far this epoch, summed over processes (a device sync)."""
@@ -429,19 +347,11 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                 scheduler.step()
                 step += 1
                 position += config.batch_size
-                if first and dist.main and "first" not in advised:
-                    now = time.perf_counter()
-                    if step - start_step == FORECAST_WARMUP_STEPS:
-                        speed_from = (now, images_seen, data_wait)
-                    elif speed_from is not None and now - speed_from[0] >= FORECAST_AFTER_SECONDS and step < steps_per_epoch:
-                        advised.add("first")
-                        speed = speed_since(speed_from, now)
-                        left_s = forecast.seconds_left(speed, remaining(epoch, (steps_per_epoch - step) * global_batch))
-                        log.info("speed: %.0f img/s at %d px, data wait %.0f%%: about %s for the %d epochs left "
-                                 "(projected: later epochs scaled by their pixels, evaluations estimated until one is "
-                                 "timed)", speed.images_per_sec, res, 100 * speed.data_wait, forecast.duration(left_s),
-                                 config.epochs - epoch)
-                        advise(speed, left_s)
+                if first_speed and (speed := first_speed.after_step(step, images_seen, data_wait, time.perf_counter())):
+                    left_s = forecast.seconds_left(speed, plan.remaining(epoch, (steps_per_epoch - step) * global_batch,
+                                                                         eval_seconds))
+                    log.info("%s", forecast.first_projection(speed, left_s, config.epochs - epoch))
+                    advise(speed, left_s)
                 if progress.due():
                     s = dev_sums.tolist()   # a device sync: only when a line or the bar is due
                     progress.update(step, f"loss {s[0] / max(1, images_seen):.4f} lr {scheduler.get_last_lr()[0]:.4g}")
@@ -465,17 +375,13 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                 raise TrainerError(f"no image of epoch {epoch + 1} could be loaded ({int(totals[3])} skipped; the "
                                    f"warnings above say why): nothing was trained. Check the data with `trainer verify "
                                    f"--data {data_dir}` and the crop settings.")
-            n_train = max(1.0, float(totals[2]))
 
             # ---- evaluate, log, checkpoint ----
-            row: dict[str, Any] = {
-                "epoch": epoch + 1, "epochs": config.epochs, "lr": optimizer.param_groups[0]["lr"], "train_res": res,
-                "train_loss": float(totals[0]) / n_train, "train_top1": 100 * float(totals[1]) / n_train,
-            }
             last_epoch = epoch + 1 == config.epochs
             # Reduced: evaluation is collective under DDP, so every rank must make the same choice.
             out_of_time = _all_max([float(elapsed() + eval_seconds + 2 * save_seconds >= budget_s)], dist, device)[0] > 0
             skip_eval = out_of_time and not last_epoch
+            result = None
             if ((epoch + 1) % config.eval_every == 0 or last_epoch) and not skip_eval:
                 t_eval = time.perf_counter()
                 result = evaluate(model, val_loader, device, amp, channels_last, len(classes), dist.enabled, norm,
@@ -491,34 +397,28 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                         log.warning("the stop came during the evaluation of epoch %d: it is skipped now and runs "
                                     "again on resume", epoch + 1)
                     return stopped(stop.reason or "SIGTERM", epoch, steps_per_epoch)
-                row.update(val_loss=result.loss, val_top1=result.top1, val_top5=result.top5)
-            else:
-                row.update(val_loss=None, val_top1=None, val_top5=None)
-            world_images = images_seen * dist.world
-            row.update(
-                images_per_sec=world_images / max(1e-9, train_seconds), epoch_seconds=train_seconds,
-                eval_seconds=eval_seconds, data_wait_fraction=data_wait / max(1e-9, train_seconds),
-                max_gpu_mem=(torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0),
-                train_images=int(totals[2]), skipped_images=int(totals[3]), elapsed_hours=elapsed() / 3600,
-            )
-            speed = forecast.Speed(row["images_per_sec"], res, row["data_wait_fraction"])
-            if speed_from is not None and images_seen > speed_from[1]:   # this process's first epoch: after its warm-up
-                speed = speed_since(speed_from, t_epoch + train_seconds)
+            throughput = forecast.Speed(images_seen * dist.world / max(1e-9, train_seconds), res,
+                                        data_wait / max(1e-9, train_seconds))
+            # This process's first epoch: its speed after the warm-up steps, which would skew the projection.
+            measured = first_speed.measured(images_seen, data_wait, t_epoch + train_seconds) if first_speed else None
+            speed = measured or throughput
             # None: nothing to project from (a resumed epoch whose images were all trained before the stop).
-            left_s = (0.0 if last_epoch else forecast.seconds_left(speed, remaining(epoch + 1, steps_per_epoch * global_batch))
-                      if images_seen else None)
-            row["seconds_left"] = None if left_s is None else round(left_s, 1)
-            is_best = row["val_top1"] is not None and row["val_top1"] > best_top1
+            left_s = (None if not images_seen else 0.0 if last_epoch else
+                      forecast.seconds_left(speed, plan.remaining(epoch + 1, steps_per_epoch * global_batch, eval_seconds)))
+            max_gpu_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+            row = epoch_row(epoch, config.epochs, optimizer.param_groups[0]["lr"], totals.tolist(), result, throughput,
+                            train_seconds, eval_seconds, max_gpu_mem, elapsed(), left_s)
+            is_best = row.val_top1 is not None and row.val_top1 > best_top1
             if is_best:
-                best_top1 = row["val_top1"]
+                best_top1 = row.val_top1
             if dist.main:
                 append_metrics(out / "metrics.jsonl", row)
-                val = (f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.2f}% top-5 {row['val_top5']:.2f}%"
-                       if row["val_top1"] is not None else "val skipped")
+                val = (f"val loss {row.val_loss:.4f} top-1 {row.val_top1:.2f}% top-5 {row.val_top5:.2f}%"
+                       if row.val_top1 is not None else "val skipped")
                 log.info("epoch %d/%d lr %.4g | train loss %.4f top-1 %.2f%% | %s | %.0f img/s, %.1f s, data wait %.0f%%%s%s",
-                         epoch + 1, config.epochs, row["lr"], row["train_loss"], row["train_top1"], val,
-                         row["images_per_sec"], train_seconds, 100 * row["data_wait_fraction"],
-                         f", {row['skipped_images']} unreadable images skipped" if row["skipped_images"] else "",
+                         epoch + 1, config.epochs, row.lr, row.train_loss, row.train_top1, val,
+                         row.images_per_sec, train_seconds, 100 * row.data_wait_fraction,
+                         f", {row.skipped_images} unreadable images skipped" if row.skipped_images else "",
                          f" | about {forecast.duration(left_s)} left" if left_s else "")
                 if left_s:
                     advise(speed, left_s)
@@ -528,8 +428,8 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                     plot_curves(read_metrics(out / "metrics.jsonl"), out / "curves.png")
                 except Exception as exc:  # noqa: BLE001 - a plot must never stop training
                     log.warning("could not draw curves.png: %s", exc)
-            if config.target_top1 and row["val_top1"] is not None and row["val_top1"] >= config.target_top1:
-                log.info("val top-1 %.2f%% reached --target-top1 %.2f%%: stopping", row["val_top1"], config.target_top1)
+            if config.target_top1 and row.val_top1 is not None and row.val_top1 >= config.target_top1:
+                log.info("val top-1 %.2f%% reached --target-top1 %.2f%%: stopping", row.val_top1, config.target_top1)
                 if dist.main:
                     write_status(out, state="finished", reason="target", epoch=epoch + 1, best_top1=best_top1, exit_code=0)
                 return 0

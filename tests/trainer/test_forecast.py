@@ -9,7 +9,6 @@ import pytest
 
 from tests.trainer.conftest import TINY, cli, metrics
 from trainer import forecast
-from trainer import train as train_module
 from trainer.forecast import Remaining, Speed
 
 
@@ -86,8 +85,8 @@ def test_every_epoch_line_and_metrics_row_carry_the_time_left(trained_run):
 def test_the_first_projection_warns_when_the_run_will_not_fit_its_budget(demo_data, tmp_path, monkeypatch):
     """A million epochs cannot fit in an hour: the log says so early, names the epochs that fit, and
     the run (stopped as the advice says) keeps what it trained."""
-    monkeypatch.setattr(train_module, "FORECAST_WARMUP_STEPS", 1)
-    monkeypatch.setattr(train_module, "FORECAST_AFTER_SECONDS", 0.0)
+    monkeypatch.setattr(forecast, "WARMUP_STEPS", 1)
+    monkeypatch.setattr(forecast, "FIRST_AFTER_SECONDS", 0.0)
     out, flag = tmp_path / "run", tmp_path / "stop-now"
     log_file = out / "train.log"
 

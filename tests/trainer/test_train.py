@@ -16,7 +16,8 @@ from tests.trainer.conftest import TINY, cli, metrics
 from trainer import checkpoint as ckpt
 from trainer import train as train_module
 from trainer.engine import AmpSettings
-from trainer.train import init_distributed, resume_position
+from trainer.checkpoint import resume_position
+from trainer.train import init_distributed
 
 DETERMINISTIC = ("epoch", "lr", "train_res", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")
 
