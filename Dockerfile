@@ -22,16 +22,10 @@ WORKDIR /opt/orch-trainer
 COPY pyproject.toml setup.py README.md ./
 COPY trainer ./trainer
 
-# trainer._jpegcrop (partial JPEG decoding, ~20% faster loading) compiles against libjpeg's
-# headers: NGC images have the compiler, and the headers come from apt where they are missing.
-# Without a compiler or the headers (the tests' base, an offline build) the install goes on and
-# training decodes whole images with simplejpeg; the build log says which.
-RUN if command -v cc >/dev/null && ! printf '#include <stdio.h>\n#include <jpeglib.h>\n' | cc -E - >/dev/null 2>&1; then \
-      (apt-get update -q && apt-get install -y -q --no-install-recommends libjpeg-turbo8-dev \
-       || apt-get install -y -q --no-install-recommends libjpeg-dev) >/dev/null 2>&1 \
-      || echo "libjpeg headers unavailable: trainer._jpegcrop not built, whole-image JPEG decoding"; \
-      rm -rf /var/lib/apt/lists/*; \
-    fi
+# trainer._jpegcrop (partial JPEG decoding) is built only against Debian's jpeg-6b ABI libjpeg; the
+# NGC images are Ubuntu (libjpeg-turbo8, the jpeg-8 ABI), where it segfaulted on a GPU machine
+# (trainer/_jpegcrop.c says more), so here the install goes on without it and training decodes
+# whole images with simplejpeg; the build log says which.
 
 # Install the trainer without touching torch, then only the light deps that are missing (a base
 # with everything, like the NGC image or the test base, needs no network here).
