@@ -22,7 +22,7 @@ venv: $(VENV)/.installed
 
 demo: venv
 	@# Each demo starts over: a local job's teardown keeps its outputs, which the next launch would resume.
-	rm -rf runs/demo-weights "$$($(PY) -c 'from orchestrator.local import job_dir; print(job_dir("demo"))')"
+	rm -rf runs/demo-weights "$$($(PY) -c 'from orchestrator.machines.local_jobs import job_dir; print(job_dir("demo"))')"
 	$(VENV)/bin/trainer demo-data --dest runs/demo-data
 	$(VENV)/bin/orch launch --target local --no-gpus --name demo --data runs/demo-data -- --recipe demo
 	$(VENV)/bin/orch logs demo --follow

@@ -22,7 +22,7 @@
 #          ORCH_MAX_HOURS or ORCH_MAX_DOLLARS / ORCH_PRICE_PER_HOUR hours after the watcher first
 #          started (the time is kept in the state dir: a restart or a reboot does not reset it).
 #          It writes the cap and its clock there ($STATE_DIR/cap, $STATE_DIR/started, in seconds),
-#          and orch reads them (orchestrator/job.py) when it starts a container, to give the trainer
+#          and orch reads them (orchestrator/machines/bootstrap.py) when it starts a container, to give the trainer
 #          `--max-hours` for what is left of the cap less a margin: the trainer then saves and exits 0
 #          before this stop, and its projection warns when the run won't fit. The stop stays the
 #          backstop (a trainer image of your own may ignore the flag);
@@ -158,7 +158,7 @@ watch() {
     autostop=$(seconds "${ORCH_AUTOSTOP_MINUTES:-30}" 60)
     if [ -n "${ORCH_IDLE_MINUTES:-}" ]; then
         idle=$(seconds "$ORCH_IDLE_MINUTES" 60)
-    else  # orchestrator/flow.py's idle_minutes() says the same to the user
+    else  # orchestrator/lifecycle/userdata.py: idle_minutes() says the same to the user
         idle=$((2 * autostop))
         if [ "$idle" -gt 0 ] && [ "$idle" -lt 600 ]; then idle=600; fi
         if [ "$idle" -gt 7200 ]; then idle=7200; fi
@@ -170,7 +170,7 @@ watch() {
         if [ "$by_price" -gt 0 ] && { [ "$cap" -eq 0 ] || [ "$by_price" -lt "$cap" ]; }; then cap=$by_price; fi
     fi
     local started; started=$(first_start)
-    # What orch reads to tell the trainer the time it has (orchestrator/job.py: hard_cap): not secret, readable.
+    # What orch reads to tell the trainer the time it has (orchestrator/machines/bootstrap.py: hard_cap): not secret, readable.
     echo "$cap" > "$STATE_DIR/cap.tmp" && mv "$STATE_DIR/cap.tmp" "$STATE_DIR/cap"
     log "watcher: autostop ${autostop}s after the job ends (0: off), ${idle}s idle before any job (0: off)," \
         "hard cap ${cap}s from $(date -u -d "@$started" +%FT%TZ 2>/dev/null || echo "$started") (0: none)"

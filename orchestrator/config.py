@@ -229,30 +229,3 @@ def load_settings(**flags: Any) -> Settings:
         if value is not None:
             values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
     return _validate(replace(Settings(), **values))
-
-
-@dataclass(frozen=True)
-class LaunchConfig:
-    """Everything one `orch launch` needs, resolved."""
-
-    job: str
-    instance_type: str
-    settings: Settings
-    spot: bool = False
-    zone: str | None = None  # None: any zone of the region offering the type, in order
-    ami: str | None = None  # None: resolve the Deep Learning AMI
-    dry_run: bool = False
-    target: str = "aws"  # aws | local
-    job_spec: Any = None  # orchestrator.job.JobSpec, or None to provision only
-    # --resume: bring the newest checkpoint back onto a new machine before the trainer starts.
-    resume: bool = False
-    resume_from: str | None = None  # a local copy (`orch fetch-weights --which all --dest DIR`)
-    # --recover: stay attached, and on a spot reclaim launch again with --resume (from this terminal).
-    recover: bool = False
-    max_recoveries: int = 3
-    # --keep-volume: the root EBS volume outlives the instance, and the job's outputs are written on it.
-    keep_volume: bool = False
-
-    @property
-    def region(self) -> str:
-        return self.settings.region

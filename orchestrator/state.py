@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Iterator
 
 from orchestrator.config import orch_home
+from orchestrator.files import write_atomic
 
 SCHEMA_VERSION = 1
 
@@ -107,20 +107,8 @@ def load() -> dict[str, JobRecord]:
 
 
 def _write(jobs: dict[str, JobRecord]) -> None:
-    path = state_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"schema": SCHEMA_VERSION, "jobs": {n: asdict(r) for n, r in sorted(jobs.items())}}
-    fd, tmp = tempfile.mkstemp(prefix=".state.", dir=path.parent)  # created with mode 600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(state_path(), json.dumps(payload, indent=2))
 
 
 def _now() -> str:

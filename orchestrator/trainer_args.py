@@ -30,7 +30,7 @@ from typing import Mapping, Sequence
 
 from orchestrator.config import ConfigError, repo_root
 
-# Options orch itself gives `trainer train` (job.trainer_command): a second one would silently win.
+# Options orch itself gives `trainer train` (job.spec.trainer_command): a second one would silently win.
 SET_BY_ORCH = {
     "--data": "orch mounts the dataset given to `orch launch --data` there",
     "--out": "orch keeps the run folder in the job's outputs",
@@ -38,7 +38,7 @@ SET_BY_ORCH = {
 }
 
 
-# What the job's container sees (job.trainer_command): the dataset and the run folder.
+# What the job's container sees (job.spec.trainer_command): the dataset and the run folder.
 CONTAINER_DIRS = ("/data/", "/outputs/")
 
 
@@ -55,7 +55,7 @@ class TrainerCommand:
     settings: tuple[str, ...] = ()   # the keys of --set KEY=VALUE (empty: not checked)
 
 
-def trainer_command(path: Path | None = None) -> TrainerCommand | None:
+def train_flags(path: Path | None = None) -> TrainerCommand | None:
     """What `trainer train` takes, or None when this install has no flags file."""
     path = path or repo_root() / "trainer" / "train-flags.json"
     try:
@@ -82,7 +82,7 @@ def check_trainer_args(args: Sequence[str], check_options: bool = True, data: st
     args = list(args)
     recipes = recipe_names()
     if check_options:
-        command = trainer_command()
+        command = train_flags()
         if command is not None:
             _check_options(args, command.options)
             _check_settings(_values_of("--set", args), command.settings)

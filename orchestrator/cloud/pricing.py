@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import resources
 
@@ -76,8 +77,6 @@ def _live_on_demand(instance_type: str, region: str) -> Price | None:
 
 
 def _live_spot(instance_type: str, region: str) -> Price | None:
-    from datetime import datetime, timezone
-
     history = _quick_client("ec2", region).describe_spot_price_history(
         InstanceTypes=[instance_type], ProductDescriptions=["Linux/UNIX"],
         StartTime=datetime.now(timezone.utc), MaxResults=20,

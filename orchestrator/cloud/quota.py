@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.providers import ec2
+from orchestrator.cloud.aws import client, error_code
+from orchestrator.cloud.instances import running_vcpus
 
 # (on-demand quota code, spot quota code, families counted against it, quota's name)
 _QUOTAS = (
@@ -51,12 +52,12 @@ def check_vcpu_quota(region: str, instance_type: str, vcpus: int, spot: bool) ->
     limit, detail = _read_quota(region, code)
     in_use = 0
     if limit is not None:
-        in_use = ec2.running_vcpus(region, families, spot)
+        in_use = running_vcpus(region, families, spot)
     return QuotaCheck(code, name, vcpus, in_use, limit, detail)
 
 
 def _read_quota(region: str, code: str) -> tuple[float | None, str]:
-    sq = ec2.client("service-quotas", region)
+    sq = client("service-quotas", region)
     problems = []
     for call in ("get_service_quota", "get_aws_default_service_quota"):
         try:
@@ -64,7 +65,7 @@ def _read_quota(region: str, code: str) -> tuple[float | None, str]:
         except Exception as e:  # NoSuchResource, AccessDenied, unreachable endpoint ...
             if not type(e).__module__.startswith("botocore"):
                 raise
-            problems.append(ec2.error_code(e) or type(e).__name__)
+            problems.append(error_code(e) or type(e).__name__)
     return None, f"could not read quota {code} ({', '.join(problems)})"
 
 

@@ -17,12 +17,13 @@ import hashlib
 import os
 import posixpath
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from orchestrator.job import FetchReport
-from orchestrator.remote import TRANSPORT_ERRORS, ConnectionLost, LinkWatch, RemoteError, Session
+from orchestrator.files import write_atomic
+from orchestrator.records import FetchReport
+from orchestrator.remote.base import TRANSPORT_ERRORS, ConnectionLost, RemoteError, Session
+from orchestrator.remote.linkwatch import LinkWatch
 
 _CHUNK = 1 << 20
 _SHA_LINE = re.compile(r"^\s*([0-9a-fA-F]{64})\b")
@@ -43,16 +44,6 @@ def sha256_file(path: Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_remote_text(files, path: str) -> str | None:
@@ -189,7 +180,7 @@ def fetch_files(session: Session, remote_dir: str, names: Iterable[str], dest: P
                         moved += _download_verified(files, remote, local, name, expected, bar)
                     # The trainer may have replaced the file and its .sha256 while we read: check once more.
                     if _expected_digest(files, remote, name) == expected:
-                        _write_atomic(local.with_name(local.name + ".sha256"), f"{expected}  {local.name}\n")
+                        write_atomic(local.with_name(local.name + ".sha256"), f"{expected}  {local.name}\n")
                         verified.append(local)
                         break
                 else:

@@ -9,7 +9,7 @@ on the machine, it carries on from there with the same epochs and LR schedule. S
 - a local copy, as `orch fetch-weights JOB --which all --dest DIR` writes it (`DIR/checkpoints/last.pt`
   and its `.sha256`): uploaded over SFTP and checked on the machine against that digest;
 - the root EBS volume a `--keep-volume` job left behind, attached to the new machine by the caller
-  (flow.py; this module never calls a cloud API): its root partition is mounted read-only and
+  (lifecycle/launch.py; this module never calls a cloud API): its root partition is mounted read-only and
   `<home>/orch/<job>/outputs/checkpoints/` copied from it, then checked with `sha256sum -c`.
 
     report = restore_checkpoints(session, Restore(bucket="s3://b/ckpt", local_dir="weights/r50"), "r50", outputs)
@@ -25,20 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from orchestrator.fetch import sha256_file
-from orchestrator.remote import TRANSPORT_ERRORS, ConnectionLost, LinkWatch, RemoteError, Session
-from orchestrator.sync import shell_path
+from orchestrator.job.fetch import sha256_file
+from orchestrator.job.sync import shell_path
+from orchestrator.records import Restore
+from orchestrator.remote.base import TRANSPORT_ERRORS, ConnectionLost, RemoteError, Session
+from orchestrator.remote.linkwatch import LinkWatch
 
 CHECKPOINTS = ("last.pt", "best.pt")  # last.pt is required; best.pt comes along when there is one
 _HEX = set("0123456789abcdef")
-
-
-@dataclass(frozen=True)
-class Restore:
-    bucket: str | None = None  # s3://bucket/prefix, as given to --checkpoint-bucket
-    local_dir: str | None = None  # a folder holding checkpoints/last.pt (from `orch fetch-weights`)
-    volume_id: str | None = None  # a kept root volume (vol-...), attached to the machine as a second disk
-    volume_device: str | None = None  # its block device there; None: found by the volume id (Nitro NVMe serial)
 
 
 @dataclass(frozen=True)
@@ -236,7 +230,7 @@ def volume_device_path(volume_id: str) -> str:
 
 
 _DEVICE_WAIT_S = 60  # an attached volume's device node can take a few seconds to appear
-ATTACH_DEVICE = "/dev/sdf"  # the device name the volume is attached as (flow.py)
+ATTACH_DEVICE = "/dev/sdf"  # the device name the volume is attached as (lifecycle/launch.py)
 XEN_DEVICE = "/dev/xvdf"  # how a Xen instance shows ATTACH_DEVICE
 
 # Root (or sudo -n) for blkid/mount; the copies themselves are written by the session's user.
@@ -248,7 +242,7 @@ def restore_from_volume(session: Session, volume_id: str, job: str, outputs_dir:
     """Copy the checkpoints (and metrics.jsonl) off a kept root volume attached to the session's machine.
 
     The volume's root partition (its largest ext4/xfs one) is mounted read-only in a temporary folder;
-    `<$HOME>/orch/<job>/outputs` there is where a `--keep-volume` job wrote them (`job.ROOT_VOLUME_ROOT`).
+    `<$HOME>/orch/<job>/outputs` there is where a `--keep-volume` job wrote them (`machines.instance.ROOT_VOLUME_ROOT`).
     """
     # Nitro instances name the NVMe device after the volume; older (Xen) ones show flow's /dev/sdf as /dev/xvdf.
     candidates = [device] if device else [volume_device_path(volume_id), XEN_DEVICE]

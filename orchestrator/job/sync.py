@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from orchestrator.remote import TRANSPORT_ERRORS, ConnectionLost, LinkWatch, RemoteError, Session
+from orchestrator.remote.base import TRANSPORT_ERRORS, ConnectionLost, RemoteError, Session
+from orchestrator.remote.linkwatch import LinkWatch
 
 _BLOCK = 4096  # space is allocated in blocks; count whole ones when checking free space
 _CHUNK = 1 << 20

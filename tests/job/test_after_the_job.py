@@ -11,8 +11,10 @@ import uuid
 
 import pytest
 
-from orchestrator import container as ctr
-from orchestrator import job as job_api
+from orchestrator.records import JobEnded
+from orchestrator.labels import LABEL_AUTOSTOP, LABEL_JOB, LABEL_OUTPUTS, container_name
+from orchestrator.job.ended import after_the_job
+from orchestrator.machines import docker_runner as ctr
 from tests.fixtures.dockerd import base_image, docker_engine  # noqa: F401 (fixtures)
 from tests.fixtures.sshd import authorize_new_key_pairs, sshd_server  # noqa: F401 (fixture)
 from tests.orch.conftest import aws, moto_url, orch  # noqa: F401 (fixtures)
@@ -37,8 +39,8 @@ def test_logs_follow_on_an_instance_ends_with_where_the_weights_are_and_when_aut
         assert r.exit_code == 0, r.output
         outputs = f"/mnt/orch/{job}/outputs"
         client.containers.run(base_image, ["sh", "-c", "echo epoch 3/3 val_top1 0.61"], detach=True,
-                              name=ctr.container_name(job), network_mode="none",
-                              labels={ctr.LABEL_JOB: job, ctr.LABEL_OUTPUTS: outputs, ctr.LABEL_AUTOSTOP: "45"})
+                              name=container_name(job), network_mode="none",
+                              labels={LABEL_JOB: job, LABEL_OUTPUTS: outputs, LABEL_AUTOSTOP: "45"})
         ctr.wait_state(client, job, {"exited"}, timeout_s=60)
 
         r = orch("logs", job, "--follow")
@@ -60,16 +62,16 @@ def test_logs_follow_on_an_instance_ends_with_where_the_weights_are_and_when_aut
 
 
 def test_what_is_said_depends_on_what_outlives_the_instance():
-    ended = job_api.JobEnded(job="r50", exit_code=0, finished_at="2026-01-31T08:00:01.5Z",
+    ended = JobEnded(job="r50", exit_code=0, finished_at="2026-01-31T08:00:01.5Z",
                              outputs="/mnt/orch/r50/outputs", autostop_minutes=30)
-    plain = job_api.after_the_job(ended)
+    plain = after_the_job(ended)
     assert "ended at 08:00 UTC (exit code 0)" in plain and "(about 08:30 UTC)" in plain
     assert "and its disks with it, weights included" in plain and plain.endswith("Run `orch fetch-weights r50` now.")
-    bucket = job_api.after_the_job(ended, checkpoint_bucket="s3://b/ckpt")
+    bucket = after_the_job(ended, checkpoint_bucket="s3://b/ckpt")
     assert "the checkpoints are also copied to s3://b/ckpt" in bucket and "weights included" not in bucket
-    kept = job_api.after_the_job(ended, keep_volume=True)
+    kept = after_the_job(ended, keep_volume=True)
     assert "root volume with the outputs is kept" in kept and "orch teardown r50" in kept
-    off = job_api.after_the_job(job_api.JobEnded(job="r50", exit_code=1, autostop_minutes=0))
+    off = after_the_job(JobEnded(job="r50", exit_code=1, autostop_minutes=0))
     assert "Autostop is off" in off and "orch fetch-weights r50" in off
-    unknown = job_api.after_the_job(job_api.JobEnded(job="r50", exit_code=0, finished_at="0001-01-01T00:00:00Z"))
+    unknown = after_the_job(JobEnded(job="r50", exit_code=0, finished_at="0001-01-01T00:00:00Z"))
     assert "--autostop-minutes (30 by default) after the job ended" in unknown and " at " not in unknown.split(".")[0]

@@ -18,21 +18,34 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import container as ctr
-from orchestrator import job as job_api
+from orchestrator.records import JobSpec
+from orchestrator.labels import LABEL_CREATED_BY, LABEL_IMAGE_HASH, LABEL_JOB, LABEL_OUTPUTS, container_name
 from orchestrator.config import repo_root
+from orchestrator.errors import JobError
+from orchestrator.job import logtext
+from orchestrator.job.logs import parse_since
+from orchestrator.machines import docker_runner as ctr
+from orchestrator.machines.image import ensure_image, image_tag
+from orchestrator.records import LogLine
+from tests.fixtures.on_this_machine import Here
 from tests.fixtures.dockerd import base_image, docker_engine  # noqa: F401 (fixtures)
+from orchestrator.machines.local_docker import LocalDockerMachine
 
 pytestmark = pytest.mark.needs_docker
 
 TINY = ("--recipe", "demo", "--device", "cpu", "--workers", "0", "--width", "8")
+
+HERE = Here(LocalDockerMachine)  # what `orch launch --target local` runs on here
+start_job, job_status, stop_job, follow_logs, fetch_weights = (
+    HERE.start_job, HERE.job_status, HERE.stop_job, HERE.follow_logs, HERE.fetch_weights)
+
 
 
 @pytest.fixture(scope="session")
 def trainer_image(docker_engine, base_image):  # noqa: F811
     client = docker_engine.client()
     try:
-        tag, _ = ctr.ensure_image(client, repo_root(), base_image)
+        tag, _ = ensure_image(client, repo_root(), base_image)
     finally:
         client.close()
     return tag
@@ -86,9 +99,9 @@ def test_image_builds_from_the_dockerfile_on_the_base(docker_engine, base_image,
                                   "import torch, trainer; print(torch.__file__)"], remove=True, network_mode="none")
     assert b"/usr/local/lib/python3.11/dist-packages/torch/" in probe
     # an unchanged context is a cache hit: the tag names the content, nothing is built again
-    first, _ = ctr.ensure_image(client, repo_root(), base_image)
+    first, _ = ensure_image(client, repo_root(), base_image)
     started = time.monotonic()
-    again, _ = ctr.ensure_image(client, repo_root(), base_image)
+    again, _ = ensure_image(client, repo_root(), base_image)
     assert again == first and time.monotonic() - started < 10
     client.close()
 
@@ -98,31 +111,31 @@ def test_context_hash_follows_the_trainer_sources(tmp_path):
     (tmp_path / "Dockerfile").write_text("FROM x\n")
     (tmp_path / "pyproject.toml").write_text("[project]\n")
     (tmp_path / "trainer" / "a.py").write_text("a = 1\n")
-    first, _ = ctr.image_tag(tmp_path)
+    first, _ = image_tag(tmp_path)
     (tmp_path / "trainer" / "__pycache__").mkdir()
     (tmp_path / "trainer" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"junk")
-    assert ctr.image_tag(tmp_path)[0] == first  # caches do not change the image
+    assert image_tag(tmp_path)[0] == first  # caches do not change the image
     (tmp_path / "trainer" / "_jpegcrop.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF built in place")
-    assert ctr.image_tag(tmp_path)[0] == first  # nor does an extension built for this machine's Python
+    assert image_tag(tmp_path)[0] == first  # nor does an extension built for this machine's Python
     (tmp_path / "setup.py").write_text("from setuptools import setup\n")
-    assert ctr.image_tag(tmp_path)[0] != first  # setup.py builds the image's own: part of the context
-    first, _ = ctr.image_tag(tmp_path)
+    assert image_tag(tmp_path)[0] != first  # setup.py builds the image's own: part of the context
+    first, _ = image_tag(tmp_path)
     (tmp_path / "trainer" / "a.py").write_text("a = 2\n")
-    assert ctr.image_tag(tmp_path)[0] != first
-    assert ctr.image_tag(tmp_path, "other-base")[0] != ctr.image_tag(tmp_path)[0]
+    assert image_tag(tmp_path)[0] != first
+    assert image_tag(tmp_path, "other-base")[0] != image_tag(tmp_path)[0]
 
 
 def test_job_runs_detached_with_labels_and_mounts(local_engine, trainer_image, tmp_path, capsys):
     data = make_dataset(tmp_path / "data")
     job = new_job("run")
-    spec = job_api.JobSpec(job=job, data=str(data), trainer_args=(*TINY, "--epochs", "2"))
-    started = job_api.start_job(None, spec)
+    spec = JobSpec(job=job, data=str(data), trainer_args=(*TINY, "--epochs", "2"))
+    started = start_job(spec)
     assert started.state in ("running", "created", "exited")
 
     container = ctr.find(local_engine, job)
-    assert container.labels[ctr.LABEL_JOB] == job
-    assert container.labels[ctr.LABEL_CREATED_BY].startswith("orch")
-    assert container.labels[ctr.LABEL_IMAGE_HASH]
+    assert container.labels[LABEL_JOB] == job
+    assert container.labels[LABEL_CREATED_BY].startswith("orch")
+    assert container.labels[LABEL_IMAGE_HASH]
     mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
     assert mounts["/data"]["Source"] == str(data) and mounts["/data"]["RW"] is False
     assert mounts["/outputs"]["RW"] is True
@@ -131,36 +144,36 @@ def test_job_runs_detached_with_labels_and_mounts(local_engine, trainer_image, t
     assert host_config["ShmSize"] >= 1 << 30
     assert container.attrs["Args"][-2:] == ["--resume", "auto"]
     # a second start of a running job does not start another container
-    job_api.start_job(None, spec)
-    assert len(local_engine.containers.list(all=True, filters={"label": f"{ctr.LABEL_JOB}={job}"})) == 1
+    start_job(spec)
+    assert len(local_engine.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job}"})) == 1
 
-    code = job_api.follow_logs(None, job, follow=True)
+    code = follow_logs(job, follow_on=True)
     out = capsys.readouterr().out
     assert code == 0, out
     assert "epoch 1/2" in out and "epoch 2/2" in out
     assert out.count("epoch 2/2 lr") == 1
 
-    st = job_api.job_status(None, job)
+    st = job_status(job)
     assert (st.state, st.exit_code) == ("exited", 0)
     assert st.last_metrics["epoch"] == 2
 
-    report = job_api.fetch_weights(None, job, "best", tmp_path / "weights")
+    report = fetch_weights(job, "best", tmp_path / "weights")
     assert tmp_path / "weights" / "checkpoints" / "best.pt" in report.verified
     assert (tmp_path / "weights" / "metrics.jsonl").exists()
 
-    assert job_api.stop_job(None, job) is True
+    assert stop_job(job) is True
     assert ctr.find(local_engine, job) is None
-    assert job_api.job_status(None, job).state == "missing"
-    assert job_api.stop_job(None, job) is False
+    assert job_status(job).state == "missing"
+    assert stop_job(job) is False
 
 
 def test_container_killed_mid_epoch_restarts_and_resumes(local_engine, trainer_image, tmp_path, capsys):
     data = make_dataset(tmp_path / "data", classes=4, per_class=60)
     job = new_job("crash")
     epochs = 4
-    job_api.start_job(None, job_api.JobSpec(job=job, data=str(data),
+    start_job(JobSpec(job=job, data=str(data),
                                             trainer_args=(*TINY, "--epochs", str(epochs), "--batch-size", "16")))
-    outputs = Path(ctr.find(local_engine, job).labels[ctr.LABEL_OUTPUTS])
+    outputs = Path(ctr.find(local_engine, job).labels[LABEL_OUTPUTS])
     metrics = outputs / "metrics.jsonl"
 
     deadline = time.monotonic() + 300
@@ -178,21 +191,21 @@ def test_container_killed_mid_epoch_restarts_and_resumes(local_engine, trainer_i
     assert len(before) < epochs, "the run finished before it could be killed; make epochs longer"
     os.kill(pid, signal.SIGKILL)
 
-    code = job_api.follow_logs(None, job, follow=True)
+    code = follow_logs(job, follow_on=True)
     out = capsys.readouterr().out
     assert code == 0, out
-    st = job_api.job_status(None, job)
+    st = job_status(job)
     assert st.restarts >= 1
     after = epochs_in(metrics)
     assert after == list(range(1, epochs + 1)), after  # continued from the checkpoint, not from epoch 1
     assert out.count(f"epoch 1/{epochs} lr") == 1  # epoch 1 was not trained again
     assert "resumed from /outputs/checkpoints/last.pt" in out
-    job_api.stop_job(None, job)
+    stop_job(job)
 
 
 def test_log_cursor_skips_what_was_printed():
-    line = ctr.LogLine
-    cursor = ctr.LogCursor()
+    line = LogLine
+    cursor = logtext.LogCursor()
     printed = [x.text for x in [line(1, "a"), line(2, "b"), line(2, "c")] if cursor.fresh(x)]
     assert printed == ["a", "b", "c"]
     # reconnect: the engine replays from ts 2 (inclusive), then new lines
@@ -204,14 +217,14 @@ def test_log_cursor_skips_what_was_printed():
 
 
 def test_log_timestamps_and_since():
-    ns = ctr.parse_timestamp_ns("2026-01-31T08:00:01.123456789Z")
+    ns = logtext.parse_timestamp_ns("2026-01-31T08:00:01.123456789Z")
     assert ns % 1_000_000_000 == 123456789
-    assert ctr.split_log_line("2026-01-31T08:00:01.5Z hello world").text == "hello world"
-    assert job_api.parse_since("2026-01-31T08:00:01.123456789Z") == ns
-    assert job_api.parse_since("1700000000") == 1_700_000_000 * 10**9
-    assert job_api.parse_since(None) is None
-    with pytest.raises(job_api.JobError):
-        job_api.parse_since("yesterday")
+    assert logtext.split_log_line("2026-01-31T08:00:01.5Z hello world").text == "hello world"
+    assert parse_since("2026-01-31T08:00:01.123456789Z") == ns
+    assert parse_since("1700000000") == 1_700_000_000 * 10**9
+    assert parse_since(None) is None
+    with pytest.raises(JobError):
+        parse_since("yesterday")
 
 
 def test_bootstrap_watcher_shuts_down_after_the_job_ends(docker_engine, base_image, tmp_path):  # noqa: F811
@@ -220,7 +233,7 @@ def test_bootstrap_watcher_shuts_down_after_the_job_ends(docker_engine, base_ima
     job = new_job("autostop")
     marker = tmp_path / "shutdown-called"
     client.containers.run(base_image, ["python3", "-c", "import time; time.sleep(6)"], detach=True,
-                          labels={ctr.LABEL_JOB: job}, network_mode="none", name=ctr.container_name(job))
+                          labels={LABEL_JOB: job}, network_mode="none", name=container_name(job))
     env = {**os.environ, "DOCKER_HOST": docker_engine.base_url, "ORCH_AUTOSTOP_MINUTES": "0.05",
            "ORCH_WATCH_INTERVAL_S": "1", "ORCH_SHUTDOWN_CMD": f"touch {marker}",
            "ORCH_STATE_DIR": str(tmp_path / "state"), "ORCH_LOG": str(tmp_path / "watch.log")}

@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import container as ctr
-from orchestrator import job as job_api
-from orchestrator.fetch import fetch_files
-from orchestrator.remote import ConnectionLost, connect
-from orchestrator.sync import sync_dataset, sync_s3
+from orchestrator.labels import LABEL_JOB, container_name
+from orchestrator.job.logs import follow
+from orchestrator.machines.instance import InstanceMachine
+from orchestrator.job.fetch import fetch_files
+from orchestrator.job.sync import sync_dataset, sync_s3
+from orchestrator.machines import docker_runner as ctr
+from orchestrator.remote.base import ConnectionLost
+from orchestrator.remote.ssh import connect
 from tests.fixtures.dockerd import base_image, docker_engine  # noqa: F401 (fixtures)
 from tests.fixtures.sshd import FREEZE_MAX_S, ssh_endpoint, ssh_key, sshd_server  # noqa: F401
 
@@ -201,12 +204,12 @@ def test_logs_follow_over_a_link_that_goes_silent_reconnects_and_loses_nothing(
     lines = 120
     remote_engine.containers.run(
         base_image, ["python3", "-u", "-c", f"import time\nfor i in range({lines}):\n print('line', i)\n time.sleep(0.1)"],
-        detach=True, labels={ctr.LABEL_JOB: job}, name=ctr.container_name(job), network_mode="none")
+        detach=True, labels={LABEL_JOB: job}, name=container_name(job), network_mode="none")
     try:
         out = io.StringIO()
         box: list = []
-        follower = threading.Thread(target=lambda: box.append(job_api.follow_container_logs(
-            lambda: connect(ssh_endpoint), job, True, None, out=out, reconnect_s=60)), daemon=True)
+        follower = threading.Thread(target=lambda: box.append(follow(
+            InstanceMachine(job, ssh_endpoint), follow=True, out=out, reconnect_s=60)), daemon=True)
         follower.start()
         deadline = time.monotonic() + 60
         while out.getvalue().count("\n") < 10:

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import container as ctr
-from orchestrator import job as job_api
+
+from orchestrator.labels import LABEL_JOB, LABEL_TRAINER_ARGS
+from orchestrator.machines import docker_runner as ctr
 from tests.fixtures.dockerd import base_image, docker_engine, running_image  # noqa: F401 (fixtures)
 from tests.fixtures.sshd import authorize_new_key_pairs, sshd_server  # noqa: F401 (fixture)
 from tests.orch.conftest import aws, moto_url, orch, tagged  # noqa: F401 (fixtures)
@@ -72,14 +73,15 @@ def booted_watcher(instance, docker_engine, monkeypatch, tmp_path):  # noqa: F81
 
     import boto3
 
-    from orchestrator.providers import ec2 as ec2_provider
+    from orchestrator.cloud import instances as cloud_instances
+    from orchestrator.machines import bootstrap
     from tests.orch.conftest import REGION
 
     monkeypatch.delenv("ORCH_BOOTSTRAP_SCRIPT")  # the real infra/bootstrap.sh is the user data
     state = tmp_path / "watcher"
-    monkeypatch.setattr(job_api, "WATCHER_STATE_DIR", str(state / "state"))  # /var/lib/orch on an instance
+    monkeypatch.setattr(bootstrap, "WATCHER_STATE_DIR", str(state / "state"))  # /var/lib/orch on an instance
     watchers: list[subprocess.Popen] = []
-    run = ec2_provider.run_instance
+    run = cloud_instances.run_instance
 
     def run_and_boot(plan, *args, **kwargs):
         started = run(plan, *args, **kwargs)
@@ -99,7 +101,7 @@ def booted_watcher(instance, docker_engine, monkeypatch, tmp_path):  # noqa: F81
             time.sleep(0.2)
         return started
 
-    monkeypatch.setattr(ec2_provider, "run_instance", run_and_boot)
+    monkeypatch.setattr(cloud_instances, "run_instance", run_and_boot)
     yield state
     for watcher in watchers:
         watcher.kill()
@@ -130,13 +132,13 @@ def test_launch_logs_fetch_evaluate_teardown(instance, orch, docker_engine, sshd
     assert any(t.endswith(" 22") for t in sshd_server.requested_targets())  # reached through the proxy
     client = docker_engine.client()
     container = ctr.find(client, job)
-    assert container is not None and container.labels[ctr.LABEL_JOB] == job
+    assert container is not None and container.labels[LABEL_JOB] == job
     # The trainer is told the instance's hard cap (what is left of it when its container starts, less 10 min to
     # save), so it saves and exits before the watcher stops it; the user's larger --max-hours gives way, and says so.
     command = container.attrs["Config"]["Cmd"]
     assert command[-4:-3] == ["--max-hours"] and command[-2:] == ["--resume", "auto"]
     assert command.count("--max-hours") == 1 and 2.7 <= float(command[-3]) <= 3 - 10 / 60
-    assert json.loads(container.labels[ctr.LABEL_TRAINER_ARGS]) == list(args)  # what it was launched with
+    assert json.loads(container.labels[LABEL_TRAINER_ARGS]) == list(args)  # what it was launched with
     said = re.search(r"trainer: --max-hours (\S+) \((\S+) h left of the 3 h cap, less 10 min to save\); your "
                      r"--max-hours 5 is larger, so it is not used", r.output)
     assert said and said[1] == command[-3] and float(said[2]) > 2.9, r.output
@@ -172,7 +174,7 @@ def test_launch_logs_fetch_evaluate_teardown(instance, orch, docker_engine, sshd
 
     r = orch("teardown", job, "--yes")
     assert r.exit_code == 0, r.output
-    assert client.containers.list(all=True, filters={"label": f"{ctr.LABEL_JOB}={job}"}) == []
+    assert client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job}"}) == []
     left = tagged(job)
     assert left["instances"] == [] and left["security_groups"] == [] and left["key_pairs"] == []
     client.close()
@@ -188,13 +190,13 @@ def test_ssh_cut_during_follow_loses_and_repeats_nothing(instance, orch, docker_
              "--", *TINY, "--epochs", "3", "--batch-size", "8", "--set", "log_every_seconds=1")
     assert r.exit_code == 0, r.output
 
-    from orchestrator import flow, remote
+    from orchestrator.job.logs import follow
+    from orchestrator.lifecycle import machines
 
-    endpoint = flow.endpoint_for(job)
     out = io.StringIO()
     result: list[int] = []
-    follower = threading.Thread(target=lambda: result.append(job_api.follow_container_logs(
-        lambda: remote.open_session(endpoint, 60), job, True, None, out=out, reconnect_s=60)), daemon=True)
+    follower = threading.Thread(target=lambda: result.append(follow(
+        machines.machine_for(job), follow=True, out=out, reconnect_s=60)), daemon=True)
     follower.start()
 
     cuts = 0

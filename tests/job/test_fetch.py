@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.fetch import ChecksumMismatch, FetchError, fetch_files, trainer_outputs
-from orchestrator.remote import ConnectionLost, LocalSession, connect
+from orchestrator.job.fetch import ChecksumMismatch, FetchError, fetch_files, trainer_outputs
+from orchestrator.remote.base import ConnectionLost
+from orchestrator.remote.local import LocalSession
+from orchestrator.remote.ssh import connect
 from tests.fixtures.sshd import ssh_endpoint, ssh_key, sshd_server  # noqa: F401
 
 pytestmark = pytest.mark.needs_sshd

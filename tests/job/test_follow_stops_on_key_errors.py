@@ -6,8 +6,10 @@ import time
 
 import pytest
 
-from orchestrator import job as job_api
-from orchestrator.remote import HostKeyChanged, KeyFileError, connect
+from orchestrator.job.logs import follow
+from orchestrator.machines.instance import InstanceMachine
+from orchestrator.remote.base import HostKeyChanged, KeyFileError
+from orchestrator.remote.ssh import connect
 from tests.fixtures.sshd import own_sshd, ssh_endpoint, ssh_key, sshd_server  # noqa: F401
 
 pytestmark = pytest.mark.needs_sshd
@@ -25,7 +27,7 @@ def test_a_changed_host_key_ends_following_at_once(tmp_path):
         server.rotate_host_key()
         started = time.monotonic()
         with pytest.raises(HostKeyChanged, match="ssh-keygen -R"):
-            job_api.follow_logs(endpoint, "r50", follow=True)
+            follow(InstanceMachine("r50", endpoint), follow=True)
         assert time.monotonic() - started < 15
 
 
@@ -33,5 +35,5 @@ def test_a_key_file_readable_by_others_ends_following_at_once(ssh_endpoint):
     ssh_endpoint.key_path.chmod(0o644)
     started = time.monotonic()
     with pytest.raises(KeyFileError, match="chmod 600"):
-        job_api.follow_logs(ssh_endpoint, "r50", follow=True)
+        follow(InstanceMachine("r50", ssh_endpoint), follow=True)
     assert time.monotonic() - started < 15

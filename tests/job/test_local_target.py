@@ -17,11 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import job as job_api
-from orchestrator import local
+from orchestrator.records import JobSpec
+from orchestrator.errors import JobError
+from tests.fixtures.on_this_machine import Here
+from orchestrator.machines.local_jobs import load_record
+from orchestrator.machines.local_process import LocalProcessMachine
+from orchestrator.machines.process_runner import alive
 
 TINY = ("--recipe", "demo", "--device", "cpu", "--workers", "0", "--width", "8")
 ORCH = [str(Path(sys.executable).with_name("orch"))]  # the installed console script
+
+HERE = Here(LocalProcessMachine)  # what `orch launch --target local` runs on here
+start_job, job_status, stop_job, follow_logs, fetch_weights = (
+    HERE.start_job, HERE.job_status, HERE.stop_job, HERE.follow_logs, HERE.fetch_weights)
+
 
 
 @pytest.fixture
@@ -30,7 +39,7 @@ def process_runner(monkeypatch):
     made: list[str] = []
     yield made
     for job in made:
-        local.stop(job)
+        stop_job(job)
 
 
 def orch(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -49,7 +58,7 @@ def test_local_demo_job_through_the_cli(process_runner, tmp_path):
     process_runner.append(job)
     launched = orch("launch", "--target", "local", "--data", "demo", "--name", job, "--", *TINY, "--epochs", "2")
     assert launched.returncode == 0, launched.stdout + launched.stderr
-    record = local.load_record(job)
+    record = load_record(job)
     assert record.runner == "process" and record.pid
     assert (Path(record.data_dir) / "dataset.json").exists()  # `trainer demo-data` ran first
 
@@ -62,7 +71,7 @@ def test_local_demo_job_through_the_cli(process_runner, tmp_path):
     again = orch("logs", job)
     assert again.returncode == 0 and again.stdout == followed.stdout
 
-    st = job_api.job_status(None, job)
+    st = job_status(job)
     assert (st.state, st.exit_code, st.runner) == ("exited", 0, "process")
     assert st.last_metrics["epoch"] == 2
     shown = orch("status", job)
@@ -81,8 +90,8 @@ def test_local_demo_job_through_the_cli(process_runner, tmp_path):
 
     down = orch("teardown", job, "--yes")
     assert down.returncode == 0, down.stdout + down.stderr
-    assert local.load_record(job) is None
-    assert job_api.job_status(None, job).state == "missing"
+    assert load_record(job) is None
+    assert job_status(job).state == "missing"
 
 
 def test_local_process_restarts_after_a_crash_and_resumes(process_runner, tmp_path, capsys):
@@ -92,25 +101,25 @@ def test_local_process_restarts_after_a_crash_and_resumes(process_runner, tmp_pa
     subprocess.run([sys.executable, "-m", "trainer", "demo-data", "--dest", str(data), "--classes", "4",
                     "--per-class", "60"], check=True, capture_output=True)
     epochs = 5
-    job_api.start_job(None, job_api.JobSpec(job=job, data=str(data),
+    start_job(JobSpec(job=job, data=str(data),
                                             trainer_args=(*TINY, "--epochs", str(epochs), "--batch-size", "16")))
-    record = local.load_record(job)
+    record = load_record(job)
     metrics = Path(record.outputs_dir) / "metrics.jsonl"
     deadline = time.monotonic() + 300
     while not epochs_in(metrics):
         assert time.monotonic() < deadline
-        assert job_api.job_status(None, job).state == "running"
+        assert job_status(job).state == "running"
         time.sleep(0.2)
     trainer_pid = int(subprocess.run(["pgrep", "-P", str(record.pid)], capture_output=True, text=True).stdout.split()[0])
     os.kill(trainer_pid, signal.SIGSTOP)  # frozen mid-run (tiny epochs can end within a second on a fast machine)
     assert len(epochs_in(metrics)) < epochs
     os.kill(trainer_pid, signal.SIGKILL)  # a crash: the supervisor restarts it with --resume auto
 
-    assert job_api.follow_logs(None, job, follow=True) == 0
+    assert follow_logs(job, follow_on=True) == 0
     out = capsys.readouterr().out
     assert "resumed from" in out
     assert epochs_in(metrics) == list(range(1, epochs + 1))
-    assert job_api.job_status(None, job).restarts == 1
+    assert job_status(job).restarts == 1
 
 
 def test_local_stop_ends_a_running_job_cleanly(process_runner):
@@ -118,8 +127,8 @@ def test_local_stop_ends_a_running_job_cleanly(process_runner):
     process_runner.append(job)
     launched = orch("launch", "--target", "local", "--data", "demo", "--name", job, "--", *TINY, "--epochs", "50")
     assert launched.returncode == 0, launched.stdout + launched.stderr
-    record = local.load_record(job)
-    assert job_api.job_status(None, job).state == "running"
+    record = load_record(job)
+    assert job_status(job).state == "running"
 
     # Ctrl-C on `orch logs --follow` stops following, never the job
     follower = subprocess.Popen([*ORCH, "logs", job, "--follow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -134,20 +143,20 @@ def test_local_stop_ends_a_running_job_cleanly(process_runner):
     out, err = follower.communicate(timeout=30)
     assert follower.returncode == 130, err
     assert "training" in out and "keeps running" in err
-    assert job_api.job_status(None, job).state == "running"
+    assert job_status(job).state == "running"
 
-    assert job_api.stop_job(None, job) is True
-    assert not local._alive(record.pid)
-    assert job_api.job_status(None, job).state == "missing"
+    assert stop_job(job) is True
+    assert not alive(record.pid)
+    assert job_status(job).state == "missing"
     # the outputs stay for the user
     assert Path(record.outputs_dir).is_dir()
 
 
 def test_local_s3_data_is_refused_with_a_way_out(process_runner):
-    with pytest.raises(job_api.JobError, match="aws s3 sync"):
-        job_api.start_job(None, job_api.JobSpec(job="local-s3", data="s3://bucket/imagenet"))
-    with pytest.raises(job_api.JobError, match="does not exist"):
-        job_api.start_job(None, job_api.JobSpec(job="local-missing", data="/nonexistent/data"))
+    with pytest.raises(JobError, match="aws s3 sync"):
+        start_job(JobSpec(job="local-s3", data="s3://bucket/imagenet"))
+    with pytest.raises(JobError, match="does not exist"):
+        start_job(JobSpec(job="local-missing", data="/nonexistent/data"))
 
 
 def test_local_process_is_not_restarted_after_a_bad_input_exit(process_runner, tmp_path, capsys):
@@ -155,12 +164,12 @@ def test_local_process_is_not_restarted_after_a_bad_input_exit(process_runner, t
     process_runner.append(job)
     data = tmp_path / "data"
     data.mkdir()  # no train/ split: the trainer exits 2 (trainer.errors.EXIT_BAD_INPUT), and would every time
-    job_api.start_job(None, job_api.JobSpec(job=job, data=str(data), trainer_args=(*TINY, "--epochs", "1")))
-    assert job_api.follow_logs(None, job, follow=True) == 2
+    start_job(JobSpec(job=job, data=str(data), trainer_args=(*TINY, "--epochs", "1")))
+    assert follow_logs(job, follow_on=True) == 2
     out = capsys.readouterr().out
     assert "no train split" in out
     assert "not restarting" in out and "restart 1 of" not in out
-    st = job_api.job_status(None, job)
+    st = job_status(job)
     assert (st.state, st.exit_code, st.restarts) == ("exited", 2, 0)
 
 
@@ -177,7 +186,7 @@ def test_a_job_name_in_use_says_what_a_launch_did_not_apply_and_what_teardown_ke
 
     started = launch(first, "--epochs", "50")
     assert started.returncode == 0, started.stdout + started.stderr
-    record = local.load_record(job)
+    record = load_record(job)
     outputs = Path(record.outputs_dir)
 
     # While it runs, a launch under its name changes nothing, and says so: what it did not apply, and how to.
@@ -186,7 +195,7 @@ def test_a_job_name_in_use_says_what_a_launch_did_not_apply_and_what_teardown_ke
     assert f"job {job} was already running, so this launch changed nothing. NOT applied: --data {other} " \
            f"(it trains on {first}); trainer arguments" in again.stdout
     assert "--epochs 1` (it runs with" in again.stdout and f"`orch teardown {job} --yes`" in again.stdout
-    assert local.load_record(job).data_dir == str(first) and local.load_record(job).pid == record.pid
+    assert load_record(job).data_dir == str(first) and load_record(job).pid == record.pid
     listed = orch("list")
     assert re.search(rf"^{job} +local +running ", listed.stdout, re.MULTILINE), listed.stdout + listed.stderr
 
@@ -205,7 +214,7 @@ def test_a_job_name_in_use_says_what_a_launch_did_not_apply_and_what_teardown_ke
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert f"trained on {first}" in refused.stderr and "Nothing was started" in refused.stderr
     assert f"rm -rf {outputs}" in refused.stderr and f"--data {first} to continue it" in refused.stderr
-    assert local.load_record(job) is None and job not in orch("list").stdout
+    assert load_record(job) is None and job not in orch("list").stdout
 
     # On its own data, the launch continues from the kept checkpoint and says from where.
     resumed = launch(first, "--epochs", "2")
@@ -261,7 +270,7 @@ def test_a_local_jobs_status_teardown_question_and_max_hours_say_what_they_are(p
     # No watcher on this machine: orch's --max-hours is the trainer's, the smaller of the two, as given.
     assert "trainer: --max-hours 0.5 (orch's --max-hours); your --max-hours 2 is larger, so it is not used" \
         in launched.stdout
-    record = local.load_record(job)
+    record = load_record(job)
     assert record.command[-4:] == ("--max-hours", "0.5", "--resume", "auto")
     assert record.command.count("--max-hours") == 1
 
@@ -274,8 +283,8 @@ def test_a_local_jobs_status_teardown_question_and_max_hours_say_what_they_are(p
                 f"{record.outputs_dir})? [y/N]")
     out, code = at_a_terminal([*ORCH, "teardown", job], "n\n")
     assert question in out and code == 1, out
-    assert job_api.job_status(None, job).state == "running"
+    assert job_status(job).state == "running"
     out, code = at_a_terminal([*ORCH, "teardown", job], "y\n")
     assert question in out and code == 0, out
     assert "Stopped: the trainer process." in out and f"Outputs kept at {record.outputs_dir}" in out
-    assert job_api.job_status(None, job).state == "missing" and Path(record.outputs_dir).is_dir()
+    assert job_status(job).state == "missing" and Path(record.outputs_dir).is_dir()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import job as job_api
 from orchestrator.cli import app
+from orchestrator.job.logs import parse_since
 
 
 def orch(*args: str):
@@ -28,7 +28,7 @@ NOON_UTC_NS = 1_714_564_800 * 10**9  # 2024-05-01T12:00:00Z
     ("2024-05-01T12:00z", NOON_UTC_NS),
 ])
 def test_times_without_seconds_or_zone_are_accepted_as_utc(text, ns):
-    assert job_api.parse_since(text) == ns
+    assert parse_since(text) == ns
 
 
 def test_the_help_example_is_accepted_and_says_utc():

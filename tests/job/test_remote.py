@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 import shlex
 import socket
-import subprocess
 import stat
+import subprocess
 import threading
 import time
 from dataclasses import replace
@@ -13,13 +13,28 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.providers.base import SSHEndpoint
-from orchestrator.remote import (
-    ConnectionLost, HostKeyChanged, KeyFileError, LocalSession, RemoteError, RunResult, SSHUnreachable, connect,
-    expand_proxy_command, wait_for_ssh,
+from orchestrator.records import SSHEndpoint
+from orchestrator.remote.base import (
+    ConnectionLost,
+    HostKeyChanged,
+    KeyFileError,
+    RemoteError,
+    RunResult,
+    SSHUnreachable,
 )
+from orchestrator.remote.local import LocalSession
+from orchestrator.remote.proxy import expand_proxy_command
+from orchestrator.remote.ssh import connect, wait_for_ssh
 from tests.conftest import require
-from tests.fixtures.sshd import FAKE_INSTANCE_IP, SshdServer, make_client_key, own_sshd, ssh_endpoint, ssh_key, sshd_server  # noqa: F401
+from tests.fixtures.sshd import (  # noqa: F401
+    FAKE_INSTANCE_IP,
+    SshdServer,
+    make_client_key,
+    own_sshd,
+    ssh_endpoint,
+    ssh_key,
+    sshd_server,
+)
 
 pytestmark = pytest.mark.needs_sshd
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.remote import LocalSession
-from orchestrator.restore import Restore, RestoreError, restore_checkpoints, restore_from_volume, volume_device_path
+from orchestrator.job.restore import Restore, RestoreError, restore_checkpoints, restore_from_volume, volume_device_path
+from orchestrator.remote.local import LocalSession
 from tests.conftest import require
 
 JOB = "kvr"
@@ -94,7 +94,7 @@ def test_a_volume_without_a_checkpoint_says_so(kept_volume, tmp_path):
 
 
 def test_a_missing_device_is_reported_and_nothing_is_mounted(tmp_path, monkeypatch):
-    monkeypatch.setattr("orchestrator.restore._DEVICE_WAIT_S", 1)
+    monkeypatch.setattr("orchestrator.job.restore._DEVICE_WAIT_S", 1)
     with pytest.raises(RestoreError, match="not usable"):
         restore_from_volume(LocalSession(), "vol-0123abcd", JOB, str(tmp_path / "outputs"),
                             device=str(tmp_path / "no-such-device"))

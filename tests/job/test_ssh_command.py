@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.cli import ssh_command
-from orchestrator.remote import connect
+from orchestrator.remote.proxy import openssh_command as ssh_command
+from orchestrator.remote.ssh import connect
 from tests.conftest import require
 from tests.fixtures.sshd import own_sshd
 

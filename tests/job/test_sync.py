@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.remote import ConnectionLost, LocalSession, connect
-from orchestrator.sync import DiskFull, SyncError, data_root, local_manifest, sync_dataset, sync_s3
+from orchestrator.job.sync import DiskFull, SyncError, data_root, local_manifest, sync_dataset, sync_s3
+from orchestrator.remote.base import ConnectionLost
+from orchestrator.remote.local import LocalSession
+from orchestrator.remote.ssh import connect
 from tests.conftest import require
 from tests.fixtures.sshd import ssh_endpoint, ssh_key, sshd_server  # noqa: F401
 

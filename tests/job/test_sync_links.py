@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.remote import connect
-from orchestrator.sync import SyncError, sync_dataset
+from orchestrator.job.sync import SyncError, sync_dataset
+from orchestrator.remote.ssh import connect
 from tests.fixtures.sshd import ssh_endpoint, ssh_key, sshd_server  # noqa: F401
 
 pytestmark = pytest.mark.needs_sshd

@@ -17,8 +17,8 @@ from tests.conftest import require
 
 SYNC = """
 import json, sys
-from orchestrator.remote import LocalSession
-from orchestrator.sync import sync_dataset
+from orchestrator.remote.local import LocalSession
+from orchestrator.job.sync import sync_dataset
 try:
     report = sync_dataset(LocalSession(), sys.argv[1], sys.argv[2], progress=False)
     print(json.dumps({"sent": report.files_sent}))

@@ -3,8 +3,9 @@
 - `aws`: a moto server (one per session, reset per test) that boto3 reaches via AWS_ENDPOINT_URL,
   with a registered "Deep Learning AMI" published under a test SSM parameter (moto reserves the
   real /aws/service/... names) and G-family quota answers injected at the client factory.
-- `job_calls`: moto's instances have no sshd, so `orchestrator.job`'s functions (the SSH edge) are
-  replaced by recorders; the cloud half is what these tests check.
+- `job_calls`: moto's instances have no sshd, so the machine the flow chooses is a fake `Machine`
+  (tests/fixtures/fake_machine.py) that records each start and stop; the cloud half, the machine
+  choice and job/start.py's flow are real.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import pytest
 from botocore.exceptions import ClientError
 from typer.testing import CliRunner
 
-from orchestrator.providers import ec2 as ec2_provider
+from orchestrator.cloud import aws as cloud_aws
+from tests.fixtures.fake_machine import Calls, stand_in
 
 DLAMI_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250101"
 SSM_PARAM = "/orch-test/dlami/latest/ami-id"
@@ -92,7 +94,7 @@ def aws(moto_url, monkeypatch):
     monkeypatch.setenv("ORCH_LIVE_PRICES", "0")  # moto has no Pricing API; the table answers
     monkeypatch.setenv("ORCH_BOOTSTRAP_SCRIPT", "/nonexistent/bootstrap.sh")
     edge = Edge(quotas={"L-DB2E81BA": 64.0, "L-3819A6DF": 64.0})
-    default_factory = ec2_provider._default_client_factory
+    default_factory = cloud_aws._default_client_factory
 
     def factory(service, region):
         if service == "service-quotas":
@@ -154,7 +156,7 @@ def aws(moto_url, monkeypatch):
             client.meta.events.register("after-call.ec2.DescribeVolumes", detaching)
         return client
 
-    monkeypatch.setattr(ec2_provider, "CLIENT_FACTORY", factory)
+    monkeypatch.setattr(cloud_aws, "CLIENT_FACTORY", factory)
     ec2 = boto3.client("ec2", region_name=REGION)
     image_id = ec2.register_image(Name=DLAMI_NAME, RootDeviceName="/dev/sda1",
                                   BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 50}}])["ImageId"]
@@ -163,34 +165,10 @@ def aws(moto_url, monkeypatch):
     return edge
 
 
-@dataclass
-class JobCalls:
-    started: list = field(default_factory=list)
-    stopped: list = field(default_factory=list)
-
-
 @pytest.fixture
 def job_calls(monkeypatch):
-    from orchestrator import job
-    from orchestrator.job import ContainerStatus
-
-    calls = JobCalls()
-
-    def start_job(endpoint, spec):
-        calls.started.append((endpoint, spec))
-        return ContainerStatus(job=spec.job, state="running")
-
-    def stop_job(endpoint, name, deadline_s=None):
-        calls.stopped.append((endpoint, name))
-        return True
-
-    def job_status(endpoint, name, deadline_s=None):
-        return ContainerStatus(job=name, state="running", last_metrics={"epoch": 1, "val_top1": 0.1})
-
-    monkeypatch.setattr(job, "start_job", start_job)
-    monkeypatch.setattr(job, "stop_job", stop_job)
-    monkeypatch.setattr(job, "job_status", job_status)
-    return calls
+    """The machines the flow chooses are fakes (tests/fixtures/fake_machine.py): what each start and stop was asked."""
+    return stand_in(monkeypatch, Calls())
 
 
 @pytest.fixture

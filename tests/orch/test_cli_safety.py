@@ -76,9 +76,9 @@ def test_local_target_starts_and_tears_down_the_job_on_this_machine(orch, job_ca
 
 
 def test_caller_ip_not_detected_asks_for_ssh_cidr_and_creates_nothing(aws, orch, monkeypatch):
-    from orchestrator import flow
+    from orchestrator.lifecycle import keys
 
-    monkeypatch.setattr(flow, "IP_ECHO_URL", "http://127.0.0.1:9/")  # the network edge: unreachable
+    monkeypatch.setattr(keys, "IP_ECHO_URL", "http://127.0.0.1:9/")  # the network edge: unreachable
     r = orch("launch", "--instance", "g4dn.2xlarge", "--name", "noip")
     assert r.exit_code == 1
     assert "--ssh-cidr" in r.output and "Traceback" not in r.output
@@ -255,12 +255,12 @@ def test_a_reclaimed_spot_instance_shows_as_interrupted_and_resumes(aws, orch, j
 
 
 def test_ctrl_c_during_a_launch_names_the_job_to_resume_or_remove(aws, orch, monkeypatch):
-    from orchestrator.providers import ec2 as ec2_provider
+    from orchestrator.cloud import network as cloud_network
 
     def pressed_ctrl_c(region, job):  # the user gives up while AWS is being asked
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ec2_provider, "create_key_pair", pressed_ctrl_c)
+    monkeypatch.setattr(cloud_network, "create_key_pair", pressed_ctrl_c)
     r = orch("launch", "--instance", "g4dn.xlarge", "--name", "kbd", "--ssh-cidr", CIDR)
     assert r.exit_code == 130
     assert "orch teardown kbd" in r.output and "JOB" not in r.output
@@ -284,10 +284,10 @@ def test_orch_ssh_quotes_the_known_hosts_path_and_uses_the_instance_id(aws, orch
     args = shlex.split(r.stdout)
     assert f'UserKnownHostsFile="{spaced}/known_hosts"' in args  # one value for OpenSSH, space and all
     assert f"ProxyCommand={ssm.replace('%i', inst['InstanceId'])}" in args  # %p is left to OpenSSH
-    if f"HostKeyAlias={inst['InstanceId']}" not in args:  # set when flow.endpoint_for names the instance
-        from orchestrator import flow
+    if f"HostKeyAlias={inst['InstanceId']}" not in args:  # set when machines.endpoint_for names the instance
+        from orchestrator.lifecycle import machines
 
-        assert flow.endpoint_for("ssm").instance_id is None
+        assert machines.endpoint_for("ssm").instance_id is None
 
 
 def test_launch_tells_the_job_its_autostop_time(aws, orch, job_calls):

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import boto3
 
-from orchestrator.job import JobSpec, job_dirs
-from orchestrator.remote import LocalSession
+from orchestrator.machines.instance import job_dirs
+from orchestrator.records import JobSpec, Restore
+from orchestrator.errors import JobError
+from orchestrator.remote.local import LocalSession
 from tests.orch.conftest import REGION, tagged
 
 CIDR = "203.0.113.7/32"
@@ -128,26 +130,20 @@ def test_resume_from_a_kept_volume_starts_in_its_zone_and_attaches_it(aws, orch,
     (volume,) = tagged("kv7")["volumes"]
     reclaim(aws, "kv7")
 
-    from orchestrator import job
-
     ec2 = boto3.client("ec2", region_name=REGION)
-    recorded = job.start_job
     seen = []
 
-    def start_job(endpoint, spec):  # the volume must be attached while the job restores from it
+    def attached(spec):  # the volume must be attached while the job restores from it
         (raw,) = ec2.describe_volumes(VolumeIds=[volume["VolumeId"]])["Volumes"]
         seen.append([(a["InstanceId"], a["State"]) for a in raw["Attachments"]])
-        return recorded(endpoint, spec)
 
-    monkeypatch.setattr(job, "start_job", start_job)
+    job_calls.on_start = attached
     r = orch("launch", "--name", "kv7", "--resume", "--ssh-cidr", CIDR)
     assert r.exit_code == 0, r.output
     assert f"the checkpoint comes from the kept volume {volume['VolumeId']} (us-east-1c)" in r.output
     assert aws.run_calls[-1]["Placement"]["AvailabilityZone"] == "us-east-1c"
     (new,) = tagged("kv7")["instances"]
     assert seen == [[(new["InstanceId"], "attached")]]
-    from orchestrator.restore import Restore
-
     assert job_calls.started[-1][1].restore == Restore(volume_id=volume["VolumeId"])
     volumes = {v["VolumeId"]: v for v in tagged("kv7")["volumes"]}
     assert volumes[volume["VolumeId"]]["State"] == "available"  # detached again, still kept
@@ -174,20 +170,12 @@ def test_a_resume_cut_before_the_restore_attaches_the_volume_again(aws, orch, jo
     assert launch(orch, "kv9", "--spot", "--keep-volume", "--data", "demo").exit_code == 0
     (volume,) = tagged("kv9")["volumes"]
     reclaim(aws, "kv9")
-    from orchestrator import job
-
-    recorded = job.start_job
-
-    def image_build_fails(endpoint, spec):
-        raise job.JobError("the trainer image did not build")
-
-    monkeypatch.setattr(job, "start_job", image_build_fails)
+    job_calls.fail_start = JobError("the trainer image did not build")
     r = orch("launch", "--name", "kv9", "--resume", "--ssh-cidr", CIDR)
     assert r.exit_code == 1 and "did not build" in r.output and "Traceback" not in r.output
     (raw,) = boto3.client("ec2", region_name=REGION).describe_volumes(VolumeIds=[volume["VolumeId"]])["Volumes"]
     assert raw["State"] == "available"  # detached even though the start failed
 
-    monkeypatch.setattr(job, "start_job", recorded)
     (instance,) = tagged("kv9")["instances"]
     r = orch("launch", "--name", "kv9", "--resume", "--ssh-cidr", CIDR)
     assert r.exit_code == 0, r.output

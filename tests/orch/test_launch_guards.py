@@ -16,9 +16,14 @@ from types import SimpleNamespace
 import boto3
 import pytest
 
-from orchestrator import flow, pricing
-from orchestrator.config import repo_root
-from orchestrator.providers import ec2 as ec2_provider
+from orchestrator.cloud import instances as cloud_instances
+from orchestrator.cloud import pricing
+from orchestrator.config import Settings, orch_home, repo_root
+from orchestrator.errors import JobError
+from orchestrator.lifecycle.keys import write_private_file
+from orchestrator.lifecycle.resume import recorded_launch
+from orchestrator.lifecycle.userdata import idle_minutes
+from orchestrator.records import HardCap
 from tests.orch.conftest import REGION, tagged
 
 CIDR = "203.0.113.7/32"
@@ -134,7 +139,7 @@ def test_a_checkpoint_bucket_without_an_instance_profile_is_refused_before_anyth
         assert "--iam-instance-profile" in r.output and "Nothing was created" in r.output
     assert aws.run_calls == [] and tagged("ck1") == {"instances": [], "security_groups": [], "key_pairs": [],
                                                      "volumes": []}
-    assert not (flow.orch_home() / "state.json").exists()
+    assert not (orch_home() / "state.json").exists()
 
 
 def test_a_checkpoint_bucket_with_an_instance_profile_launches_and_tags_both(aws, orch, job_calls):
@@ -144,8 +149,8 @@ def test_a_checkpoint_bucket_with_an_instance_profile_launches_and_tags_both(aws
     (inst,) = tagged("ck2")["instances"]
     tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
     assert tags["orch:checkpoint-bucket"] == "s3://b/ckpt" and tags["orch:iam-instance-profile"] == profile
-    (flow.orch_home() / "state.json").unlink()  # another laptop: the tags say what to launch with again
-    recorded = flow.recorded_launch("ck2", flow.Settings(region=REGION))
+    (orch_home() / "state.json").unlink()  # another laptop: the tags say what to launch with again
+    recorded = recorded_launch("ck2", Settings(region=REGION))
     assert (recorded.checkpoint_bucket, recorded.iam_instance_profile) == ("s3://b/ckpt", profile)
 
 
@@ -167,7 +172,7 @@ def test_gp3_iops_follow_the_throughput(aws, orch, job_calls):
 def test_client_tokens_of_a_long_job_name_never_repeat_across_launches(aws, orch, job_calls, monkeypatch):
     nonces = iter(range(1, 100))
     # Nonces alike in their first characters: what a cut to 64 characters would keep of them.
-    monkeypatch.setattr(ec2_provider, "uuid", SimpleNamespace(
+    monkeypatch.setattr(cloud_instances, "uuid", SimpleNamespace(
         uuid4=lambda: SimpleNamespace(hex=f"abcd{next(nonces):08x}{0:020x}")))
     job = "a-very-long-job-name-for-imagenet-rn50-x"  # 40 characters, the most a name may have
     aws.capacity_fail_zones = {"us-east-1a"}
@@ -188,7 +193,7 @@ def test_a_private_file_is_on_disk_before_it_replaces_anything(tmp_path, monkeyp
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), fsync(fd))[1])
     monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), replace(a, b))[1])
     path = tmp_path / "keys" / "job.pem"
-    flow.write_private_file(path, "-----BEGIN OPENSSH PRIVATE KEY-----")
+    write_private_file(path, "-----BEGIN OPENSSH PRIVATE KEY-----")
     assert events[:2] == ["fsync", "replace"]
     assert path.read_text() == "-----BEGIN OPENSSH PRIVATE KEY-----\n"
     assert oct(path.stat().st_mode & 0o777) == "0o600"
@@ -213,33 +218,23 @@ def test_launch_says_autostop_takes_the_disks_when_nothing_keeps_the_outputs(aws
 
 def test_a_failed_job_start_says_when_the_instance_stops_billing(aws, orch, job_calls, monkeypatch):
     monkeypatch.delenv("ORCH_BOOTSTRAP_SCRIPT")
-    from orchestrator import job
-
-    def sync_fails(endpoint, spec):
-        raise job.JobError("the dataset sync failed")
-
-    monkeypatch.setattr(job, "start_job", sync_fails)
+    job_calls.fail_start = JobError("the dataset sync failed")
     r = launch(orch, "life4", "--data", "demo", "--autostop-minutes", "15")
     assert r.exit_code == 1 and "the dataset sync failed" in r.output
     said = re.sub(r"\s+", " ", r.output)
     assert ("it bills until `orch teardown life4`, or until it shuts itself down (and is terminated): "
             "30 min without an SSH connection while no job has started on it, 15 min after its job ends") in said
     assert "until autostop or teardown" not in said
-    assert [flow.idle_minutes(m) for m in (0, 1, 15, 30, 90)] == [0, 10, 30, 60, 120]
+    assert [idle_minutes(m) for m in (0, 1, 15, 30, 90)] == [0, 10, 30, 60, 120]
 
     monkeypatch.setenv("ORCH_BOOTSTRAP_SCRIPT", "/nonexistent/bootstrap.sh")  # no watcher on the machine
+    job_calls.fail_start = JobError("the dataset sync failed")
     r = launch(orch, "life5", "--data", "demo")
     assert r.exit_code == 1 and "(it bills until `orch teardown life5`):" in r.output
 
 
 def test_a_hard_cap_too_near_its_end_to_train_says_how_to_train_on(aws, orch, job_calls, monkeypatch):
-    from orchestrator import job
-    from orchestrator.trainer_args import budget_under_cap
-
-    def cap_nearly_spent(endpoint, spec):  # what the machine's watcher says, once orch has reached it
-        return budget_under_cap(cap_s=3 * 3600, elapsed_s=3 * 3600 - 300, trained_s=0, user_hours=None)
-
-    monkeypatch.setattr(job, "start_job", cap_nearly_spent)
+    job_calls.hard_cap = HardCap(seconds=3 * 3600, elapsed_s=3 * 3600 - 300)  # what the machine's watcher says
     r = launch(orch, "cap2", "--data", "demo", "--max-hours", "3")
     assert r.exit_code == 1
     said = re.sub(r"\s+", " ", r.output)

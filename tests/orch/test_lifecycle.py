@@ -9,6 +9,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from tests.fixtures.fake_machine import running
 from tests.orch.conftest import REGION, Killed, tagged
 
 CIDR = "203.0.113.7/32"
@@ -61,6 +62,7 @@ def test_launch_status_list_teardown_leaves_nothing(aws, orch, job_calls):
     assert rec["security_group_id"] == sg["GroupId"] and rec["region"] == REGION
     assert not job_calls.started  # no --data: provision only
 
+    job_calls.found["t1"] = running("t1")  # a trainer started there by hand
     r = orch("status", "t1", "--json")
     assert r.exit_code == 0, r.output
     view = json.loads(r.output)
@@ -344,7 +346,7 @@ def test_dry_run_spot_labels_the_table_price_honestly(aws, orch):
 
 
 def test_status_reads_the_latest_metrics_line_as_a_person_would():
-    from orchestrator.cli import _progress_text
+    from orchestrator.cli.views import progress_text as _progress_text
 
     row = {"epoch": 5, "epochs": 16, "lr": 0.21, "val_top1": 42.1049, "val_top5": 68.2, "train_loss": 3.21987,
            "images_per_sec": 1873.4, "data_wait_fraction": 0.031, "seconds_left": 8640.0}

@@ -38,20 +38,19 @@ def test_without_max_dollars_nothing_is_said(orch, job_calls, monkeypatch, dry_r
 
 def test_a_weights_file_of_this_machine_is_refused_when_the_local_job_runs_in_docker(monkeypatch, tmp_path):
     """The local container sees the dataset as /data, like an instance's; a local process reads the path as is."""
-    from orchestrator import job as job_api
-    from orchestrator import local
     from orchestrator.config import ConfigError
+    from orchestrator.job.start import start
+    from orchestrator.machines.local_docker import LocalDockerMachine
+    from orchestrator.machines.local_process import LocalProcessMachine
+    from orchestrator.records import JobSpec
+    from orchestrator.remote.local import LocalSession
 
     data = tmp_path / "data"
     for split in ("train", "val"):
         (data / split / "cat").mkdir(parents=True)
-    spec = job_api.JobSpec(job="wloc", data=str(data), trainer_args=("--init-weights", str(tmp_path / "w.pth")))
-    monkeypatch.setattr(local, "choose_runner", lambda: "docker")
-    monkeypatch.setattr(job_api, "start_on", lambda *a, **k: pytest.fail("a container was started"))
+    spec = JobSpec(job="wloc", data=str(data), trainer_args=("--init-weights", str(tmp_path / "w.pth")))
+    docker = LocalDockerMachine("wloc")
+    monkeypatch.setattr(docker, "runner", lambda session: pytest.fail("the engine was asked to start a container"))
     with pytest.raises(ConfigError, match="pass --init-weights /data/w.pth"):
-        local.start(spec)
-    started = []
-    monkeypatch.setattr(local, "choose_runner", lambda: "process")
-    monkeypatch.setattr(local, "_start_process", lambda spec, root: started.append(spec))
-    local.start(spec)
-    assert started == [spec]
+        start(docker, spec)
+    LocalProcessMachine("wloc").prepare(LocalSession(), spec, say=print)  # a local process reads the path as it is

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import ConfigError
-from orchestrator.trainer_args import check_trainer_args, recipe_names, trainer_command
+from orchestrator.trainer_args import check_trainer_args, recipe_names, train_flags
 
 GOOD = [
     ["--recipe", "t4-rn18-fast"],
@@ -58,8 +58,8 @@ def test_with_a_users_own_image_only_recipe_names_are_checked():
 
 
 def test_without_a_flags_file_option_names_are_not_checked(tmp_path):
-    assert trainer_command(tmp_path / "missing.json") is None
-    command = trainer_command()
+    assert train_flags(tmp_path / "missing.json") is None
+    command = train_flags()
     assert command is not None and command.options["--epochs"].kind == "int" and command.options["--set"].repeatable
     assert "crop_scale" in command.settings and "label_smoothing" in command.settings
     assert {"demo", "t4-rn18-fast", "t4-rn50"} <= set(recipe_names())

@@ -16,7 +16,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from orchestrator import remote
+from orchestrator.remote import base as remote_base
+from orchestrator.remote import ssh as remote_ssh
 from tests.orch.conftest import REGION, read_state, tagged
 
 CIDR = "203.0.113.7/32"
@@ -130,9 +131,9 @@ def ssh_blocked(monkeypatch):
         first.append(first[0] if first else time.monotonic())
         if time.monotonic() - first[0] > 5:
             raise RuntimeError("still retrying SSH after 5 s")
-        raise remote.SSHUnreachable(f"timed out connecting to {endpoint.host}:22")
+        raise remote_base.SSHUnreachable(f"timed out connecting to {endpoint.host}:22")
 
-    monkeypatch.setattr(remote, "connect", connect)
+    monkeypatch.setattr(remote_ssh, "connect", connect)
     monkeypatch.setenv("ORCH_QUICK_SSH_S", "1")
     return first
 
@@ -197,12 +198,12 @@ def test_doctor_only_warns_when_the_quota_cannot_be_asked(aws, orch):
 
 @pytest.fixture
 def no_aws_credentials(monkeypatch):
-    from orchestrator.providers import ec2
+    from orchestrator.cloud import aws as cloud_aws
 
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-role lookup either
-    monkeypatch.setattr(ec2, "_cache", {})  # no client made with another test's credentials
+    monkeypatch.setattr(cloud_aws, "_cache", {})  # no client made with another test's credentials
 
 
 @pytest.mark.parametrize("command", [("status",), ("teardown", "--yes"), ("logs",), ("fetch-weights",)])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.flow import idle_minutes
+from orchestrator.lifecycle.userdata import idle_minutes
 from tests.reliability.conftest import REPO
 
 BOOTSTRAP = REPO / "infra" / "bootstrap.sh"
@@ -248,17 +248,17 @@ def test_the_hard_cap_counts_from_the_watchers_first_start_across_restarts(insta
                                          ({}, None)],
                          ids=["max-hours", "max-dollars", "both", "dollars-without-price", "none"])
 def test_the_watcher_tells_orch_its_cap_and_clock_for_the_trainers_max_hours(instance, monkeypatch, cap, seconds):
-    from orchestrator import job as job_api
-    from orchestrator.remote import LocalSession
+    from orchestrator.machines import bootstrap
+    from orchestrator.remote.local import LocalSession
     from orchestrator.trainer_args import budget_under_cap
 
     instance.container("running")
     proc = instance.watch(ORCH_AUTOSTOP_MINUTES="30", **cap)
     state = instance.root / "state"
     assert wait_for(lambda: (state / "cap").exists(), 10), instance.log()
-    monkeypatch.setattr(job_api, "WATCHER_STATE_DIR", str(state))  # /var/lib/orch on an instance
+    monkeypatch.setattr(bootstrap, "WATCHER_STATE_DIR", str(state))  # /var/lib/orch on an instance
     (state / "started").write_text(f"{int(time.time()) - 1800}\n")  # its first start, half an hour ago
-    found = job_api.hard_cap(LocalSession())
+    found = bootstrap.hard_cap(LocalSession())
     if seconds is None:
         assert found is None
     else:

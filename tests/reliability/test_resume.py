@@ -27,8 +27,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from orchestrator import container as ctr
-from orchestrator.providers import ec2 as ec2_provider
+from orchestrator.machines import docker_runner as ctr
+from orchestrator.cloud import instances as cloud_instances
 from tests.fixtures.dockerd import base_image, docker_engine  # noqa: F401 (fixtures)
 from tests.fixtures.sshd import authorize_new_key_pairs, ssh_endpoint, ssh_key, sshd_server  # noqa: F401 (fixtures)
 from tests.orch.conftest import REGION, aws, job_calls, moto_url, orch, tagged  # noqa: F401 (fixtures)
@@ -129,13 +129,13 @@ def machine(aws, sshd_server, docker_engine, base_image, monkeypatch, tmp_path):
     m = Machine(root, docker_engine, bucket_root, record)
     instance_profile()
 
-    run_instance = ec2_provider.run_instance
+    run_instance = cloud_instances.run_instance
 
     def new_instance(plan, security_group_id, log=lambda _: None, **options):
         m.wipe(plan.job)
         return run_instance(plan, security_group_id, log, **options)
 
-    monkeypatch.setattr(ec2_provider, "run_instance", new_instance)
+    monkeypatch.setattr(cloud_instances, "run_instance", new_instance)
     authorized = authorize_new_key_pairs(monkeypatch, sshd_server)
     yield m
     for job in m.jobs:
@@ -357,8 +357,8 @@ def test_a_damaged_bucket_copy_is_never_put_in_place_and_the_local_copy_is_used(
         sshd_server, ssh_endpoint, tmp_path):  # noqa: F811
     import hashlib
 
-    from orchestrator.remote import connect
-    from orchestrator.restore import Restore, RestoreError, restore_checkpoints
+    from orchestrator.job.restore import Restore, RestoreError, restore_checkpoints
+    from orchestrator.remote.ssh import connect
 
     def digest(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,92 @@
+"""The Typer app, and the one place that turns errors into messages and exit codes.
+
+Every command module (cli/*.py) registers on `app`; each parses its flags, calls one function in
+lifecycle/ and prints the result. Nothing heavy is imported here: `orch --help` stays fast, and
+cli/ never imports boto3, paramiko or docker (a test checks).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import typer
+
+from orchestrator.config import ConfigError, Settings, load_settings
+from orchestrator.errors import NoCheckpointSource
+from orchestrator.lifecycle.explain import friendly
+from orchestrator.state import StateError
+
+app = typer.Typer(
+    name="orch",
+    help="Train an image classifier on a rented GPU (or this machine) and bring the weights home.\n\n"
+         "\b\nExample: orch launch --instance g4dn.2xlarge --name resnet50 --iam-instance-profile orch-trainer "
+         "--data s3://my-bucket/imagenet -- --recipe t4-rn50",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help, examples unwrapped (\b): rich's table truncates long options
+)
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def out(message: str) -> None:
+    typer.echo(message)
+
+
+def err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+class _Job:
+    """The job a command is about, once it is known: an interrupted command names it."""
+
+    name: str | None = None
+    generated = False  # the name was made up (job-DATE-TIME): the same command again would make another
+
+
+@contextlib.contextmanager
+def errors() -> Iterator[_Job]:
+    """Turn the errors we expect into a clear message and an exit code, never a traceback."""
+
+    about = _Job()
+    try:
+        yield about
+    except typer.Exit:
+        raise
+    except (ConfigError, NoCheckpointSource) as e:
+        err(f"Error: {e}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except (StateError, RuntimeError) as e:
+        err(f"Error: {friendly(e) or e}")
+        raise typer.Exit(EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        if about.name:
+            again = f"run the same command again{f' with --name {about.name}' if about.generated else ''}"
+            err(f"Interrupted. Everything created so far is tagged orch:job={about.name}: {again} to resume, "
+                 f"or `orch teardown {about.name}` to remove it.")
+        else:
+            err("Interrupted. Everything created so far is tagged with its job's name (`orch list` shows it): run "
+                 "the same command again to resume, or `orch teardown NAME` to remove it.")
+        raise typer.Exit(130) from None
+    except Exception as e:
+        message = friendly(e)
+        if message is None:
+            raise
+        err(f"Error: {message}")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def settings(**flags) -> Settings:
+    return load_settings(**flags)
+
+
+def main() -> None:
+    import logging
+
+    # paramiko logs every failed SSH attempt (an instance still booting) with a traceback; with no
+    # logging set up, Python prints those on stderr between orch's own "waiting for SSH" lines.
+    # A handler of its own keeps them off the terminal; a user's logging config still receives them.
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
+    app()

@@ -1,0 +1,155 @@
+"""`orch launch`: its flags into a `LaunchRequest`, one call, and what happened, printed."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from orchestrator.cli.app import app, err, errors, out
+from orchestrator.records import LaunchPlan
+
+
+@app.command(context_settings={"allow_extra_args": True})
+def launch(
+    trainer_args: Optional[List[str]] = typer.Argument(
+        None, help="After `--`: arguments passed to `trainer train` on the machine.", show_default=False),
+    instance: Optional[str] = typer.Option(None, "--instance", "-i", help="EC2 instance type, e.g. g4dn.2xlarge."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Job name, e.g. resnet50 (default: job-DATE-TIME). The name of a job whose "
+                                                                      "instance is up attaches to it; after a reclaim, add --resume."),
+    region: Optional[str] = typer.Option(None, "--region", help="AWS region (default: config, then AWS_DEFAULT_REGION)."),
+    zone: Optional[str] = typer.Option(None, "--zone", help="Availability zone (default: each zone of the region in turn)."),
+    spot: Optional[bool] = typer.Option(None, "--spot/--on-demand", show_default=False,
+                                        help="Spot (cheaper, can be reclaimed) or on-demand (the default)."),
+    on_demand_fallback: Optional[bool] = typer.Option(None, "--on-demand-fallback/--no-on-demand-fallback",
+                                                      help="With --spot: use on-demand when no zone has spot capacity."),
+    volume_gb: Optional[int] = typer.Option(None, "--volume-gb", help="Root gp3 volume size in GiB (default 200; ImageNet: 400)."),
+    volume_throughput: Optional[int] = typer.Option(None, "--volume-throughput", help="gp3 throughput, MiB/s (125-1000)."),
+    ami: Optional[str] = typer.Option(None, "--ami", help="AMI id (default: the NVIDIA Deep Learning AMI)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and $/hour; create nothing."),
+    ssh_cidr: Optional[str] = typer.Option(None, "--ssh-cidr", help="Who may SSH in (default: your public IP as /32)."),
+    ssh_user: Optional[str] = typer.Option(None, "--ssh-user", help="SSH user on the instance (default: ubuntu)."),
+    ssh_proxy_command: Optional[str] = typer.Option(None, "--ssh-proxy-command", help="OpenSSH ProxyCommand to reach the instance (bastion, SSM)."),
+    iam_instance_profile: Optional[str] = typer.Option(None, "--iam-instance-profile", help="Instance profile name (to read s3:// data)."),
+    autostop_minutes: Optional[int] = typer.Option(None, "--autostop-minutes", help="Shut the instance down N minutes after the job ends (0: never)."),
+    max_hours: Optional[float] = typer.Option(None, "--max-hours", help="Hard cap: stop the job and the instance after this many hours."),
+    max_dollars: Optional[float] = typer.Option(None, "--max-dollars", help="Hard cap in USD, from the hourly price."),
+    checkpoint_bucket: Optional[str] = typer.Option(None, "--checkpoint-bucket", help="s3://bucket/prefix the instance copies each checkpoint to (with its role), "
+                                                                "and --resume copies back from, e.g. s3://my-bucket/orch-ckpt."),
+    target: str = typer.Option("aws", "--target", help="aws (an EC2 instance) or local (this machine's Docker)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset: a local folder, 'demo', or s3://... Without it, launch only provisions."),
+    image: Optional[str] = typer.Option(None, "--image", help="Trainer container image (default: build from the project's Dockerfile)."),
+    gpus: Optional[bool] = typer.Option(None, "--gpus/--no-gpus", show_default=False,
+                                        help="Give the container the GPUs (the default), or not."),
+    remote_root: Optional[str] = typer.Option(
+        None, "--remote-root", help="Folder on the machine for job folders, e.g. /data/orch "
+                                    "(default: /mnt/orch when the instance has a fast disk there, else ~/orch)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue a reclaimed or terminated job from its newest checkpoint on a new instance, "
+                                "e.g. orch launch --name resnet50 --resume. Options not given default to the job's "
+                                "first launch. The checkpoint comes from --checkpoint-bucket (copied on the instance), "
+                                "else from --resume-from, else from the volume a --keep-volume job left (the new "
+                                "instance starts in its zone). A job whose instance still runs is re-attached, "
+                                "not duplicated."),
+    resume_from: Optional[Path] = typer.Option(
+        None, "--resume-from", help="With --resume: a local copy of the checkpoints, as written by "
+                                    "`orch fetch-weights JOB --which all --dest DIR`, e.g. --resume-from ./weights/resnet50 "
+                                    "(default: ./weights/JOB when it holds checkpoints/last.pt)."),
+    recover: Optional[bool] = typer.Option(
+        None, "--recover/--no-recover", show_default=False,
+        help="With --spot: stay attached following the logs and, when AWS reclaims the instance, launch a new one "
+             "and resume (like --resume), e.g. orch launch --spot --recover --checkpoint-bucket s3://b/ckpt ... "
+             "This runs in this terminal: if it closes, nothing relaunches the job (orch has no watcher in the cloud)."),
+    max_recoveries: Optional[int] = typer.Option(
+        None, "--max-recoveries", help="With --recover: give up after this many relaunches, e.g. --max-recoveries 5 "
+                                       "(default 3).", show_default=False),
+    keep_volume: Optional[bool] = typer.Option(
+        None, "--keep-volume/--no-keep-volume", show_default=False,
+        help="Keep the root EBS volume when the instance goes (spot reclaim, autostop), and write the job's outputs "
+             "(checkpoints, metrics) on it, in ~/orch/JOB/outputs, e.g. orch launch --spot --keep-volume ... "
+             "`orch teardown JOB` still deletes it unless given --keep-volume too. It bills until deleted."),
+) -> None:
+    """Start (or resume) a job's machine, and its training when --data is given.
+
+    \b
+    Example: orch launch --instance g4dn.2xlarge --name rn18 --volume-gb 400 --data ~/data/imagenet -- --recipe t4-rn18-fast
+
+    \b
+    Example (data in S3, copied by the instance's role): orch launch --instance g4dn.2xlarge --name resnet50 --iam-instance-profile orch-trainer --data s3://bucket/imagenet -- --recipe t4-rn50
+
+    \b
+    Example: orch launch --target local --data demo -- --recipe demo --epochs 2
+
+    \b
+    Example (after AWS reclaimed a spot job): orch launch --name resnet50 --resume
+
+    \b
+    Example (outputs that outlive the instance): orch launch --instance g4dn.xlarge --spot --keep-volume --data demo
+    """
+    # lifecycle/ is imported when a command runs, never with the CLI: `orch --help` loads no SSH, Docker or AWS code.
+    from orchestrator.lifecycle import launch as launcher
+    from orchestrator.lifecycle import plan
+    from orchestrator.lifecycle import recover as recover_
+    from orchestrator.lifecycle.request import LaunchRequest, configure
+
+    with errors() as about:
+        about.name, about.generated = name, False
+        launch_ = configure(LaunchRequest(
+            trainer_args=tuple(trainer_args or ()), instance=instance, name=name, region=region, zone=zone, spot=spot,
+            on_demand_fallback=on_demand_fallback, volume_gb=volume_gb, volume_throughput=volume_throughput, ami=ami,
+            dry_run=dry_run, ssh_cidr=ssh_cidr, ssh_user=ssh_user, ssh_proxy_command=ssh_proxy_command,
+            iam_instance_profile=iam_instance_profile, autostop_minutes=autostop_minutes, max_hours=max_hours,
+            max_dollars=max_dollars, checkpoint_bucket=checkpoint_bucket, target=target, data=data, image=image,
+            gpus=gpus, remote_root=remote_root, resume=resume, resume_from=str(resume_from) if resume_from else None,
+            recover=recover, max_recoveries=max_recoveries, keep_volume=keep_volume))
+        cfg = launch_.config
+        job_name = about.name = cfg.job
+        about.generated = launch_.name_was_made_up
+        for warning in launch_.warnings:
+            out(f"warning: {warning}")
+        if cfg.dry_run:
+            p = plan.dry_run(cfg)
+            if p is None:
+                out(f"Dry run: job {job_name} would run on this machine; nothing created.")
+            else:
+                print_plan(p)
+                out("Dry run: nothing was created.")
+            return
+        out(f"Job {job_name}")
+        inst = launcher.launch(cfg, say=out)
+        if inst.provider == "local":
+            out(f"Job {job_name} runs on this machine. Follow it: orch logs {job_name} --follow")
+            return
+        out(f"Job {job_name}: {inst.instance_id} {inst.state} at {inst.public_ip or inst.private_ip}.")
+        if cfg.job_spec is None:
+            out(f"Provisioned only (no --data). Connect: orch ssh {job_name}   Remove: orch teardown {job_name}")
+        elif cfg.recover:
+            out(f"--recover: following the logs; if AWS reclaims the instance, orch launches a new one and resumes "
+                f"(at most {cfg.max_recoveries} times). Keep this terminal open: nothing relaunches the job without "
+                "it. Ctrl-C stops following, not the job.")
+            code = recover_.follow_and_recover(cfg, say=out, say_after=err)
+            out(f"Job {job_name}: the trainer exited with code {code}. Weights: orch fetch-weights {job_name}")
+            raise typer.Exit(code)
+        else:
+            out(f"Follow: orch logs {job_name} --follow   Weights: orch fetch-weights {job_name}")
+
+
+def print_plan(p: LaunchPlan) -> None:
+    price = (f"${p.price_per_hour:.3f}/hour ({p.price_source})" if p.price_per_hour is not None
+             else "unknown (no live price and not in the table)")
+    rows = [
+        ("job", p.job), ("region", p.region), ("zones", ", ".join(p.zones)),
+        ("instance", p.machine),
+        ("market", ("spot, on-demand fallback" if p.allow_on_demand_fallback else "spot") if p.spot else "on-demand"),
+        ("ami", f"{p.ami} [{p.ami_source}]"),
+        ("root volume", f"{p.volume_gb} GiB gp3, {p.volume_throughput} MiB/s, {p.root_device}, "
+                        + ("kept after the instance (tag orch:keep-volume=on); the job's outputs are written on it"
+                           if p.keep_volume else "deleted with the instance")),
+        ("ssh from", p.ssh_cidr), ("key pair", p.key_name), ("security group", p.security_group_name),
+        ("instance profile", p.iam_instance_profile or "-"),
+        ("user data", f"{len(p.user_data)} bytes" if p.user_data else "none (infra/bootstrap.sh not found)"),
+        ("price", price),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        out(f"  {key:<{width}}  {value}")

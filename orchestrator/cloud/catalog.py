@@ -1,0 +1,114 @@
+"""What a region offers: the Deep Learning AMI, instance types (vCPUs, GPUs), the zones that have a type."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.cloud.aws import ProviderError, UnknownInstanceType, client, error_code, is_boto_error
+from orchestrator.cloud.network import default_subnets
+from orchestrator.records import InstanceTypeInfo
+
+# --- AMI and instance types -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AmiInfo:
+    image_id: str
+    name: str
+    root_device_name: str
+    source: str
+
+
+def resolve_ami(region: str, ssm_parameter: str, owners: tuple[str, ...], name_pattern: str,
+                override: str | None = None) -> AmiInfo:
+    """`--ami` if given, else the SSM parameter, else the newest image matching the name."""
+    ec2 = client("ec2", region)
+    if override:
+        return _describe_ami(ec2, override, "--ami")
+    ssm_problem = ""
+    try:
+        value = client("ssm", region).get_parameter(Name=ssm_parameter)["Parameter"]["Value"]
+        return _describe_ami(ec2, value, f"ssm:{ssm_parameter}")
+    except Exception as e:  # not found, access denied, or no SSM: fall back to describe_images
+        if error_code(e) is None and not is_boto_error(e):
+            raise
+        ssm_problem = error_code(e) or type(e).__name__
+    images = ec2.describe_images(
+        Owners=list(owners),
+        Filters=[{"Name": "name", "Values": [name_pattern]}, {"Name": "state", "Values": ["available"]}],
+    )["Images"]
+    if not images:
+        raise ProviderError(
+            f"No Deep Learning AMI found in {region}: SSM parameter {ssm_parameter} gave "
+            f"{ssm_problem}, and no image named {name_pattern!r} owned by {', '.join(owners)}. "
+            "Pass one explicitly with --ami ami-..."
+        )
+    newest = max(images, key=lambda i: i.get("CreationDate", ""))
+    return AmiInfo(newest["ImageId"], newest.get("Name", ""), newest.get("RootDeviceName", "/dev/sda1"),
+                   f"describe_images:{name_pattern}")
+
+
+
+def _describe_ami(ec2: Any, image_id: str, source: str) -> AmiInfo:
+    try:
+        images = ec2.describe_images(ImageIds=[image_id])["Images"]
+    except Exception as e:
+        if error_code(e) in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed"):
+            images = []
+        else:
+            raise
+    if not images:
+        raise ProviderError(f"AMI {image_id} (from {source}) does not exist in this region. "
+                            "Check --ami, or leave it out to use the Deep Learning AMI.")
+    image = images[0]
+    return AmiInfo(image["ImageId"], image.get("Name", ""), image.get("RootDeviceName", "/dev/sda1"), source)
+
+
+def instance_type_info(region: str, instance_type: str) -> InstanceTypeInfo:
+    """The type's vCPUs and GPUs; raises UnknownInstanceType with the closest valid names."""
+    ec2 = client("ec2", region)
+    try:
+        found = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
+    except Exception as e:
+        if error_code(e) not in ("InvalidInstanceType", "InvalidParameterValue"):
+            raise
+        found = []
+    if not found:
+        raise UnknownInstanceType(instance_type, region, _closest_types(ec2, instance_type))
+    t = found[0]
+    gpus = t.get("GpuInfo", {}).get("Gpus", [])
+    return InstanceTypeInfo(
+        name=t["InstanceType"],
+        vcpus=int(t.get("VCpuInfo", {}).get("DefaultVCpus", 0)),
+        gpus=sum(int(g.get("Count", 0)) for g in gpus),
+        gpu_name=gpus[0].get("Name") if gpus else None,
+        memory_mib=int(t.get("MemoryInfo", {}).get("SizeInMiB", 0)),
+    )
+
+
+def _closest_types(ec2: Any, instance_type: str) -> list[str]:
+    """The nearest valid names: within the family when it exists (one small call), else all."""
+    family = instance_type.split(".")[0]
+    for filters in ([{"Name": "instance-type", "Values": [f"{family}.*"]}], []):
+        names = []
+        for page in ec2.get_paginator("describe_instance_types").paginate(Filters=filters):
+            names.extend(t["InstanceType"] for t in page["InstanceTypes"])
+        close = difflib.get_close_matches(instance_type, names, n=5, cutoff=0.6)
+        if close:
+            return close
+    return []
+
+
+def offered_zones(region: str, instance_type: str) -> tuple[str, ...]:
+    """AZs that offer the type and have a default subnet, in name order."""
+    ec2 = client("ec2", region)
+    offered = {
+        o["Location"]
+        for o in ec2.describe_instance_type_offerings(
+            LocationType="availability-zone",
+            Filters=[{"Name": "instance-type", "Values": [instance_type]}],
+        )["InstanceTypeOfferings"]
+    }
+    subnets = default_subnets(region)
+    return tuple(sorted(z for z in subnets if z in offered))

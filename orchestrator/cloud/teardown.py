@@ -1,0 +1,74 @@
+"""Remove everything tagged for a job (instances, security group, key pair, volumes) and say what is left."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from orchestrator.cloud.aws import client, error_code, job_filter
+from orchestrator.cloud.instances import find_instances, wait_for_state
+from orchestrator.cloud.network import KeyPairInfo, delete_key_pair
+from orchestrator.cloud.volumes import detached_volumes, keep_root_volumes
+from orchestrator.records import TeardownReport
+
+
+def terminate_job(region: str, job: str, keep_volume: bool = False, timeout_s: float = 600,
+                  poll_s: float = 3.0, log: Callable[[str], None] = lambda _: None) -> TeardownReport:
+    """Terminate every instance tagged for the job, wait, then delete its SG and key pair."""
+    ec2 = client("ec2", region)
+    warnings: list[str] = []
+    kept: list[str] = [v for vs in keep_root_volumes(region, job).values() for v in vs] if keep_volume else []
+    ids = [i.instance_id for i in find_instances(region, job)]
+    if ids:
+        ec2.terminate_instances(InstanceIds=ids)
+        for instance_id in ids:
+            wait_for_state(region, instance_id, {"terminated"}, timeout_s, poll_s)
+        log(f"terminated {', '.join(ids)}")
+    # Volumes that outlived an instance (launched with --keep-volume, then reclaimed or stopped).
+    deleted_volumes: list[str] = []
+    for volume in detached_volumes(region, job, min(timeout_s, 120), poll_s):
+        if keep_volume:
+            if volume.volume_id not in kept:
+                kept.append(volume.volume_id)
+            continue
+        try:
+            ec2.delete_volume(VolumeId=volume.volume_id)
+            deleted_volumes.append(volume.volume_id)
+        except Exception as e:
+            if error_code(e) != "InvalidVolume.NotFound":
+                warnings.append(f"could not delete volume {volume.volume_id}: {e}")
+    if deleted_volumes:
+        log(f"deleted kept volume(s) {', '.join(deleted_volumes)}")
+    groups = []
+    for group in ec2.describe_security_groups(Filters=job_filter(job))["SecurityGroups"]:
+        # ENIs of a just-terminated instance can hold the group for a few seconds.
+        deadline = time.monotonic() + min(timeout_s, 120)
+        while True:
+            try:
+                ec2.delete_security_group(GroupId=group["GroupId"])
+                groups.append(group["GroupId"])
+                break
+            except Exception as e:
+                if error_code(e) != "DependencyViolation" or time.monotonic() > deadline:
+                    warnings.append(f"could not delete security group {group['GroupId']}: {e}")
+                    break
+                time.sleep(poll_s)
+    keys = []
+    for pair in ec2.describe_key_pairs(Filters=job_filter(job))["KeyPairs"]:
+        delete_key_pair(region, KeyPairInfo(pair["KeyName"], pair.get("KeyPairId"), False))
+        keys.append(pair["KeyName"])
+    remaining = [r for r in remaining_resources(region, job) if r.split(" ", 1)[-1] not in kept]
+    return TeardownReport(job=job, terminated=tuple(ids), security_groups=tuple(groups),
+                          key_pairs=tuple(keys), volumes=tuple(deleted_volumes), kept_volumes=tuple(kept),
+                          remaining=tuple(remaining), warnings=tuple(warnings))
+
+
+def remaining_resources(region: str, job: str) -> list[str]:
+    """Everything still tagged for the job: 'instance i-..', 'security-group sg-..', ..."""
+    ec2 = client("ec2", region)
+    left = [f"instance {i.instance_id}" for i in find_instances(region, job)]
+    left += [f"security-group {g['GroupId']}"
+             for g in ec2.describe_security_groups(Filters=job_filter(job))["SecurityGroups"]]
+    left += [f"key-pair {k['KeyName']}" for k in ec2.describe_key_pairs(Filters=job_filter(job))["KeyPairs"]]
+    left += [f"volume {v['VolumeId']}" for v in ec2.describe_volumes(Filters=job_filter(job))["Volumes"]
+             if v.get("State") not in ("deleting", "deleted")]
+    return left

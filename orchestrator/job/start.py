@@ -1,0 +1,101 @@
+"""Start a job on its machine: the data there, the trainer image, the trainer running detached. Idempotent.
+
+Written once against `machines.base.Machine`: an instance over SSH, this machine's Docker engine
+or a local trainer process all start through `start`; what differs between them (waiting for the
+instance's set-up, its hard cap, where the folders go, how the data gets there, a missing GPU) is
+the machine's to answer.
+
+A job whose trainer exists (in any state) keeps the folders its labels name: its checkpoints are
+there. A start that finds it running changes nothing and says what it did not apply.
+
+Under the instance's hard cap (its watcher stops the container there), the trainer gets `--max-hours`
+for what is left of it when the container starts, less a margin (`trainer_args.budget_under_cap`), so
+it saves and exits first; a cap too near its end is refused before the sync (`trainer_args.CapSpent`).
+
+    status = start(machine, JobSpec(job="r50", data="~/data/imagenet", trainer_args=("--recipe", "t4-rn50")))
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+import shlex
+import sys
+from dataclasses import replace
+
+from orchestrator.errors import NoGPUs
+from orchestrator.job.control import last_metrics, to_status, trainer_on
+from orchestrator.job.restore import restore_checkpoints
+from orchestrator.job.spec import created_by, data_source, launched_args, not_applied
+from orchestrator.labels import LABEL_AUTOSTOP, LABEL_DATA, LABEL_OUTPUTS, LABEL_SOURCE, LABEL_TRAINER_ARGS
+from orchestrator.machines.base import Machine, Say
+from orchestrator.records import ContainerStatus, JobSpec, RunSpec
+from orchestrator.trainer_args import budget_under_cap, max_hours_of, training_left_s, with_max_hours
+
+
+def _trained_s(metrics: dict) -> float:
+    """What a run has trained so far, by its latest metrics line (epoch ends: its checkpoint may be later)."""
+    try:
+        return max(0.0, float(metrics.get("elapsed_hours") or 0) * 3600)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _uid_gid(session) -> str:
+    ids = session.run("id -u; id -g", check=True).stdout.split()
+    return f"{ids[0]}:{ids[1]}"
+
+
+def start(machine: Machine, spec: JobSpec, say: Say | None = None) -> ContainerStatus:
+    """Put the data on the machine, build or reuse the image, and run the trainer detached."""
+    say = say or (lambda m: print(m, file=sys.stderr, flush=True))
+    with trainer_on(machine, before=lambda session: machine.prepare(session, spec, say)) as (session, runner):
+        return _start(machine, session, runner, spec, say)
+
+
+def _start(machine: Machine, session, runner, spec: JobSpec, say: Say) -> ContainerStatus:
+    existing = runner.state()
+    if existing.state in ("running", "restarting", "created"):
+        say(f"  the job's {runner.what} is already {existing.state}; not starting a second one")
+        ignored = not_applied(existing.labels.get(LABEL_SOURCE), launched_args(existing), spec, data_source(spec))
+        status = to_status(existing, last_metrics(session, existing.labels.get(LABEL_OUTPUTS)), runner.name)
+        return replace(status, not_applied=ignored, already_running=True)
+    if (cap := machine.hard_cap(session)) is not None:
+        training_left_s(cap.seconds, cap.elapsed_s)  # a cap about to stop the machine: refused before the sync
+    labels = existing.labels
+    if labels.get(LABEL_DATA) and labels.get(LABEL_OUTPUTS):
+        data_dir, outputs_dir = labels[LABEL_DATA], labels[LABEL_OUTPUTS]
+    else:
+        data_dir, outputs_dir = machine.folders(session, spec)
+    session.run(f"mkdir -p {shlex.quote(data_dir)} {shlex.quote(outputs_dir)}", check=True)
+    user = _uid_gid(session)
+    image, image_hash = runner.ensure_image(spec, say)
+    data_dir = machine.place_data(session, runner, spec, data_dir, image, user, say)
+
+    if spec.restore is not None:
+        report = restore_checkpoints(session, spec.restore, spec.job, outputs_dir, say=say)
+        if report.source != "machine":
+            say(f"  restored {', '.join(report.files)} from {report.where}")
+
+    has_checkpoint = session.run(f"test -f {shlex.quote(posixpath.join(outputs_dir, 'checkpoints', 'last.pt'))}")
+    continues_from = outputs_dir if has_checkpoint.exit_code == 0 else None
+    args, budget = tuple(spec.trainer_args), None
+    if (cap := machine.hard_cap(session)) is not None:  # read again: the sync took its time
+        trained = _trained_s(last_metrics(session, outputs_dir)) if continues_from else 0.0
+        budget = budget_under_cap(cap.seconds, cap.elapsed_s, trained, max_hours_of(args))
+        args = with_max_hours(args, budget.hours)
+    extra = {LABEL_SOURCE: data_source(spec), LABEL_TRAINER_ARGS: json.dumps(list(spec.trainer_args))}
+    if spec.autostop_minutes is not None:
+        extra[LABEL_AUTOSTOP] = str(spec.autostop_minutes)
+    run = RunSpec(job=spec.job, image=image, trainer_args=args, data_dir=data_dir, outputs_dir=outputs_dir,
+                  gpus=spec.gpus, user=user, max_restarts=spec.max_restarts, image_hash=image_hash,
+                  created_by=created_by(), labels=extra)
+    try:
+        st = runner.run(run)
+    except NoGPUs:
+        if not machine.without_gpus(say):
+            raise
+        run = replace(run, gpus=False)
+        st = runner.run(run)
+    machine.remember(run)
+    return replace(to_status(st, {}, runner.name), continues_from=continues_from,
+                   budget=budget.note if budget else None)

@@ -1,0 +1,21 @@
+"""The names orch puts on what it creates on a machine: container labels (and a local job's record of them).
+
+Labels are the truth about a job on its machine (which image, which folders, what it was launched
+with); anything orch keeps on the laptop is a cache of them.
+"""
+from __future__ import annotations
+
+LABEL_JOB = "orch.job"
+LABEL_CREATED_BY = "orch.created-by"
+LABEL_CREATED_AT = "orch.created-at"
+LABEL_IMAGE_HASH = "orch.image-hash"
+LABEL_DATA = "orch.data"
+LABEL_OUTPUTS = "orch.outputs"
+LABEL_SOURCE = "orch.source"  # the launch's --data as given (a local folder resolved): a second launch compares it
+# The launch's trainer arguments as given (JSON): the command may differ (orch adds --max-hours under a hard cap).
+LABEL_TRAINER_ARGS = "orch.trainer-args"
+LABEL_AUTOSTOP = "orch.autostop-minutes"  # what the instance was told: it stops this long after the job ends
+
+
+def container_name(job: str) -> str:
+    return f"orch-{job}"

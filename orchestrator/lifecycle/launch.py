@@ -1,0 +1,209 @@
+"""`orch launch` on AWS: plan -> pre-flight -> find or create the instance -> start the job on it.
+
+Each step is recorded in the state file, but any step can be lost: the next `launch` or `teardown`
+finds resources by tag. With `cfg.resume`, the checkpoint source (lifecycle/resume.py) is settled
+before anything is created and handed to the job; a kept volume is attached while the job restores.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+from typing import Iterator
+
+from orchestrator import state
+from orchestrator.cloud import aws, instances, network, volumes
+from orchestrator.config import ConfigError, Settings, validate_job_name
+from orchestrator.errors import FlowError
+from orchestrator.job.restore import ATTACH_DEVICE
+from orchestrator.job.start import start
+from orchestrator.lifecycle import machines
+from orchestrator.lifecycle.keys import caller_cidr, ensure_key
+from orchestrator.lifecycle.local import launch_local, say_started
+from orchestrator.lifecycle.plan import check_dataset, on_demand_plan, plan, preflight, require_instance_profile
+from orchestrator.lifecycle.progress import Say, phase, quiet
+from orchestrator.lifecycle.resume import last_reclaimed, launch_record, resume_sources
+from orchestrator.lifecycle.userdata import autostop_of, billing_note, idle_minutes
+from orchestrator.machines.instance import ROOT_VOLUME_ROOT
+from orchestrator.paths import key_path
+from orchestrator.records import Instance, LaunchConfig, LaunchPlan
+from orchestrator.trainer_args import CapSpent
+
+
+def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
+    """Create (or resume) the job's instance, record it, and start the job when one is given."""
+    validate_job_name(cfg.job)
+    if cfg.target == "local":
+        if cfg.resume or cfg.recover:
+            raise ConfigError("--resume and --recover are for --target aws: a local job's outputs stay on this "
+                              "machine, so launching it again already resumes it")
+        return launch_local(cfg, say)
+    s = cfg.settings
+    require_instance_profile(s)
+    check_dataset(cfg)
+    restore = resume_sources(cfg, say) if cfg.resume else None  # refuses before anything is created
+    with phase("plan", say):
+        p = plan(cfg, ssh_cidr="")  # a bad type or AMI is reported before any network probe
+        p = replace(p, ssh_cidr=s.ssh_cidr or caller_cidr())
+        if restore is not None and restore.volume_id:
+            p = replace(p, zones=(_kept_volume_zone(p, restore.volume_id),))
+        say(f"  {p.machine} in {p.region}, AMI {p.ami} [{p.ami_source}], "
+            f"{'spot' if p.spot else 'on-demand'}, {p.volume_gb} GB gp3"
+            f"{' kept after the instance (outputs on it)' if p.keep_volume else ''}, SSH from {p.ssh_cidr}")
+    record = state.get(cfg.job)
+    if machines.is_local(cfg.job):
+        raise FlowError(f"Job {cfg.job!r} is a local job. Tear it down first (`orch teardown {cfg.job}`) "
+                        "or choose another --name.")
+    # Before the quota: the job's own running instance is reused, and must not count against it.
+    with phase("look for an existing instance (tag orch:job)", say):
+        existing = []
+        for found in instances.find_instances(p.region, cfg.job):
+            if found.state == "shutting-down":  # going away: wait, then start a fresh one
+                instances.wait_for_state(p.region, found.instance_id, {"terminated"}, s.wait_timeout_s,
+                                         s.poll_interval_s)
+            else:
+                existing.append(found)
+        if len(existing) > 1:
+            say(f"  warning: {len(existing)} instances tagged {cfg.job}; using the newest")
+        if existing:
+            say(f"  resuming {existing[0].instance_id} ({existing[0].state}); not starting a second one")
+            if cfg.resume:
+                say("  --resume: the job's outputs are still on that machine; its container is started "
+                    "again only if it stopped (and then carries on from its last.pt)")
+            if existing[0].instance_type != p.instance_type:
+                say(f"  warning: it is a {existing[0].instance_type}, not {p.instance_type}; "
+                    f"`orch teardown {cfg.job}` first to change the type")
+        else:
+            say("  none")
+            if not cfg.resume and cfg.job_spec is not None and last_reclaimed(p.region, cfg.job):
+                say(f"  note: AWS reclaimed this job's last instance. This launch starts training from scratch; "
+                    f"to carry on from its checkpoint instead: Ctrl-C, then `orch launch --name {cfg.job} --resume`")
+    fallback = on_demand_plan(cfg, p) if p.spot and p.allow_on_demand_fallback and not existing else None
+    if existing and existing[0].state in ("pending", "running"):
+        say(f"  quota not checked: {existing[0].instance_id} is already running")
+    else:
+        with phase("pre-flight (quota)", say):
+            check = preflight(p)
+            say("  " + check.summary)
+            if check.spot_quota_too_low and fallback is not None:
+                p, fallback = fallback, None
+    # What the job is launched with, for a later --resume. Onto a live instance only once the job has started:
+    # if it was already running, this launch changed nothing, and its --data and arguments must not be recorded.
+    recorded = record.launch if record else None
+    state.update(cfg.job, target="aws", region=p.region, instance_type=p.instance_type, spot=p.spot,
+                 ssh_user=s.ssh_user, ssh_proxy_command=s.ssh_proxy_command,
+                 status=record.status if record else "launching",
+                 launch=launch_record(cfg) if cfg.job_spec is not None and not existing else recorded)
+
+    if s.max_dollars is not None and p.price_per_hour is None:
+        say(f"  warning: no price known for {p.instance_type}; --max-dollars can't be enforced, use --max-hours")
+    if s.max_dollars is not None and fallback is not None and fallback.price_per_hour is None:
+        say(f"  warning: no on-demand price known for {p.instance_type}; an on-demand fallback would run without "
+            "the --max-dollars cap, use --max-hours")
+    if not p.ssh_cidr.endswith("/32"):
+        say(f"  warning: SSH will be open to {p.ssh_cidr}, not a single address (asked with --ssh-cidr)")
+
+    with phase("key pair and security group", say):
+        key = ensure_key(p.region, cfg.job, in_use=bool(existing))
+        group_id = network.ensure_security_group(p.region, cfg.job, p.ssh_cidr)
+        state.update(cfg.job, key_name=key.name, key_path=str(key_path(cfg.job)), security_group_id=group_id)
+
+    if existing:
+        instance = existing[0]
+        if instance.state in ("stopped", "stopping"):
+            instances.wait_for_state(p.region, instance.instance_id, {"stopped"}, s.wait_timeout_s, s.poll_interval_s)
+            aws.client("ec2", p.region).start_instances(InstanceIds=[instance.instance_id])
+    else:
+        with phase("run instance", say):
+            instance = instances.run_instance(p, group_id, log=lambda m: say("  " + m),
+                                              on_demand_user_data=fallback.user_data if fallback else None)
+            say(f"  {instance.instance_id} in {instance.zone}{' (spot)' if instance.spot else ''}")
+    state.update(cfg.job, instance_id=instance.instance_id, spot=instance.spot, status=instance.state)
+
+    with phase("wait until running", say):
+        instance = instances.wait_for_state(p.region, instance.instance_id, {"running"}, s.wait_timeout_s,
+                                      s.poll_interval_s)
+        state.update(cfg.job, status="running", public_ip=instance.public_ip, private_ip=instance.private_ip)
+        say(f"  {instance.public_ip or instance.private_ip}")
+
+    if cfg.job_spec is not None:
+        spec = replace(cfg.job_spec, remote_root=s.remote_root, restore=restore,
+                       outputs_root=ROOT_VOLUME_ROOT if cfg.keep_volume else None)
+        with _volume_attached(restore.volume_id if restore else None, instance, s, say):
+            with phase("start the job" + (" (restoring its checkpoint)" if restore else ""), say):
+                try:
+                    status = start(machines.machine_for(cfg.job, s), spec)
+                except (RuntimeError, OSError) as e:
+                    if isinstance(e, CapSpent):
+                        raise FlowError(_cap_spent(cfg.job, e)) from None
+                    raise FlowError(f"{e}\nThe instance {instance.instance_id} is up and recorded ({billing_note(p, s)}): "
+                                    f"run the same `orch launch --name {cfg.job} ...` again to carry on, or "
+                                    f"`orch teardown {cfg.job}` to remove it.") from e
+                if not status.already_running:
+                    state.update(cfg.job, launch=launch_record(cfg))
+                say_started(status, cfg.job, say, stop_first=f"`orch fetch-weights {cfg.job}`, then `orch teardown "
+                                                              f"{cfg.job}` (its instance and outputs go with it)",
+                              start_over=f"`orch teardown {cfg.job}` first, or choose another --name")
+    note = _lifetime_note(cfg, p)
+    if note:
+        say(f"  {note}")
+    return instance
+
+
+def _cap_spent(job: str, e: CapSpent) -> str:
+    text = str(e)
+    return (f"{text[:1].upper()}{text[1:]}. At the cap the instance shuts itself down (and is terminated, its disks "
+            f"with it). To train on, on a new instance with a cap of its own: `orch fetch-weights {job} --which all` "
+            f"while this one is up (not needed with --checkpoint-bucket or --keep-volume), `orch teardown {job}`, then "
+            f"`orch launch --name {job} --resume --max-hours H`.")
+
+
+def _lifetime_note(cfg: LaunchConfig, p: LaunchPlan) -> str:
+    """What the instance's watcher will do on its own, and what it takes with it."""
+    s = cfg.settings
+    autostop = autostop_of(s)
+    if not p.user_data or autostop <= 0:
+        return ""
+    if cfg.job_spec is None:
+        return (f"note: with no job started, the instance shuts itself down (and is terminated, its disks with it) "
+                f"after {idle_minutes(autostop):g} min without an SSH connection; --autostop-minutes 0 turns this off")
+    if s.checkpoint_bucket or cfg.keep_volume:
+        return ""
+    cap = " (and at the --max-hours/--max-dollars cap)" if s.max_hours or s.max_dollars else ""
+    return (f"warning: autostop terminates the instance {autostop:g} min after the job ends{cap}, and its disks "
+            f"with it: run `orch fetch-weights {cfg.job}` before then, or launch with --checkpoint-bucket "
+            "or --keep-volume")
+
+
+def _kept_volume_zone(p: LaunchPlan, volume_id: str) -> str:
+    """The zone the new instance must start in: a volume attaches only within its zone."""
+    volume = volumes.get_volume(p.region, volume_id)
+    if volume is None or volume.state != "available":
+        raise FlowError(f"The kept volume {volume_id} of job {p.job} is {volume.state if volume else 'gone'}; "
+                        f"nothing was created. Run `orch launch --name {p.job} --resume` again once it is available, "
+                        "or resume from another source (--resume-from, --checkpoint-bucket).")
+    if volume.zone not in p.zones:
+        raise FlowError(f"The kept volume {volume_id} is in {volume.zone}, and {p.instance_type} can't start there "
+                        f"(zones: {', '.join(p.zones)}); nothing was created. Leave out --zone, or pick an instance "
+                        f"type offered in {volume.zone}.")
+    return volume.zone
+
+
+@contextlib.contextmanager
+def _volume_attached(volume_id: str | None, instance: Instance, s: Settings, say: Say) -> Iterator[None]:
+    """The kept volume attached to the instance while the job restores from it, then detached (kept)."""
+    if volume_id is None:
+        yield
+        return
+    region = instance.region or s.region
+    with phase(f"attach the kept volume {volume_id}", say):
+        volumes.attach_volume(region, volume_id, instance.instance_id, ATTACH_DEVICE, timeout_s=s.wait_timeout_s,
+                              poll_s=s.poll_interval_s)
+    try:
+        yield
+    finally:
+        with phase(f"detach the kept volume {volume_id} (`orch teardown` deletes it)", say):
+            try:
+                volumes.detach_volume(region, volume_id, instance.instance_id, timeout_s=s.wait_timeout_s,
+                                  poll_s=s.poll_interval_s)
+            except Exception as e:  # it goes with the instance's teardown anyway
+                say(f"  warning: could not detach {volume_id} ({aws.friendly_error(e) or e})")

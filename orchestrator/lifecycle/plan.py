@@ -1,0 +1,150 @@
+"""Resolve a launch before anything is created: the plan (`--dry-run` prints it), the data check, the quota."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from orchestrator.cloud import aws, catalog, pricing, quota
+from orchestrator.config import ConfigError, Settings, validate_job_name
+from orchestrator.errors import FlowError
+from orchestrator.lifecycle.userdata import render_user_data
+from orchestrator.records import LaunchConfig, LaunchPlan
+
+
+# --- plan and pre-flight ----------------------------------------------------------------------
+
+
+def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
+    """Resolve everything a launch needs, reading the cloud but creating nothing."""
+    s = cfg.settings
+    validate_job_name(cfg.job)
+    require_instance_profile(s)
+    check_dataset(cfg)
+    info = catalog.instance_type_info(s.region, cfg.instance_type)
+    ami = catalog.resolve_ami(s.region, s.ami_ssm_parameter, s.ami_owners, s.ami_name_pattern, cfg.ami)
+    zones = catalog.offered_zones(s.region, cfg.instance_type)
+    if not zones:
+        raise FlowError(f"{cfg.instance_type} is not offered in any zone of {s.region}. "
+                        "Try another region with --region (e.g. us-east-1, us-west-2).")
+    if cfg.zone:
+        if cfg.zone not in zones:
+            raise FlowError(f"--zone {cfg.zone}: {cfg.instance_type} is offered in {', '.join(zones)} "
+                            f"of {s.region} (with a default subnet). Pick one of those, or leave --zone out.")
+        zones = (cfg.zone,)
+    price = pricing.hourly_price(cfg.instance_type, s.region, spot=cfg.spot, live=s.live_prices)
+    return LaunchPlan(
+        job=cfg.job, region=s.region, instance_type=info.name, vcpus=info.vcpus, ami=ami.image_id,
+        ami_source=ami.source, spot=cfg.spot, allow_on_demand_fallback=s.allow_on_demand_fallback,
+        volume_gb=s.volume_gb, volume_throughput=s.volume_throughput, ssh_cidr=ssh_cidr, zones=zones,
+        key_name=aws.resource_name(cfg.job), security_group_name=aws.resource_name(cfg.job),
+        root_device=ami.root_device_name, iam_instance_profile=s.iam_instance_profile,
+        user_data=render_user_data(cfg.job, s, price.usd_per_hour if price else None),
+        price_per_hour=price.usd_per_hour if price else None, gpus=info.gpus, gpu_name=info.gpu_name,
+        price_source=price.source if price else None,
+        tags=launch_tags(cfg), keep_volume=cfg.keep_volume,
+    )
+
+
+def needs_instance_profile(what: str, why: str, otherwise: str = "") -> ConfigError:
+    """The refusal for something the instance does in S3 with its own role, when it has none."""
+    return ConfigError(
+        f"{what} needs --iam-instance-profile: {why}. Nothing was created. Create the profile once (the "
+        "commands are at the top of infra/bootstrap.sh; its policy is infra/instance-role-policy.json), then add "
+        f"--iam-instance-profile orch-trainer (or set iam_instance_profile in config.toml){otherwise}.")
+
+
+def require_instance_profile(s: Settings) -> None:
+    """The instance copies checkpoints to the bucket with its own role: without one, every copy would fail."""
+    if s.checkpoint_bucket and not s.iam_instance_profile:
+        raise needs_instance_profile(
+            f"--checkpoint-bucket {s.checkpoint_bucket}",
+            "the instance copies each checkpoint there with its own role, and without one every copy fails (and a "
+            "later --resume finds nothing)")
+
+
+def check_dataset(cfg: LaunchConfig) -> None:
+    """Refuse a --data the job could never use, before anything is created or paid for.
+
+    A local folder needs train/ and val/ splits, as `trainer.data.load_dataset` does for `trainer
+    train` (mirrored here: orch does not import the trainer); an s3:// URI is copied on the
+    instance with its own role.
+    """
+    data = cfg.job_spec.data if cfg.job_spec is not None else None
+    if data is None or data == "demo":
+        return
+    if data.startswith("s3://"):
+        if cfg.target == "aws" and not cfg.settings.iam_instance_profile:
+            raise needs_instance_profile(
+                f"--data {data}", "the instance copies the dataset from S3 with its own role, and without one the "
+                "copy fails once the instance is up (and billing)",
+                "; or download the dataset (`aws s3 sync URI DIR`) and pass --data DIR")
+        return
+    folder = Path(data).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(
+            f"--data {data}: {folder} is not a folder here{' (it is a file)' if folder.exists() else ''}. "
+            "Nothing was created. Pass a dataset folder (train/<class>/*.jpg and val/<class>/*.jpg; "
+            "`trainer prepare` makes one), an s3:// URI, or --data demo.")
+    missing = next((split for split in ("train", "val") if not (folder / split).is_dir()), None)
+    if missing:
+        fix = (f"`trainer prepare folder --source {folder} --dest NEW_FOLDER` splits a folder of class folders "
+               "(`trainer prepare` also makes that layout from ImageNet, Tiny ImageNet or CIFAR-100 as downloaded)"
+               if missing == "train" else
+               f"`trainer prepare folder --source {folder} --dest NEW_FOLDER --val-percent 10` draws val/ from "
+               "train/ (a seeded 10% of each class)")
+        raise ConfigError(
+            f"--data {data}: {folder} has no {missing}/ folder, so the trainer would stop at once (no {missing} "
+            f"split). Nothing was created. Expected {folder / 'train'}/<class>/*.jpg and {folder / 'val'}/<class>/"
+            f"*.jpg: {fix}; or pass --data demo.")
+
+
+def on_demand_plan(cfg: LaunchConfig, p: LaunchPlan) -> LaunchPlan:
+    """The spot plan's on-demand fallback: the same launch, its --max-dollars cap at the on-demand price."""
+    price = pricing.hourly_price(p.instance_type, p.region, spot=False, live=cfg.settings.live_prices)
+    usd = price.usd_per_hour if price else None
+    return replace(p, spot=False, user_data=render_user_data(cfg.job, cfg.settings, usd), price_per_hour=usd,
+                   price_source=price.source if price else None)
+
+
+def launch_tags(cfg: LaunchConfig) -> tuple[tuple[str, str], ...]:
+    """Job settings that must outlive the state file: a resume on another laptop reads them back."""
+    tags = []
+    if cfg.settings.checkpoint_bucket:
+        tags.append((aws.TAG_CHECKPOINT_BUCKET, cfg.settings.checkpoint_bucket))
+    if cfg.settings.iam_instance_profile:
+        tags.append((aws.TAG_INSTANCE_PROFILE, cfg.settings.iam_instance_profile))
+    if cfg.recover:
+        tags.append((aws.TAG_RECOVER, "on"))
+    if cfg.keep_volume:
+        tags.append((aws.TAG_KEEP_VOLUME, "on"))
+    return tuple(tags)
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What the quota check found (it raises FlowError when the launch can't go ahead)."""
+
+    summary: str  # one line on the check
+    spot_quota_too_low: bool = False  # a spot plan whose fallback is allowed: start on-demand
+
+
+def preflight(p: LaunchPlan) -> Preflight:
+    """Refuse a launch AWS would refuse for quota; says what was checked."""
+    check = quota.check_vcpu_quota(p.region, p.instance_type, p.vcpus, p.spot)
+    if check.ok is False:
+        if p.spot and p.allow_on_demand_fallback:
+            od = quota.check_vcpu_quota(p.region, p.instance_type, p.vcpus, False)
+            if od.ok is not False:
+                return Preflight(f"spot quota too low ({check.limit:g}); starting on-demand (fallback allowed)", True)
+        raise FlowError(quota.fix_message(check, p.region))
+    if check.ok is None:
+        return Preflight(f"quota not checked: {check.detail}")
+    return Preflight(f"{check.quota_name}: {check.in_use_vcpus}+{check.needed_vcpus} of {check.limit:g} vCPUs")
+
+
+def dry_run(cfg: LaunchConfig) -> LaunchPlan | None:
+    """What the launch would create, checked as a launch checks it; None on this machine (nothing to create)."""
+    if cfg.target == "local":
+        check_dataset(cfg)
+        return None
+    return plan(cfg, cfg.settings.ssh_cidr or "<your public IP>/32 (detected at launch)")

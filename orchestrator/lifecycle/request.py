@@ -1,0 +1,133 @@
+"""`orch launch`'s flags as given, turned into one resolved `LaunchConfig`: the rules live here, not in the CLI.
+
+`--resume` takes every option not given from the job's first launch (the state file, else its
+instance's tags); then each rule that can refuse a launch before anything is created is applied,
+and the settings are layered (defaults < config.toml < ORCH_* < flags, config.py).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+from orchestrator.config import ConfigError, load_settings
+from orchestrator.lifecycle.machines import resolve_job
+from orchestrator.lifecycle.resume import recorded_launch
+from orchestrator.records import JobSpec, LaunchConfig
+from orchestrator.trainer_args import check_trainer_args
+
+TARGETS = ("aws", "local")
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What the user typed; None means "not given" (a resume then takes the first launch's value)."""
+
+    trainer_args: tuple[str, ...] = ()
+    instance: str | None = None
+    name: str | None = None
+    region: str | None = None
+    zone: str | None = None
+    spot: bool | None = None
+    on_demand_fallback: bool | None = None
+    volume_gb: int | None = None
+    volume_throughput: int | None = None
+    ami: str | None = None
+    dry_run: bool = False
+    ssh_cidr: str | None = None
+    ssh_user: str | None = None
+    ssh_proxy_command: str | None = None
+    iam_instance_profile: str | None = None
+    autostop_minutes: int | None = None
+    max_hours: float | None = None
+    max_dollars: float | None = None
+    checkpoint_bucket: str | None = None
+    target: str = "aws"
+    data: str | None = None
+    image: str | None = None
+    gpus: bool | None = None
+    remote_root: str | None = None
+    resume: bool = False
+    resume_from: str | None = None
+    recover: bool | None = None
+    max_recoveries: int | None = None
+    keep_volume: bool | None = None
+
+
+@dataclass(frozen=True)
+class Launch:
+    config: LaunchConfig
+    name_was_made_up: bool  # job-DATE-TIME: the same command again would make another
+    warnings: tuple[str, ...] = ()
+
+
+def with_recorded(req: LaunchRequest) -> LaunchRequest:
+    """`--resume`: the options not given, from the job's first launch."""
+    name = resolve_job(req.name)
+    recorded = recorded_launch(name, load_settings(region=req.region))
+    if recorded is None and not (req.instance and req.data):
+        raise ConfigError(f"--resume: job {name!r} is not in the registry and has no tagged instance, so "
+                          "there is nothing to take its settings from. Pass them: --instance TYPE --data "
+                          "PATH|demo|s3://... -- TRAINER ARGS (and --resume-from DIR).")
+    if recorded is None:
+        return replace(req, name=name)
+
+    def given(value, fallback):
+        return value if value is not None else fallback
+
+    return replace(
+        req, name=name, instance=req.instance or recorded.instance_type, region=req.region or recorded.region,
+        spot=given(req.spot, recorded.spot), data=req.data or recorded.data,
+        trainer_args=req.trainer_args or tuple(recorded.trainer_args), image=req.image or recorded.image,
+        gpus=given(req.gpus, recorded.gpus), checkpoint_bucket=req.checkpoint_bucket or recorded.checkpoint_bucket,
+        iam_instance_profile=req.iam_instance_profile or recorded.iam_instance_profile,
+        volume_gb=req.volume_gb or recorded.volume_gb, remote_root=req.remote_root or recorded.remote_root,
+        recover=given(req.recover, recorded.recover), max_recoveries=given(req.max_recoveries, recorded.max_recoveries),
+        keep_volume=given(req.keep_volume, recorded.keep_volume))
+
+
+def configure(req: LaunchRequest) -> Launch:
+    """The launch the flags ask for, resolved; `ConfigError` (exit 2) for any flag the launch would refuse."""
+    if req.resume_from is not None and not req.resume:
+        raise ConfigError("--resume-from is for --resume, e.g. orch launch --name JOB --resume --resume-from DIR")
+    if req.resume and req.target == "aws":
+        req = with_recorded(req)
+    spot, gpus, recover, keep_volume = bool(req.spot), req.gpus is not False, bool(req.recover), bool(req.keep_volume)
+    max_recoveries = 3 if req.max_recoveries is None else req.max_recoveries
+    if max_recoveries < 0:
+        raise ConfigError("--max-recoveries must be 0 or more, e.g. --max-recoveries 3")
+    if recover and not spot:
+        raise ConfigError("--recover is for --spot jobs: AWS does not reclaim on-demand instances")
+    if recover and not req.data:
+        raise ConfigError("--recover follows a training job: add --data PATH|demo|s3://...")
+    if req.target not in TARGETS:
+        raise ConfigError(f"--target {req.target!r}: use aws or local")
+    if keep_volume and req.target != "aws":
+        raise ConfigError("--keep-volume is for --target aws: a local job's outputs already stay on this machine")
+    if req.target == "aws" and not req.instance:
+        raise ConfigError("--instance is required for --target aws, e.g. --instance g4dn.2xlarge")
+    if req.trainer_args and not req.data:
+        raise ConfigError("trainer arguments after `--` need a dataset: add --data PATH|demo|s3://...")
+    settings = load_settings(
+        region=req.region, volume_gb=req.volume_gb, volume_throughput=req.volume_throughput, ssh_cidr=req.ssh_cidr,
+        ssh_user=req.ssh_user, ssh_proxy_command=req.ssh_proxy_command, iam_instance_profile=req.iam_instance_profile,
+        allow_on_demand_fallback=req.on_demand_fallback, autostop_minutes=req.autostop_minutes,
+        max_hours=req.max_hours, max_dollars=req.max_dollars, checkpoint_bucket=req.checkpoint_bucket,
+        remote_root=req.remote_root)
+    job = req.name or time.strftime("job-%Y%m%d-%H%M%S")
+    spec = None
+    if req.data:
+        check_trainer_args(req.trainer_args, check_options=req.image is None,
+                           data=req.data if req.target == "aws" else None)
+        spec = JobSpec(job=job, data=req.data, image=req.image, trainer_args=tuple(req.trainer_args), gpus=gpus,
+                       autostop_minutes=settings.autostop_minutes if req.target == "aws" else None)
+    warnings = []
+    # The flag only: a max_dollars in config.toml or ORCH_MAX_DOLLARS is a standing cap for AWS launches.
+    if req.target == "local" and req.max_dollars is not None:
+        cap = (f"--max-hours {req.max_hours:g} caps the run's time" if req.max_hours
+               else "use --max-hours to cap the run's time")
+        warnings.append(f"--max-dollars has no effect on the local target (no hourly price); {cap}")
+    config = LaunchConfig(job=job, instance_type=req.instance or "local", settings=settings, spot=spot, zone=req.zone,
+                          ami=req.ami, dry_run=req.dry_run, target=req.target, job_spec=spec, resume=req.resume,
+                          resume_from=req.resume_from, recover=recover, max_recoveries=max_recoveries,
+                          keep_volume=keep_volume)
+    return Launch(config, name_was_made_up=not req.name, warnings=tuple(warnings))

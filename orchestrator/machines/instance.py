@@ -1,0 +1,101 @@
+"""An EC2 instance over SSH, with Docker there: the machine of every `--target aws` job.
+
+On the machine, a job lives in `<root>/<job>/{data,outputs}`, where `<root>` is the `remote_root`
+setting when given, else the fast local disk that infra/bootstrap.sh mounts at /mnt/orch when the
+instance has one, else `~/orch`. A job launched with `--keep-volume` writes its outputs to
+`~/orch/<job>/outputs` instead (`JobSpec.outputs_root`): the root EBS volume, which outlives the
+instance, while the data stays on the fast disk (it can be synced again). The folders are chosen
+only once the instance's first-boot set-up is done (machines/bootstrap.py). The data is synced
+over SSH, copied from S3 on the instance with its role, or generated there (`--data demo`).
+A GPU job whose engine can't give the container a GPU is refused: a GPU instance training on its
+CPU costs as much for a fraction of the speed.
+
+This module never calls a cloud API: lifecycle/machines.py finds the instance and hands over its
+`SSHEndpoint`.
+"""
+from __future__ import annotations
+
+import posixpath
+import sys
+from pathlib import Path
+
+from orchestrator.job.sync import sync_dataset
+from orchestrator.machines.base import SSH_DEADLINE_S, Say
+from orchestrator.machines.bootstrap import hard_cap, wait_for_bootstrap
+from orchestrator.machines.data import copy_from_s3, make_demo_data
+from orchestrator.machines.docker_runner import DockerRunner, docker_client
+from orchestrator.records import HardCap, JobSpec, RunSpec, SSHEndpoint
+from orchestrator.remote.ssh import wait_for_ssh
+
+REMOTE_FAST_ROOT = "/mnt/orch"  # infra/bootstrap.sh mounts the instance's NVMe disk here
+ROOT_VOLUME_ROOT = "~/orch"  # on the root EBS volume: outputs that outlive the instance (--keep-volume)
+
+
+def absolute(session, path: str) -> str:
+    if path.startswith("~/"):  # Docker mounts and SFTP need it absolute: the machine's $HOME
+        home = session.run('echo "$HOME"', check=True).stdout.strip()
+        return posixpath.join(home, path[2:])
+    return path
+
+
+def job_root(session, job: str, remote_root: str | None = None) -> str:
+    """`<remote_root>/<job>`, else `<fast disk or ~>/orch/<job>` on the session's machine."""
+    if remote_root:
+        return posixpath.join(absolute(session, remote_root), job)
+    out = session.run(
+        f"if [ -d {REMOTE_FAST_ROOT} ] && [ -w {REMOTE_FAST_ROOT} ]; then echo {REMOTE_FAST_ROOT}; "
+        'else echo "$HOME/orch"; fi', check=True).stdout.strip()
+    return posixpath.join(out, job)
+
+
+def job_dirs(session, spec: JobSpec) -> tuple[str, str]:
+    """The job's (data, outputs) folders on the session's machine, absolute."""
+    root = job_root(session, spec.job, spec.remote_root)
+    if spec.outputs_root:
+        return posixpath.join(root, "data"), posixpath.join(absolute(session, spec.outputs_root), spec.job, "outputs")
+    return posixpath.join(root, "data"), posixpath.join(root, "outputs")
+
+
+class InstanceMachine:
+    autostops = True  # infra/bootstrap.sh's watcher, --autostop-minutes after the job ends
+
+    def __init__(self, job: str, endpoint: SSHEndpoint):
+        self.job, self.endpoint = job, endpoint
+        self.where = f"{endpoint.user}@{endpoint.host}:{endpoint.port}"
+        self.progress = sys.stderr.isatty()
+
+    def open(self, deadline_s: float = SSH_DEADLINE_S):
+        return wait_for_ssh(self.endpoint, deadline_s)
+
+    def runner(self, session) -> DockerRunner:
+        return DockerRunner(docker_client(session), self.job, session.where)
+
+    def prepare(self, session, spec: JobSpec, say: Say) -> None:
+        wait_for_bootstrap(session, say=say)
+
+    def hard_cap(self, session) -> HardCap | None:
+        return hard_cap(session)
+
+    def folders(self, session, spec: JobSpec) -> tuple[str, str]:
+        return job_dirs(session, spec)
+
+    def place_data(self, session, runner, spec: JobSpec, data_dir: str, image: str, user: str, say: Say) -> str:
+        if spec.data == "demo":
+            make_demo_data(session, runner, data_dir, image, user, say)
+        elif spec.data.startswith("s3://"):
+            copy_from_s3(session, spec, data_dir, " with its instance role", say)
+        else:
+            say(f"  syncing {spec.data} to {session.where}:{data_dir}")
+            report = sync_dataset(session, Path(spec.data), data_dir)
+            say(f"  {report.files_sent} of {report.files_total} files sent "
+                f"({report.bytes_sent / 1e6:.1f} MB, {report.mb_per_s:.1f} MB/s)")
+        return data_dir
+
+    def without_gpus(self, say: Say) -> bool:
+        return False
+
+    def remember(self, run: RunSpec) -> None:
+        pass  # the container's labels are the record
+
+    def forget(self) -> bool:
+        return False
