@@ -17,7 +17,7 @@ from orchestrator.job.ended import after_the_job
 from orchestrator.machines import docker_runner as ctr
 from tests.fixtures.dockerd import base_image, docker_engine  # noqa: F401 (fixtures)
 from tests.fixtures.sshd import authorize_new_key_pairs, sshd_server  # noqa: F401 (fixture)
-from tests.orch.conftest import aws, moto_url, orch  # noqa: F401 (fixtures)
+from tests.fixtures.aws import aws, moto_url, orch  # noqa: F401 (fixtures)
 
 CIDR = "198.51.100.7/32"
 

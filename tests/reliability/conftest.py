@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import require
 from tests.fixtures.sshd import sshd_server, ssh_endpoint, ssh_key  # noqa: F401 (fixtures)
-from tests.orch.conftest import aws, job_calls, moto_url, orch  # noqa: F401 (fixtures)
+from tests.fixtures.aws import aws, job_calls, moto_url, orch  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 

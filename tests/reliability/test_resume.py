@@ -31,7 +31,7 @@ from orchestrator.machines import docker_runner as ctr
 from orchestrator.cloud import instances as cloud_instances
 from tests.fixtures.dockerd import base_image, docker_engine  # noqa: F401 (fixtures)
 from tests.fixtures.sshd import authorize_new_key_pairs, ssh_endpoint, ssh_key, sshd_server  # noqa: F401 (fixtures)
-from tests.orch.conftest import REGION, aws, job_calls, moto_url, orch, tagged  # noqa: F401 (fixtures)
+from tests.fixtures.aws import REGION, aws, job_calls, moto_url, orch, tagged  # noqa: F401 (fixtures)
 from tests.reliability.conftest import metrics, no_traceback, sha_ok, tmpfs
 
 CIDR = "198.51.100.7/32"

@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from tests.fixtures.sshd import authorize_new_key_pairs
-from tests.orch.conftest import REGION, tagged
+from tests.fixtures.aws import REGION, tagged
 
 ACCESS_KEY = "AKIAORCHLEAK7F3A9Q2Z"
 SECRET_KEY = "SECRET-DO-NOT-LEAK-7f3a9c1e5b/wJalrXUtnFEMIK7MDENG"

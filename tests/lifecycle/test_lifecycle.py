@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from tests.fixtures.fake_machine import running
-from tests.orch.conftest import REGION, Killed, tagged
+from tests.fixtures.aws import REGION, Killed, tagged
 
 CIDR = "203.0.113.7/32"
 

@@ -1,4 +1,4 @@
-"""Starting a job on an instance (`job.start_on` over SSH; the "instance" engine is the test dockerd):
+"""Starting a job on an instance (`job.start.start` on an `InstanceMachine` over SSH; the "instance" engine is the test dockerd):
 where its folders go, waiting for the instance's first-boot set-up, GPUs that are not there, and
 a second start while the job runs (nothing changes; what it asked for differently is reported).
 

@@ -1,4 +1,4 @@
-"""orch's caps on the local target: --max-hours becomes the trainer's budget (tests/job/test_local_target.py);
+"""orch's caps on the local target: --max-hours becomes the trainer's budget (tests/machines/test_local_target.py);
 --max-dollars has no hourly price to count against on the user's own machine, so a launch says so and goes on.
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.orch.conftest import REGION, tagged
+from tests.fixtures.aws import REGION, tagged
 
 CIDR = "203.0.113.7/32"
 COMMANDS = ["launch", "status", "list", "teardown", "ssh", "doctor", "logs", "fetch-weights"]

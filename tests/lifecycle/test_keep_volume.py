@@ -15,7 +15,7 @@ from orchestrator.machines.instance import job_dirs
 from orchestrator.records import JobSpec, Restore
 from orchestrator.errors import JobError
 from orchestrator.remote.local import LocalSession
-from tests.orch.conftest import REGION, tagged
+from tests.fixtures.aws import REGION, tagged
 
 CIDR = "203.0.113.7/32"
 

@@ -4,7 +4,7 @@ budget when it is the smaller; the hours a resumed run has already trained, whic
 
 (Where the cap and its clock come from, the watcher's state folder, is tested with the real watcher
 in tests/reliability/test_autostop.py; a launch that passes the result to the container, in
-tests/job/test_e2e.py.)
+tests/lifecycle/test_e2e.py.)
 """
 from __future__ import annotations
 

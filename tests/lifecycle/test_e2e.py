@@ -30,7 +30,7 @@ from orchestrator.labels import LABEL_JOB, LABEL_TRAINER_ARGS
 from orchestrator.machines import docker_runner as ctr
 from tests.fixtures.dockerd import base_image, docker_engine, running_image  # noqa: F401 (fixtures)
 from tests.fixtures.sshd import authorize_new_key_pairs, sshd_server  # noqa: F401 (fixture)
-from tests.orch.conftest import aws, moto_url, orch, tagged  # noqa: F401 (fixtures)
+from tests.fixtures.aws import aws, moto_url, orch, tagged  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.needs_docker, pytest.mark.needs_sshd]
 
@@ -75,7 +75,7 @@ def booted_watcher(instance, docker_engine, monkeypatch, tmp_path):  # noqa: F81
 
     from orchestrator.cloud import instances as cloud_instances
     from orchestrator.machines import bootstrap
-    from tests.orch.conftest import REGION
+    from tests.fixtures.aws import REGION
 
     monkeypatch.delenv("ORCH_BOOTSTRAP_SCRIPT")  # the real infra/bootstrap.sh is the user data
     state = tmp_path / "watcher"

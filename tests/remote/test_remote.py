@@ -1,4 +1,4 @@
-"""remote.py against a real sshd on 127.0.0.1, reached only through the endpoint's proxy command."""
+"""remote/ (SSH sessions, the proxy command, this machine's session) against a real sshd on 127.0.0.1, reached only through the endpoint's proxy command."""
 from __future__ import annotations
 
 import os

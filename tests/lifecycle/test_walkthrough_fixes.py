@@ -18,7 +18,7 @@ import pytest
 
 from orchestrator.remote import base as remote_base
 from orchestrator.remote import ssh as remote_ssh
-from tests.orch.conftest import REGION, read_state, tagged
+from tests.fixtures.aws import REGION, read_state, tagged
 
 CIDR = "203.0.113.7/32"
 

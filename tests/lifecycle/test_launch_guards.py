@@ -24,7 +24,7 @@ from orchestrator.lifecycle.keys import write_private_file
 from orchestrator.lifecycle.resume import recorded_launch
 from orchestrator.lifecycle.userdata import idle_minutes
 from orchestrator.records import HardCap
-from tests.orch.conftest import REGION, tagged
+from tests.fixtures.aws import REGION, tagged
 
 CIDR = "203.0.113.7/32"
 
