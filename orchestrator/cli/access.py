@@ -8,13 +8,13 @@ from typing import List, Optional
 
 import typer
 
-from orchestrator.cli.app import app, err, errors, out, settings
+from orchestrator.cli.app import app, err, errors, job_argument, json_option, out, out_json, settings
 from orchestrator.paths import default_resume_dir
 
 
 @app.command(context_settings={"allow_extra_args": True})
 def ssh(
-    job: Optional[str] = typer.Argument(None, help="Job name (default: the only job)."),
+    job: Optional[str] = job_argument(),
     command: Optional[List[str]] = typer.Argument(None, help="After `--`: a command to run instead of a shell."),
     print_only: bool = typer.Option(False, "--print", help="Print the ssh command instead of running it."),
     ssh_user: Optional[str] = typer.Option(None, "--ssh-user", help="SSH user (default: the one used at launch)."),
@@ -40,7 +40,7 @@ def ssh(
 
 @app.command()
 def logs(
-    job: Optional[str] = typer.Argument(None, help="Job name (default: the only job)."),
+    job: Optional[str] = job_argument(),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the trainer exits."),
     since: Optional[str] = typer.Option(
         None, "--since", help="Only output from then on: a duration (10m, 2h) or a time, e.g. 2024-05-01T12:00 "
@@ -63,9 +63,10 @@ def logs(
 
 @app.command("fetch-weights")
 def fetch_weights(
-    job: Optional[str] = typer.Argument(None, help="Job name (default: the only job)."),
+    job: Optional[str] = job_argument(),
     which: str = typer.Option("best", "--which", help="best, last or all."),
     dest: Optional[Path] = typer.Option(None, "--dest", help="Folder to put them in (default: ./weights/JOB)."),
+    as_json: bool = json_option(),
 ) -> None:
     """Download the job's weights (verified by checksum).
 
@@ -79,6 +80,9 @@ def fetch_weights(
         access.check_which(which)
         name = machines.resolve_job(job)
         report = access.fetch_weights(name, settings(), which, dest or default_resume_dir(name))
+        if as_json:
+            out_json(report)
+            return
         for f in report.files:
             out(f"{f}{'  (sha256 ok)' if f in report.verified else ''}")
         out(f"{len(report.files)} file(s), {report.bytes_downloaded} bytes downloaded into {report.dest}")

@@ -7,7 +7,10 @@ cli/ never imports boto3, paramiko or docker (a test checks).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Iterator
 
 import typer
 
@@ -22,7 +25,7 @@ app = typer.Typer(
          "\b\nExample: orch launch --instance g4dn.2xlarge --name resnet50 --iam-instance-profile orch-trainer "
          "--data s3://my-bucket/imagenet -- --recipe t4-rn50",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # orch --install-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help, examples unwrapped (\b): rich's table truncates long options
 )
@@ -31,12 +34,48 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
+def known_jobs(incomplete: str) -> list[str]:
+    """Shell completion for a job argument: the names in this machine's registry (no cloud call)."""
+    from orchestrator import state
+
+    try:
+        return sorted(name for name in state.load() if name.startswith(incomplete))
+    except (StateError, OSError):
+        return []
+
+
+def job_argument() -> typer.models.ArgumentInfo:
+    return typer.Argument(None, help="Job name (default: the only job).", autocompletion=known_jobs)
+
+
 def out(message: str) -> None:
     typer.echo(message)
 
 
 def err(message: str) -> None:
     typer.echo(message, err=True)
+
+
+def jsonable(value: Any) -> Any:
+    """Records as JSON values: dataclasses as objects, paths and tuples as strings and lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def out_json(value: Any) -> None:
+    """`--json`: one JSON document on stdout (anything else a command says goes to stderr)."""
+    out(json.dumps(jsonable(value), indent=2))
+
+
+def json_option() -> typer.models.OptionInfo:
+    return typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr).")
 
 
 class _Job:

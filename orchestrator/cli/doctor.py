@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from orchestrator.cli.app import EXIT_ERROR, app, errors, out, settings
+from orchestrator.cli.app import EXIT_ERROR, app, errors, json_option, out, out_json, settings
 
 
 @app.command()
@@ -13,6 +13,7 @@ def doctor(
     instance: str = typer.Option("g4dn.2xlarge", "--instance", "-i", help="Instance type whose quota to check."),
     spot: bool = typer.Option(False, "--spot/--on-demand", help="Check the spot quota instead."),
     region: Optional[str] = typer.Option(None, "--region", help="AWS region."),
+    as_json: bool = json_option(),
 ) -> None:
     """Check credentials, region, vCPU quota, key-file permissions, and local SSH and Docker.
 
@@ -24,8 +25,11 @@ def doctor(
 
     with errors():
         checks = lifecycle_doctor.doctor(settings(region=region), instance, spot)
-        for c in checks:
-            mark = {True: "ok  ", False: "FAIL", None: "warn"}[c.ok]
-            out(f"[{mark}] {c.name}: {c.detail}")
+        if as_json:
+            out_json(checks)
+        else:
+            for c in checks:
+                mark = {True: "ok  ", False: "FAIL", None: "warn"}[c.ok]
+                out(f"[{mark}] {c.name}: {c.detail}")
         if any(c.ok is False for c in checks):
             raise typer.Exit(EXIT_ERROR)

@@ -6,7 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from orchestrator.cli.app import app, err, errors, out
+from orchestrator.cli.app import app, err, errors, json_option, out, out_json
+from orchestrator.config import ConfigError
 from orchestrator.records import LaunchPlan
 
 
@@ -68,6 +69,8 @@ def launch(
         help="Keep the root EBS volume when the instance goes (spot reclaim, autostop), and write the job's outputs "
              "(checkpoints, metrics) on it, in ~/orch/JOB/outputs, e.g. orch launch --spot --keep-volume ... "
              "`orch teardown JOB` still deletes it unless given --keep-volume too. It bills until deleted."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan (with --dry-run) or the started job as JSON on "
+                                                       "stdout; progress goes to stderr."),
 ) -> None:
     """Start (or resume) a job's machine, and its training when --data is given.
 
@@ -105,18 +108,27 @@ def launch(
         cfg = launch_.config
         job_name = about.name = cfg.job
         about.generated = launch_.name_was_made_up
+        if as_json and cfg.recover:
+            raise ConfigError("--json prints the started job and returns; --recover stays attached to follow it. "
+                              "Use one or the other.")
+        say = err if as_json else out
         for warning in launch_.warnings:
-            out(f"warning: {warning}")
+            say(f"warning: {warning}")
         if cfg.dry_run:
             p = plan.dry_run(cfg)
-            if p is None:
+            if as_json:
+                out_json({"job": job_name, "target": cfg.target, "created": False, "plan": plan_dict(p)})
+            elif p is None:
                 out(f"Dry run: job {job_name} would run on this machine; nothing created.")
             else:
                 print_plan(p)
                 out("Dry run: nothing was created.")
             return
-        out(f"Job {job_name}")
-        inst = launcher.launch(cfg, say=out)
+        say(f"Job {job_name}")
+        inst = launcher.launch(cfg, say=say)
+        if as_json:
+            out_json({"job": job_name, "target": cfg.target, "created": True, "instance": inst})
+            return
         if inst.provider == "local":
             out(f"Job {job_name} runs on this machine. Follow it: orch logs {job_name} --follow")
             return
@@ -132,6 +144,18 @@ def launch(
             raise typer.Exit(code)
         else:
             out(f"Follow: orch logs {job_name} --follow   Weights: orch fetch-weights {job_name}")
+
+
+def plan_dict(p: LaunchPlan | None) -> dict | None:
+    """The plan as `--json` prints it: the user data by its size (it is a script, not a value to read)."""
+    if p is None:
+        return None
+    from dataclasses import asdict
+
+    d = asdict(p)
+    d["user_data_bytes"] = len(d.pop("user_data") or "")
+    d["tags"] = dict(p.tags)
+    return d
 
 
 def print_plan(p: LaunchPlan) -> None:

@@ -6,12 +6,12 @@ from typing import Optional
 
 import typer
 
-from orchestrator.cli.app import EXIT_ERROR, EXIT_USAGE, app, err, errors, out, settings
+from orchestrator.cli.app import EXIT_ERROR, EXIT_USAGE, app, err, errors, job_argument, out, settings
 
 
 @app.command()
 def teardown(
-    job: Optional[str] = typer.Argument(None, help="Job name (default: the only job)."),
+    job: Optional[str] = job_argument(),
     yes: bool = typer.Option(False, "--yes", "-y", help="Don't ask for confirmation (required off a terminal)."),
     keep_volume: bool = typer.Option(
         False, "--keep-volume", help="Keep the root EBS volume (and its data) after terminating, and any volume "

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from orchestrator.cli.app import app, err, errors, out, settings
+from orchestrator.cli.app import app, err, errors, job_argument, out, settings
 from orchestrator.records import JobView
 
 
@@ -24,7 +24,7 @@ def _view_dict(view: JobView) -> dict:
 
 @app.command()
 def status(
-    job: Optional[str] = typer.Argument(None, help="Job name (default: the only job)."),
+    job: Optional[str] = job_argument(),
     container: bool = typer.Option(True, "--container/--no-container", help="Also ask the machine for the training container's state."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     region: Optional[str] = typer.Option(None, "--region", help="Region to look in when the job isn't in the registry."),

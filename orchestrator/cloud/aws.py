@@ -9,7 +9,8 @@ are the truth, so any function here can rebuild what a job owns from the cloud a
 Retries: botocore's "standard" mode retries throttling, 5xx and transient network errors only,
 with exponential backoff. A capacity error is not retried in place: `run_instance` moves on to
 the region's next availability zone. An error that refuses spot itself (a spot quota, the spot
-service-linked role) is the same in every zone: `run_instance` goes to on-demand when allowed.
+service-linked role, a policy that does not cover the spot request) is the same in every zone:
+`run_instance` goes to on-demand when allowed.
 
 Tests replace `CLIENT_FACTORY` (one function: service, region -> boto3 client) to put a fake at
 the edge where moto can't answer (Service Quotas values, capacity errors).
@@ -39,6 +40,10 @@ SPOT_REFUSED_ERRORS = {
     "MaxSpotInstanceCountExceeded",  # the account's spot vCPU quota
     "AuthFailure.ServiceLinkedRoleCreationNotPermitted",  # the first spot request can't create its role
 }
+# A spot launch is authorized on one more resource than on-demand: the spot request it creates. A policy
+# without it refuses spot alone, with an UnauthorizedOperation that names no resource (the reason is encoded).
+SPOT_REQUEST_PERMISSION = "ec2:RunInstances on arn:aws:ec2:*:*:spot-instances-request/* (tagged orch:job)"
+SPOT_UNAUTHORIZED = "UnauthorizedOperation"
 SPOT_ROLE_COMMAND = "aws iam create-service-linked-role --aws-service-name spot.amazonaws.com"
 GP3_BASE_IOPS, GP3_MAX_IOPS = 3000, 16000
 SPOT_RECLAIMED = "Server.SpotInstanceTermination"
@@ -141,8 +146,10 @@ def friendly_error(exc: BaseException) -> str | None:
                     "UnrecognizedClientException", "RequestExpired"):
             return f"AWS rejected the credentials ({code}: {msg}). Refresh them (`aws sso login` or `aws configure`)."
         if code in ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException"):
-            return (f"AWS denied an operation ({code}: {msg}). Attach the policy in infra/ to "
-                    "your IAM user or role.")
+            operation = getattr(exc, "operation_name", "") or "an operation"
+            return (f"AWS denied {operation} ({code}: {msg}). Attach the policy in infra/iam-policy.json to "
+                    "your IAM user or role; if it is attached, it may be older than this orch: update it from "
+                    "infra/iam-policy.json (`orch doctor` checks what it can).")
         if code == "VcpuLimitExceeded":
             return (f"AWS refused the launch: vCPU quota exceeded ({msg}). Run `orch doctor` for "
                     "the quota and the command that raises it.")

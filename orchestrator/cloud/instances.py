@@ -12,6 +12,8 @@ from orchestrator.cloud.aws import (
     GP3_MAX_IOPS,
     LIVE_STATES,
     SPOT_REFUSED_ERRORS,
+    SPOT_REQUEST_PERMISSION,
+    SPOT_UNAUTHORIZED,
     TAG_JOB,
     TAG_KEEP_VOLUME,
     CapacityError,
@@ -139,13 +141,21 @@ def run_instance(plan: LaunchPlan, security_group_id: str, log: Callable[[str], 
                     "MarketType": "spot",
                     "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
                 }
+                # The policy lets RunInstances create a spot request only when it carries the job's tag.
+                params["TagSpecifications"].append({"ResourceType": "spot-instances-request", "Tags": tags_for(plan.job)})
             try:
                 raw = ec2.run_instances(**params)["Instances"][0]
             except Exception as e:
                 code = error_code(e)
-                if spot and code in SPOT_REFUSED_ERRORS and len(markets) > 1:
+                if spot and code == SPOT_UNAUTHORIZED and len(markets) == 1:
+                    raise ProviderError(
+                        f"AWS refused the spot launch ({code}). A spot launch needs one permission more than "
+                        f"on-demand: {SPOT_REQUEST_PERMISSION}. Update your policy from infra/iam-policy.json "
+                        "(older copies lack it), or launch with --on-demand (or --on-demand-fallback).") from e
+                if spot and code in SPOT_REFUSED_ERRORS | {SPOT_UNAUTHORIZED} and len(markets) > 1:
                     failures.append(f"{zone} spot: {code}")
-                    log(f"spot refused in {zone} ({code}): every zone would say the same")
+                    why = f"{code}: the policy may lack {SPOT_REQUEST_PERMISSION}" if code == SPOT_UNAUTHORIZED else code
+                    log(f"spot refused in {zone} ({why}): every zone would say the same")
                     spot_refused = True
                     break
                 if code not in CAPACITY_ERRORS:
@@ -185,15 +195,14 @@ def wait_for_state(region: str, instance_id: str, states: set[str], timeout_s: f
 
 
 
-def running_vcpus(region: str, families: tuple[str, ...], spot: bool) -> int:
-    """vCPUs of this account's pending/running instances in the given families (for quota checks)."""
+def running_vcpus(region: str, counts: Callable[[str], bool], spot: bool) -> int:
+    """vCPUs of this account's pending/running instances whose type `counts` (for quota checks)."""
     total = 0
     filters = [{"Name": "instance-state-name", "Values": ["pending", "running"]}]
     for page in client("ec2", region).get_paginator("describe_instances").paginate(Filters=filters):
         for reservation in page["Reservations"]:
             for raw in reservation["Instances"]:
-                family = raw.get("InstanceType", "").split(".")[0]
-                if not family.startswith(families) or (raw.get("InstanceLifecycle") == "spot") != spot:
+                if not counts(raw.get("InstanceType", "")) or (raw.get("InstanceLifecycle") == "spot") != spot:
                     continue
                 cpu = raw.get("CpuOptions", {})
                 total += int(cpu.get("CoreCount", 1)) * int(cpu.get("ThreadsPerCore", 1))

@@ -62,7 +62,9 @@ def _live_on_demand(instance_type: str, region: str) -> Price | None:
             {"Type": "TERM_MATCH", "Field": field, "Value": value}
             for field, value in (("instanceType", instance_type), ("regionCode", region),
                                  ("operatingSystem", "Linux"), ("tenancy", "Shared"),
-                                 ("preInstalledSw", "NA"), ("capacitystatus", "Used"))
+                                 ("preInstalledSw", "NA"), ("capacitystatus", "Used"),
+                                 # Without it, a Capacity Block product can answer first.
+                                 ("marketoption", "OnDemand"))
         ],
         MaxResults=1,
     )
@@ -72,7 +74,8 @@ def _live_on_demand(instance_type: str, region: str) -> Price | None:
             for dimension in term.get("priceDimensions", {}).values():
                 usd = float(dimension.get("pricePerUnit", {}).get("USD", 0))
                 if usd > 0:
-                    return Price(usd, "live: AWS Pricing API")
+                    since = str(term.get("effectiveDate") or product.get("publicationDate") or "")[:10]
+                    return Price(usd, f"live: AWS Pricing API{f', in effect since {since}' if since else ''}")
     return None
 
 

@@ -47,6 +47,8 @@ def doctor(settings: Settings, instance_type: str = "g4dn.2xlarge", spot: bool =
                                                         f"{q.in_use_vcpus} in use; {instance_type} needs {info.vcpus}"))
         except Exception as e:
             checks.append(Check("vcpu quota", None, aws.friendly_error(e) or str(e)))
+    if creds_ok:
+        checks.append(_instance_profile_check(settings))
     bad = []
     for path in [state.state_path(), *sorted(keys_dir().glob("*.pem"))] if keys_dir().exists() else [state.state_path()]:
         if path.exists() and stat.S_IMODE(path.stat().st_mode) & 0o077:
@@ -56,6 +58,28 @@ def doctor(settings: Settings, instance_type: str = "g4dn.2xlarge", spot: bool =
     checks.append(_tool_check("ssh", "install OpenSSH (apt install openssh-client)"))
     checks.append(_docker_check())
     return checks
+
+
+def _instance_profile_check(settings: Settings) -> Check:
+    """The profile a launch would pass: refused at launch when named and missing; else `orch init`'s."""
+    from orchestrator.cloud import iam
+    from orchestrator.lifecycle.init import ROLE
+
+    name = settings.iam_instance_profile or ROLE
+    what = f"instance profile {name}"
+    try:
+        roles = iam.instance_profile_roles(settings.region, name)
+    except Exception as e:
+        return Check(what, None, f"could not be read ({aws.friendly_error(e) or e})")
+    if roles is None:
+        fix = "run `orch init` to create it" if name == ROLE else "create it, or `orch init` creates orch-trainer"
+        if settings.iam_instance_profile:
+            return Check(what, False, f"missing, and config names it: a launch would fail; {fix}")
+        return Check(what, None, f"missing: s3:// data and --checkpoint-bucket need it; {fix}")
+    if not roles:
+        return Check(what, False, "has no role; run `orch init`" if name == ROLE else "has no role")
+    hint = "" if settings.iam_instance_profile else f"; launch with --iam-instance-profile {name} for s3:// data"
+    return Check(what, True, f"role {', '.join(roles)}{hint}")
 
 
 def _tool_check(tool: str, fix: str) -> Check:

@@ -53,6 +53,9 @@ class LaunchRequest:
     keep_volume: bool | None = None
 
 
+DEMO_ARGS = ("--recipe", "demo")
+
+
 @dataclass(frozen=True)
 class Launch:
     config: LaunchConfig
@@ -115,12 +118,17 @@ def configure(req: LaunchRequest) -> Launch:
         remote_root=req.remote_root)
     job = req.name or time.strftime("job-%Y%m%d-%H%M%S")
     spec = None
+    warnings = []
+    if req.data == "demo" and not req.trainer_args and req.image is None:
+        # The trainer's defaults are ImageNet's (ResNet-50, 90 epochs): over an hour on the demo images.
+        req = replace(req, trainer_args=DEMO_ARGS)
+        warnings.append(f"--data demo: training the demo recipe (`-- {' '.join(DEMO_ARGS)}`); "
+                        "pass trainer arguments after `--` to train something else")
     if req.data:
         check_trainer_args(req.trainer_args, check_options=req.image is None,
                            data=req.data if req.target == "aws" else None)
         spec = JobSpec(job=job, data=req.data, image=req.image, trainer_args=tuple(req.trainer_args), gpus=gpus,
                        autostop_minutes=settings.autostop_minutes if req.target == "aws" else None)
-    warnings = []
     # The flag only: a max_dollars in config.toml or ORCH_MAX_DOLLARS is a standing cap for AWS launches.
     if req.target == "local" and req.max_dollars is not None:
         cap = (f"--max-hours {req.max_hours:g} caps the run's time" if req.max_hours

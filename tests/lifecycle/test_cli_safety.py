@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from tests.fixtures.aws import REGION, tagged
 
 CIDR = "203.0.113.7/32"
-COMMANDS = ["launch", "status", "list", "teardown", "ssh", "doctor", "logs", "fetch-weights"]
+COMMANDS = ["launch", "status", "list", "teardown", "ssh", "doctor", "logs", "fetch-weights", "init"]
 
 
 def home() -> Path:

@@ -162,6 +162,11 @@ def test_launch_logs_fetch_evaluate_teardown(instance, orch, docker_engine, sshd
     best = dest / "checkpoints" / "best.pt"
     assert best.exists() and (dest / "checkpoints" / "best.pt.sha256").exists()
     assert (dest / "metrics.jsonl").exists() and (dest / "train.log").exists()
+    r = orch("fetch-weights", job, "--which", "last", "--dest", str(tmp_path / "last"), "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["dest"] == str(tmp_path / "last") and report["bytes_downloaded"] > 0
+    assert str(tmp_path / "last" / "checkpoints" / "last.pt") in report["verified"]
 
     evaluated = subprocess.run([sys.executable, "-m", "trainer", "evaluate", "--data", str(data), "--checkpoint",
                                 str(best), "--device", "cpu", "--workers", "0"], capture_output=True, text=True)

@@ -67,7 +67,8 @@ def test_launching_a_running_job_again_is_not_refused_for_the_quota_its_own_inst
 # --- spot refused: on-demand when allowed -------------------------------------------------------
 
 
-@pytest.mark.parametrize("code", ["MaxSpotInstanceCountExceeded", "AuthFailure.ServiceLinkedRoleCreationNotPermitted"])
+@pytest.mark.parametrize("code", ["MaxSpotInstanceCountExceeded", "AuthFailure.ServiceLinkedRoleCreationNotPermitted",
+                                  "UnauthorizedOperation"])
 def test_a_spot_refusal_goes_straight_to_on_demand_when_the_fallback_is_allowed(aws, orch, job_calls, code):
     aws.spot_error = code
     r = launch(orch, "sp1", "--spot", "--on-demand-fallback")
@@ -90,6 +91,23 @@ def test_a_spot_refusal_without_fallback_says_what_to_do(aws, orch, job_calls):
     r = launch(orch, "sp3", "--spot")
     assert r.exit_code == 1 and "spot quota" in r.output and "--on-demand" in r.output
     assert len(aws.run_calls) == 2
+
+
+def test_a_policy_that_refuses_only_spot_names_the_missing_permission(aws, orch, job_calls):
+    # An IAM policy copied before spot requests had to be tagged: on-demand works, spot is unauthorized.
+    aws.spot_error = "UnauthorizedOperation"
+    r = launch(orch, "sp5", "--spot")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "arn:aws:ec2:*:*:spot-instances-request/*" in r.output and "infra/iam-policy.json" in r.output
+    assert "--on-demand" in r.output
+    assert len(aws.run_calls) == 1 and tagged("sp5")["instances"] == []
+
+
+def test_a_spot_launch_tags_its_spot_request_as_the_policy_requires(aws, orch, job_calls):
+    assert launch(orch, "sp6", "--spot").exit_code == 0
+    (call,) = aws.run_calls
+    specs = {s["ResourceType"]: {t["Key"]: t["Value"] for t in s["Tags"]} for s in call["TagSpecifications"]}
+    assert specs["spot-instances-request"]["orch:job"] == "sp6"
 
 
 def test_a_spot_quota_too_low_at_preflight_starts_on_demand_at_its_price(aws, orch, job_calls, monkeypatch):
@@ -243,3 +261,20 @@ def test_a_hard_cap_too_near_its_end_to_train_says_how_to_train_on(aws, orch, jo
     assert ("`orch fetch-weights cap2 --which all` while this one is up (not needed with --checkpoint-bucket or "
             "--keep-volume), `orch teardown cap2`, then `orch launch --name cap2 --resume --max-hours H`") in said
     assert "run the same `orch launch" not in said
+
+
+# --- the demo data trains the demo recipe -------------------------------------------------------
+
+
+def test_demo_data_without_trainer_arguments_trains_the_demo_recipe(aws, orch, job_calls):
+    r = launch(orch, "demo1", "--data", "demo")
+    assert r.exit_code == 0, r.output
+    assert "training the demo recipe" in r.output
+    ((_, spec),) = job_calls.started
+    assert spec.trainer_args == ("--recipe", "demo")
+
+    r = launch(orch, "demo2", "--data", "demo", "--", "--arch", "resnet18", "--epochs", "1")
+    assert r.exit_code == 0, r.output
+    assert "demo recipe" not in r.output
+    assert job_calls.started[-1][1].trainer_args == ("--arch", "resnet18", "--epochs", "1")
+

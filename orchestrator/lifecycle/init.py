@@ -1,0 +1,71 @@
+"""`orch init`: the account's one-time set-up, from the policies in infra/.
+
+Today that is the instance role and profile (`orch-trainer`) that s3:// data and checkpoint buckets
+need: infra/instance-role-trust.json (only EC2 may assume it) and infra/instance-role-policy.json,
+whose EXAMPLE-* bucket names become the user's. Running it again changes only what differs.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+from orchestrator.cloud import iam
+from orchestrator.config import ConfigError, Settings, repo_root
+
+ROLE = "orch-trainer"  # infra/iam-policy.json lets orch pass only roles named orch-trainer*
+_DATA, _CHECKPOINTS = "EXAMPLE-DATA-BUCKET", "EXAMPLE-CHECKPOINT-BUCKET"
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def infra_document(name: str) -> dict:
+    return json.loads((repo_root() / "infra" / name).read_text())
+
+
+def bucket_name(value: str, flag: str) -> str:
+    """`my-bucket`, `s3://my-bucket` or `s3://my-bucket/prefix` -> my-bucket; ConfigError otherwise."""
+    name = value.removeprefix("s3://").split("/", 1)[0]
+    if not _BUCKET.match(name) or ".." in name:
+        raise ConfigError(f"{flag} {value!r}: not an S3 bucket name (3-63 characters: lowercase letters, digits, "
+                          "dots and hyphens), e.g. s3://my-bucket/imagenet. Nothing was created.")
+    return name
+
+
+def instance_role_policy(template: dict, data_buckets: list[str], checkpoint_bucket: str | None) -> dict | None:
+    """The template's statements for the buckets given (one copy per data bucket); None when there are none."""
+    statements = []
+    for st in template["Statement"]:
+        text = json.dumps(st)
+        if _DATA in text:
+            for i, bucket in enumerate(data_buckets):
+                copied = json.loads(text.replace(_DATA, bucket))
+                copied["Sid"] = st["Sid"].replace("ReplaceExampleDataBucketWithYours", "") + (str(i + 1) if i else "")
+                statements.append(copied)
+        elif _CHECKPOINTS in text:
+            if checkpoint_bucket:
+                copied = json.loads(text.replace(_CHECKPOINTS, checkpoint_bucket))
+                copied["Sid"] = st["Sid"].replace("ReplaceExampleCheckpointBucketWithYours", "")
+                statements.append(copied)
+        else:
+            statements.append(copy.deepcopy(st))
+    return {"Version": template["Version"], "Statement": statements} if statements else None
+
+
+def init(settings: Settings, data_buckets: tuple[str, ...] = (), checkpoint_bucket: str | None = None) -> iam.RoleSetup:
+    data = list(dict.fromkeys(bucket_name(b, "--data-bucket") for b in data_buckets))
+    checkpoints = bucket_name(checkpoint_bucket, "--checkpoint-bucket") if checkpoint_bucket else None
+    policy = instance_role_policy(infra_document("instance-role-policy.json"), data, checkpoints)
+    return iam.ensure_instance_role(settings.region, ROLE, infra_document("instance-role-trust.json"), policy)
+
+
+def describe(setup: iam.RoleSetup) -> list[str]:
+    """What `orch init` did, a line each."""
+    lines = [f"role {setup.role}: " + ("created" if setup.role_created else
+                                         "trust policy updated" if setup.trust_updated else "already there")]
+    lines.append(f"role policy {iam.INLINE_POLICY}: " + {
+        "created": "created", "updated": "updated to the buckets given", "unchanged": "already as asked",
+        "none": "none (no bucket given: the instance may read no S3 data; add --data-bucket, --checkpoint-bucket)",
+        "kept": "kept as it was (no bucket given)"}[setup.policy])
+    lines.append(f"instance profile {setup.profile}: " + ("created" if setup.profile_created else "already there")
+                 + (f", role {setup.role} added" if setup.role_added_to_profile else ""))
+    return lines
