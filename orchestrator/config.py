@@ -42,10 +42,6 @@ def orch_home() -> Path:
     return Path(platformdirs.user_data_dir("orch", appauthor=False))
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[1]
-
-
 @dataclass(frozen=True)
 class Settings:
     """Long-lived user settings (config file < env < flags)."""
@@ -70,7 +66,7 @@ class Settings:
     # Where jobs live on the machine (`<remote_root>/<job>/{data,outputs}`). None: /mnt/orch (the
     # instance's NVMe disk, mounted by infra/bootstrap.sh) when it is there, else ~/orch.
     remote_root: str | None = None
-    bootstrap_script: str | None = None  # default: infra/bootstrap.sh next to the package
+    bootstrap_script: str | None = None  # default: infra/bootstrap.sh as orch ships it; "none": no user data
     wait_timeout_s: int = 600
     poll_interval_s: float = 3.0
 

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from orchestrator.config import ConfigError, repo_root
+from orchestrator import assets
+from orchestrator.config import ConfigError
 
 # Options orch itself gives `trainer train` (job.spec.trainer_command): a second one would silently win.
 SET_BY_ORCH = {
@@ -57,7 +58,7 @@ class TrainerCommand:
 
 def train_flags(path: Path | None = None) -> TrainerCommand | None:
     """What `trainer train` takes, or None when this install has no flags file."""
-    path = path or repo_root() / "trainer" / "train-flags.json"
+    path = path or assets.path("trainer/train-flags.json")
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
@@ -68,7 +69,7 @@ def train_flags(path: Path | None = None) -> TrainerCommand | None:
 
 
 def recipe_names() -> list[str]:
-    return sorted(p.stem for p in (repo_root() / "trainer" / "recipes").glob("*.toml"))
+    return sorted(p.stem for p in (assets.root() / "trainer" / "recipes").glob("*.toml"))
 
 
 def check_trainer_args(args: Sequence[str], check_options: bool = True, data: str | None = None) -> None:

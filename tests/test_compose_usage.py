@@ -6,14 +6,15 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import yaml
 
-from orchestrator.config import repo_root
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_usage_exports_what_the_user_field_reads_and_makes_out_first(tmp_path):
-    text = (repo_root() / "docker-compose.yml").read_text()
+    text = (REPO / "docker-compose.yml").read_text()
     service = yaml.safe_load(text)["services"]["trainer"]
     usage = [line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#   ")]
     steps = [line.split("  #")[0].strip() for line in usage]

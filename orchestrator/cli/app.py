@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import typer
 
+from orchestrator.assets import AssetsMissing
 from orchestrator.config import ConfigError, Settings, load_settings
 from orchestrator.errors import NoCheckpointSource
 from orchestrator.lifecycle.explain import friendly
@@ -97,7 +98,7 @@ def errors() -> Iterator[_Job]:
     except (ConfigError, NoCheckpointSource) as e:
         err(f"Error: {e}")
         raise typer.Exit(EXIT_USAGE) from None
-    except (StateError, RuntimeError) as e:
+    except (StateError, RuntimeError, AssetsMissing) as e:
         err(f"Error: {friendly(e) or e}")
         raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:

@@ -171,7 +171,7 @@ def print_plan(p: LaunchPlan) -> None:
                            if p.keep_volume else "deleted with the instance")),
         ("ssh from", p.ssh_cidr), ("key pair", p.key_name), ("security group", p.security_group_name),
         ("instance profile", p.iam_instance_profile or "-"),
-        ("user data", f"{len(p.user_data)} bytes" if p.user_data else "none (infra/bootstrap.sh not found)"),
+        ("user data", f"{len(p.user_data)} bytes" if p.user_data else "none (bootstrap_script = \"none\": no autostop watcher)"),
         ("price", price),
     ]
     width = max(len(k) for k, _ in rows)

@@ -11,7 +11,8 @@ import json
 import re
 
 from orchestrator.cloud import iam
-from orchestrator.config import ConfigError, Settings, repo_root
+from orchestrator import assets
+from orchestrator.config import ConfigError, Settings
 
 ROLE = "orch-trainer"  # infra/iam-policy.json lets orch pass only roles named orch-trainer*
 _DATA, _CHECKPOINTS = "EXAMPLE-DATA-BUCKET", "EXAMPLE-CHECKPOINT-BUCKET"
@@ -19,7 +20,7 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 def infra_document(name: str) -> dict:
-    return json.loads((repo_root() / "infra" / name).read_text())
+    return json.loads(assets.path(f"infra/{name}").read_text())
 
 
 def bucket_name(value: str, flag: str) -> str:

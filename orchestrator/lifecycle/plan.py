@@ -7,7 +7,7 @@ from pathlib import Path
 from orchestrator.cloud import aws, catalog, pricing, quota
 from orchestrator.config import ConfigError, Settings, validate_job_name
 from orchestrator.errors import FlowError
-from orchestrator.lifecycle.userdata import render_user_data
+from orchestrator.lifecycle.userdata import bootstrap_script, render_user_data
 from orchestrator.records import LaunchConfig, LaunchPlan
 
 
@@ -20,6 +20,7 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
     validate_job_name(cfg.job)
     require_instance_profile(s)
     check_dataset(cfg)
+    bootstrap_script(s)  # a missing set-up script is refused before the cloud is asked anything
     info = catalog.instance_type_info(s.region, cfg.instance_type)
     ami = catalog.resolve_ami(s.region, s.ami_ssm_parameter, s.ami_owners, s.ami_name_pattern, cfg.ami)
     zones = catalog.offered_zones(s.region, cfg.instance_type)
@@ -48,8 +49,8 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
 def needs_instance_profile(what: str, why: str, otherwise: str = "") -> ConfigError:
     """The refusal for something the instance does in S3 with its own role, when it has none."""
     return ConfigError(
-        f"{what} needs --iam-instance-profile: {why}. Nothing was created. Create the profile once (the "
-        "commands are at the top of infra/bootstrap.sh; its policy is infra/instance-role-policy.json), then add "
+        f"{what} needs --iam-instance-profile: {why}. Nothing was created. Create the profile once with "
+        "`orch init --data-bucket BUCKET` (its policy is infra/instance-role-policy.json), then add "
         f"--iam-instance-profile orch-trainer (or set iam_instance_profile in config.toml){otherwise}.")
 
 

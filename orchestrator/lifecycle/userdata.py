@@ -5,7 +5,8 @@ import os
 import shlex
 from pathlib import Path
 
-from orchestrator.config import Settings, repo_root
+from orchestrator import assets
+from orchestrator.config import Settings
 from orchestrator.errors import FlowError
 from orchestrator.records import LaunchPlan
 
@@ -13,9 +14,26 @@ from orchestrator.records import LaunchPlan
 # --- user data --------------------------------------------------------------------------------
 
 
+NO_BOOTSTRAP = "none"  # bootstrap_script = "none": launch without user data, knowingly (no autostop watcher)
+
+
 def bootstrap_script(settings: Settings) -> Path | None:
-    path = Path(settings.bootstrap_script) if settings.bootstrap_script else repo_root() / "infra" / "bootstrap.sh"
-    return path if path.is_file() else None
+    """The instance's set-up script; None only when the user chose "none". A missing one is refused:
+    without it there is no watcher, and an instance whose job never starts bills until torn down."""
+    if settings.bootstrap_script and settings.bootstrap_script.strip().lower() == NO_BOOTSTRAP:
+        return None
+    if settings.bootstrap_script:
+        path = Path(settings.bootstrap_script).expanduser()
+        if not path.is_file():
+            raise FlowError(f"bootstrap_script {settings.bootstrap_script!r} (config.toml or $ORCH_BOOTSTRAP_SCRIPT) "
+                            "is not a file: without it the instance has no autostop watcher. Fix the path, leave "
+                            "it unset for orch's own infra/bootstrap.sh, or set it to \"none\" to launch without "
+                            "one knowingly. Nothing was created.")
+        return path
+    try:
+        return assets.path("infra/bootstrap.sh")
+    except assets.AssetsMissing as e:
+        raise FlowError(f"{e} Nothing was created.") from None
 
 
 def render_user_data(job: str, settings: Settings, price_per_hour: float | None) -> str:

@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timezone
 from typing import Callable, Iterator
 
-from orchestrator.config import repo_root
+from orchestrator import assets
 from orchestrator.errors import ContainerError, EngineUnreachable, JobError, NoGPUs
 from orchestrator.job.logtext import split_log_line
 from orchestrator.job.spec import trainer_command
@@ -245,7 +245,7 @@ class DockerRunner:
         base = spec.base_image or os.environ.get("ORCH_BASE_IMAGE") or None
         say(f"  trainer image on {self.where} (built once per content hash)")
         image, image_hash = ensure_image(  # the first build pulls the base: minutes, once
-            self.client, repo_root(), base, log=lambda text: say("    " + text) if text.startswith("Step ") else None)
+            self.client, assets.root(), base, log=lambda text: say("    " + text) if text.startswith("Step ") else None)
         say(f"  {image}")
         return image, image_hash
 

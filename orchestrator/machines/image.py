@@ -1,5 +1,7 @@
 """The trainer image: its build context (what the Dockerfile copies), content-hash tag, and the build.
 
+The context comes from `assets.root()`: the checkout, or the copy an installed wheel carries.
+
 Built once per content hash on each engine: a second job (or launch) on the same machine reuses it.
 """
 from __future__ import annotations
@@ -10,6 +12,7 @@ import tarfile
 from pathlib import Path
 from typing import Callable
 
+from orchestrator.assets import is_build_product
 from orchestrator.errors import ContainerError
 from orchestrator.labels import LABEL_IMAGE_HASH
 
@@ -29,7 +32,7 @@ def _context_members(root: Path) -> list[tuple[str, Path | None]]:
         for path in sorted((root / tree).rglob("*")):
             # Not what a local install built in place (bytecode, trainer._jpegcrop's .so for this
             # machine's Python): the image builds its own.
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".so"):
+            if path.is_file() and not is_build_product(path.relative_to(root)):
                 members.append((path.relative_to(root).as_posix(), path))
     return members
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import repo_root
 from tests.conftest import require
+
+REPO = Path(__file__).resolve().parents[2]
 
 SYNC = """
 import json, sys
@@ -43,7 +44,7 @@ def sync_as_a_user(data: Path, dest: Path) -> dict:
         require(shutil.which("setpriv") is not None, "setpriv (util-linux) is needed to sync as another user")
         prefix = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
     r = subprocess.run([*prefix, sys.executable, "-c", SYNC, str(data), str(dest)], capture_output=True, text=True,
-                       timeout=120, cwd=repo_root(), env={**os.environ, "HOME": str(dest.parent)})
+                       timeout=120, cwd=REPO, env={**os.environ, "HOME": str(dest.parent)})
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 

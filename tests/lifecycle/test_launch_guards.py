@@ -18,7 +18,8 @@ import pytest
 
 from orchestrator.cloud import instances as cloud_instances
 from orchestrator.cloud import pricing
-from orchestrator.config import Settings, orch_home, repo_root
+from orchestrator import assets
+from orchestrator.config import Settings, orch_home
 from orchestrator.errors import JobError
 from orchestrator.lifecycle.keys import write_private_file
 from orchestrator.lifecycle.resume import recorded_launch
@@ -121,7 +122,7 @@ def test_a_spot_quota_too_low_at_preflight_starts_on_demand_at_its_price(aws, or
 
 
 def test_the_iam_policy_lets_the_first_spot_request_create_only_the_spot_role():
-    policy = json.loads((repo_root() / "infra" / "iam-policy.json").read_text())
+    policy = json.loads((assets.root() / "infra" / "iam-policy.json").read_text())
     (st,) = [s for s in policy["Statement"] if "iam:CreateServiceLinkedRole" in json.dumps(s["Action"])]
     assert st["Action"] == "iam:CreateServiceLinkedRole" and st["Effect"] == "Allow"
     assert st["Resource"] == "arn:aws:iam::*:role/aws-service-role/spot.amazonaws.com/*"
@@ -245,7 +246,7 @@ def test_a_failed_job_start_says_when_the_instance_stops_billing(aws, orch, job_
     assert "until autostop or teardown" not in said
     assert [idle_minutes(m) for m in (0, 1, 15, 30, 90)] == [0, 10, 30, 60, 120]
 
-    monkeypatch.setenv("ORCH_BOOTSTRAP_SCRIPT", "/nonexistent/bootstrap.sh")  # no watcher on the machine
+    monkeypatch.setenv("ORCH_BOOTSTRAP_SCRIPT", "none")  # no watcher on the machine, knowingly
     job_calls.fail_start = JobError("the dataset sync failed")
     r = launch(orch, "life5", "--data", "demo")
     assert r.exit_code == 1 and "(it bills until `orch teardown life5`):" in r.output
@@ -278,3 +279,16 @@ def test_demo_data_without_trainer_arguments_trains_the_demo_recipe(aws, orch, j
     assert "demo recipe" not in r.output
     assert job_calls.started[-1][1].trainer_args == ("--arch", "resnet18", "--epochs", "1")
 
+
+
+def test_a_bootstrap_script_that_is_not_there_is_refused_before_anything_is_created(aws, orch, job_calls, monkeypatch):
+    monkeypatch.setenv("ORCH_BOOTSTRAP_SCRIPT", "/nonexistent/bootstrap.sh")
+    r = launch(orch, "nobs", "--data", "demo")
+    said = re.sub(r"\s+", " ", r.output)
+    assert r.exit_code == 1 and "bootstrap_script '/nonexistent/bootstrap.sh'" in said
+    assert "no autostop watcher" in said and "Nothing was created." in said
+    assert aws.run_calls == [] and not any(tagged("nobs").values())
+
+    monkeypatch.setenv("ORCH_BOOTSTRAP_SCRIPT", "none")  # chosen knowingly: launched, and the plan says so
+    r = launch(orch, "nobs", "--data", "demo", "--dry-run")
+    assert r.exit_code == 0 and 'none (bootstrap_script = "none": no autostop watcher)' in r.output

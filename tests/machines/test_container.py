@@ -20,7 +20,7 @@ import pytest
 
 from orchestrator.records import JobSpec
 from orchestrator.labels import LABEL_CREATED_BY, LABEL_IMAGE_HASH, LABEL_JOB, LABEL_OUTPUTS, container_name
-from orchestrator.config import repo_root
+from orchestrator import assets
 from orchestrator.errors import JobError
 from orchestrator.job import logtext
 from orchestrator.job.logs import parse_since
@@ -45,7 +45,7 @@ start_job, job_status, stop_job, follow_logs, fetch_weights = (
 def trainer_image(docker_engine, base_image):  # noqa: F811
     client = docker_engine.client()
     try:
-        tag, _ = ensure_image(client, repo_root(), base_image)
+        tag, _ = ensure_image(client, assets.root(), base_image)
     finally:
         client.close()
     return tag
@@ -99,9 +99,9 @@ def test_image_builds_from_the_dockerfile_on_the_base(docker_engine, base_image,
                                   "import torch, trainer; print(torch.__file__)"], remove=True, network_mode="none")
     assert b"/usr/local/lib/python3.11/dist-packages/torch/" in probe
     # an unchanged context is a cache hit: the tag names the content, nothing is built again
-    first, _ = ensure_image(client, repo_root(), base_image)
+    first, _ = ensure_image(client, assets.root(), base_image)
     started = time.monotonic()
-    again, _ = ensure_image(client, repo_root(), base_image)
+    again, _ = ensure_image(client, assets.root(), base_image)
     assert again == first and time.monotonic() - started < 10
     client.close()
 
@@ -237,7 +237,7 @@ def test_bootstrap_watcher_shuts_down_after_the_job_ends(docker_engine, base_ima
     env = {**os.environ, "DOCKER_HOST": docker_engine.base_url, "ORCH_AUTOSTOP_MINUTES": "0.05",
            "ORCH_WATCH_INTERVAL_S": "1", "ORCH_SHUTDOWN_CMD": f"touch {marker}",
            "ORCH_STATE_DIR": str(tmp_path / "state"), "ORCH_LOG": str(tmp_path / "watch.log")}
-    watcher = subprocess.Popen(["bash", str(repo_root() / "infra" / "bootstrap.sh"), "watch"], env=env,
+    watcher = subprocess.Popen(["bash", str(assets.root() / "infra" / "bootstrap.sh"), "watch"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(4)
@@ -254,7 +254,7 @@ def test_bootstrap_watcher_shuts_down_after_the_job_ends(docker_engine, base_ima
 
 
 def test_iam_policy_changes_only_orch_tagged_resources():
-    policy = json.loads((repo_root() / "infra" / "iam-policy.json").read_text())
+    policy = json.loads((assets.root() / "infra" / "iam-policy.json").read_text())
     for st in policy["Statement"]:
         actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
         assert all("*" not in a for a in actions), st["Sid"]  # no wildcard actions
@@ -264,7 +264,7 @@ def test_iam_policy_changes_only_orch_tagged_resources():
             assert st["Condition"]["Null"] == {"aws:ResourceTag/orch:job": "false"}, st["Sid"]
         if "ec2:CreateTags" in actions:
             assert "ec2:CreateAction" in st["Condition"]["StringEquals"]
-    role = json.loads((repo_root() / "infra" / "instance-role-policy.json").read_text())
+    role = json.loads((assets.root() / "infra" / "instance-role-policy.json").read_text())
     role_actions = {a for st in role["Statement"] for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
     assert role_actions <= {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"}
 

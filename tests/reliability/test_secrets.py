@@ -81,7 +81,7 @@ def test_launch_keeps_credentials_home_and_locks_the_door(aws, orch, job_calls, 
     r = orch("launch", "--instance", "g4dn.xlarge", "--name", "sec", "--ssh-cidr", CIDR, "--dry-run")
     assert r.exit_code == 0, r.output
     outputs.append(r.output)
-    assert "bytes" in r.output and "infra/bootstrap.sh not found" not in r.output
+    assert "bytes" in r.output and "no autostop watcher" not in r.output
 
     r = orch("launch", "--instance", "g4dn.xlarge", "--name", "sec", "--ssh-cidr", CIDR)
     assert r.exit_code == 0, r.output
