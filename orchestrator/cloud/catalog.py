@@ -87,6 +87,39 @@ def instance_type_info(region: str, instance_type: str) -> InstanceTypeInfo:
     )
 
 
+# GPU families the Deep Learning Base OSS Nvidia Driver AMI cannot drive: its open NVIDIA kernel modules
+# need Turing or later (the AMI's release notes list G4dn, G5, G6, G6e, Gr6, P4, P5 and later), and
+# x86 images run no Arm or AMD GPU instance. Such a launch would boot and bill before the container fails.
+DLAMI_UNSUPPORTED = {
+    "p2": "NVIDIA K80 (Kepler)", "g3": "NVIDIA M60 (Maxwell)", "g3s": "NVIDIA M60 (Maxwell)",
+    "p3": "NVIDIA V100 (Volta)", "p3dn": "NVIDIA V100 (Volta)", "g4ad": "AMD Radeon Pro V520",
+    "g5g": "NVIDIA T4G on Arm (Graviton2)",
+}
+# Their GPUs per size (frozen families: AWS adds no sizes), for alternatives of the same size before a call.
+DLAMI_UNSUPPORTED_GPUS = {
+    "p2.8xlarge": 8, "p2.16xlarge": 16, "g3.8xlarge": 2, "g3.16xlarge": 4, "p3.8xlarge": 4, "p3.16xlarge": 8,
+    "p3dn.24xlarge": 8, "g4ad.8xlarge": 2, "g4ad.16xlarge": 4, "g5g.16xlarge": 2, "g5g.metal": 2,
+}  # every other size of these families has one
+# What to take instead, smallest GPU count first, then cheapest: (type, GPUs).
+DLAMI_ALTERNATIVES = (
+    ("g4dn.xlarge", 1), ("g6.xlarge", 1), ("g5.xlarge", 1),
+    ("g4dn.12xlarge", 4), ("g6.12xlarge", 4), ("g5.12xlarge", 4),
+    ("g6.48xlarge", 8), ("g5.48xlarge", 8), ("p4d.24xlarge", 8),
+)
+
+
+def dlami_unsupported(instance_type: str) -> str | None:
+    """The GPU of a type the Deep Learning AMI cannot drive, else None."""
+    return DLAMI_UNSUPPORTED.get(instance_type.split(".")[0])
+
+
+def dlami_alternatives(gpus: int) -> list[str]:
+    """Supported types with at least `gpus` GPUs, from the smallest such count."""
+    fits = [(name, n) for name, n in DLAMI_ALTERNATIVES if n >= max(gpus, 1)]
+    least = min((n for _, n in fits), default=None)
+    return [name for name, n in fits if n == least] or [name for name, n in DLAMI_ALTERNATIVES if n == 8]
+
+
 def _closest_types(ec2: Any, instance_type: str) -> list[str]:
     """The nearest valid names: within the family when it exists (one small call), else all."""
     family = instance_type.split(".")[0]

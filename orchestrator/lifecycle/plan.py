@@ -21,6 +21,8 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
     require_instance_profile(s)
     check_dataset(cfg)
     bootstrap_script(s)  # a missing set-up script is refused before the cloud is asked anything
+    if cfg.ami is None:  # by name, before the cloud is asked: with their own AMI, users bring their driver
+        refuse_unsupported(cfg.instance_type, s)
     info = catalog.instance_type_info(s.region, cfg.instance_type)
     ami = catalog.resolve_ami(s.region, s.ami_ssm_parameter, s.ami_owners, s.ami_name_pattern, cfg.ami)
     zones = catalog.offered_zones(s.region, cfg.instance_type)
@@ -44,6 +46,21 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
         price_source=price.source if price else None,
         tags=launch_tags(cfg), keep_volume=cfg.keep_volume,
     )
+
+
+def refuse_unsupported(instance_type: str, s: Settings) -> None:
+    """A type the Deep Learning AMI cannot drive, refused by name with priced alternatives."""
+    gpu = catalog.dlami_unsupported(instance_type)
+    if gpu is None:
+        return
+    options = []
+    for name in catalog.dlami_alternatives(catalog.DLAMI_UNSUPPORTED_GPUS.get(instance_type, 1)):
+        price = pricing.table_price(name, s.region)
+        options.append(f"{name} (${price.usd_per_hour:.3f}/h on-demand, {price.source})" if price else name)
+    raise FlowError(
+        f"{instance_type} has {gpu} GPUs, which the Deep Learning Base AMI's NVIDIA driver cannot drive: it "
+        f"would boot and bill, then fail to start the container. Nothing was created. The closest supported "
+        f"types: {'; '.join(options)}. (With your own AMI and driver, pass --ami.)")
 
 
 def needs_instance_profile(what: str, why: str, otherwise: str = "") -> ConfigError:

@@ -292,3 +292,18 @@ def test_a_bootstrap_script_that_is_not_there_is_refused_before_anything_is_crea
     monkeypatch.setenv("ORCH_BOOTSTRAP_SCRIPT", "none")  # chosen knowingly: launched, and the plan says so
     r = launch(orch, "nobs", "--data", "demo", "--dry-run")
     assert r.exit_code == 0 and 'none (bootstrap_script = "none": no autostop watcher)' in r.output
+
+
+@pytest.mark.parametrize("instance_type, gpus, expect", [
+    ("p3.2xlarge", "NVIDIA V100 (Volta)", "g4dn.xlarge ($0.526/h on-demand"),
+    ("p3.8xlarge", "NVIDIA V100 (Volta)", "g4dn.12xlarge ($3.912/h on-demand"),
+    ("g3s.xlarge", "NVIDIA M60 (Maxwell)", "g5.xlarge ($1.006/h on-demand"),
+])
+def test_a_type_the_deep_learning_ami_cannot_drive_is_refused_with_priced_alternatives(
+        aws, orch, job_calls, instance_type, gpus, expect):
+    r = orch("launch", "--instance", instance_type, "--name", "old", "--ssh-cidr", CIDR, "--data", "demo", "--dry-run")
+    said = re.sub(r"\s+", " ", r.output)
+    assert r.exit_code == 1 and f"{instance_type} has {gpus} GPUs" in said, said
+    assert "Nothing was created" in said and expect in said and "pass --ami" in said
+    r = orch("launch", "--instance", instance_type, "--name", "old", "--ssh-cidr", CIDR, "--data", "demo")
+    assert r.exit_code == 1 and aws.run_calls == [] and not any(tagged("old").values())
