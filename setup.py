@@ -29,6 +29,8 @@ class BuildWithBundle(build_py):
         super().run()
         if self.editable_mode:  # an editable install reads the checkout itself
             return
+        if not (HERE / "orchestrator" / "assets.py").is_file():
+            return  # the trainer image's build context: the trainer alone, nothing of orch's to bundle
         assets = _assets()
         bundle = Path(self.build_lib) / "orchestrator" / assets.BUNDLE
         shutil.rmtree(bundle, ignore_errors=True)

@@ -9,6 +9,7 @@ Example `$ORCH_HOME/config.toml`:
     ssh_user = "ubuntu"
     ssh_proxy_command = "ssh -W %h:%p bastion"   # reach a private instance through a bastion
     iam_instance_profile = "orch-trainer"          # lets the instance read s3:// data
+    subnet_id = "subnet-0abc1234"                  # an account without a default VPC
     autostop_minutes = 30                          # passed to the instance via user data
 """
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Settings:
     ssh_proxy_command: str | None = None
     ssh_cidr: str | None = None  # None: detect the caller's public address as a /32
     iam_instance_profile: str | None = None
+    subnet_id: str | None = None  # None: the region's default VPC
     ami_ssm_parameter: str = DEFAULT_AMI_SSM_PARAMETER
     ami_owners: tuple[str, ...] = ("amazon",)
     ami_name_pattern: str = DEFAULT_AMI_NAME_PATTERN
@@ -77,7 +79,7 @@ _FLOAT_FIELDS = {"max_hours", "max_dollars", "poll_interval_s"}
 _BOOL_FIELDS = {"allow_on_demand_fallback", "live_prices"}
 _TUPLE_FIELDS = {"ami_owners"}
 _OPTIONAL = {
-    "ssh_proxy_command", "ssh_cidr", "iam_instance_profile", "autostop_minutes", "max_hours",
+    "ssh_proxy_command", "ssh_cidr", "iam_instance_profile", "subnet_id", "autostop_minutes", "max_hours",
     "max_dollars", "checkpoint_bucket", "bootstrap_script", "remote_root",
 }
 

@@ -85,6 +85,10 @@ class LaunchPlan:
     keep_volume: bool = False  # the root volume outlives the instance (DeleteOnTermination off, tagged)
     gpus: int = 0              # GPUs of the instance type (the trainer runs one process per GPU)
     gpu_name: str | None = None
+    vpc_id: str | None = None  # None: the default VPC
+    subnets: tuple[tuple[str, str], ...] = ()  # (zone, subnet id) the launch may use
+    public_ip: bool = False    # ask for a public address (a --subnet-id that gives none, no proxy command)
+    network: str = "default VPC"  # as the plan prints it
 
     @property
     def machine(self) -> str:

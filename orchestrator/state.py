@@ -40,6 +40,7 @@ class LaunchRecord:
     spot: bool = False
     checkpoint_bucket: str | None = None
     iam_instance_profile: str | None = None
+    subnet_id: str | None = None
     volume_gb: int | None = None
     remote_root: str | None = None
     recover: bool = False

@@ -32,6 +32,8 @@ def launch(
     ssh_user: Optional[str] = typer.Option(None, "--ssh-user", help="SSH user on the instance (default: ubuntu)."),
     ssh_proxy_command: Optional[str] = typer.Option(None, "--ssh-proxy-command", help="OpenSSH ProxyCommand to reach the instance (bastion, SSM)."),
     iam_instance_profile: Optional[str] = typer.Option(None, "--iam-instance-profile", help="Instance profile name (to read s3:// data)."),
+    subnet_id: Optional[str] = typer.Option(
+        None, "--subnet-id", help="Launch in this subnet (its VPC, its zone): for accounts without a default VPC."),
     autostop_minutes: Optional[int] = typer.Option(None, "--autostop-minutes", help="Shut the instance down N minutes after the job ends (0: never)."),
     max_hours: Optional[float] = typer.Option(None, "--max-hours", help="Hard cap: stop the job and the instance after this many hours."),
     max_dollars: Optional[float] = typer.Option(None, "--max-dollars", help="Hard cap in USD, from the hourly price."),
@@ -101,7 +103,7 @@ def launch(
             trainer_args=tuple(trainer_args or ()), instance=instance, name=name, region=region, zone=zone, spot=spot,
             on_demand_fallback=on_demand_fallback, volume_gb=volume_gb, volume_throughput=volume_throughput, ami=ami,
             dry_run=dry_run, ssh_cidr=ssh_cidr, ssh_user=ssh_user, ssh_proxy_command=ssh_proxy_command,
-            iam_instance_profile=iam_instance_profile, autostop_minutes=autostop_minutes, max_hours=max_hours,
+            iam_instance_profile=iam_instance_profile, subnet_id=subnet_id, autostop_minutes=autostop_minutes, max_hours=max_hours,
             max_dollars=max_dollars, checkpoint_bucket=checkpoint_bucket, target=target, data=data, image=image,
             gpus=gpus, remote_root=remote_root, resume=resume, resume_from=str(resume_from) if resume_from else None,
             recover=recover, max_recoveries=max_recoveries, keep_volume=keep_volume))
@@ -169,7 +171,7 @@ def print_plan(p: LaunchPlan) -> None:
         ("root volume", f"{p.volume_gb} GiB gp3, {p.volume_throughput} MiB/s, {p.root_device}, "
                         + ("kept after the instance (tag orch:keep-volume=on); the job's outputs are written on it"
                            if p.keep_volume else "deleted with the instance")),
-        ("ssh from", p.ssh_cidr), ("key pair", p.key_name), ("security group", p.security_group_name),
+        ("network", p.network), ("ssh from", p.ssh_cidr), ("key pair", p.key_name), ("security group", p.security_group_name),
         ("instance profile", p.iam_instance_profile or "-"),
         ("user data", f"{len(p.user_data)} bytes" if p.user_data else "none (bootstrap_script = \"none\": no autostop watcher)"),
         ("price", price),

@@ -26,6 +26,7 @@ TAG_CHECKPOINT_BUCKET = "orch:checkpoint-bucket"
 TAG_RECOVER = "orch:recover"
 TAG_KEEP_VOLUME = "orch:keep-volume"  # on the instance and its root volume: it outlives the instance
 TAG_INSTANCE_PROFILE = "orch:iam-instance-profile"  # what a resume on another laptop launches with again
+TAG_SUBNET = "orch:subnet"  # --subnet-id, likewise
 CREATED_BY = "orch"
 CAPACITY_ERRORS = {
     "InsufficientInstanceCapacity",

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from orchestrator.cloud.aws import ProviderError, UnknownInstanceType, client, error_code, is_boto_error
-from orchestrator.cloud.network import default_subnets
 from orchestrator.records import InstanceTypeInfo
 
 # --- AMI and instance types -------------------------------------------------------------------
@@ -87,19 +86,23 @@ def instance_type_info(region: str, instance_type: str) -> InstanceTypeInfo:
     )
 
 
-# GPU families the Deep Learning Base OSS Nvidia Driver AMI cannot drive: its open NVIDIA kernel modules
-# need Turing or later (the AMI's release notes list G4dn, G5, G6, G6e, Gr6, P4, P5 and later), and
-# x86 images run no Arm or AMD GPU instance. Such a launch would boot and bill before the container fails.
-DLAMI_UNSUPPORTED = {
-    "p2": "NVIDIA K80 (Kepler)", "g3": "NVIDIA M60 (Maxwell)", "g3s": "NVIDIA M60 (Maxwell)",
-    "p3": "NVIDIA V100 (Volta)", "p3dn": "NVIDIA V100 (Volta)", "g4ad": "AMD Radeon Pro V520",
-    "g5g": "NVIDIA T4G on Arm (Graviton2)",
+# Types the Deep Learning Base OSS Nvidia Driver AMI cannot drive, with their GPUs: its open NVIDIA kernel
+# modules need Turing or later (the AMI's release notes list G4dn, G5, G6, G6e, Gr6, P4, P5 and later), and
+# an x86 image runs no Arm or AMD GPU instance. Such a launch would boot and bill before the container
+# fails. Every size, named (the families are frozen: AWS adds none), so a typo is still "no such type".
+_OLD = {"p2": "NVIDIA K80 (Kepler)", "g3": "NVIDIA M60 (Maxwell)", "p3": "NVIDIA V100 (Volta)",
+        "g4ad": "AMD Radeon Pro V520", "g5g": "NVIDIA T4G on Arm (Graviton2)"}
+DLAMI_UNSUPPORTED = {  # type -> (GPU, how many)
+    **{f"p2.{s}": (_OLD["p2"], n) for s, n in (("xlarge", 1), ("8xlarge", 8), ("16xlarge", 16))},
+    "g3s.xlarge": (_OLD["g3"], 1),
+    **{f"g3.{s}": (_OLD["g3"], n) for s, n in (("4xlarge", 1), ("8xlarge", 2), ("16xlarge", 4))},
+    **{f"p3.{s}": (_OLD["p3"], n) for s, n in (("2xlarge", 1), ("8xlarge", 4), ("16xlarge", 8))},
+    "p3dn.24xlarge": (_OLD["p3"], 8),
+    **{f"g4ad.{s}": (_OLD["g4ad"], n) for s, n in (("xlarge", 1), ("2xlarge", 1), ("4xlarge", 1), ("8xlarge", 2),
+                                                    ("16xlarge", 4))},
+    **{f"g5g.{s}": (_OLD["g5g"], n) for s, n in (("xlarge", 1), ("2xlarge", 1), ("4xlarge", 1), ("8xlarge", 1),
+                                                   ("16xlarge", 2), ("metal", 2))},
 }
-# Their GPUs per size (frozen families: AWS adds no sizes), for alternatives of the same size before a call.
-DLAMI_UNSUPPORTED_GPUS = {
-    "p2.8xlarge": 8, "p2.16xlarge": 16, "g3.8xlarge": 2, "g3.16xlarge": 4, "p3.8xlarge": 4, "p3.16xlarge": 8,
-    "p3dn.24xlarge": 8, "g4ad.8xlarge": 2, "g4ad.16xlarge": 4, "g5g.16xlarge": 2, "g5g.metal": 2,
-}  # every other size of these families has one
 # What to take instead, smallest GPU count first, then cheapest: (type, GPUs).
 DLAMI_ALTERNATIVES = (
     ("g4dn.xlarge", 1), ("g6.xlarge", 1), ("g5.xlarge", 1),
@@ -108,9 +111,9 @@ DLAMI_ALTERNATIVES = (
 )
 
 
-def dlami_unsupported(instance_type: str) -> str | None:
-    """The GPU of a type the Deep Learning AMI cannot drive, else None."""
-    return DLAMI_UNSUPPORTED.get(instance_type.split(".")[0])
+def dlami_unsupported(instance_type: str) -> tuple[str, int] | None:
+    """(GPU, count) of a type the Deep Learning AMI cannot drive, else None."""
+    return DLAMI_UNSUPPORTED.get(instance_type)
 
 
 def dlami_alternatives(gpus: int) -> list[str]:
@@ -133,8 +136,8 @@ def _closest_types(ec2: Any, instance_type: str) -> list[str]:
     return []
 
 
-def offered_zones(region: str, instance_type: str) -> tuple[str, ...]:
-    """AZs that offer the type and have a default subnet, in name order."""
+def offered_zones(region: str, instance_type: str, with_subnet: Iterable[str]) -> tuple[str, ...]:
+    """Of the zones where the launch has a subnet, those that offer the type, in name order."""
     ec2 = client("ec2", region)
     offered = {
         o["Location"]
@@ -143,5 +146,4 @@ def offered_zones(region: str, instance_type: str) -> tuple[str, ...]:
             Filters=[{"Name": "instance-type", "Values": [instance_type]}],
         )["InstanceTypeOfferings"]
     }
-    subnets = default_subnets(region)
-    return tuple(sorted(z for z in subnets if z in offered))
+    return tuple(sorted(z for z in with_subnet if z in offered))

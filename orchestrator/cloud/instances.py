@@ -23,7 +23,6 @@ from orchestrator.cloud.aws import (
     job_filter,
     tags_for,
 )
-from orchestrator.cloud.network import default_subnets
 from orchestrator.records import Instance, LaunchPlan
 
 # --- instances --------------------------------------------------------------------------------
@@ -85,6 +84,14 @@ def _client_token(job: str, zone: str, market: str, nonce: str) -> str:
     return f"orch-{job[:20]}-{digest}"
 
 
+def _interface(subnet_id: str, group_id: str, public_ip: bool) -> dict[str, Any]:
+    """The instance's network: a public address is asked for on its own interface (EC2 allows it nowhere else)."""
+    if public_ip:
+        return {"NetworkInterfaces": [{"DeviceIndex": 0, "SubnetId": subnet_id, "Groups": [group_id],
+                                       "AssociatePublicIpAddress": True, "DeleteOnTermination": True}]}
+    return {"SubnetId": subnet_id, "SecurityGroupIds": [group_id]}
+
+
 def run_instance(plan: LaunchPlan, security_group_id: str, log: Callable[[str], None] = lambda _: None,
                  on_demand_user_data: str | None = None) -> Instance:
     """Start the job's instance: each AZ in turn on a capacity error; spot, then on-demand if allowed.
@@ -93,11 +100,11 @@ def run_instance(plan: LaunchPlan, security_group_id: str, log: Callable[[str], 
     --max-dollars cap counts at the on-demand price); None: the plan's.
     """
     ec2 = client("ec2", plan.region)
-    subnets = default_subnets(plan.region)
+    subnets = dict(plan.subnets)
     zones = [z for z in plan.zones if z in subnets]
     if not zones:
         raise CapacityError(f"{plan.instance_type} is not offered in any AZ of {plan.region} with a "
-                            "default subnet. Try another region with --region.")
+                            f"subnet ({plan.network}). Try another region with --region, or another --subnet-id.")
     markets = [True, False] if plan.spot and plan.allow_on_demand_fallback else [plan.spot]
     nonce = uuid.uuid4().hex[:12]
     failures: list[str] = []
@@ -112,8 +119,7 @@ def run_instance(plan: LaunchPlan, security_group_id: str, log: Callable[[str], 
                 MinCount=1,
                 MaxCount=1,
                 KeyName=plan.key_name,
-                SecurityGroupIds=[security_group_id],
-                SubnetId=subnets[zone],
+                **_interface(subnets[zone], security_group_id, plan.public_ip),
                 Placement={"AvailabilityZone": zone},
                 BlockDeviceMappings=[{
                     "DeviceName": plan.root_device,

@@ -104,7 +104,7 @@ def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
 
     with phase("key pair and security group", say):
         key = ensure_key(p.region, cfg.job, in_use=bool(existing))
-        group_id = network.ensure_security_group(p.region, cfg.job, p.ssh_cidr)
+        group_id = network.ensure_security_group(p.region, cfg.job, p.ssh_cidr, p.vpc_id)
         state.update(cfg.job, key_name=key.name, key_path=str(key_path(cfg.job)), security_group_id=group_id)
 
     if existing:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from orchestrator.cloud import aws, catalog, pricing, quota
+from orchestrator.cloud import aws, catalog, network, pricing, quota
 from orchestrator.config import ConfigError, Settings, validate_job_name
 from orchestrator.errors import FlowError
 from orchestrator.lifecycle.userdata import bootstrap_script, render_user_data
@@ -25,14 +25,17 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
         refuse_unsupported(cfg.instance_type, s)
     info = catalog.instance_type_info(s.region, cfg.instance_type)
     ami = catalog.resolve_ami(s.region, s.ami_ssm_parameter, s.ami_owners, s.ami_name_pattern, cfg.ami)
-    zones = catalog.offered_zones(s.region, cfg.instance_type)
+    net = network.network_for(s.region, s.subnet_id, via_proxy=bool(s.ssh_proxy_command))
+    zones = catalog.offered_zones(s.region, cfg.instance_type, [zone for zone, _ in net.subnets])
     if not zones:
-        raise FlowError(f"{cfg.instance_type} is not offered in any zone of {s.region}. "
-                        "Try another region with --region (e.g. us-east-1, us-west-2).")
+        where = f"the zone of --subnet-id {s.subnet_id}" if s.subnet_id else f"any zone of {s.region}"
+        raise FlowError(f"{cfg.instance_type} is not offered in {where}. Nothing was created. Try another "
+                        + ("subnet (in another zone)" if s.subnet_id else "region with --region (e.g. us-east-1, "
+                           "us-west-2)") + ".")
     if cfg.zone:
         if cfg.zone not in zones:
             raise FlowError(f"--zone {cfg.zone}: {cfg.instance_type} is offered in {', '.join(zones)} "
-                            f"of {s.region} (with a default subnet). Pick one of those, or leave --zone out.")
+                            f"of {s.region} (with a subnet: {net.described}). Pick one of those, or leave --zone out.")
         zones = (cfg.zone,)
     price = pricing.hourly_price(cfg.instance_type, s.region, spot=cfg.spot, live=s.live_prices)
     return LaunchPlan(
@@ -45,16 +48,18 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
         price_per_hour=price.usd_per_hour if price else None, gpus=info.gpus, gpu_name=info.gpu_name,
         price_source=price.source if price else None,
         tags=launch_tags(cfg), keep_volume=cfg.keep_volume,
+        vpc_id=net.vpc_id, subnets=net.subnets, public_ip=net.public_ip, network=net.described,
     )
 
 
 def refuse_unsupported(instance_type: str, s: Settings) -> None:
     """A type the Deep Learning AMI cannot drive, refused by name with priced alternatives."""
-    gpu = catalog.dlami_unsupported(instance_type)
-    if gpu is None:
+    found = catalog.dlami_unsupported(instance_type)
+    if found is None:
         return
+    gpu, count = found
     options = []
-    for name in catalog.dlami_alternatives(catalog.DLAMI_UNSUPPORTED_GPUS.get(instance_type, 1)):
+    for name in catalog.dlami_alternatives(count):
         price = pricing.table_price(name, s.region)
         options.append(f"{name} (${price.usd_per_hour:.3f}/h on-demand, {price.source})" if price else name)
     raise FlowError(
@@ -131,6 +136,8 @@ def launch_tags(cfg: LaunchConfig) -> tuple[tuple[str, str], ...]:
         tags.append((aws.TAG_CHECKPOINT_BUCKET, cfg.settings.checkpoint_bucket))
     if cfg.settings.iam_instance_profile:
         tags.append((aws.TAG_INSTANCE_PROFILE, cfg.settings.iam_instance_profile))
+    if cfg.settings.subnet_id:
+        tags.append((aws.TAG_SUBNET, cfg.settings.subnet_id))
     if cfg.recover:
         tags.append((aws.TAG_RECOVER, "on"))
     if cfg.keep_volume:

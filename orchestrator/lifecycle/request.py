@@ -37,6 +37,7 @@ class LaunchRequest:
     ssh_user: str | None = None
     ssh_proxy_command: str | None = None
     iam_instance_profile: str | None = None
+    subnet_id: str | None = None
     autostop_minutes: int | None = None
     max_hours: float | None = None
     max_dollars: float | None = None
@@ -83,6 +84,7 @@ def with_recorded(req: LaunchRequest) -> LaunchRequest:
         trainer_args=req.trainer_args or tuple(recorded.trainer_args), image=req.image or recorded.image,
         gpus=given(req.gpus, recorded.gpus), checkpoint_bucket=req.checkpoint_bucket or recorded.checkpoint_bucket,
         iam_instance_profile=req.iam_instance_profile or recorded.iam_instance_profile,
+        subnet_id=req.subnet_id or recorded.subnet_id,
         volume_gb=req.volume_gb or recorded.volume_gb, remote_root=req.remote_root or recorded.remote_root,
         recover=given(req.recover, recorded.recover), max_recoveries=given(req.max_recoveries, recorded.max_recoveries),
         keep_volume=given(req.keep_volume, recorded.keep_volume))
@@ -113,7 +115,7 @@ def configure(req: LaunchRequest) -> Launch:
     settings = load_settings(
         region=req.region, volume_gb=req.volume_gb, volume_throughput=req.volume_throughput, ssh_cidr=req.ssh_cidr,
         ssh_user=req.ssh_user, ssh_proxy_command=req.ssh_proxy_command, iam_instance_profile=req.iam_instance_profile,
-        allow_on_demand_fallback=req.on_demand_fallback, autostop_minutes=req.autostop_minutes,
+        subnet_id=req.subnet_id,        allow_on_demand_fallback=req.on_demand_fallback, autostop_minutes=req.autostop_minutes,
         max_hours=req.max_hours, max_dollars=req.max_dollars, checkpoint_bucket=req.checkpoint_bucket,
         remote_root=req.remote_root)
     job = req.name or time.strftime("job-%Y%m%d-%H%M%S")

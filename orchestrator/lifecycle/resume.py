@@ -28,7 +28,7 @@ def launch_record(cfg: LaunchConfig) -> state.LaunchRecord:
     return state.LaunchRecord(
         data=data, trainer_args=tuple(spec.trainer_args), image=spec.image, gpus=spec.gpus,
         instance_type=cfg.instance_type, region=s.region, spot=cfg.spot, checkpoint_bucket=s.checkpoint_bucket,
-        iam_instance_profile=s.iam_instance_profile, volume_gb=s.volume_gb, remote_root=s.remote_root,
+        iam_instance_profile=s.iam_instance_profile, subnet_id=s.subnet_id, volume_gb=s.volume_gb, remote_root=s.remote_root,
         recover=cfg.recover, max_recoveries=cfg.max_recoveries, keep_volume=cfg.keep_volume,
     )
 
@@ -48,6 +48,7 @@ def recorded_launch(job: str, settings: Settings) -> state.LaunchRecord | None:
     return state.LaunchRecord(instance_type=newest.instance_type, region=region, spot=newest.spot,
                               checkpoint_bucket=newest.tags.get(aws.TAG_CHECKPOINT_BUCKET),
                               iam_instance_profile=newest.tags.get(aws.TAG_INSTANCE_PROFILE),
+                              subnet_id=newest.tags.get(aws.TAG_SUBNET),
                               recover=newest.tags.get(aws.TAG_RECOVER) == "on",
                               keep_volume=newest.tags.get(aws.TAG_KEEP_VOLUME) == "on")
 
