@@ -3,7 +3,7 @@
 The instance's set-up script and the IAM policies (infra/), the Dockerfile and the trainer's build
 context, the trainer's flags file and recipes. From a checkout (or `pip install -e .`) they are read
 where they are; a wheel carries a copy of exactly these under `orchestrator/_bundle/`, in the same
-layout, which setup.py puts there at build time from `MEMBERS`. Either way `root()` is a folder that
+layout, which setup.py puts there at build time from `members()` (`FILES` and `TREES`). Either way `root()` is a folder that
 looks like a checkout, so the trainer image a wheel builds has the same content hash as the
 checkout's. Standard library only: setup.py imports this file on its own.
 """

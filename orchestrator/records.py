@@ -141,6 +141,69 @@ class Restore:
     volume_device: str | None = None  # its block device there; None: found by the volume id (Nitro NVMe serial)
 
 
+ENV_FILE_NAME = "env.json"  # beside the job's outputs on the machine, mode 600: the trainer's --env values
+ENV_IN_CONTAINER = "/run/orch/env.json"
+ENV_VARIABLE = "TRAINER_ENV_FILE"  # names the file for the trainer (trainer/envfile.py)
+
+
+class TrainerEnv:
+    """Environment variables for the trainer. Shown anywhere (repr, JSON), only the names appear.
+
+    Not a dataclass on purpose: `dataclasses.asdict` of a record holding one can't copy the values out."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: tuple[tuple[str, str], ...] = ()):
+        self.items = tuple(items)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, TrainerEnv) and other.items == self.items
+
+    def __hash__(self) -> int:
+        return hash(self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def __repr__(self) -> str:
+        return f"TrainerEnv({', '.join(self.names)})"
+
+    __str__ = __repr__
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.items)
+
+    def to_json(self) -> list[str]:  # what `--json` output and records may show
+        return list(self.names)
+
+    def file_bytes(self) -> bytes:
+        import json
+
+        return json.dumps(dict(self.items), indent=0).encode()
+
+
+@dataclass(frozen=True)
+class ImageRegistry:
+    """Where trainer images are kept between machines: the account's ECR repository (cloud/registry.py)."""
+
+    repository: str  # "<account>.dkr.ecr.<region>.amazonaws.com/orch-trainer"
+    region: str
+
+    @property
+    def host(self) -> str:
+        return self.repository.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class ImageReady:
+    """The trainer image a runner has ready, and how it got there."""
+
+    image: str  # "" for a runner without images (a local process)
+    content_hash: str = ""  # "" for an image given with --image
+    how: str = "given"  # "given" (--image or none needed), "found" (already on the engine), "pulled", "built"
+
+
 @dataclass(frozen=True)
 class JobSpec:
     job: str
@@ -154,6 +217,8 @@ class JobSpec:
     restore: Restore | None = None  # bring a checkpoint back before starting (--resume)
     outputs_root: str | None = None  # None: `<job root>/outputs`; else `<outputs_root>/<job>/outputs` (--keep-volume)
     autostop_minutes: int | None = None  # what the instance was told (--autostop-minutes); kept as a container label
+    registry: ImageRegistry | None = None  # the built image is pushed there, and pulled from there when built before
+    env: TrainerEnv = TrainerEnv()  # --env/--env-file: to the machine in a mode-600 file, nowhere else
 
 
 @dataclass(frozen=True)
@@ -171,6 +236,7 @@ class RunSpec:
     image_hash: str = ""
     created_by: str = "orch"
     labels: dict[str, str] = field(default_factory=dict)  # extra labels (the launch's data source, arguments, ...)
+    env_file: str = ""  # on the machine: the mode-600 file of --env values the trainer reads ("" for none)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs: a real sshd, a real Docker engine, Debian's
+# Debian packages the test suite needs: a real sshd, a real Docker engine and registry, Debian's
 # Fashion-MNIST (real data the trainer must learn), the tools that build test base images,
 # mkfs.ext4 (a loop-device filesystem stands for a kept EBS volume), and what builds the
 # trainer's one C extension, trainer._jpegcrop (a compiler, Python's and libjpeg's headers).
 # Installs only what is missing; needs root (CI runs as root). Elsewhere it prints what to install.
 set -euo pipefail
-pkgs=(openssh-server docker.io dataset-fashion-mnist busybox-static debootstrap netcat-openbsd rsync e2fsprogs
+pkgs=(openssh-server docker.io docker-registry dataset-fashion-mnist busybox-static debootstrap netcat-openbsd rsync e2fsprogs
       gcc libc6-dev python3-dev libjpeg-dev)
 missing=()
 for p in "${pkgs[@]}"; do

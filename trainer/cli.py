@@ -309,6 +309,9 @@ def models() -> None:
 
 
 def main() -> None:
+    from trainer.envfile import load_or_exit
+
+    load_or_exit()  # --env values from a launcher, before any command runs
     app()
 
 

@@ -58,7 +58,10 @@ def err(message: str) -> None:
 
 
 def jsonable(value: Any) -> Any:
-    """Records as JSON values: dataclasses as objects, paths and tuples as strings and lists."""
+    """Records as JSON values: dataclasses as objects, paths and tuples as strings and lists; a value with
+    its own `to_json` (job.env.TrainerEnv: names, never values) as that says."""
+    if callable(getattr(value, "to_json", None)):
+        return value.to_json()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):

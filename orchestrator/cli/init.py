@@ -17,8 +17,8 @@ def init(
     region: Optional[str] = typer.Option(None, "--region", help="AWS region (IAM is global; this picks the endpoint)."),
     as_json: bool = json_option(),
 ) -> None:
-    """Create (or bring up to date) the orch-trainer instance role and profile that s3:// data and
-    checkpoint buckets need, from the policies in infra/. Safe to run again: it changes only what differs.
+    """Create (or bring up to date) the orch-trainer instance role and profile that s3:// data,
+    checkpoint buckets and the trainer image in ECR need, from the policies in infra/. Safe to run again: it changes only what differs.
 
     \b
     Example: orch init --data-bucket s3://my-datasets --checkpoint-bucket s3://my-bucket/orch-ckpt
@@ -31,7 +31,7 @@ def init(
         if as_json:
             out_json({**jsonable(setup), "changed": setup.changed})
             return
-        for line in lifecycle_init.describe(setup):
+        for line in lifecycle_init.describe(setup, buckets_given=bool(data_bucket or checkpoint_bucket)):
             out(line)
         out(f"Launch with --iam-instance-profile {setup.profile} (or set iam_instance_profile = \"{setup.profile}\" "
             "in config.toml); `orch doctor` checks it.")

@@ -71,6 +71,13 @@ def launch(
         help="Keep the root EBS volume when the instance goes (spot reclaim, autostop), and write the job's outputs "
              "(checkpoints, metrics) on it, in ~/orch/JOB/outputs, e.g. orch launch --spot --keep-volume ... "
              "`orch teardown JOB` still deletes it unless given --keep-volume too. It bills until deleted."),
+    env: Optional[List[str]] = typer.Option(
+        None, "--env", help="KEY=VALUE for the trainer's environment, e.g. --env WANDB_API_KEY=... (repeatable). The "
+                            "value goes to the machine in a mode-600 file only: never in tags, labels, user data, "
+                            "the state file, logs or status. Not recorded: give it again with --resume."),
+    env_file: Optional[List[Path]] = typer.Option(
+        None, "--env-file", help="A file of KEY=VALUE lines (# comments, `export`, quotes allowed), e.g. --env-file "
+                                 ".env; --env wins for a key in both. Handled like --env."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan (with --dry-run) or the started job as JSON on "
                                                        "stdout; progress goes to stderr."),
 ) -> None:
@@ -90,6 +97,9 @@ def launch(
 
     \b
     Example (outputs that outlive the instance): orch launch --instance g4dn.xlarge --spot --keep-volume --data demo
+
+    \b
+    Example (a secret for the trainer): orch launch --instance g4dn.2xlarge --data demo --env-file .env
     """
     # lifecycle/ is imported when a command runs, never with the CLI: `orch --help` loads no SSH, Docker or AWS code.
     from orchestrator.lifecycle import launch as launcher
@@ -106,7 +116,8 @@ def launch(
             iam_instance_profile=iam_instance_profile, subnet_id=subnet_id, autostop_minutes=autostop_minutes, max_hours=max_hours,
             max_dollars=max_dollars, checkpoint_bucket=checkpoint_bucket, target=target, data=data, image=image,
             gpus=gpus, remote_root=remote_root, resume=resume, resume_from=str(resume_from) if resume_from else None,
-            recover=recover, max_recoveries=max_recoveries, keep_volume=keep_volume))
+            recover=recover, max_recoveries=max_recoveries, keep_volume=keep_volume, env=tuple(env or ()),
+            env_files=tuple(str(f) for f in env_file or ())))
         cfg = launch_.config
         job_name = about.name = cfg.job
         about.generated = launch_.name_was_made_up

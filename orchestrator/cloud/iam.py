@@ -85,6 +85,16 @@ def ensure_instance_role(region: str, name: str, trust: dict, policy: dict | Non
     return RoleSetup(name, name, role_created, trust_updated, state, profile_created, added)
 
 
+def role_policy(region: str, name: str) -> dict | None:
+    """The role's inline policy (`INLINE_POLICY`), or None when it has none (or there is no such role)."""
+    try:
+        return _document(client("iam", region).get_role_policy(RoleName=name, PolicyName=INLINE_POLICY)["PolicyDocument"])
+    except Exception as e:
+        if error_code(e) != _NOT_FOUND:
+            raise
+        return None
+
+
 def instance_profile_roles(region: str, name: str) -> list[str] | None:
     """The roles in instance profile `name`; None when there is no such profile."""
     try:

@@ -26,9 +26,9 @@ def default_vpc(region: str) -> str:
     return vpcs[0]["VpcId"]
 
 
-def default_subnets(region: str) -> dict[str, str]:
+def default_subnets(region: str, vpc_id: str) -> dict[str, str]:
     subnets = client("ec2", region).describe_subnets(Filters=[
-        {"Name": "vpc-id", "Values": [default_vpc(region)]},
+        {"Name": "vpc-id", "Values": [vpc_id]},
         {"Name": "default-for-az", "Values": ["true"]},
     ])["Subnets"]
     return {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
@@ -38,8 +38,8 @@ def network_for(region: str, subnet_id: str | None, via_proxy: bool) -> Network:
     """The default VPC's subnets, or the one subnet given (a public address asked for when it gives none
     and SSH goes straight to the instance)."""
     if not subnet_id:
-        subnets = default_subnets(region)
-        return Network(default_vpc(region), tuple(sorted(subnets.items())))
+        vpc = default_vpc(region)
+        return Network(vpc, tuple(sorted(default_subnets(region, vpc).items())))
     try:
         found = client("ec2", region).describe_subnets(SubnetIds=[subnet_id])["Subnets"]
     except Exception as e:

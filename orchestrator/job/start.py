@@ -8,6 +8,11 @@ the machine's to answer.
 A job whose trainer exists (in any state) keeps the folders its labels name: its checkpoints are
 there. A start that finds it running changes nothing and says what it did not apply.
 
+The trainer image is ready by content hash: already on the machine, pulled from the account's
+registry (`JobSpec.registry`, with the machine's own credentials) when an earlier machine built it,
+else built there and pushed in the background for the next one. The pull or build runs while the
+data moves (a demo dataset is made by the image, so it waits for it).
+
 Under the instance's hard cap (its watcher stops the container there), the trainer gets `--max-hours`
 for what is left of it when the container starts, less a margin (`trainer_args.budget_under_cap`), so
 it saves and exits first; a cap too near its end is refused before the sync (`trainer_args.CapSpent`).
@@ -20,15 +25,17 @@ import json
 import posixpath
 import shlex
 import sys
+import threading
 from dataclasses import replace
+from typing import Callable
 
-from orchestrator.errors import NoGPUs
+from orchestrator.errors import JobError, NoGPUs
 from orchestrator.job.control import last_metrics, to_status, trainer_on
 from orchestrator.job.restore import restore_checkpoints
 from orchestrator.job.spec import created_by, data_source, launched_args, not_applied
 from orchestrator.labels import LABEL_AUTOSTOP, LABEL_DATA, LABEL_OUTPUTS, LABEL_SOURCE, LABEL_TRAINER_ARGS
 from orchestrator.machines.base import Machine, Say
-from orchestrator.records import ContainerStatus, JobSpec, RunSpec
+from orchestrator.records import ENV_FILE_NAME, ContainerStatus, ImageReady, JobSpec, RunSpec, TrainerEnv
 from orchestrator.trainer_args import budget_under_cap, max_hours_of, training_left_s, with_max_hours
 
 
@@ -43,6 +50,60 @@ def _trained_s(metrics: dict) -> float:
 def _uid_gid(session) -> str:
     ids = session.run("id -u; id -g", check=True).stdout.split()
     return f"{ids[0]}:{ids[1]}"
+
+
+class _Background:
+    """One call on a daemon thread: a failed sync is reported at once, not after a build it did not need."""
+
+    def __init__(self, call: Callable[[], ImageReady]):
+        self._call, self._value, self._error = call, None, None
+        self._thread = threading.Thread(target=self._run, name="orch-image", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._call()
+        except BaseException as e:  # handed to the caller
+            self._error = e
+
+    def result(self) -> ImageReady:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def write_env_file(session, path: str, env: TrainerEnv) -> str:
+    """The --env values in a mode-600 file on the machine (made unreadable to others before a byte is written)."""
+    stream = session.exec_stream(f"umask 077 && cat > {shlex.quote(path)}.tmp && mv -f {shlex.quote(path)}.tmp "
+                                 f"{shlex.quote(path)}")
+    try:
+        stream.stdin.write(env.file_bytes())
+        stream.close_stdin()
+        code = stream.wait(timeout=60)
+        if code != 0:
+            raise JobError(f"could not write the --env file {path} on {session.where} (exit {code}): "
+                           + stream.stderr.read()[-500:].decode(errors="replace"))
+    finally:
+        stream.close()
+    return path
+
+
+def _trainer_image(machine: Machine, session, runner, spec: JobSpec, say: Say) -> ImageReady:
+    """The trainer image on the machine: pulled from the account's registry when built before, else built
+    there and pushed (in the background) for the next machine. Without registry access, built as before."""
+    auth = None
+    if spec.registry is not None and not spec.image:
+        auth, why = machine.registry_auth(session, spec.registry)
+        if auth is None:
+            say(f"  the trainer image can't be kept in {spec.registry.repository} ({why}): building it on "
+                f"{session.where}. `orch init` gives the instance role what ECR needs.")
+    ready = runner.ensure_image(spec, say, auth)
+    if ready.how == "built" and auth is not None:
+        remote = machine.push_image(session, spec.registry, ready)
+        if remote:
+            say(f"  pushing it to {remote} in the background: later machines pull it instead of building")
+    return ready
 
 
 def start(machine: Machine, spec: JobSpec, say: Say | None = None) -> ContainerStatus:
@@ -68,8 +129,14 @@ def _start(machine: Machine, session, runner, spec: JobSpec, say: Say) -> Contai
         data_dir, outputs_dir = machine.folders(session, spec)
     session.run(f"mkdir -p {shlex.quote(data_dir)} {shlex.quote(outputs_dir)}", check=True)
     user = _uid_gid(session)
-    image, image_hash = runner.ensure_image(spec, say)
-    data_dir = machine.place_data(session, runner, spec, data_dir, image, user, say)
+    if spec.data == "demo":  # made by the image: one step after the other
+        ready = _trainer_image(machine, session, runner, spec, say)
+        data_dir = machine.place_data(session, runner, spec, data_dir, ready.image, user, say)
+    else:  # the image is pulled (or built) while the data moves
+        image_step = _Background(lambda: _trainer_image(machine, session, runner, spec, say))
+        data_dir = machine.place_data(session, runner, spec, data_dir, "", user, say)
+        ready = image_step.result()
+    image, image_hash = ready.image, ready.content_hash
 
     if spec.restore is not None:
         report = restore_checkpoints(session, spec.restore, spec.job, outputs_dir, say=say)
@@ -83,12 +150,14 @@ def _start(machine: Machine, session, runner, spec: JobSpec, say: Say) -> Contai
         trained = _trained_s(last_metrics(session, outputs_dir)) if continues_from else 0.0
         budget = budget_under_cap(cap.seconds, cap.elapsed_s, trained, max_hours_of(args))
         args = with_max_hours(args, budget.hours)
+    env_file = write_env_file(session, posixpath.join(posixpath.dirname(outputs_dir), ENV_FILE_NAME), spec.env) \
+        if spec.env else ""
     extra = {LABEL_SOURCE: data_source(spec), LABEL_TRAINER_ARGS: json.dumps(list(spec.trainer_args))}
     if spec.autostop_minutes is not None:
         extra[LABEL_AUTOSTOP] = str(spec.autostop_minutes)
     run = RunSpec(job=spec.job, image=image, trainer_args=args, data_dir=data_dir, outputs_dir=outputs_dir,
                   gpus=spec.gpus, user=user, max_restarts=spec.max_restarts, image_hash=image_hash,
-                  created_by=created_by(), labels=extra)
+                  created_by=created_by(), labels=extra, env_file=env_file)
     try:
         st = runner.run(run)
     except NoGPUs:

@@ -12,6 +12,8 @@ from typing import Iterator
 
 from orchestrator import state
 from orchestrator.cloud import aws, instances, network, volumes
+from orchestrator.cloud.aws import error_code, is_boto_error
+from orchestrator.cloud.registry import KEEP_IMAGES, ensure_repository
 from orchestrator.config import ConfigError, Settings, validate_job_name
 from orchestrator.errors import FlowError
 from orchestrator.job.restore import ATTACH_DEVICE
@@ -25,7 +27,7 @@ from orchestrator.lifecycle.resume import last_reclaimed, launch_record, resume_
 from orchestrator.lifecycle.userdata import autostop_of, billing_note, idle_minutes
 from orchestrator.machines.instance import ROOT_VOLUME_ROOT
 from orchestrator.paths import key_path
-from orchestrator.records import Instance, LaunchConfig, LaunchPlan
+from orchestrator.records import ImageRegistry, Instance, LaunchConfig, LaunchPlan
 from orchestrator.trainer_args import CapSpent
 
 
@@ -126,7 +128,11 @@ def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
         say(f"  {instance.public_ip or instance.private_ip}")
 
     if cfg.job_spec is not None:
-        spec = replace(cfg.job_spec, remote_root=s.remote_root, restore=restore,
+        registry = None
+        if cfg.job_spec.image is None:
+            with phase("trainer image repository (ECR)", say):
+                registry = _image_registry(p.region, say)
+        spec = replace(cfg.job_spec, remote_root=s.remote_root, restore=restore, registry=registry,
                        outputs_root=ROOT_VOLUME_ROOT if cfg.keep_volume else None)
         with _volume_attached(restore.volume_id if restore else None, instance, s, say):
             with phase("start the job" + (" (restoring its checkpoint)" if restore else ""), say):
@@ -147,6 +153,22 @@ def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
     if note:
         say(f"  {note}")
     return instance
+
+
+def _image_registry(region: str, say: Say) -> ImageRegistry | None:
+    """The account's trainer-image repository (made once); None, after saying why, when it can't be had."""
+    try:
+        setup = ensure_repository(region)
+    except Exception as e:
+        if not is_boto_error(e):
+            raise
+        why = error_code(e) or type(e).__name__
+        say(f"  no ECR repository ({why}): the instance builds the trainer image itself, as each new one will. "
+            f"infra/iam-policy.json allows what orch needs (ecr:DescribeRepositories, ecr:CreateRepository).")
+        return None
+    say(f"  {setup.registry.repository}"
+        + (f" (created; it keeps the {KEEP_IMAGES} newest images)" if setup.created else ""))
+    return setup.registry
 
 
 def _cap_spent(job: str, e: CapSpent) -> str:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from orchestrator.config import ConfigError, load_settings
 from orchestrator.lifecycle.machines import resolve_job
 from orchestrator.lifecycle.resume import recorded_launch
+from orchestrator.job.env import parse_env
 from orchestrator.records import JobSpec, LaunchConfig
 from orchestrator.trainer_args import check_trainer_args
 
@@ -52,6 +54,8 @@ class LaunchRequest:
     recover: bool | None = None
     max_recoveries: int | None = None
     keep_volume: bool | None = None
+    env: tuple[str, ...] = ()  # --env KEY=VALUE, as typed (values: never recorded)
+    env_files: tuple[str, ...] = ()  # --env-file FILE
 
 
 DEMO_ARGS = ("--recipe", "demo")
@@ -110,6 +114,9 @@ def configure(req: LaunchRequest) -> Launch:
         raise ConfigError("--keep-volume is for --target aws: a local job's outputs already stay on this machine")
     if req.target == "aws" and not req.instance:
         raise ConfigError("--instance is required for --target aws, e.g. --instance g4dn.2xlarge")
+    trainer_env = parse_env(req.env, [Path(f) for f in req.env_files])
+    if trainer_env and not req.data:
+        raise ConfigError("--env and --env-file are for the trainer: add --data PATH|demo|s3://...")
     if req.trainer_args and not req.data:
         raise ConfigError("trainer arguments after `--` need a dataset: add --data PATH|demo|s3://...")
     settings = load_settings(
@@ -129,7 +136,11 @@ def configure(req: LaunchRequest) -> Launch:
     if req.data:
         check_trainer_args(req.trainer_args, check_options=req.image is None,
                            data=req.data if req.target == "aws" else None)
+        if trainer_env and req.image:
+            warnings.append(f"--image {req.image}: its program gets the --env values only if it reads the JSON file "
+                            "$TRAINER_ENV_FILE names (orch's trainer does)")
         spec = JobSpec(job=job, data=req.data, image=req.image, trainer_args=tuple(req.trainer_args), gpus=gpus,
+                       env=trainer_env,
                        autostop_minutes=settings.autostop_minutes if req.target == "aws" else None)
     # The flag only: a max_dollars in config.toml or ORCH_MAX_DOLLARS is a standing cap for AWS launches.
     if req.target == "local" and req.max_dollars is not None:

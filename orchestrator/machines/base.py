@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterator, Protocol
 
-from orchestrator.records import HardCap, JobSpec, LogLine, RunSpec, TrainerState
+from orchestrator.records import HardCap, ImageReady, ImageRegistry, JobSpec, LogLine, RunSpec, TrainerState
 from orchestrator.remote.base import Session
 
 Say = Callable[[str], None]
@@ -44,7 +44,8 @@ class Runner(Protocol):
     what: str  # how messages name the trainer: "container" | "trainer process"
 
     def state(self) -> TrainerState: ...
-    def ensure_image(self, spec: JobSpec, say: Say) -> tuple[str, str]: ...  # (image, content hash); ("", "") if none
+    # The image by content hash: found, pulled with `auth` from spec.registry, or built. ImageReady("") if none.
+    def ensure_image(self, spec: JobSpec, say: Say, auth: dict | None = None) -> ImageReady: ...
     def make_demo_data(self, image: str, data_dir: str, user: str) -> None: ...
     def run(self, run: RunSpec) -> TrainerState: ...  # raises errors.NoGPUs when it can't give the GPUs
     def logs(self, since_ns: int | None, follow: bool, partial: bool = False) -> Iterator[LogLine]: ...
@@ -70,3 +71,7 @@ class Machine(Protocol):
     def without_gpus(self, say: Say) -> bool: ...  # True: run on the CPU (after saying so); False: refuse
     def remember(self, run: RunSpec) -> None: ...  # after a start: what this machine keeps besides the labels
     def forget(self) -> bool: ...  # after a stop; True if there was something to forget
+    # The engine's auth for the registry, from the machine's own credentials; (None, why) without them.
+    def registry_auth(self, session: Session, registry: ImageRegistry) -> tuple[dict | None, str]: ...
+    # After a build: push it to the registry from the machine, without making the start wait.
+    def push_image(self, session: Session, registry: ImageRegistry, ready: ImageReady) -> str | None: ...

@@ -28,8 +28,9 @@ from orchestrator.labels import (
     LABEL_OUTPUTS,
     container_name,
 )
-from orchestrator.machines.image import ensure_image, image_exists
-from orchestrator.records import JobSpec, LogLine, RunSpec, TrainerState
+from orchestrator.machines.image import IMAGE_REPOSITORY, ensure_image, image_exists, image_tag
+from orchestrator.machines.registry import PullProgress, pull
+from orchestrator.records import ENV_IN_CONTAINER, ENV_VARIABLE, ImageReady, JobSpec, LogLine, RunSpec, TrainerState
 
 Say = Callable[[str], None]
 
@@ -107,6 +108,9 @@ def run_detached(client, spec: RunSpec) -> TrainerState:
         environment={"PYTHONUNBUFFERED": "1", "MPLCONFIGDIR": "/tmp/matplotlib", "USER": "orch", "LOGNAME": "orch"},
         log_config=docker.types.LogConfig(type="json-file", config={"max-size": "100m", "max-file": "3"}),
     )
+    if spec.env_file:  # --env values: a read-only file the trainer reads, not the container's environment
+        kwargs["volumes"][spec.env_file] = {"bind": ENV_IN_CONTAINER, "mode": "ro"}
+        kwargs["environment"][ENV_VARIABLE] = ENV_IN_CONTAINER
     if spec.user:
         kwargs["user"] = spec.user
     if spec.gpus:
@@ -233,7 +237,9 @@ class DockerRunner:
     def state(self) -> TrainerState:
         return status(self.client, self.job)
 
-    def ensure_image(self, spec: JobSpec, say: Say) -> tuple[str, str]:
+    def ensure_image(self, spec: JobSpec, say: Say, auth: dict | None = None) -> ImageReady:
+        """--image as given (pulled if missing); else the trainer image by content hash: found on the engine,
+        pulled from `spec.registry` with `auth` (built once elsewhere), or built here (the base pulled first)."""
         if spec.image:
             if not image_exists(self.client, spec.image):
                 try:
@@ -241,13 +247,29 @@ class DockerRunner:
                 except Exception as e:
                     raise JobError(f"image {spec.image} is not on {self.where} and could not be pulled ({e}). "
                                    "Leave out --image to build the trainer image there.") from None
-            return spec.image, ""
+            return ImageReady(spec.image)
         base = spec.base_image or os.environ.get("ORCH_BASE_IMAGE") or None
-        say(f"  trainer image on {self.where} (built once per content hash)")
-        image, image_hash = ensure_image(  # the first build pulls the base: minutes, once
-            self.client, assets.root(), base, log=lambda text: say("    " + text) if text.startswith("Step ") else None)
-        say(f"  {image}")
-        return image, image_hash
+        tag, h = image_tag(assets.root(), base)
+        if image_exists(self.client, tag):
+            say(f"  trainer image {tag} is on {self.where} already")
+            return ImageReady(tag, h, "found")
+        if spec.registry is not None and auth is not None:
+            remote = f"{spec.registry.repository}:{h}"
+            say(f"  pulling the trainer image {remote} (built once, by an earlier machine)")
+            pulled, detail = pull(self.client, remote, auth, say)
+            if pulled:
+                self.client.api.tag(remote, IMAGE_REPOSITORY, h)
+                say(f"  {tag}: pulled ({detail})")
+                return ImageReady(tag, h, "pulled")
+            missing = "manifest unknown" in detail or "not found" in detail
+            say(f"  not in the registry yet{'' if missing else f' ({detail[:300]})'}: building it here, once")
+        say(f"  building the trainer image on {self.where} (once per content hash; the base image's "
+            "pull, if it is not there yet, is most of it)")
+        progress = PullProgress(say)
+        image, image_hash = ensure_image(self.client, assets.root(), base, progress=progress.update,
+                                         log=lambda text: say("    " + text) if text.startswith("Step ") else None)
+        say(f"  {image}: built")
+        return ImageReady(image, image_hash, "built")
 
     def make_demo_data(self, image: str, data_dir: str, user: str) -> None:
         code, output = run_once(self.client, image, ["demo-data", "--dest", "/data"],

@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 from typing import Callable
 
-from orchestrator.assets import is_build_product
+from orchestrator import assets
 from orchestrator.errors import ContainerError
 from orchestrator.labels import LABEL_IMAGE_HASH
 
@@ -28,12 +28,11 @@ def _context_members(root: Path) -> list[tuple[str, Path | None]]:
     for name in CONTEXT_FILES:
         path = root / name
         members.append((name, path if path.is_file() else None))
-    for tree in CONTEXT_TREES:
-        for path in sorted((root / tree).rglob("*")):
-            # Not what a local install built in place (bytecode, trainer._jpegcrop's .so for this
-            # machine's Python): the image builds its own.
-            if path.is_file() and not is_build_product(path.relative_to(root)):
-                members.append((path.relative_to(root).as_posix(), path))
+    # What a wheel would ship of the trees (never what a local install built in place: bytecode,
+    # trainer._jpegcrop's .so for this machine's Python; the image builds its own).
+    for name in assets.members(root):
+        if name.split("/", 1)[0] in CONTEXT_TREES:
+            members.append((name, root / name))
     return members
 
 
@@ -76,11 +75,12 @@ def image_exists(client, tag: str) -> bool:
         return False
 
 
-def ensure_image(client, root: Path, base_image: str | None = None,
-                 log: Callable[[str], None] | None = None) -> tuple[str, str]:
+def ensure_image(client, root: Path, base_image: str | None = None, log: Callable[[str], None] | None = None,
+                 progress: Callable[[dict], None] | None = None) -> tuple[str, str]:
     """Build the trainer image from `root` unless its content-hash tag is already there.
 
-    `base_image` overrides the Dockerfile's BASE_IMAGE. Returns (tag, hash).
+    `base_image` overrides the Dockerfile's BASE_IMAGE. `log` gets the build's text lines, `progress`
+    its pull events (the base image's layers). Returns (tag, hash).
     """
     tar, content = context_tar(root)
     h = hashlib.sha256((content + "\0" + (base_image or "")).encode()).hexdigest()[:16]
@@ -97,6 +97,8 @@ def ensure_image(client, root: Path, base_image: str | None = None,
                 raise ContainerError(
                     f"building {tag} failed: {chunk['error'].strip()}\n" + "".join(tail[-20:])
                     + "\nFix the Dockerfile or the base image, or pass a prebuilt image with --image.")
+            if progress and chunk.get("status"):
+                progress(chunk)
             text = chunk.get("stream") or ""
             if text:
                 tail.append(text)

@@ -24,7 +24,8 @@ from orchestrator.machines.base import SSH_DEADLINE_S, Say
 from orchestrator.machines.bootstrap import hard_cap, wait_for_bootstrap
 from orchestrator.machines.data import copy_from_s3, make_demo_data
 from orchestrator.machines.docker_runner import DockerRunner, docker_client
-from orchestrator.records import HardCap, JobSpec, RunSpec, SSHEndpoint
+from orchestrator.machines.registry import login as registry_login, push_detached
+from orchestrator.records import HardCap, ImageReady, ImageRegistry, JobSpec, RunSpec, SSHEndpoint
 from orchestrator.remote.ssh import wait_for_ssh
 
 REMOTE_FAST_ROOT = "/mnt/orch"  # infra/bootstrap.sh mounts the instance's NVMe disk here
@@ -90,6 +91,13 @@ class InstanceMachine:
             say(f"  {report.files_sent} of {report.files_total} files sent "
                 f"({report.bytes_sent / 1e6:.1f} MB, {report.mb_per_s:.1f} MB/s)")
         return data_dir
+
+    def registry_auth(self, session, registry: ImageRegistry) -> tuple[dict | None, str]:
+        return registry_login(session, registry)
+
+    def push_image(self, session, registry: ImageRegistry, ready: ImageReady) -> str | None:
+        log = posixpath.join(ROOT_VOLUME_ROOT, "image-push.log")
+        return push_detached(session, registry, ready.image, ready.content_hash, log)
 
     def without_gpus(self, say: Say) -> bool:
         return False

@@ -21,7 +21,7 @@ from orchestrator.errors import JobError
 from orchestrator.files import read_json, write_json
 from orchestrator.job.spec import data_source
 from orchestrator.paths import local_job_dir
-from orchestrator.records import HardCap, JobSpec, RunSpec
+from orchestrator.records import ENV_FILE_NAME, HardCap, ImageReady, ImageRegistry, JobSpec, RunSpec
 from orchestrator.remote.local import LocalSession
 
 RECORD_FILES = ("job.json", "exit.json", "supervisor.json")
@@ -77,6 +77,12 @@ class LocalMachine:
         self.job = job
         self.root = job_dir(job)
 
+    def registry_auth(self, session, registry: ImageRegistry) -> tuple[dict | None, str]:
+        return None, "a local job builds here"  # no instance role on a laptop: nothing leaves it
+
+    def push_image(self, session, registry: ImageRegistry, ready: ImageReady) -> str | None:
+        return None
+
     def open(self, deadline_s: float = 0) -> LocalSession:
         return LocalSession()
 
@@ -118,6 +124,7 @@ class LocalMachine:
         record = load_record(self.job)
         if record is not None:
             write_json(self.root / "last-run.json", {"data_dir": record.data_dir, "outputs_dir": record.outputs_dir})
+        (self.root / ENV_FILE_NAME).unlink(missing_ok=True)  # the --env values go with the job (the outputs stay)
         removed = False
         for name in RECORD_FILES:
             if (self.root / name).exists():

@@ -23,7 +23,7 @@ from orchestrator.job.spec import trainer_command
 from orchestrator.labels import LABEL_DATA, LABEL_OUTPUTS
 from orchestrator.machines.base import Say
 from orchestrator.machines.local_jobs import LocalJob, job_dir, load_record, save_record
-from orchestrator.records import JobSpec, LogLine, RunSpec, TrainerState
+from orchestrator.records import ENV_VARIABLE, ImageReady, JobSpec, LogLine, RunSpec, TrainerState
 
 STOP_TIMEOUT_S = 60.0
 POLL_S = 0.3
@@ -75,8 +75,8 @@ class ProcessRunner:
                             started_at=record.started_at, finished_at=(final or {}).get("finished_at"),
                             labels=labels, command=record.command[3:])  # after `python -m trainer`
 
-    def ensure_image(self, spec: JobSpec, say: Say) -> tuple[str, str]:
-        return "", ""  # the trainer installed here runs as it is
+    def ensure_image(self, spec: JobSpec, say: Say, auth: dict | None = None) -> ImageReady:
+        return ImageReady("")  # the trainer installed here runs as it is
 
     def make_demo_data(self, image: str, data_dir: str, user: str) -> None:
         made = subprocess.run([sys.executable, "-m", "trainer", "demo-data", "--dest", data_dir],
@@ -97,10 +97,13 @@ class ProcessRunner:
                           command=command, max_restarts=run.max_restarts, started_at=now_rfc3339(),
                           labels=dict(run.labels))
         save_record(record)
+        env = {k: v for k, v in os.environ.items() if k != ENV_VARIABLE}
+        if run.env_file:  # the trainer reads the values from the file (never from this command line)
+            env[ENV_VARIABLE] = run.env_file
         with open(os.devnull, "rb") as devnull, open(self.root / "supervisor.log", "ab") as errors:
             proc = subprocess.Popen([sys.executable, "-m", "orchestrator.machines.supervisor", "supervise",
                                      str(self.root)], stdin=devnull, stdout=errors, stderr=errors,
-                                    start_new_session=True, close_fds=True)
+                                    start_new_session=True, close_fds=True, env=env)
         save_record(replace(record, pid=proc.pid))
         return self.state()
 

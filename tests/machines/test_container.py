@@ -266,7 +266,14 @@ def test_iam_policy_changes_only_orch_tagged_resources():
             assert "ec2:CreateAction" in st["Condition"]["StringEquals"]
     role = json.loads((assets.root() / "infra" / "instance-role-policy.json").read_text())
     role_actions = {a for st in role["Statement"] for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
-    assert role_actions <= {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"}
+    ecr_image = {"ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage",
+                 "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage"}
+    # Read data, write checkpoints, pull and push the trainer image: nothing deletes, nothing else.
+    assert role_actions <= {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload",
+                            "ecr:GetAuthorizationToken"} | ecr_image
+    for st in role["Statement"]:
+        if set([st["Action"]] if isinstance(st["Action"], str) else st["Action"]) & ecr_image:
+            assert st["Resource"] == "arn:aws:ecr:*:*:repository/orch-trainer", st["Sid"]
 
 
 def test_local_target_in_docker_through_the_cli(local_engine, trainer_image, tmp_path):

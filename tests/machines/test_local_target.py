@@ -131,8 +131,11 @@ def test_local_stop_ends_a_running_job_cleanly(process_runner):
     assert job_status(job).state == "running"
 
     # Ctrl-C on `orch logs --follow` stops following, never the job
+    # As from a terminal: Ctrl-C is not ignored (a suite started in the background, `make test &`, ignores it,
+    # and a child inherits that).
     follower = subprocess.Popen([*ORCH, "logs", job, "--follow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, stdin=subprocess.DEVNULL)
+                                text=True, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     console = Path(record.outputs_dir).parent / "console.log"
     while not console.exists() or "training" not in console.read_text():
@@ -140,7 +143,12 @@ def test_local_stop_ends_a_running_job_cleanly(process_runner):
         time.sleep(0.3)
     time.sleep(1.0)
     follower.send_signal(signal.SIGINT)
-    out, err = follower.communicate(timeout=30)
+    try:
+        out, err = follower.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        follower.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack on stderr
+        out, err = follower.communicate(timeout=30)
+        pytest.fail(f"`orch logs --follow` still running 30 s after Ctrl-C:\n{err}\n--- stdout:\n{out[-2000:]}")
     assert follower.returncode == 130, err
     assert "training" in out and "keeps running" in err
     assert job_status(job).state == "running"

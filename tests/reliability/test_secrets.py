@@ -6,6 +6,7 @@ Also: key and state files are mode 600, and SSH is open only to the given /32.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import pwd
 import shutil
@@ -19,6 +20,8 @@ import pytest
 
 from tests.fixtures.sshd import authorize_new_key_pairs
 from tests.fixtures.aws import REGION, tagged
+from tests.fixtures.dockerd import docker_engine  # noqa: F401 (fixtures)
+from tests.fixtures.tiny_instance import instance, tiny_base, tiny_context  # noqa: F401 (fixtures)
 
 ACCESS_KEY = "AKIAORCHLEAK7F3A9Q2Z"
 SECRET_KEY = "SECRET-DO-NOT-LEAK-7f3a9c1e5b/wJalrXUtnFEMIK7MDENG"
@@ -222,3 +225,102 @@ def test_a_local_job_writes_no_credentials_under_orch_home(credentials, monkeypa
     assert leaks_under(home()) == {}
     if (home() / "state.json").exists():
         assert mode(home() / "state.json") == 0o600
+
+
+# --- --env / --env-file: the trainer's secrets ----------------------------------------------------------------------
+ENV_SECRET = "WANDB-DO-NOT-LEAK-5d1c0ffee42"
+FILE_SECRET = "HF-DO-NOT-LEAK-9a8b7c6d5e"
+
+
+def test_trainer_env_values_reach_the_trainer_through_a_mode_600_file_and_nowhere_else(monkeypatch, tmp_path):
+    monkeypatch.setenv("ORCH_LOCAL_RUNNER", "process")
+    env_file = tmp_path / "my.env"
+    env_file.write_text(f"# for the trainer\nexport ORCH_TEST_HF='{FILE_SECRET}'\nORCH_TEST_WANDB=overridden\n")
+
+    def orch_cli(*args):
+        return subprocess.run([ORCH, *args], capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+
+    launched = orch_cli("launch", "--target", "local", "--data", "demo", "--name", "envsec", "--env",
+                        f"ORCH_TEST_WANDB={ENV_SECRET}", "--env-file", str(env_file), "--",
+                        "--recipe", "demo", "--device", "cpu", "--workers", "0", "--width", "8", "--epochs", "1")
+    try:
+        assert launched.returncode == 0, launched.stdout + launched.stderr
+        written = home() / "jobs" / "envsec" / "env.json"
+        assert mode(written) == 0o600
+        assert json.loads(written.read_text()) == {"ORCH_TEST_HF": FILE_SECRET, "ORCH_TEST_WANDB": ENV_SECRET}
+        followed = orch_cli("logs", "envsec", "--follow")
+        assert followed.returncode == 0, followed.stdout + followed.stderr
+        # The trainer read them (by name; the values are never printed).
+        assert "environment from $TRAINER_ENV_FILE: ORCH_TEST_HF, ORCH_TEST_WANDB (values not shown)" in followed.stdout
+        said = [launched.stdout, launched.stderr, followed.stdout, followed.stderr,
+                orch_cli("status", "envsec").stdout, orch_cli("status", "envsec", "--json").stdout,
+                orch_cli("list", "--json").stdout]
+        elsewhere = {path: text for path, text in ((p, p.read_bytes()) for p in home().rglob("*")
+                                                   if p.is_file() and p != written)
+                     if ENV_SECRET.encode() in text or FILE_SECRET.encode() in text}
+        assert elsewhere == {}, f"--env values outside {written}: {sorted(map(str, elsewhere))}"
+    finally:
+        down = orch_cli("teardown", "envsec", "--yes")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not [s for s in said + [down.stdout, down.stderr] if ENV_SECRET in s or FILE_SECRET in s]
+    assert not (home() / "jobs" / "envsec" / "env.json").exists()  # gone with the job; its outputs stay
+
+
+def test_a_bad_env_flag_is_refused_without_echoing_what_may_be_a_secret(tmp_path):
+    r = subprocess.run([ORCH, "launch", "--target", "local", "--data", "demo", "--env", f"WANDB KEY {ENV_SECRET}"],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "expected KEY=VALUE" in r.stderr and ENV_SECRET not in r.stdout + r.stderr
+    r = subprocess.run([ORCH, "launch", "--target", "local", "--data", "demo", "--env-file", str(tmp_path / "none")],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "can't read it" in r.stderr
+    r = subprocess.run([ORCH, "launch", "--target", "local", "--env", f"A={ENV_SECRET}"],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "are for the trainer" in r.stderr and ENV_SECRET not in r.stdout + r.stderr
+
+
+def test_the_trainer_refuses_an_env_file_it_cannot_read(tmp_path):
+    bad = tmp_path / "env.json"
+    bad.write_text('{"A": 1}')
+    run = subprocess.run([sys.executable, "-m", "trainer", "models"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "TRAINER_ENV_FILE": str(bad)})
+    assert run.returncode == 2 and "expected a JSON object of NAME" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.needs_docker
+@pytest.mark.needs_sshd
+def test_a_container_gets_env_values_as_a_read_only_file_not_in_its_config(instance, tiny_context, tmp_path):  # noqa: F811
+    from orchestrator.job.env import parse_env
+    from orchestrator.machines import docker_runner as ctr
+    from orchestrator.records import JobSpec
+    from tests.machines.test_start_on_instance import start_on, tiny_dataset
+
+    session, client, jobs = instance
+    jobs.append("envctr")
+    start_on(session, JobSpec(job="envctr", data=str(tiny_dataset(tmp_path / "data")), gpus=False,
+                              remote_root=str(tmp_path / "root"), env=parse_env([f"ORCH_TEST_WANDB={ENV_SECRET}"])),
+             say=lambda m: None)
+    attrs = ctr.find(client, "envctr").attrs
+    written = tmp_path / "root" / "envctr" / "env.json"
+    assert mode(written) == 0o600 and ENV_SECRET in written.read_text()
+    assert "TRAINER_ENV_FILE=/run/orch/env.json" in attrs["Config"]["Env"]
+    mount, = [m for m in attrs["Mounts"] if m["Destination"] == "/run/orch/env.json"]
+    assert mount["Source"] == str(written) and mount["RW"] is False
+    assert ENV_SECRET not in json.dumps(attrs)  # not its environment, labels, command or anything `docker inspect` shows
+
+
+def test_env_values_are_not_in_user_data_tags_state_or_output_of_an_aws_launch(aws, orch, job_calls, real_user_data):
+    outputs = []
+    for extra in (("--dry-run", "--json"), ()):
+        r = orch("launch", "--instance", "g4dn.xlarge", "--name", "envaws", "--ssh-cidr", CIDR, "--data", "demo",
+                 "--env", f"ORCH_TEST_WANDB={ENV_SECRET}", *extra)
+        assert r.exit_code == 0, r.output
+        outputs.append(r.output)
+    (_, spec), = job_calls.started  # the machine is given them, to write its mode-600 file
+    assert spec.env.items == (("ORCH_TEST_WANDB", ENV_SECRET),) and ENV_SECRET not in repr(spec)
+    for args in (("status", "envaws"), ("status", "envaws", "--json"), ("list", "--json")):
+        outputs.append(orch(*args).output)
+    held = tagged("envaws")
+    (inst,) = held["instances"]
+    assert ENV_SECRET not in user_data_of(inst["InstanceId"]) + json.dumps(held, default=str)
+    assert ENV_SECRET not in "\n".join(outputs)
+    assert not [p for p in home().rglob("*") if p.is_file() and ENV_SECRET.encode() in p.read_bytes()]
