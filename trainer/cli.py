@@ -254,6 +254,74 @@ def demo_data(
         typer.echo(f"wrote {s.train_images} train and {s.val_images} val images in {len(s.classes)} classes to {s.dest}")
 
 
+def _bytes_progress(what: str):
+    """A progress bar in bytes with rate and ETA on stderr; yields the (done, total) callback."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    progress = Progress(TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                        console=Console(stderr=True), transient=False)
+    task = progress.add_task(what, total=None)
+
+    def advance(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    return progress, advance
+
+
+@app.command()
+def pack(
+    data: Path = typer.Option(..., "--data", help="A prepared dataset folder (train/, val/, dataset.json)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the shards and manifest.json (outside --data)."),
+    shard_mb: int = typer.Option(512, "--shard-mb", min=1, help="About this many MB per shard."),
+) -> None:
+    """Pack a prepared dataset into large tar shards and a manifest (sizes, SHA-256s, classes, images):
+    how a dataset is kept in a bucket and restored fast.
+
+    \b
+    Example: trainer pack --data /data/imagenet --out /staging/imagenet && aws s3 sync /staging/imagenet s3://b/datasets/imagenet
+    """
+    from trainer.shards import ShardError, pack as pack_shards
+
+    progress, advance = _bytes_progress("pack")
+    try:
+        with progress:
+            m = pack_shards(data, out, shard_mb << 20, on_progress=advance)
+    except ShardError as e:
+        typer.echo(f"trainer pack: {e}", err=True)
+        raise typer.Exit(1)
+    splits = ", ".join(f"{v['images']:,} {k} images in {v['classes']} classes" for k, v in m.splits.items())
+    typer.echo(f"packed {m.files:,} files ({m.bytes / 1e6:,.1f} MB) into {len(m.shards)} shards in {out}: {splits}")
+
+
+@app.command()
+def unpack(
+    shards: Path = typer.Option(..., "--shards", help="A folder written by `trainer pack` (manifest.json + shards)."),
+    dest: Path = typer.Option(..., "--dest", help="Folder to restore the dataset into."),
+    workers: int = typer.Option(4, "--workers", min=1, help="Shards checked and extracted at once."),
+    delete_shards: bool = typer.Option(False, "--delete-shards", help="Remove each shard once extracted."),
+) -> None:
+    """Check every shard against the manifest (size, SHA-256, member names) and restore the dataset.
+    Interrupted, the same command carries on with the shards not yet done.
+
+    \b
+    Example: trainer unpack --shards /staging/imagenet --dest /data/imagenet --delete-shards
+    """
+    from trainer.shards import ShardError, unpack as unpack_shards
+
+    progress, advance = _bytes_progress("unpack")
+    try:
+        with progress:
+            r = unpack_shards(shards, dest, workers, delete_shards, on_progress=advance)
+    except ShardError as e:
+        typer.echo(f"trainer unpack: {e}. Shards already restored are kept; the same command carries on.", err=True)
+        raise typer.Exit(1)
+    rate = r.bytes / r.seconds / 1e6 if r.seconds > 0 else 0.0
+    typer.echo(f"restored {r.files:,} files ({r.bytes / 1e6:,.1f} MB, {rate:,.0f} MB/s) from {r.shards - r.shards_skipped} "
+               f"shards into {dest}" + (f"; {r.shards_skipped} were already done" if r.shards_skipped else ""))
+
+
 @app.command()
 def recipes() -> None:
     """List the recipe files and what each sets.

@@ -22,20 +22,23 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def _pair(text: str, where: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     key = key.strip()
-    if key.startswith("export "):
-        key = key[len("export "):].strip()
-    if not sep or not _KEY.fullmatch(key):
-        shown = key if _KEY.fullmatch(key) else "it"  # never echo what may be a value
-        raise ConfigError(f"{where}: expected KEY=VALUE (a name of letters, digits and _), e.g. WANDB_API_KEY=...; "
-                          f"{shown} is not")
+    if re.match(r"export\s", key):
+        key = key[len("export"):].strip()
+    if not sep or not _KEY.fullmatch(key) or "\0" in value:
+        # Never echo any of it: a line without "=" may well be a token, or a line of one.
+        raise ConfigError(f"{where}: expected KEY=VALUE (a name of letters, digits and _, then =), "
+                          "e.g. WANDB_API_KEY=...")
     return key, value
 
 
 def _unquote(value: str) -> str:
+    """A dotenv value: quotes removed, or else a ` # comment` after it."""
     value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
-    return value
+    if len(value) >= 2 and value[0] in "'\"" and value[0] in value[1:]:
+        end = value.index(value[0], 1)
+        if not value[end + 1:].strip() or value[end + 1:].lstrip().startswith("#"):
+            return value[1:end]
+    return re.split(r"\s+#", value, maxsplit=1)[0].rstrip()
 
 
 def parse_env(pairs: list[str] | tuple[str, ...] = (), files: list[Path] | tuple[Path, ...] = ()) -> TrainerEnv:
@@ -44,7 +47,7 @@ def parse_env(pairs: list[str] | tuple[str, ...] = (), files: list[Path] | tuple
     found: dict[str, str] = {}
     for path in files:
         try:
-            text = Path(path).expanduser().read_text()
+            text = Path(path).expanduser().read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"--env-file {path}: can't read it ({getattr(e, 'strerror', None) or e})") from None
         for n, line in enumerate(text.splitlines(), 1):

@@ -53,16 +53,26 @@ def _uid_gid(session) -> str:
 
 
 class _Background:
-    """One call on a daemon thread: a failed sync is reported at once, not after a build it did not need."""
+    """One call on a daemon thread, given a `say` it may use: a failed sync is reported at once, not after a
+    build it did not need; once cancelled, the call's words (and its failure) are dropped."""
 
-    def __init__(self, call: Callable[[], ImageReady]):
+    def __init__(self, call: Callable[[Say], ImageReady], say: Say):
         self._call, self._value, self._error = call, None, None
+        self._cancelled = threading.Event()
+        self._say = say
         self._thread = threading.Thread(target=self._run, name="orch-image", daemon=True)
         self._thread.start()
 
+    def _quiet_once_cancelled(self, message: str) -> None:
+        if not self._cancelled.is_set():
+            self._say(message)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
     def _run(self) -> None:
         try:
-            self._value = self._call()
+            self._value = self._call(self._quiet_once_cancelled)
         except BaseException as e:  # handed to the caller
             self._error = e
 
@@ -75,8 +85,9 @@ class _Background:
 
 def write_env_file(session, path: str, env: TrainerEnv) -> str:
     """The --env values in a mode-600 file on the machine (made unreadable to others before a byte is written)."""
-    stream = session.exec_stream(f"umask 077 && cat > {shlex.quote(path)}.tmp && mv -f {shlex.quote(path)}.tmp "
-                                 f"{shlex.quote(path)}")
+    tmp, final = shlex.quote(path + ".tmp"), shlex.quote(path)
+    # A new file (noclobber, after removing any left over) so that umask applies: never an old one's mode or link.
+    stream = session.exec_stream(f"umask 077 && rm -f {tmp} && (set -C; cat > {tmp}) && mv -f {tmp} {final}")
     try:
         stream.stdin.write(env.file_bytes())
         stream.close_stdin()
@@ -129,12 +140,18 @@ def _start(machine: Machine, session, runner, spec: JobSpec, say: Say) -> Contai
         data_dir, outputs_dir = machine.folders(session, spec)
     session.run(f"mkdir -p {shlex.quote(data_dir)} {shlex.quote(outputs_dir)}", check=True)
     user = _uid_gid(session)
+    # Beside the job's folders; with --keep-volume beside its data, which the kept volume does not hold.
+    env_dir = posixpath.dirname(data_dir if spec.outputs_root else outputs_dir)
     if spec.data == "demo":  # made by the image: one step after the other
         ready = _trainer_image(machine, session, runner, spec, say)
         data_dir = machine.place_data(session, runner, spec, data_dir, ready.image, user, say)
     else:  # the image is pulled (or built) while the data moves
-        image_step = _Background(lambda: _trainer_image(machine, session, runner, spec, say))
-        data_dir = machine.place_data(session, runner, spec, data_dir, "", user, say)
+        image_step = _Background(lambda said: _trainer_image(machine, session, runner, spec, said), say)
+        try:
+            data_dir = machine.place_data(session, runner, spec, data_dir, "", user, say)
+        except BaseException:
+            image_step.cancel()  # its session is about to close: whatever it says next would mislead
+            raise
         ready = image_step.result()
     image, image_hash = ready.image, ready.content_hash
 
@@ -150,8 +167,7 @@ def _start(machine: Machine, session, runner, spec: JobSpec, say: Say) -> Contai
         trained = _trained_s(last_metrics(session, outputs_dir)) if continues_from else 0.0
         budget = budget_under_cap(cap.seconds, cap.elapsed_s, trained, max_hours_of(args))
         args = with_max_hours(args, budget.hours)
-    env_file = write_env_file(session, posixpath.join(posixpath.dirname(outputs_dir), ENV_FILE_NAME), spec.env) \
-        if spec.env else ""
+    env_file = write_env_file(session, posixpath.join(env_dir, ENV_FILE_NAME), spec.env) if spec.env else ""
     extra = {LABEL_SOURCE: data_source(spec), LABEL_TRAINER_ARGS: json.dumps(list(spec.trainer_args))}
     if spec.autostop_minutes is not None:
         extra[LABEL_AUTOSTOP] = str(spec.autostop_minutes)

@@ -7,7 +7,7 @@ and the settings are layered (defaults < config.toml < ORCH_* < flags, config.py
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator.config import ConfigError, load_settings
@@ -54,7 +54,7 @@ class LaunchRequest:
     recover: bool | None = None
     max_recoveries: int | None = None
     keep_volume: bool | None = None
-    env: tuple[str, ...] = ()  # --env KEY=VALUE, as typed (values: never recorded)
+    env: tuple[str, ...] = field(default=(), repr=False)  # --env KEY=VALUE, as typed (values: never recorded)
     env_files: tuple[str, ...] = ()  # --env-file FILE
 
 

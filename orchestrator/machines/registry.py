@@ -48,20 +48,40 @@ class PullProgress:
         self.layers: dict[str, list[int]] = {}  # id -> [bytes done, bytes total]
         self.start = self.last = clock()
 
-    def update(self, event: dict) -> None:
-        layer, status = event.get("id"), event.get("status") or ""
-        if not layer or ":" in layer:  # "latest: Pulling from ..." and digests are not layers
+    def update(self, event) -> None:
+        """Take one event; a malformed one (the engine's or a registry's doing) is ignored, never raised."""
+        try:
+            self._update(event)
+        except Exception:
             return
-        done_total = self.layers.setdefault(layer, [0, 0])
-        detail = event.get("progressDetail") or {}
-        if status == "Downloading" and detail.get("total"):
-            done_total[:] = [int(detail.get("current") or 0), int(detail["total"])]
-        elif status in ("Download complete", "Pull complete", "Already exists") and done_total[1]:
-            done_total[0] = done_total[1]
         now = self.clock()
         if now - self.last >= self.every_s:
             self.last = now
             self.say("    " + self.line())
+
+    @staticmethod
+    def _count(value) -> int | None:
+        try:
+            n = int(value)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        return n if 0 <= n < 1 << 50 else None
+
+    def _update(self, event) -> None:
+        if not isinstance(event, dict):
+            return
+        layer, status = event.get("id"), str(event.get("status") or "")
+        # "<tag>: Pulling from ...", digests and odd ids are not layers
+        if not isinstance(layer, str) or not layer or ":" in layer or status.startswith("Pulling from"):
+            return
+        detail = event.get("progressDetail")
+        detail = detail if isinstance(detail, dict) else {}
+        if status == "Downloading":
+            total, current = self._count(detail.get("total")), self._count(detail.get("current") or 0)
+            if total and current is not None:
+                self.layers[layer] = [min(current, total), total]
+        elif status in ("Download complete", "Pull complete", "Already exists") and layer in self.layers:
+            self.layers[layer][0] = self.layers[layer][1]
 
     @property
     def done(self) -> int:
@@ -102,7 +122,7 @@ def push_detached(session, registry: ImageRegistry, local: str, tag: str, log: s
         f"docker login --username AWS --password-stdin {shlex.quote(registry.host)}; "
         f"docker tag {shlex.quote(local)} {shlex.quote(remote)}; docker push {shlex.quote(remote)}; "
         f"echo pushed {shlex.quote(remote)}")
-    where = log.replace("~/", '"$HOME"/', 1) if log.startswith("~/") else shlex.quote(log)
+    where = '"$HOME"/' + shlex.quote(log[2:]) if log.startswith("~/") else shlex.quote(log)
     session.run(f'mkdir -p "$(dirname {where})"; nohup sh -c {shlex.quote(script)} > {where} 2>&1 < /dev/null &',
                 check=True, timeout=LOGIN_TIMEOUT_S)
     return remote

@@ -75,6 +75,12 @@ def test_forecast_compares_the_logs_projection_with_what_the_run_then_took():
     assert len(ratios(out)) == 2 and all(r > 0 for r in ratios(out)), out
 
 
+def test_dataset_restore_compares_shards_with_object_by_object():
+    out = run_bench("dataset_restore.py", "--files", "120", "--mean-kb", "8", "--shard-mb", "1", "--rounds", "1")
+    assert "ratio shards/objects" in out and "images/s" in out, out
+    assert len(ratios(out)) == 1 and ratios(out)[0] > 0, out
+
+
 def test_gpu_all_runs_the_steps_asked_and_writes_a_summary(tmp_path):
     """bench/gpu-all.sh (every GPU figure of the README in one go) in its seconds-long CPU mode: each
     step asked for runs, its output is kept, and the summary lists the steps with their ratios."""

@@ -110,3 +110,10 @@ def test_pull_progress_sums_the_layers_into_bytes_rate_and_time_left():
     now[0] = 10.0
     progress.update({"status": "Download complete", "id": "l2"})
     assert said == ["    image: 2.00 GB of 4.00 GB pulled (200 MB/s, 2 layers), about 10 s left"]
+    # What a broken engine or registry might send is ignored, never raised (a pull that works goes on).
+    for odd in (None, "text", {"id": 5}, {"id": ["a"]}, {"id": "l3", "status": "Downloading", "progressDetail": "50%"},
+                {"id": "l3", "status": "Downloading", "progressDetail": {"current": "abc", "total": 10}},
+                {"id": "l3", "status": "Downloading", "progressDetail": {"current": 1, "total": float("inf")}},
+                {"id": "l3", "status": "Downloading", "progressDetail": {"current": -5, "total": -10}}):
+        progress.update(odd)
+    assert set(progress.layers) == {"l1", "l2"}

@@ -235,7 +235,9 @@ FILE_SECRET = "HF-DO-NOT-LEAK-9a8b7c6d5e"
 def test_trainer_env_values_reach_the_trainer_through_a_mode_600_file_and_nowhere_else(monkeypatch, tmp_path):
     monkeypatch.setenv("ORCH_LOCAL_RUNNER", "process")
     env_file = tmp_path / "my.env"
-    env_file.write_text(f"# for the trainer\nexport ORCH_TEST_HF='{FILE_SECRET}'\nORCH_TEST_WANDB=overridden\n")
+    # As editors write them: a BOM, CRLF, `export` and a tab, a comment after a value.
+    env_file.write_text(f"\ufeff# for the trainer\r\nexport\tORCH_TEST_HF='{FILE_SECRET}'  # the hub\r\n"
+                        "ORCH_TEST_WANDB=overridden # by --env\r\n", encoding="utf-8")
 
     def orch_cli(*args):
         return subprocess.run([ORCH, *args], capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
@@ -267,9 +269,11 @@ def test_trainer_env_values_reach_the_trainer_through_a_mode_600_file_and_nowher
 
 
 def test_a_bad_env_flag_is_refused_without_echoing_what_may_be_a_secret(tmp_path):
-    r = subprocess.run([ORCH, "launch", "--target", "local", "--data", "demo", "--env", f"WANDB KEY {ENV_SECRET}"],
-                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    assert r.returncode == 2 and "expected KEY=VALUE" in r.stderr and ENV_SECRET not in r.stdout + r.stderr
+    for typo in (f"WANDB KEY {ENV_SECRET}", "ghp_SECRETTOKEN1234"):  # the second looks like a name, and is a token
+        r = subprocess.run([ORCH, "launch", "--target", "local", "--data", "demo", "--env", typo],
+                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert r.returncode == 2 and "expected KEY=VALUE" in r.stderr
+        assert ENV_SECRET not in r.stdout + r.stderr and "SECRETTOKEN" not in r.stdout + r.stderr
     r = subprocess.run([ORCH, "launch", "--target", "local", "--data", "demo", "--env-file", str(tmp_path / "none")],
                        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert r.returncode == 2 and "can't read it" in r.stderr
