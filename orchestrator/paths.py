@@ -3,6 +3,7 @@
     keys/<job>.pem      the job's private key (mode 600, folder 700)
     known_hosts         host keys pinned per instance id
     jobs/<job>/         a local job's files (machines/local_jobs.py)
+    datasets/<name>/    a dataset kept on this machine: its shards, and the copy jobs read (dataset_store.py)
     state.json          the job registry, a cache of the cloud's tags (state.py)
 """
 from __future__ import annotations
@@ -31,3 +32,7 @@ def local_job_dir(job: str) -> Path:
 def default_resume_dir(job: str) -> Path:
     """Where `orch fetch-weights` puts a job's files by default, and where `--resume` looks for them."""
     return Path("weights") / job
+
+
+def datasets_dir() -> Path:
+    return orch_home() / "datasets"

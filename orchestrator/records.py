@@ -184,6 +184,24 @@ class TrainerEnv:
 
 
 @dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset orch keeps (`orch data`): what it holds and where (dataset_store.py)."""
+
+    name: str
+    kind: str  # imagenet, tiny-imagenet, cifar100, folder
+    source: str  # what it was prepared from, as given
+    classes: int
+    train_images: int
+    val_images: int
+    bytes: int  # of its shards
+    shards: int
+    location: str  # a folder here, or an s3:// URI
+    created_at: str
+    options: dict = field(default_factory=dict)  # resize_short, subset_percent, ... as asked
+    dollars_per_month: float | None = None  # storage; None for a folder here
+
+
+@dataclass(frozen=True)
 class ImageRegistry:
     """Where trainer images are kept between machines: the account's ECR repository (cloud/registry.py)."""
 

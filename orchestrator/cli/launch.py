@@ -40,7 +40,7 @@ def launch(
     checkpoint_bucket: Optional[str] = typer.Option(None, "--checkpoint-bucket", help="s3://bucket/prefix the instance copies each checkpoint to (with its role), "
                                                                 "and --resume copies back from, e.g. s3://my-bucket/orch-ckpt."),
     target: str = typer.Option("aws", "--target", help="aws (an EC2 instance) or local (this machine's Docker)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Dataset: a local folder, 'demo', or s3://... Without it, launch only provisions."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset: a local folder, 'demo', s3://..., or dataset:NAME (kept by `orch data prepare`; --target local for now). Without it, launch only provisions."),
     image: Optional[str] = typer.Option(None, "--image", help="Trainer container image (default: build from the project's Dockerfile)."),
     gpus: Optional[bool] = typer.Option(None, "--gpus/--no-gpus", show_default=False,
                                         help="Give the container the GPUs (the default), or not."),

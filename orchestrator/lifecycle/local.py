@@ -6,7 +6,7 @@ from dataclasses import replace
 from orchestrator import state
 from orchestrator.errors import FlowError
 from orchestrator.job.start import start
-from orchestrator.lifecycle import machines
+from orchestrator.lifecycle import datasets, machines
 from orchestrator.lifecycle.plan import check_dataset
 from orchestrator.lifecycle.progress import Say, phase
 from orchestrator.records import ContainerStatus, Instance, LaunchConfig
@@ -17,6 +17,9 @@ def launch_local(cfg: LaunchConfig, say: Say) -> Instance:
     record = state.get(cfg.job)
     if record and not machines.is_local(cfg.job):
         raise FlowError(f"Job {cfg.job!r} already exists on AWS. Choose another --name.")
+    if cfg.job_spec is not None and (name := datasets.name_of(cfg.job_spec.data)) is not None:
+        with phase(f"dataset {name}", say):  # a kept dataset: the copy restored from its shards
+            cfg = replace(cfg, job_spec=replace(cfg.job_spec, data=datasets.restore_here(name, say)))
     check_dataset(cfg)
     state.update(cfg.job, target=machines.LOCAL, status="running")
     if cfg.job_spec is not None:

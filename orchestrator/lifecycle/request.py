@@ -117,6 +117,9 @@ def configure(req: LaunchRequest) -> Launch:
     trainer_env = parse_env(req.env, [Path(f) for f in req.env_files])
     if trainer_env and not req.data:
         raise ConfigError("--env and --env-file are for the trainer: add --data PATH|demo|s3://...")
+    if req.data and req.data.startswith("dataset:") and req.target == "aws":
+        raise ConfigError(f"--data {req.data} on an instance is not built yet (issue 20: the dataset's shards in your "
+                          "bucket, restored by the instance): use --target local, or pass its prepared folder")
     if req.trainer_args and not req.data:
         raise ConfigError("trainer arguments after `--` need a dataset: add --data PATH|demo|s3://...")
     settings = load_settings(
