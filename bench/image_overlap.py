@@ -19,12 +19,10 @@ min(pull, sync): see the README's figure.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shutil
 import statistics
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -41,6 +39,7 @@ from orchestrator.remote.ssh import connect  # noqa: E402
 from tests.fixtures.dockerd import start_engine, stop_engine  # noqa: E402
 from tests.fixtures.registry import running_registry  # noqa: E402
 from tests.fixtures.sshd import SshdServer, make_client_key  # noqa: E402
+from tests.fixtures.tiny_instance import import_busybox  # noqa: E402
 
 AWS = '#!/bin/sh\n[ "$1 $2" = "ecr get-login-password" ] && { echo bench-token; exit 0; }\nexit 2\n'
 
@@ -55,17 +54,6 @@ def build_context(root: Path, base: str, layer_mb: int) -> Path:
     (root / "Dockerfile").write_text(f"ARG BASE_IMAGE={base}\nFROM ${{BASE_IMAGE}}\nCOPY trainer /opt/trainer\n"
                                      "ENTRYPOINT [\"/bin/busybox\", \"echo\", \"trainer\"]\n")
     return root
-
-
-def import_busybox(client) -> str:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add("/bin/busybox", arcname="bin/busybox")
-        link = tarfile.TarInfo("bin/sh")
-        link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-        tar.addfile(link)
-    client.api.import_image_from_data(buf.getvalue(), repository="orch-bench-tiny", tag="1")
-    return "orch-bench-tiny:1"
 
 
 def main() -> None:
@@ -89,7 +77,7 @@ def main() -> None:
             (server.bin_dir / tool).chmod(0o755)
         (work / "registry").mkdir()
         with running_registry(work / "registry") as reg:
-            base = import_busybox(client)
+            base = import_busybox(client, "orch-bench-tiny:1")
             # The image layer is in the build context: the Dockerfile copies trainer/ only, so add it there.
             context = build_context(work / "context", base, args.image_mb)
             shutil.move(str(context / "blob" / "weights.bin"), context / "trainer" / "weights.bin")
@@ -134,7 +122,7 @@ def main() -> None:
                     sync()
 
                 def overlapped() -> None:
-                    image = _Background(lambda: _trainer_image(machine, session, runner, spec, quiet))
+                    image = _Background(lambda said: _trainer_image(machine, session, runner, spec, said), quiet)
                     sync()
                     assert image.result().how == "pulled"
 

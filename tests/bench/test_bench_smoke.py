@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.dockerd import docker_engine  # noqa: F401 (fixtures)
+
 pytest.importorskip("skimage.data")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,6 +80,19 @@ def test_forecast_compares_the_logs_projection_with_what_the_run_then_took():
 def test_dataset_restore_compares_shards_with_object_by_object():
     out = run_bench("dataset_restore.py", "--files", "120", "--mean-kb", "8", "--shard-mb", "1", "--rounds", "1")
     assert "ratio shards/objects" in out and "images/s" in out, out
+    assert len(ratios(out)) == 1 and ratios(out)[0] > 0, out
+
+
+@pytest.mark.needs_docker
+@pytest.mark.needs_sshd
+def test_image_overlap_times_the_pull_and_the_sync_alone_in_turn_and_at_once(docker_engine):  # noqa: F811
+    import shutil as _shutil
+
+    from tests.conftest import require
+
+    require(_shutil.which("docker-registry") is not None, "docker-registry is not installed")
+    out = run_bench("image_overlap.py", "--image-mb", "4", "--data-mb", "4", "--rounds", "1")
+    assert "pull alone" in out and "sync alone" in out and "ratio overlapped/sequential" in out, out
     assert len(ratios(out)) == 1 and ratios(out)[0] > 0, out
 
 

@@ -8,8 +8,6 @@ what orch asks the engine for, not training.
 from __future__ import annotations
 
 import io
-import pwd
-import shutil
 import time
 import uuid
 from dataclasses import replace
@@ -26,9 +24,9 @@ from orchestrator.machines.instance import InstanceMachine
 from orchestrator.machines.local_docker import LocalDockerMachine
 from orchestrator.labels import LABEL_AUTOSTOP, LABEL_DATA, LABEL_OUTPUTS, LABEL_SOURCE
 from orchestrator.machines import docker_runner as ctr
-from orchestrator.remote.ssh import connect
 from tests.fixtures.dockerd import base_image, docker_engine, running_image  # noqa: F401 (fixtures)
 from tests.fixtures.sshd import ssh_endpoint, ssh_key, sshd_server  # noqa: F401 (fixtures)
+from tests.fixtures.tiny_instance import instance  # noqa: F401 (fixtures; each test asks for its image)
 
 pytestmark = [pytest.mark.needs_docker, pytest.mark.needs_sshd]
 
@@ -48,24 +46,6 @@ def stub_image(docker_engine, base_image):  # noqa: F811
                                    network_mode="none")
     client.close()
     return "orch-test-stub-trainer:1"
-
-
-@pytest.fixture
-def instance(sshd_server, ssh_endpoint, docker_engine, stub_image):  # noqa: F811
-    """An SSH session to the "instance", whose `docker` is the test engine; the jobs made are removed."""
-    wrapper = sshd_server.bin_dir / "docker"
-    wrapper.write_text(f"#!/bin/sh\nexec {shutil.which('docker')} -H {docker_engine.base_url} \"$@\"\n")
-    wrapper.chmod(0o755)
-    client = docker_engine.client()
-    jobs: list[str] = []
-    with connect(ssh_endpoint) as session:
-        yield session, client, jobs
-    home = Path(pwd.getpwnam(sshd_server.user).pw_dir)
-    for job in jobs:
-        ctr.remove(client, job, timeout_s=1)
-        shutil.rmtree(home / "orch" / job, ignore_errors=True)  # where a job goes without a fast disk
-    client.close()
-    wrapper.unlink(missing_ok=True)
 
 
 def start_on(session, spec, say=None):
