@@ -15,11 +15,13 @@ import importlib.util
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+import time
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from orchestrator import dataset_store as store
+from orchestrator.cloud import datasets as cloud_datasets
 from orchestrator.config import ConfigError
 from orchestrator.errors import FlowError
 from orchestrator.lifecycle.progress import Say, quiet
@@ -39,6 +41,8 @@ class PrepareRequest:
     subset_percent: float | None = None
     target: str = "local"
     replace: bool = False
+    bucket: str | None = None  # s3://NAME: keep it there (under orch-datasets/), not on this machine
+    region: str = "us-east-1"
 
 
 def _trainer(args: list[str], what: str, fix: str) -> None:
@@ -68,7 +72,7 @@ def check(req: PrepareRequest) -> Path:
     source = Path(req.source).expanduser()
     if not source.exists():
         raise ConfigError(f"--source {req.source}: no such file or folder here")
-    if store.get(req.name) is not None and not req.replace:
+    if find(req.name, req.bucket, req.region) is not None and not req.replace:
         raise ConfigError(f"dataset {req.name!r} exists (`orch data list`); add --replace to prepare it again, or "
                           "choose another name")
     return source
@@ -89,16 +93,61 @@ def prepare(req: PrepareRequest, say: Say = quiet) -> DatasetInfo:
     staging = where / "shards.new"
     say(f"packing it into shards in {where}")
     _trainer(["pack", "--data", str(work), "--out", str(staging)], "trainer pack", again)
-    store.remove_parts(req.name)  # --replace: the old one goes only now that the new one is whole
-    staging.rename(store.shards_dir(req.name))
-    summary = store.summary_of(store.shards_dir(req.name))
+    summary = store.summary_of(staging)
     options = {k: v for k, v in (("resize_short", req.resize_short), ("subset_percent", req.subset_percent)) if v}
     info = DatasetInfo(name=req.name, kind=req.kind, source=req.source, location=str(where),
                        created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), options=options,
                        **summary)
+    if req.bucket:
+        uri = cloud_datasets.location(req.bucket, req.name)
+        say(f"uploading {summary['shards']} shard(s), {summary['bytes'] / 1e6:,.1f} MB, to {uri}")
+        if req.replace:
+            cloud_datasets.delete(uri, req.region)  # the old one goes only now that the new one is whole here
+        cloud_datasets.upload_shards(staging, uri, req.region, on_progress=_every_few_seconds("uploaded", say))
+        info = replace(info, location=uri)
+        cloud_datasets.put_description(uri, asdict(info), req.region)  # last: now it is a dataset
+        shutil.rmtree(where, ignore_errors=True)  # the bucket holds it; nothing stays here
+        return with_cost(info)
+    store.remove_parts(req.name)  # --replace: the old one goes only now that the new one is whole
+    staging.rename(store.shards_dir(req.name))
     store.save(info)
     shutil.rmtree(work, ignore_errors=True)
     return info
+
+
+def _every_few_seconds(what: str, say: Say, every_s: float = 5.0):
+    """A (done, total) callback that says bytes, rate and time left every few seconds."""
+    start = last = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < every_s and done < total:
+            return
+        last = now
+        rate = done / max(now - start, 1e-6)
+        left = f", about {(total - done) / rate:.0f} s left" if rate > 0 and done < total else ""
+        say(f"  {what} {done / 1e6:,.1f} of {total / 1e6:,.1f} MB ({rate / 1e6:,.1f} MB/s){left}")
+
+    return progress
+
+
+def find(name: str, bucket: str | None, region: str) -> DatasetInfo | None:
+    """The dataset `name` kept here, else in the bucket (when one is set)."""
+    here = store.get(name)
+    if here is not None or not bucket:
+        return here
+    return next((d for d in _in_bucket(bucket, region) if d.name == name), None)
+
+
+def _in_bucket(bucket: str, region: str) -> list[DatasetInfo]:
+    found = []
+    for raw in cloud_datasets.descriptions(bucket, region):
+        try:
+            found.append(with_cost(DatasetInfo(**raw)))
+        except TypeError:  # not one orch wrote
+            continue
+    return found
 
 
 def with_cost(info: DatasetInfo) -> DatasetInfo:
@@ -107,13 +156,17 @@ def with_cost(info: DatasetInfo) -> DatasetInfo:
     return info
 
 
-def list_datasets() -> list[DatasetInfo]:
-    return [with_cost(d) for d in store.all_datasets()]
+def list_datasets(bucket: str | None = None, region: str = "us-east-1") -> list[DatasetInfo]:
+    """Those kept here, then those in the bucket (when one is set)."""
+    return [with_cost(d) for d in store.all_datasets()] + (_in_bucket(bucket, region) if bucket else [])
 
 
-def remove(name: str) -> bool:
+def remove(name: str, bucket: str | None = None, region: str = "us-east-1") -> bool:
     store.check_name(name)
-    return store.remove(name)
+    removed = store.remove(name)
+    if bucket and find(name, bucket, region) is not None:
+        removed = cloud_datasets.delete(cloud_datasets.location(bucket, name), region) > 0 or removed
+    return removed
 
 
 def name_of(data: str) -> str | None:
@@ -121,12 +174,18 @@ def name_of(data: str) -> str | None:
     return data[len(PREFIX):] if data.startswith(PREFIX) else None
 
 
-def restore_here(name: str, say: Say = quiet) -> str:
-    """The folder a local job reads `dataset:NAME` from, restored from its shards (checked) when needed."""
-    info = store.get(store.check_name(name))
+def restore_here(name: str, say: Say = quiet, bucket: str | None = None, region: str = "us-east-1") -> str:
+    """The folder a local job reads `dataset:NAME` from, restored from its shards (checked) when needed:
+    from this machine's store, else downloaded from the bucket (a shard already here is not fetched again)."""
+    info = find(store.check_name(name), bucket, region)
+    if info is not None and info.location.startswith("s3://"):
+        say(f"  dataset {name}: downloading its shards from {info.location}")
+        cloud_datasets.download_shards(info.location, store.shards_dir(name), region,
+                                       on_progress=_every_few_seconds("downloaded", say))
     if info is None:
-        known = ", ".join(d.name for d in store.all_datasets()) or "none yet"
-        raise ConfigError(f"--data dataset:{name}: no such dataset here (kept: {known}). Make it with "
+        known = ", ".join(d.name for d in list_datasets(bucket, region)) or "none yet"
+        where = f"here or in {bucket}" if bucket else "here (no bucket set: --bucket or bucket in config.toml)"
+        raise ConfigError(f"--data dataset:{name}: no such dataset {where} (kept: {known}). Make it with "
                           f"`orch data prepare {name} --kind KIND --source DIR --target local`.")
     dest = store.data_dir(name)
     say(f"  dataset {name}: restoring {info.shards} shard(s) into {dest} (checked against the manifest; "

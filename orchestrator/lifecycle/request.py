@@ -54,6 +54,7 @@ class LaunchRequest:
     recover: bool | None = None
     max_recoveries: int | None = None
     keep_volume: bool | None = None
+    bucket: str | None = None
     env: tuple[str, ...] = field(default=(), repr=False)  # --env KEY=VALUE, as typed (values: never recorded)
     env_files: tuple[str, ...] = ()  # --env-file FILE
 
@@ -127,7 +128,7 @@ def configure(req: LaunchRequest) -> Launch:
         ssh_user=req.ssh_user, ssh_proxy_command=req.ssh_proxy_command, iam_instance_profile=req.iam_instance_profile,
         subnet_id=req.subnet_id,        allow_on_demand_fallback=req.on_demand_fallback, autostop_minutes=req.autostop_minutes,
         max_hours=req.max_hours, max_dollars=req.max_dollars, checkpoint_bucket=req.checkpoint_bucket,
-        remote_root=req.remote_root)
+        remote_root=req.remote_root, bucket=req.bucket)
     job = req.name or time.strftime("job-%Y%m%d-%H%M%S")
     spec = None
     warnings = []

@@ -1,6 +1,7 @@
 """`orch data prepare|list|rm` and `--data dataset:NAME` on this machine: from the files as downloaded (a
-miniature CIFAR-100 tarball in its real layout) to a kept, sharded dataset, a job trained on it, and a teardown
-that leaves it. Real: the `orch` and `trainer` commands, as a user runs them (trainer as a local process)."""
+miniature CIFAR-100 tarball in its real layout) to a kept, sharded dataset (here, or in a bucket: moto S3),
+a job trained on it, and a teardown that leaves it. Real: the `orch` and `trainer` commands, as a user runs
+them (trainer as a local process)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.aws import aws  # noqa: F401 (fixtures)
+from tests.fixtures.aws import orch as orch_here  # noqa: F401 (fixtures: orch in-process, its AWS calls checked)
 from tests.prepare.miniature import make_cifar100
 
 ORCH = str(Path(sys.executable).with_name("orch"))
@@ -69,3 +72,34 @@ def test_bad_dataset_requests_are_refused_before_anything_is_written(downloads, 
         assert r.returncode == 2 and says in r.stderr, r.stderr
     r = orch("launch", "--instance", "g4dn.xlarge", "--data", "dataset:cifar", "--dry-run")
     assert r.returncode == 2 and "not built yet" in r.stderr
+
+
+def test_a_dataset_kept_in_the_bucket_leaves_nothing_here_and_a_job_restores_it_from_there(
+        aws, orch_here, downloads, monkeypatch):  # noqa: F811
+    import boto3
+
+    from tests.fixtures.aws import REGION
+
+    monkeypatch.setenv("ORCH_LOCAL_RUNNER", "process")
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="orch-test-data")
+    r = orch_here("data", "prepare", "cifar", "--kind", "cifar100", "--source", downloads, "--bucket", "s3://orch-test-data")
+    assert r.exit_code == 0, r.output
+    assert "at s3://orch-test-data/orch-datasets/cifar" in r.output
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="orch-test-data")["Contents"]}
+    assert {"orch-datasets/cifar/dataset.json", "orch-datasets/cifar/shards/manifest.json",
+            "orch-datasets/cifar/shards/shard-00000.tar"} <= keys
+    assert not (Path(os.environ["ORCH_HOME"]) / "datasets" / "cifar").exists()  # the bucket holds it
+    monkeypatch.setenv("ORCH_BUCKET", "s3://orch-test-data")  # as config.toml's bucket would
+    listed, = json.loads(orch_here("data", "list", "--json").stdout)
+    assert listed["location"] == "s3://orch-test-data/orch-datasets/cifar" and listed["train_images"] == 15
+    assert listed["dollars_per_month"] == round(listed["bytes"] / 1e9 * 0.023, 2)
+
+    launched = orch_here("launch", "--target", "local", "--data", "dataset:cifar", "--name", "bjob", "--", *TINY)
+    assert launched.exit_code == 0, launched.output
+    assert "downloading its shards from s3://orch-test-data/orch-datasets/cifar" in launched.output
+    followed = orch_here("logs", "bjob", "--follow")
+    assert followed.exit_code == 0 and "epoch 1/1" in followed.output, followed.output
+    assert orch_here("teardown", "bjob", "--yes").exit_code == 0
+    assert orch_here("data", "rm", "cifar", "--yes").exit_code == 0
+    assert "Contents" not in s3.list_objects_v2(Bucket="orch-test-data", Prefix="orch-datasets/")
