@@ -202,6 +202,16 @@ class DatasetInfo:
 
 
 @dataclass(frozen=True)
+class DatasetSource:
+    """A kept dataset a machine restores (`--data dataset:NAME`): where its shards are, and which."""
+
+    name: str
+    uri: str  # s3://BUCKET/orch-datasets/NAME
+    shards: tuple[str, ...]  # shard-NNNNN.tar, as its manifest names them (checked)
+    bytes: int
+
+
+@dataclass(frozen=True)
 class ImageRegistry:
     """Where trainer images are kept between machines: the account's ECR repository (cloud/registry.py)."""
 
@@ -237,6 +247,7 @@ class JobSpec:
     autostop_minutes: int | None = None  # what the instance was told (--autostop-minutes); kept as a container label
     registry: ImageRegistry | None = None  # the built image is pushed there, and pulled from there when built before
     env: TrainerEnv = TrainerEnv()  # --env/--env-file: to the machine in a mode-600 file, nowhere else
+    dataset: DatasetSource | None = None  # --data dataset:NAME on an instance: restored there from the bucket
 
 
 @dataclass(frozen=True)

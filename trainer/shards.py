@@ -74,8 +74,9 @@ class UnpackReport:
 
 
 def _members(data: Path) -> list[Path]:
+    """The dataset's files: not hidden ones, nor anything in a hidden folder (prepare's journal, .unpacked.json)."""
     files = [p for p in data.rglob("*") if p.is_file() and not p.is_symlink()
-             and p.name != DONE and not p.name.startswith(".")]
+             and not any(part.startswith(".") for part in p.relative_to(data).parts)]
     return sorted(files, key=lambda p: p.relative_to(data).as_posix())
 
 

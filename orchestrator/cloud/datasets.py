@@ -85,6 +85,12 @@ def download_shards(uri: str, dest: Path, region: str, on_progress: Progress | N
                                                  Callback=cb), int(s["bytes"])) for s in todo], on_progress)
 
 
+def manifest(uri: str, region: str) -> dict:
+    """The dataset's shard manifest (as `trainer pack` wrote it)."""
+    bucket, key = split(uri)
+    return json.loads(_s3(region).get_object(Bucket=bucket, Key=f"{key}/shards/manifest.json")["Body"].read())
+
+
 def put_description(uri: str, description: dict, region: str) -> None:
     bucket, key = split(uri)
     _s3(region).put_object(Bucket=bucket, Key=f"{key}/{DESCRIPTION}", Body=json.dumps(description, indent=1).encode(),

@@ -12,6 +12,7 @@ instance that prepares, a bucket that keeps, Kaggle downloads) is issue 20's nex
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -25,10 +26,11 @@ from orchestrator.cloud import datasets as cloud_datasets
 from orchestrator.config import ConfigError
 from orchestrator.errors import FlowError
 from orchestrator.lifecycle.progress import Say, quiet
-from orchestrator.records import DatasetInfo
+from orchestrator.records import DatasetInfo, DatasetSource
 
 KINDS = ("imagenet", "tiny-imagenet", "cifar100", "folder")
 PREFIX = "dataset:"
+SHARD_NAME = re.compile(r"shard-\d{5}\.tar")
 S3_DOLLARS_PER_GB_MONTH = 0.023  # S3 Standard, first 50 TB, us-east-1 (aws.amazon.com/s3/pricing)
 
 
@@ -167,6 +169,25 @@ def remove(name: str, bucket: str | None = None, region: str = "us-east-1") -> b
     if bucket and find(name, bucket, region) is not None:
         removed = cloud_datasets.delete(cloud_datasets.location(bucket, name), region) > 0 or removed
     return removed
+
+
+def for_instance(name: str, bucket: str | None, region: str) -> DatasetSource:
+    """What an instance needs to restore `dataset:NAME` from the bucket; refused when it is not there."""
+    store.check_name(name)
+    if not bucket:
+        raise ConfigError(f"--data dataset:{name} on an instance needs the bucket it is kept in: --bucket s3://NAME "
+                          "(or bucket in config.toml)")
+    info = find(name, bucket, region)
+    if info is None or not info.location.startswith("s3://"):
+        here = " (it is kept on this machine only: prepare it again with --bucket)" if info is not None else ""
+        raise ConfigError(f"--data dataset:{name}: not in {bucket}{here}. Make it with `orch data prepare {name} "
+                          f"--kind KIND --source DIR --bucket {bucket}`.")
+    shards = cloud_datasets.manifest(info.location, region).get("shards") or []
+    names = tuple(str(s.get("name")) for s in shards if isinstance(s, dict))
+    if not names or not all(SHARD_NAME.fullmatch(n) for n in names):
+        raise ConfigError(f"{info.location}/shards/manifest.json does not name shard-NNNNN.tar files: refused")
+    return DatasetSource(name=name, uri=info.location, shards=names,
+                         bytes=sum(int(s.get("bytes") or 0) for s in shards))
 
 
 def name_of(data: str) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from orchestrator.job.sync import sync_dataset
 from orchestrator.machines.base import SSH_DEADLINE_S, Say
 from orchestrator.machines.bootstrap import hard_cap, wait_for_bootstrap
-from orchestrator.machines.data import copy_from_s3, make_demo_data
+from orchestrator.machines.data import copy_from_s3, make_demo_data, restore_dataset
 from orchestrator.machines.docker_runner import DockerRunner, docker_client
 from orchestrator.machines.registry import login as registry_login, push_detached
 from orchestrator.records import HardCap, ImageReady, ImageRegistry, JobSpec, RunSpec, SSHEndpoint
@@ -83,6 +83,8 @@ class InstanceMachine:
     def place_data(self, session, runner, spec: JobSpec, data_dir: str, image: str, user: str, say: Say) -> str:
         if spec.data == "demo":
             make_demo_data(session, runner, data_dir, image, user, say)
+        elif spec.dataset is not None:
+            restore_dataset(session, runner, spec, data_dir, image, user, say)
         elif spec.data.startswith("s3://"):
             copy_from_s3(session, spec, data_dir, " with its instance role", say)
         else:

@@ -71,7 +71,7 @@ def test_bad_dataset_requests_are_refused_before_anything_is_written(downloads, 
         r = orch("data", "prepare", *args)
         assert r.returncode == 2 and says in r.stderr, r.stderr
     r = orch("launch", "--instance", "g4dn.xlarge", "--data", "dataset:cifar", "--dry-run")
-    assert r.returncode == 2 and "not built yet" in r.stderr
+    assert r.returncode == 2 and "needs the bucket it is kept in" in r.stderr
 
 
 def test_a_dataset_kept_in_the_bucket_leaves_nothing_here_and_a_job_restores_it_from_there(

@@ -47,6 +47,11 @@ def test_a_dataset_packs_into_shards_of_the_size_asked_and_restores_byte_for_byt
     assert len(manifest["shards"]) > 3
     assert all(s["bytes"] <= shard_bytes + (64 << 10) for s in manifest["shards"])  # whole files: about the size
     assert manifest["splits"] == {"train": {"classes": 5, "images": 400}, "val": {"classes": 5, "images": 80}}
+    (dataset / ".prepare").mkdir(exist_ok=True)  # prepare's journal, a Mac's ._ file: not the dataset's
+    (dataset / ".prepare" / "state.json").write_text("{}")
+    assert packed(dataset, tmp_path / "again", shard_bytes)["files"] == manifest["files"]
+    (dataset / ".prepare" / "state.json").unlink()
+    (dataset / ".prepare").rmdir()
     assert sum(s["files"] for s in manifest["shards"]) == manifest["files"] == len(files_of(dataset))
 
     r = trainer("unpack", "--shards", str(tmp_path / "s"), "--dest", str(tmp_path / "restored"), "--delete-shards")
