@@ -142,7 +142,7 @@ def _start(machine: Machine, session, runner, spec: JobSpec, say: Say) -> Contai
     user = _uid_gid(session)
     # Beside the job's folders; with --keep-volume beside its data, which the kept volume does not hold.
     env_dir = posixpath.dirname(data_dir if spec.outputs_root else outputs_dir)
-    if spec.data == "demo" or spec.dataset is not None:  # made (restored) by the image: one step after the other
+    if spec.data == "demo":  # made by the image: one step after the other
         ready = _trainer_image(machine, session, runner, spec, say)
         data_dir = machine.place_data(session, runner, spec, data_dir, ready.image, user, say)
     else:  # the image is pulled (or built) while the data moves
@@ -154,6 +154,7 @@ def _start(machine: Machine, session, runner, spec: JobSpec, say: Say) -> Contai
             raise
         ready = image_step.result()
     image, image_hash = ready.image, ready.content_hash
+    machine.finish_data(session, runner, spec, data_dir, image, user, say)  # a kept dataset: unpacked in the image
 
     if spec.restore is not None:
         report = restore_checkpoints(session, spec.restore, spec.job, outputs_dir, say=say)

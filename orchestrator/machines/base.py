@@ -70,6 +70,9 @@ class Machine(Protocol):
     def folders(self, session: Session, spec: JobSpec) -> tuple[str, str]: ...  # a new job's (data, outputs)
     def place_data(self, session: Session, runner: Runner, spec: JobSpec, data_dir: str, image: str, user: str,
                    say: Say) -> str: ...  # the data folder the trainer reads
+    # Once the image is there: what place_data left for it (a kept dataset's shards to unpack); else nothing.
+    def finish_data(self, session: Session, runner: Runner, spec: JobSpec, data_dir: str, image: str, user: str,
+                    say: Say) -> None: ...
     def without_gpus(self, say: Say) -> bool: ...  # True: run on the CPU (after saying so); False: refuse
     def remember(self, run: RunSpec) -> None: ...  # after a start: what this machine keeps besides the labels
     def forget(self) -> bool: ...  # after a stop; True if there was something to forget

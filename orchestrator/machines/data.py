@@ -19,15 +19,23 @@ def make_demo_data(session, runner: Runner, data_dir: str, image: str, user: str
         runner.make_demo_data(image, data_dir, user)
 
 
-def restore_dataset(session, runner: Runner, spec: JobSpec, data_dir: str, image: str, user: str, say: Say) -> None:
-    """A kept dataset's shards copied from the bucket on the machine (its own credentials, 4 at a time), then
-    checked and restored in place by `trainer unpack` in the image. A start that finds it restored does nothing."""
-    ds = spec.dataset
+def _restored(session, spec: JobSpec, data_dir: str) -> bool:
     marker = posixpath.join(data_dir, RESTORED)
-    if session.run(f"cat {shlex.quote(marker)}").stdout.strip() == ds.uri:
+    return session.run(f"cat {shlex.quote(marker)}").stdout.strip() == spec.dataset.uri
+
+
+def _shards_dir(data_dir: str) -> str:
+    return posixpath.join(posixpath.dirname(data_dir), "shards")
+
+
+def copy_dataset(session, spec: JobSpec, data_dir: str, say: Say) -> None:
+    """A kept dataset's shards copied from the bucket on the machine (its own credentials, 4 at a time; no image
+    needed, so it runs while the image is pulled). A start that finds it restored copies nothing."""
+    ds = spec.dataset
+    if _restored(session, spec, data_dir):
         say(f"  dataset {ds.name}: already restored on {session.where}")
         return
-    shards = posixpath.join(posixpath.dirname(data_dir), "shards")
+    shards = _shards_dir(data_dir)
     say(f"  dataset {ds.name}: copying {len(ds.shards)} shard(s), {ds.bytes / 1e9:,.2f} GB, from {ds.uri} on "
         f"{session.where} (its role)")
     names = "\n".join(ds.shards)  # each shard-NNNNN.tar, checked by lifecycle/datasets.py
@@ -40,9 +48,16 @@ def restore_dataset(session, runner: Runner, spec: JobSpec, data_dir: str, image
         raise JobError(f"copying dataset {ds.name} from {ds.uri} on {session.where} failed (exit {got.exit_code}): "
                        f"{(got.stderr or got.stdout).strip()[-1500:]}\nDoes the instance role read the bucket? "
                        "(`orch init` grants orch-datasets/ in any bucket)")
-    say(f"  dataset {ds.name}: checking and restoring the shards (trainer unpack)")
-    runner.unpack_dataset(image, shards, data_dir, user)
-    session.run(f"printf '%s\\n' {shlex.quote(ds.uri)} > {shlex.quote(marker)}", check=True)
+
+
+def unpack_dataset(session, runner: Runner, spec: JobSpec, data_dir: str, image: str, user: str, say: Say) -> None:
+    """The copied shards checked and restored in place by `trainer unpack` in the image; then marked done."""
+    if _restored(session, spec, data_dir):
+        return
+    say(f"  dataset {spec.dataset.name}: checking and restoring the shards (trainer unpack)")
+    runner.unpack_dataset(image, _shards_dir(data_dir), data_dir, user)
+    marker = posixpath.join(data_dir, RESTORED)
+    session.run(f"printf '%s\\n' {shlex.quote(spec.dataset.uri)} > {shlex.quote(marker)}", check=True)
 
 
 def copy_from_s3(session, spec: JobSpec, data_dir: str, how: str, say: Say) -> None:
