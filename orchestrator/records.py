@@ -199,6 +199,7 @@ class DatasetInfo:
     created_at: str
     options: dict = field(default_factory=dict)  # resize_short, subset_percent, ... as asked
     dollars_per_month: float | None = None  # storage; None for a folder here
+    version: str = ""  # in a bucket: its shards are under LOCATION/shards-VERSION/ (a --replace writes a new one)
 
 
 @dataclass(frozen=True)
@@ -206,9 +207,13 @@ class DatasetSource:
     """A kept dataset a machine restores (`--data dataset:NAME`): where its shards are, and which."""
 
     name: str
-    uri: str  # s3://BUCKET/orch-datasets/NAME
-    shards: tuple[str, ...]  # shard-NNNNN.tar, as its manifest names them (checked)
-    bytes: int
+    uri: str  # s3://BUCKET/orch-datasets/NAME/shards-VERSION: manifest.json and the shards
+    shards: tuple[tuple[str, int], ...]  # (shard-NNNNN.tar, bytes), as its manifest names them (checked)
+    manifest_key: str  # dataset_store.manifest_key: which restore on a machine is of these shards
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _, size in self.shards)
 
 
 @dataclass(frozen=True)

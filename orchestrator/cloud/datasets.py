@@ -1,14 +1,16 @@
 """Datasets kept in the user's bucket, under one prefix: `s3://BUCKET/orch-datasets/<name>/`.
 
-    shards/manifest.json, shards/shard-NNNNN.tar    as `trainer pack` wrote them
+    shards-VERSION/manifest.json, shard-NNNNN.tar   as `trainer pack` wrote them (a --replace: a new VERSION)
     dataset.json                                    orch's description (records.DatasetInfo), written last
 
 The fixed prefix is what lets infra/iam-policy.json allow these calls on any bucket the user names,
 and nothing outside `orch-datasets/`. Transfers run `PARALLEL` at a time, each a multipart transfer
 for a large shard (boto3's transfer manager).
 
-    upload_shards(Path("shards"), "s3://b/orch-datasets/imagenet", on_progress)
-    descriptions("s3://b")          # [{"name": ..., ...}, ...] for every dataset there
+    upload_shards(Path("shards"), "s3://b/orch-datasets/imagenet/shards-V", region, on_progress)
+    descriptions("s3://b", region)  # [("imagenet", {...}), ...]: each dataset's folder name and description
+
+Nothing here checks what it reads: lifecycle/datasets.py and dataset_store.py do.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from orchestrator.cloud.aws import client, error_code
+from orchestrator.cloud.aws import ProviderError, client, error_code
 
 PREFIX = "orch-datasets"
 DESCRIPTION = "dataset.json"
@@ -43,6 +45,8 @@ def _s3(region: str):
 
 def _transfer(jobs: list[tuple[Callable, int]], on_progress: Progress | None) -> None:
     """Run (call(callback), size) jobs PARALLEL at a time; the callbacks add up the bytes moved."""
+    from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
+
     total, done, lock = sum(size for _, size in jobs), [0], threading.Lock()
 
     def moved(n: int) -> None:
@@ -56,6 +60,8 @@ def _transfer(jobs: list[tuple[Callable, int]], on_progress: Progress | None) ->
         try:
             for f in futures:
                 f.result()
+        except (S3UploadFailedError, S3TransferFailedError) as e:
+            raise ProviderError(f"an S3 transfer failed: {e}") from None
         except BaseException:
             for f in futures:
                 f.cancel()
@@ -63,32 +69,28 @@ def _transfer(jobs: list[tuple[Callable, int]], on_progress: Progress | None) ->
 
 
 def upload_shards(shards: Path, uri: str, region: str, on_progress: Progress | None = None) -> None:
-    """Every shard, then the manifest (a reader that finds the manifest finds every shard)."""
+    """Every shard into the prefix `uri`, then the manifest (a reader that finds the manifest finds every shard)."""
     s3, (bucket, key) = _s3(region), split(uri)
     files = sorted(p for p in shards.iterdir() if p.name.startswith("shard-") and p.name.endswith(".tar"))
-    _transfer([(lambda cb, p=p: s3.upload_file(str(p), bucket, f"{key}/shards/{p.name}", Callback=cb),
+    _transfer([(lambda cb, p=p: s3.upload_file(str(p), bucket, f"{key}/{p.name}", Callback=cb),
                 p.stat().st_size) for p in files], on_progress)
-    s3.upload_file(str(shards / "manifest.json"), bucket, f"{key}/shards/manifest.json")
+    _transfer([(lambda cb: s3.upload_file(str(shards / "manifest.json"), bucket, f"{key}/manifest.json"), 0)], None)
 
 
-def download_shards(uri: str, dest: Path, region: str, on_progress: Progress | None = None) -> None:
-    """The manifest, then each shard it names (a shard already here at its size is kept: a resumed download)."""
+def download_shards(uri: str, shards: list[tuple[str, int]], dest: Path, region: str,
+                    on_progress: Progress | None = None) -> None:
+    """The (name, bytes) shards from the prefix `uri` into `dest` (names checked by the caller)."""
     s3, (bucket, key) = _s3(region), split(uri)
     dest.mkdir(parents=True, exist_ok=True)
-    s3.download_file(bucket, f"{key}/shards/manifest.json", str(dest / "manifest.json"))
-    shards = json.loads((dest / "manifest.json").read_text())["shards"]
-    todo = [s for s in shards if not ((dest / s["name"]).is_file() and (dest / s["name"]).stat().st_size == s["bytes"])]
-    # Names are checked again by `trainer unpack`; here only shard-NNNNN.tar may become a file name.
-    if any("/" in str(s["name"]) or not str(s["name"]).startswith("shard-") for s in todo):
-        raise ValueError(f"{uri}/shards/manifest.json names a file that is not a shard: refused")
-    _transfer([(lambda cb, s=s: s3.download_file(bucket, f"{key}/shards/{s['name']}", str(dest / s["name"]),
-                                                 Callback=cb), int(s["bytes"])) for s in todo], on_progress)
+    _transfer([(lambda cb, n=n: s3.download_file(bucket, f"{key}/{n}", str(dest / n), Callback=cb), size)
+               for n, size in shards], on_progress)
 
 
-def manifest(uri: str, region: str) -> dict:
-    """The dataset's shard manifest (as `trainer pack` wrote it)."""
+def manifest(uri: str, region: str) -> bytes:
+    """The manifest.json under the prefix `uri`, as stored (at most 64 MiB: a million shards would be less)."""
     bucket, key = split(uri)
-    return json.loads(_s3(region).get_object(Bucket=bucket, Key=f"{key}/shards/manifest.json")["Body"].read())
+    body = _s3(region).get_object(Bucket=bucket, Key=f"{key}/manifest.json")["Body"]
+    return body.read(64 << 20)
 
 
 def put_description(uri: str, description: dict, region: str) -> None:
@@ -97,32 +99,34 @@ def put_description(uri: str, description: dict, region: str) -> None:
                            ContentType="application/json")
 
 
-def descriptions(bucket_uri: str, region: str) -> list[dict]:
-    """The description of every dataset in the bucket (one without it is unfinished, and left out)."""
+def descriptions(bucket_uri: str, region: str) -> list[tuple[str, object]]:
+    """(folder name, parsed description) of every dataset in the bucket (one without it is unfinished, and left
+    out)."""
     s3, (bucket, _) = _s3(region), split(bucket_uri)
     found = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{PREFIX}/", Delimiter="/"):
         for common in page.get("CommonPrefixes", []):
             try:
-                body = s3.get_object(Bucket=bucket, Key=f"{common['Prefix']}{DESCRIPTION}")["Body"].read()
+                body = s3.get_object(Bucket=bucket, Key=f"{common['Prefix']}{DESCRIPTION}")["Body"].read(1 << 20)
             except Exception as e:
                 if error_code(e) in ("NoSuchKey", "404"):
                     continue
                 raise
             try:
-                value = json.loads(body)
+                found.append((common["Prefix"][len(PREFIX) + 1:].rstrip("/"), json.loads(body)))
             except ValueError:
                 continue
-            if isinstance(value, dict):
-                found.append(value)
     return found
 
 
-def delete(uri: str, region: str) -> int:
-    """Every object of the dataset, its description first; how many there were."""
+def delete(uri: str, region: str, keep: str | None = None) -> int:
+    """Every object of the dataset, its description first; how many there were. With `keep` (a prefix
+    under it, e.g. "shards-V/"), the description and what is under `keep` stay."""
     s3, (bucket, key) = _s3(region), split(uri)
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/")
             for o in page.get("Contents", [])]
+    if keep is not None:
+        keys = [k for k in keys if k != f"{key}/{DESCRIPTION}" and not k.startswith(f"{key}/{keep}")]
     if f"{key}/{DESCRIPTION}" in keys:
         s3.delete_object(Bucket=bucket, Key=f"{key}/{DESCRIPTION}")
     rest = [k for k in keys if k != f"{key}/{DESCRIPTION}"]

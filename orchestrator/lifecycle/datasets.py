@@ -1,18 +1,22 @@
 """`orch data prepare|list|rm` and `--data dataset:NAME`: datasets orch prepares once and keeps.
 
-Today on this machine (`--target local`): `trainer prepare KIND` reads the files as downloaded into
-a work folder (resumable: run the same command again after a cut), `trainer pack` turns the result
-into checked shards in the store (dataset_store.py), and the work folder goes. A job on
-`dataset:NAME` reads a copy restored from the shards on first use (`trainer unpack`, checked
-against the manifest). A job's teardown never touches a dataset; `orch data rm` does.
+`trainer prepare KIND` reads the files as downloaded into a work folder (resumable: run the same
+command again after a cut), and `trainer pack` turns the result into checked shards. They are kept
+on this machine (dataset_store.py), or with a bucket in it, under `orch-datasets/NAME/shards-VERSION/`
+(cloud/datasets.py; a --replace uploads a new VERSION, and the old one goes once the new is whole).
+A job on `dataset:NAME` reads a copy restored from the shards (`trainer unpack`, checked against the
+manifest): a local job from this machine's store or the bucket, an instance from the bucket with its
+own role (machines/data.py). A job's teardown never touches a dataset; `orch data rm` does.
 
-The trainer runs as a process of this machine's Python (orch never imports it); the cloud half (an
-instance that prepares, a bucket that keeps, Kaggle downloads) is issue 20's next step.
+A description read from a bucket is checked field by field, and where a dataset is comes from where it
+was found, never from what it says. The trainer runs as a process of this machine's Python (orch never
+imports it). Preparing on an instance, and s3:// and kaggle: sources, are issue 20's next step.
 """
 from __future__ import annotations
 
 import importlib.util
-import re
+import json
+import secrets
 import shutil
 import subprocess
 import sys
@@ -28,9 +32,8 @@ from orchestrator.errors import FlowError
 from orchestrator.lifecycle.progress import Say, quiet
 from orchestrator.records import DatasetInfo, DatasetSource
 
-KINDS = ("imagenet", "tiny-imagenet", "cifar100", "folder")
+KINDS = store.KINDS
 PREFIX = "dataset:"
-SHARD_NAME = re.compile(r"shard-\d{5}\.tar")
 S3_DOLLARS_PER_GB_MONTH = 0.023  # S3 Standard, first 50 TB, us-east-1 (aws.amazon.com/s3/pricing)
 
 
@@ -101,20 +104,36 @@ def prepare(req: PrepareRequest, say: Say = quiet) -> DatasetInfo:
                        created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), options=options,
                        **summary)
     if req.bucket:
-        uri = cloud_datasets.location(req.bucket, req.name)
-        say(f"uploading {summary['shards']} shard(s), {summary['bytes'] / 1e6:,.1f} MB, to {uri}")
-        if req.replace:
-            cloud_datasets.delete(uri, req.region)  # the old one goes only now that the new one is whole here
-        cloud_datasets.upload_shards(staging, uri, req.region, on_progress=_every_few_seconds("uploaded", say))
-        info = replace(info, location=uri)
-        cloud_datasets.put_description(uri, asdict(info), req.region)  # last: now it is a dataset
-        shutil.rmtree(where, ignore_errors=True)  # the bucket holds it; nothing stays here
-        return with_cost(info)
+        return with_cost(_keep_in_bucket(req, info, staging, say))
     store.remove_parts(req.name)  # --replace: the old one goes only now that the new one is whole
     staging.rename(store.shards_dir(req.name))
     store.save(info)
     shutil.rmtree(work, ignore_errors=True)
     return info
+
+
+def _keep_in_bucket(req: PrepareRequest, info: DatasetInfo, staging: Path, say: Say) -> DatasetInfo:
+    """The shards uploaded under a new version, then the description that makes them the dataset, then any
+    older version removed: a --replace that fails leaves the old dataset whole, and one that succeeds
+    never mixes old and new shards (a machine restoring the old one meanwhile fails its checks, by name)."""
+    uri = cloud_datasets.location(req.bucket, req.name)
+    info = replace(info, location=uri, version=datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+                   + secrets.token_hex(3))
+    if find(req.name, req.bucket, req.region) is None:
+        cloud_datasets.delete(uri, req.region)  # what an upload cut short left: no dataset, only storage bills
+    say(f"uploading {info.shards} shard(s), {info.bytes / 1e6:,.1f} MB, to {shards_uri(info)}")
+    cloud_datasets.upload_shards(staging, shards_uri(info), req.region,
+                                 on_progress=_every_few_seconds("uploaded", say))
+    cloud_datasets.put_description(uri, {k: v for k, v in asdict(info).items() if k != "dollars_per_month"},
+                                   req.region)  # from now on it is the dataset
+    cloud_datasets.delete(uri, req.region, keep=f"shards-{info.version}/")
+    shutil.rmtree(store.folder(req.name), ignore_errors=True)  # the bucket holds it; nothing stays here
+    return info
+
+
+def shards_uri(info: DatasetInfo) -> str:
+    """Where a kept dataset's manifest.json and shards are."""
+    return f"{info.location}/shards-{info.version}" if info.version else f"{info.location}/shards"
 
 
 def _every_few_seconds(what: str, say: Say, every_s: float = 5.0):
@@ -143,12 +162,12 @@ def find(name: str, bucket: str | None, region: str) -> DatasetInfo | None:
 
 
 def _in_bucket(bucket: str, region: str) -> list[DatasetInfo]:
+    """The datasets whose description is one orch writes, named as their folder; where each is comes from
+    the bucket, not from what its description says."""
     found = []
-    for raw in cloud_datasets.descriptions(bucket, region):
-        try:
-            found.append(with_cost(DatasetInfo(**raw)))
-        except TypeError:  # not one orch wrote
-            continue
+    for name, raw in cloud_datasets.descriptions(bucket, region):
+        if store.NAME_RE.fullmatch(name) and (info := store.info_from(raw, name, cloud_datasets.location(bucket, name))):
+            found.append(with_cost(info))
     return found
 
 
@@ -166,7 +185,7 @@ def list_datasets(bucket: str | None = None, region: str = "us-east-1") -> list[
 def remove(name: str, bucket: str | None = None, region: str = "us-east-1") -> bool:
     store.check_name(name)
     removed = store.remove(name)
-    if bucket and find(name, bucket, region) is not None:
+    if bucket:  # its description first, then everything under its name (an upload cut short too)
         removed = cloud_datasets.delete(cloud_datasets.location(bucket, name), region) > 0 or removed
     return removed
 
@@ -177,17 +196,47 @@ def for_instance(name: str, bucket: str | None, region: str) -> DatasetSource:
     if not bucket:
         raise ConfigError(f"--data dataset:{name} on an instance needs the bucket it is kept in: --bucket s3://NAME "
                           "(or bucket in config.toml)")
-    info = find(name, bucket, region)
-    if info is None or not info.location.startswith("s3://"):
-        here = " (it is kept on this machine only: prepare it again with --bucket)" if info is not None else ""
+    info = next((d for d in _in_bucket(bucket, region) if d.name == name), None)
+    if info is None:
+        here = " (it is kept on this machine only: prepare it again with --bucket)" if store.get(name) else ""
         raise ConfigError(f"--data dataset:{name}: not in {bucket}{here}. Make it with `orch data prepare {name} "
                           f"--kind KIND --source DIR --bucket {bucket}`.")
-    shards = cloud_datasets.manifest(info.location, region).get("shards") or []
-    names = tuple(str(s.get("name")) for s in shards if isinstance(s, dict))
-    if not names or not all(SHARD_NAME.fullmatch(n) for n in names):
-        raise ConfigError(f"{info.location}/shards/manifest.json does not name shard-NNNNN.tar files: refused")
-    return DatasetSource(name=name, uri=info.location, shards=names,
-                         bytes=sum(int(s.get("bytes") or 0) for s in shards))
+    where = f"{shards_uri(info)}/manifest.json"
+    raw = _manifest_json(cloud_datasets.manifest(shards_uri(info), region), where)
+    return DatasetSource(name=name, uri=shards_uri(info), shards=store.shard_entries(raw, where),
+                         manifest_key=store.manifest_key(raw))
+
+
+def _manifest_json(body: bytes, where: str) -> dict:
+    try:
+        raw = json.loads(body)
+    except ValueError:
+        raise ConfigError(f"{where} is not JSON: refused") from None
+    store.shard_entries(raw, where)
+    return raw
+
+
+def _download(info: DatasetInfo, region: str, say: Say) -> None:
+    """A bucket's dataset's shards into this machine's store: those already here at their size are kept,
+    unless they belong to another version of it (then they all go first)."""
+    here, where = store.shards_dir(info.name), f"{shards_uri(info)}/manifest.json"
+    body = cloud_datasets.manifest(shards_uri(info), region)
+    raw = _manifest_json(body, where)
+    try:
+        old = json.loads((here / "manifest.json").read_text())
+        same = store.manifest_key(old) == store.manifest_key(raw)
+    except (OSError, ValueError, KeyError, TypeError):
+        same = False
+    if not same:
+        shutil.rmtree(here, ignore_errors=True)
+    here.mkdir(parents=True, exist_ok=True)
+    todo = [(n, size) for n, size in store.shard_entries(raw, where)
+            if not ((here / n).is_file() and (here / n).stat().st_size == size)]
+    say(f"  dataset {info.name}: downloading {len(todo)} shard(s) from {shards_uri(info)}")
+    cloud_datasets.download_shards(shards_uri(info), todo, here, region,
+                                   on_progress=_every_few_seconds("downloaded", say))
+    (here / "manifest.json.partial").write_bytes(body)
+    (here / "manifest.json.partial").replace(here / "manifest.json")  # last: the shards it names are here
 
 
 def name_of(data: str) -> str | None:
@@ -200,9 +249,7 @@ def restore_here(name: str, say: Say = quiet, bucket: str | None = None, region:
     from this machine's store, else downloaded from the bucket (a shard already here is not fetched again)."""
     info = find(store.check_name(name), bucket, region)
     if info is not None and info.location.startswith("s3://"):
-        say(f"  dataset {name}: downloading its shards from {info.location}")
-        cloud_datasets.download_shards(info.location, store.shards_dir(name), region,
-                                       on_progress=_every_few_seconds("downloaded", say))
+        _download(info, region, say)
     if info is None:
         known = ", ".join(d.name for d in list_datasets(bucket, region)) or "none yet"
         where = f"here or in {bucket}" if bucket else "here (no bucket set: --bucket or bucket in config.toml)"

@@ -87,8 +87,10 @@ def test_a_dataset_kept_in_the_bucket_leaves_nothing_here_and_a_job_restores_it_
     assert r.exit_code == 0, r.output
     assert "at s3://orch-test-data/orch-datasets/cifar" in r.output
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="orch-test-data")["Contents"]}
-    assert {"orch-datasets/cifar/dataset.json", "orch-datasets/cifar/shards/manifest.json",
-            "orch-datasets/cifar/shards/shard-00000.tar"} <= keys
+    version = json.loads(s3.get_object(Bucket="orch-test-data", Key="orch-datasets/cifar/dataset.json")["Body"].read())[
+        "version"]
+    assert keys == {"orch-datasets/cifar/dataset.json", f"orch-datasets/cifar/shards-{version}/manifest.json",
+                    f"orch-datasets/cifar/shards-{version}/shard-00000.tar"}
     assert not (Path(os.environ["ORCH_HOME"]) / "datasets" / "cifar").exists()  # the bucket holds it
     monkeypatch.setenv("ORCH_BUCKET", "s3://orch-test-data")  # as config.toml's bucket would
     listed, = json.loads(orch_here("data", "list", "--json").stdout)
@@ -97,9 +99,65 @@ def test_a_dataset_kept_in_the_bucket_leaves_nothing_here_and_a_job_restores_it_
 
     launched = orch_here("launch", "--target", "local", "--data", "dataset:cifar", "--name", "bjob", "--", *TINY)
     assert launched.exit_code == 0, launched.output
-    assert "downloading its shards from s3://orch-test-data/orch-datasets/cifar" in launched.output
+    assert f"downloading 1 shard(s) from s3://orch-test-data/orch-datasets/cifar/shards-{version}" in launched.output
     followed = orch_here("logs", "bjob", "--follow")
     assert followed.exit_code == 0 and "epoch 1/1" in followed.output, followed.output
     assert orch_here("teardown", "bjob", "--yes").exit_code == 0
     assert orch_here("data", "rm", "cifar", "--yes").exit_code == 0
     assert "Contents" not in s3.list_objects_v2(Bucket="orch-test-data", Prefix="orch-datasets/")
+
+
+def test_a_replace_in_the_bucket_keeps_the_old_dataset_until_the_new_one_is_whole(aws, orch_here, downloads):  # noqa: F811
+    import boto3
+
+    from tests.fixtures.aws import REGION
+
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="orch-test-data")
+    prepare = ("data", "prepare", "cifar", "--kind", "cifar100", "--source", downloads, "--bucket",
+               "s3://orch-test-data", "--json")
+    old = json.loads(orch_here(*prepare).stdout)
+    old_keys = {o["Key"] for o in s3.list_objects_v2(Bucket="orch-test-data")["Contents"]}
+
+    aws.deny.add("PutObject")  # the upload of the new version fails half way (a policy, a network cut)
+    r = orch_here(*prepare, "--replace")
+    aws.deny.clear()
+    assert r.exit_code == 1 and "S3 transfer failed" in r.output and "Traceback" not in r.output, r.output
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket="orch-test-data")["Contents"]} == old_keys
+    listed, = json.loads(orch_here("data", "list", "--bucket", "s3://orch-test-data", "--json").stdout)
+    assert listed["version"] == old["version"]
+
+    new = json.loads(orch_here(*prepare, "--replace").stdout)
+    assert new["version"] != old["version"]
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="orch-test-data")["Contents"]}
+    assert keys == {"orch-datasets/cifar/dataset.json", f"orch-datasets/cifar/shards-{new['version']}/manifest.json",
+                    f"orch-datasets/cifar/shards-{new['version']}/shard-00000.tar"}
+
+
+def test_descriptions_in_the_bucket_that_orch_did_not_write_are_left_out_and_never_point_elsewhere(
+        aws, orch_here, downloads):  # noqa: F811
+    import boto3
+
+    from tests.fixtures.aws import REGION
+
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="orch-test-data")
+    good = json.loads(orch_here("data", "prepare", "cifar", "--kind", "cifar100", "--source", downloads,
+                                "--bucket", "s3://orch-test-data", "--json").stdout)
+
+    def put(folder: str, **changes) -> None:
+        body = {**good, "name": folder, **changes}
+        s3.put_object(Bucket="orch-test-data", Key=f"orch-datasets/{folder}/dataset.json", Body=json.dumps(body))
+
+    put("elsewhere", location="s3://attacker-bucket/x")  # where it is comes from where it was found
+    put("renamed", name="cifar")  # claims another dataset's name
+    put("odd-fields", classes="many")
+    put("odd-version", version="../../x")
+    s3.put_object(Bucket="orch-test-data", Key="orch-datasets/not-json/dataset.json", Body=b"\x1b[2J{")
+    r = orch_here("data", "list", "--bucket", "s3://orch-test-data", "--json")
+    assert r.exit_code == 0, r.output
+    listed = {d["name"]: d["location"] for d in json.loads(r.stdout)}
+    assert listed == {"cifar": "s3://orch-test-data/orch-datasets/cifar",
+                      "elsewhere": "s3://orch-test-data/orch-datasets/elsewhere"}
+    table = orch_here("data", "list", "--bucket", "s3://orch-test-data")
+    assert table.exit_code == 0 and "attacker" not in table.output and "\x1b" not in table.output

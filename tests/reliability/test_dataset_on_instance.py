@@ -47,10 +47,12 @@ def test_each_new_instance_restores_the_kept_dataset_from_the_bucket(machine, or
     assert r.exit_code == 0, r.output
     assert f"copying 1 shard(s)" in r.output and f"from s3://{BUCKET}/orch-datasets/cifar" in r.output
     data = machine.root / job / "data"
-    assert (data / "train").is_dir() and (data / ".orch-restored").read_text().strip().endswith("/cifar")
-    assert not list((machine.root / job / "shards").glob("shard-*.tar"))  # removed once restored
+    kept = json.loads(orch("data", "list", "--bucket", f"s3://{BUCKET}", "--json").stdout)[0]
+    shards_uri = f"s3://{BUCKET}/orch-datasets/cifar/shards-{kept['version']}"
+    assert (data / "train").is_dir() and (data / ".orch-restored").read_text().strip() == shards_uri
+    assert not list((machine.root / job / "shards").rglob("shard-*.tar"))  # removed once restored
     calls = machine.aws_calls()
-    assert f"ARGS: s3 cp s3://{BUCKET}/orch-datasets/cifar/shards/shard-00000.tar shard-00000.tar" in calls
+    assert f"ARGS: s3 cp {shards_uri}/shard-00000.tar shard-00000.tar.partial" in calls
     r = orch("logs", job, "--follow")
     assert r.exit_code == 0 and "epoch 1/1" in r.output, r.output
 
