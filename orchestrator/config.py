@@ -65,6 +65,7 @@ class Settings:
     max_hours: float | None = None
     max_dollars: float | None = None
     checkpoint_bucket: str | None = None
+    bucket: str | None = None  # s3://NAME: where `orch data` keeps datasets (under orch-datasets/)
     # Where jobs live on the machine (`<remote_root>/<job>/{data,outputs}`). None: /mnt/orch (the
     # instance's NVMe disk, mounted by infra/bootstrap.sh) when it is there, else ~/orch.
     remote_root: str | None = None
@@ -80,7 +81,7 @@ _BOOL_FIELDS = {"allow_on_demand_fallback", "live_prices"}
 _TUPLE_FIELDS = {"ami_owners"}
 _OPTIONAL = {
     "ssh_proxy_command", "ssh_cidr", "iam_instance_profile", "subnet_id", "autostop_minutes", "max_hours",
-    "max_dollars", "checkpoint_bucket", "bootstrap_script", "remote_root",
+    "max_dollars", "checkpoint_bucket", "bootstrap_script", "remote_root", "bucket",
 }
 
 
@@ -151,6 +152,12 @@ def _validate(s: Settings) -> Settings:
     if s.checkpoint_bucket is not None and not re.fullmatch(r"s3://[^/\s]+(/\S*)?", s.checkpoint_bucket):
         raise ConfigError(f"checkpoint_bucket {s.checkpoint_bucket!r} is not an s3:// URI "
                           "(e.g. --checkpoint-bucket s3://my-bucket/orch-checkpoints)")
+    if s.bucket is not None:
+        name = s.bucket[len("s3://"):] if s.bucket.startswith("s3://") else s.bucket
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", name):
+            raise ConfigError(f"bucket {s.bucket!r}: give a bucket's name, e.g. --bucket s3://my-bucket (datasets go "
+                              "under its orch-datasets/ prefix)")
+        s = replace(s, bucket=f"s3://{name}")
     if s.remote_root is not None and not re.fullmatch(r"(/|~/)[^\n\0]*", s.remote_root):
         raise ConfigError(f"remote_root {s.remote_root!r}: use an absolute path on the machine "
                           "(e.g. --remote-root /data/orch) or one under its home (~/orch)")

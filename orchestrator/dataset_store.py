@@ -9,10 +9,11 @@ orch never imports the trainer: the manifest is read here as the JSON it is.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from orchestrator.config import ConfigError
@@ -22,6 +23,10 @@ from orchestrator.records import DatasetInfo
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 DESCRIPTION = "dataset.json"
+SHARD_NAME = re.compile(r"shard-\d{5}\.tar")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+VERSION = re.compile(r"[0-9A-Za-z]{1,40}")
+KINDS = ("imagenet", "tiny-imagenet", "cifar100", "folder")
 
 
 def check_name(name: str) -> str:
@@ -43,14 +48,76 @@ def data_dir(name: str) -> Path:
     return folder(name) / "data"
 
 
+def _whole(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def shard_entries(raw, where: str) -> tuple[tuple[str, int], ...]:
+    """(name, bytes) of each shard a manifest names, checked as `trainer unpack` checks them (names
+    shard-NNNNN.tar, each once; sizes whole numbers; SHA-256 in hex): a manifest read from a bucket or a
+    machine decides file names and sizes here, so anything else is refused."""
+    shards = raw.get("shards") if isinstance(raw, dict) else None
+    if not isinstance(shards, list) or not shards:
+        raise ConfigError(f"{where} is not a shard manifest (no shards): refused")
+    entries = []
+    for s in shards:
+        ok = (isinstance(s, dict) and isinstance(s.get("name"), str) and SHARD_NAME.fullmatch(s["name"])
+              and _whole(s.get("bytes")) and _whole(s.get("files")) and isinstance(s.get("sha256"), str)
+              and SHA256.fullmatch(s["sha256"]))
+        if not ok:
+            raise ConfigError(f"{where} names a shard {str(s)[:120]!r} that `trainer pack` would not write: refused")
+        entries.append((s["name"], s["bytes"]))
+    if len({n for n, _ in entries}) != len(entries):
+        raise ConfigError(f"{where} names a shard twice: refused")
+    return tuple(entries)
+
+
+def manifest_key(raw: dict) -> str:
+    """What identifies a manifest's shards: the same as trainer/shards.py's manifest_key (it records it in
+    DEST/.unpacked.json, which is how a machine knows which shards it restored already)."""
+    return hashlib.sha256(json.dumps(raw["shards"], sort_keys=True).encode()).hexdigest()
+
+
 def summary_of(shards: Path) -> dict:
     """Files, bytes, shards and the splits' classes and images, from `trainer pack`'s manifest."""
-    manifest = json.loads((shards / "manifest.json").read_text())
-    splits = manifest.get("splits") or {}
-    return {"classes": int((splits.get("train") or {}).get("classes", 0)),
-            "train_images": int((splits.get("train") or {}).get("images", 0)),
-            "val_images": int((splits.get("val") or {}).get("images", 0)),
-            "bytes": sum(int(s["bytes"]) for s in manifest["shards"]), "shards": len(manifest["shards"])}
+    where = shards / "manifest.json"
+    try:
+        manifest = json.loads(where.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{where} can't be read ({type(e).__name__}: {e})") from None
+    entries = shard_entries(manifest, str(where))
+    splits = manifest.get("splits") if isinstance(manifest.get("splits"), dict) else {}
+
+    def count(split: str, what: str) -> int:
+        value = (splits.get(split) or {}).get(what, 0) if isinstance(splits.get(split), dict) else 0
+        return value if _whole(value) else 0
+
+    return {"classes": count("train", "classes"), "train_images": count("train", "images"),
+            "val_images": count("val", "images"), "bytes": sum(b for _, b in entries), "shards": len(entries)}
+
+
+_TYPES = {"name": str, "kind": str, "source": str, "classes": int, "train_images": int, "val_images": int,
+          "bytes": int, "shards": int, "location": str, "created_at": str, "options": dict, "version": str}
+
+
+def info_from(raw, name: str, location: str) -> DatasetInfo | None:
+    """A description as orch wrote it, checked field by field (it may come from a bucket anyone with write
+    access changed): None when it is not one. Its name must be the folder's, and where it is comes from
+    where it was found (`location`), never from what it says."""
+    if not isinstance(raw, dict) or raw.get("name") != name:
+        return None
+    known = {f.name for f in fields(DatasetInfo)}
+    values = {k: v for k, v in raw.items() if k in known and k != "dollars_per_month"}
+    for key, kind in _TYPES.items():
+        if key in values and (type(values[key]) is not kind or (kind is int and values[key] < 0)):
+            return None
+    if values.get("kind") not in KINDS or not VERSION.fullmatch(values.get("version") or "0"):
+        return None
+    values["location"] = location
+    try:
+        return DatasetInfo(**values)
+    except TypeError:  # a field missing
+        return None
 
 
 def save(info: DatasetInfo) -> None:
@@ -58,13 +125,7 @@ def save(info: DatasetInfo) -> None:
 
 
 def get(name: str) -> DatasetInfo | None:
-    raw = read_json(folder(name) / DESCRIPTION)
-    if not raw:
-        return None
-    try:
-        return DatasetInfo(**raw)
-    except TypeError:
-        return None
+    return info_from(read_json(folder(name) / DESCRIPTION), name, str(folder(name)))
 
 
 def all_datasets() -> list[DatasetInfo]:

@@ -199,6 +199,21 @@ class DatasetInfo:
     created_at: str
     options: dict = field(default_factory=dict)  # resize_short, subset_percent, ... as asked
     dollars_per_month: float | None = None  # storage; None for a folder here
+    version: str = ""  # in a bucket: its shards are under LOCATION/shards-VERSION/ (a --replace writes a new one)
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """A kept dataset a machine restores (`--data dataset:NAME`): where its shards are, and which."""
+
+    name: str
+    uri: str  # s3://BUCKET/orch-datasets/NAME/shards-VERSION: manifest.json and the shards
+    shards: tuple[tuple[str, int], ...]  # (shard-NNNNN.tar, bytes), as its manifest names them (checked)
+    manifest_key: str  # dataset_store.manifest_key: which restore on a machine is of these shards
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _, size in self.shards)
 
 
 @dataclass(frozen=True)
@@ -237,6 +252,7 @@ class JobSpec:
     autostop_minutes: int | None = None  # what the instance was told (--autostop-minutes); kept as a container label
     registry: ImageRegistry | None = None  # the built image is pushed there, and pulled from there when built before
     env: TrainerEnv = TrainerEnv()  # --env/--env-file: to the machine in a mode-600 file, nowhere else
+    dataset: DatasetSource | None = None  # --data dataset:NAME on an instance: restored there from the bucket
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,16 @@ mode 0644, no owners, mtime 0), each about `shard_bytes`, with whole files only.
 written last and names each shard's size, SHA-256 and file count, and the splits' classes and
 images; without it there is no dataset.
 
-`unpack` trusts nothing it reads: a shard name that is not `shard-NNNNN.tar`, a shard whose size or
-SHA-256 differs from the manifest, or a member that is not a plain file under a relative path
-(`..`, an absolute path, a link, a device) is refused, naming the shard, before anything of that
-shard is written. Shards are checked and extracted by `workers` threads; each one done is recorded
-in DEST/.unpacked.json, so an interrupted restore continues where it stopped. With
-`delete_shards`, each shard is removed once extracted (the disk then holds one copy, not two).
+`unpack` trusts nothing it reads: a manifest whose fields are not what `pack` writes (shard names
+`shard-NNNNN.tar`, each once; sizes and counts whole numbers; SHA-256 in hex), a shard whose size or
+SHA-256 differs from the manifest, or a member that is not a regular file under a plain relative
+path (`..`, an absolute path, a hidden part, a link, a device, a sparse file, more bytes or files
+than the manifest says) is refused, naming the shard, before anything of that shard is written; a
+folder inside DEST that is a link is not followed. Shards are checked and extracted by `workers`
+threads; each one done is recorded in DEST/.unpacked.json (a hidden name no member may have), so an
+interrupted restore continues where it stopped. A DEST that holds another manifest's restore is
+emptied first (no stale files from an older version); a DEST that holds anything else is refused.
+With `delete_shards`, each shard is removed once extracted (the disk then holds one copy, not two).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tarfile
 import threading
 import time
@@ -36,7 +41,9 @@ MANIFEST = "manifest.json"
 DONE = ".unpacked.json"
 DEFAULT_SHARD_BYTES = 512 << 20
 _SHARD = re.compile(r"shard-\d{5}\.tar")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
+_REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE)
 
 
 class ShardError(RuntimeError):
@@ -74,8 +81,9 @@ class UnpackReport:
 
 
 def _members(data: Path) -> list[Path]:
+    """The dataset's files: not hidden ones, nor anything in a hidden folder (prepare's journal, .unpacked.json)."""
     files = [p for p in data.rglob("*") if p.is_file() and not p.is_symlink()
-             and p.name != DONE and not p.name.startswith(".")]
+             and not any(part.startswith(".") for part in p.relative_to(data).parts)]
     return sorted(files, key=lambda p: p.relative_to(data).as_posix())
 
 
@@ -160,6 +168,12 @@ def pack(data: Path, out: Path, shard_bytes: int = DEFAULT_SHARD_BYTES,
     return manifest
 
 
+def _whole(value, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{what} is {str(value)[:40]!r}, not a whole number")
+    return value
+
+
 def read_manifest(shards_dir: Path) -> Manifest:
     path = Path(shards_dir) / MANIFEST
     try:
@@ -169,17 +183,28 @@ def read_manifest(shards_dir: Path) -> Manifest:
     except (OSError, ValueError) as e:
         raise ShardError(f"{path} can't be read ({type(e).__name__}: {e})") from None
     try:
-        manifest = Manifest(raw["format"], int(raw["files"]), int(raw["bytes"]), dict(raw["splits"]),
-                            list(raw["shards"]))
+        manifest = Manifest(raw["format"], _whole(raw["files"], "files"), _whole(raw["bytes"], "bytes"),
+                            dict(raw["splits"]), list(raw["shards"]))
         shard_list = manifest.shard_list
-    except (KeyError, TypeError, ValueError) as e:
-        raise ShardError(f"{path} is not a shard manifest ({type(e).__name__}: {e})") from None
+        for s in shard_list:
+            if not isinstance(s.name, str) or not _SHARD.fullmatch(s.name):
+                raise ValueError(f"a shard is named {str(s.name)[:80]!r}: not shard-NNNNN.tar")
+            _whole(s.bytes, f"{s.name}'s bytes")
+            _whole(s.files, f"{s.name}'s files")
+            if not isinstance(s.sha256, str) or not _SHA256.fullmatch(s.sha256):
+                raise ValueError(f"{s.name}'s sha256 is not 64 hex digits")
+        if len({s.name for s in shard_list}) != len(shard_list):
+            raise ValueError("a shard is named twice")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ShardError(f"{path} is not a shard manifest ({type(e).__name__}: {e}): refused") from None
     if manifest.format != FORMAT:
         raise ShardError(f"{path}: format {manifest.format!r}, this trainer reads {FORMAT!r}")
-    for s in shard_list:
-        if not isinstance(s.name, str) or not _SHARD.fullmatch(s.name):
-            raise ShardError(f"{path} names a shard {str(s.name)[:80]!r}: not shard-NNNNN.tar, refused")
     return manifest
+
+
+def manifest_key(manifest: Manifest) -> str:
+    """What identifies a manifest's shards (orch computes the same from manifest.json to skip shards done)."""
+    return hashlib.sha256(json.dumps(manifest.shards, sort_keys=True).encode()).hexdigest()
 
 
 def _safe_name(name: str) -> str | None:
@@ -187,8 +212,8 @@ def _safe_name(name: str) -> str | None:
     if not name or "\\" in name or "\0" in name:
         return None
     p = PurePosixPath(name)
-    if p.is_absolute() or any(part in ("..", "", ".") for part in p.parts) or name.startswith("./"):
-        return None
+    if p.is_absolute() or name.startswith("./") or any(part in ("..", "") or part.startswith(".") for part in p.parts):
+        return None  # a hidden part too: pack never writes one, and DEST's own state is hidden
     return p.as_posix()
 
 
@@ -210,28 +235,83 @@ def _check(path: Path, shard: Shard) -> None:
 
 
 def _extract(path: Path, shard: Shard, dest: Path) -> tuple[int, int]:
-    """Every member checked first (names, kinds), then written: a bad shard writes nothing."""
-    with tarfile.open(path, mode="r:") as tar:
-        members = tar.getmembers()
-        for m in members:
-            if not m.isfile() or _safe_name(m.name) is None:
-                kind = "a link" if m.issym() or m.islnk() else "not a plain file" if not m.isfile() else "a path"
-                raise ShardError(f"{shard.name}: member {m.name[:120]!r} is {kind} outside a plain relative "
-                                 "path: refused; nothing of this shard was extracted")
-        if len(members) != shard.files:
-            raise ShardError(f"{shard.name}: {len(members)} files, the manifest says {shard.files}")
-        written = 0
-        for m in members:
-            target = dest / _safe_name(m.name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = tar.extractfile(m)
-            tmp = target.with_name(target.name + ".partial")
-            with open(tmp, "wb") as f:
-                while chunk := src.read(_CHUNK):
-                    f.write(chunk)
-            os.replace(tmp, target)
-            written += m.size
+    """Every member checked first (names, kinds, sizes), then written: a bad shard writes nothing."""
+    root = dest.resolve()
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            members = []
+            for m in tar:  # read one header at a time: a shard claiming millions of members stops early
+                members.append(m)
+                if len(members) > shard.files:
+                    raise ShardError(f"{shard.name}: more files than the {shard.files} the manifest says: refused; "
+                                     "nothing of this shard was extracted")
+            names = set()
+            for m in members:
+                if m.type not in _REGULAR or m.sparse is not None or _safe_name(m.name) is None:
+                    kind = ("a link" if m.issym() or m.islnk() else "a sparse file" if m.sparse is not None
+                            else "not a regular file" if m.type not in _REGULAR else "a path")
+                    raise ShardError(f"{shard.name}: member {m.name[:120]!r} is {kind} outside a plain relative "
+                                     "path: refused; nothing of this shard was extracted")
+                names.add(_safe_name(m.name))
+            if len(members) != shard.files or len(names) != len(members):
+                raise ShardError(f"{shard.name}: {len(names)} distinct files, the manifest says {shard.files}: "
+                                 "refused; nothing of this shard was extracted")
+            if sum(m.size for m in members) > shard.bytes:
+                raise ShardError(f"{shard.name}: its members add up to more than the shard's {shard.bytes:,} bytes: "
+                                 "refused; nothing of this shard was extracted")
+            clash = next((n for n in names if any(str(parent) in names for parent in PurePosixPath(n).parents)),
+                         None)
+            if clash:
+                raise ShardError(f"{shard.name}: {clash[:120]!r} is inside a member that is a file: refused; "
+                                 "nothing of this shard was extracted")
+            written = 0
+            for m in members:
+                target = dest / _safe_name(m.name)
+                if not target.parent.resolve().is_relative_to(root):  # resolved before any folder is made
+                    raise ShardError(f"{shard.name}: {m.name[:120]!r} would be written through a link in {dest}: "
+                                     "refused")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                src = tar.extractfile(m)
+                tmp = target.with_name(target.name + ".partial")
+                tmp.unlink(missing_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    while chunk := src.read(_CHUNK):
+                        f.write(chunk)
+                os.replace(tmp, target)  # replaces a link at target itself, never what it points to
+                written += m.size
+    except tarfile.TarError as e:
+        raise ShardError(f"{shard.name} is not a readable tar ({e}): refused") from None
+    except OSError as e:
+        raise ShardError(f"{shard.name}: writing into {dest} failed ({type(e).__name__}: {e}); the same command "
+                         "writes this shard again") from None
     return len(members), written
+
+
+def _start_state(dest: Path, key: str) -> set[str]:
+    """The shards an earlier run of this manifest restored into `dest`; another manifest's restore is emptied
+    first, and a folder holding anything else is refused (nothing of it is touched)."""
+    done_path = dest / DONE
+    try:
+        state = json.loads(done_path.read_text())
+        names = state["shards"]
+        if state.get("manifest") == key and isinstance(names, list):
+            return {n for n in names if isinstance(n, str)}
+        stale = True
+    except FileNotFoundError:
+        stale = False
+    except (OSError, ValueError, KeyError, TypeError):
+        stale = True  # our own state, damaged: what it covered can't be trusted
+    if stale:
+        for child in dest.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        return set()
+    if any(dest.iterdir()):
+        raise ShardError(f"{dest} is not empty and holds no restore of ours ({DONE}): choose an empty folder")
+    return set()
 
 
 def unpack(shards_dir: Path, dest: Path, workers: int = 4, delete_shards: bool = False,
@@ -241,12 +321,10 @@ def unpack(shards_dir: Path, dest: Path, workers: int = 4, delete_shards: bool =
     manifest = read_manifest(shards_dir)
     dest.mkdir(parents=True, exist_ok=True)
     done_path = dest / DONE
-    key = hashlib.sha256(json.dumps(manifest.shards, sort_keys=True).encode()).hexdigest()
-    try:
-        state = json.loads(done_path.read_text())
-        done_names = set(state["shards"]) if state.get("manifest") == key else set()
-    except (OSError, ValueError, KeyError, TypeError):
-        done_names = set()
+    key = manifest_key(manifest)
+    done_names = _start_state(dest, key)
+    if not done_path.exists():
+        done_path.write_text(json.dumps({"manifest": key, "shards": []}))  # from here, DEST is a restore of ours
     todo = [s for s in manifest.shard_list if s.name not in done_names]
     total = sum(s.bytes for s in todo)
     lock = threading.Lock()

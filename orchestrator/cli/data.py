@@ -5,12 +5,21 @@ from typing import Optional
 
 import typer
 
-from orchestrator.cli.app import app, err, errors, json_option, out, out_json
+from orchestrator.cli.app import app, err, errors, json_option, out, out_json, settings
 
 data_app = typer.Typer(help="Datasets orch prepares once and keeps; a job reads one with --data dataset:NAME.\n\n"
                             "\b\nExample: orch data prepare cifar --kind cifar100 --source ~/downloads --target local",
                        no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
+
+
+def bucket_option():
+    return typer.Option(None, "--bucket", help="s3://NAME: the bucket datasets are kept in, under orch-datasets/ "
+                                               "(default: bucket in config.toml, or $ORCH_BUCKET).")
+
+
+def region_option():
+    return typer.Option(None, "--region", help="The bucket's region, e.g. us-east-1 (default: the configured one).")
 
 
 def _size(n: int) -> str:
@@ -28,11 +37,14 @@ def prepare(
                                                    help="Keep a seeded P% of the classes, e.g. 10 for a prototype."),
     target: str = typer.Option("local", "--target", help="local: prepare and keep it on this machine."),
     replace: bool = typer.Option(False, "--replace", help="Prepare again a dataset of this name."),
+    bucket: Optional[str] = bucket_option(),
+    region: Optional[str] = region_option(),
     as_json: bool = json_option(),
 ) -> None:
     """Prepare a dataset from the files as downloaded, check it, and keep it as shards (a job restores them).
 
-    Interrupted, the same command carries on from what was prepared.
+    Interrupted, the same command carries on from what was prepared. With a bucket, the shards go
+    there (and nothing stays here): a job on any machine restores them.
 
     \b
     Example: orch data prepare tiny --kind tiny-imagenet --source ~/downloads/tiny-imagenet-200.zip --target local
@@ -40,9 +52,10 @@ def prepare(
     from orchestrator.lifecycle import datasets
 
     with errors():
+        s = settings(bucket=bucket, region=region)
         info = datasets.prepare(datasets.PrepareRequest(
             name=name, kind=kind, source=source, resize_short=resize_short, subset_percent=subset_percent,
-            target=target, replace=replace), say=err)
+            target=target, replace=replace, bucket=s.bucket, region=s.region), say=err)
         if as_json:
             out_json(info)
             return
@@ -52,7 +65,8 @@ def prepare(
 
 
 @data_app.command("list")
-def list_(as_json: bool = json_option()) -> None:
+def list_(bucket: Optional[str] = bucket_option(), region: Optional[str] = region_option(),
+          as_json: bool = json_option()) -> None:
     """The datasets orch keeps: kind, classes, images, size, where, and what storing them costs a month.
 
     \b
@@ -61,7 +75,8 @@ def list_(as_json: bool = json_option()) -> None:
     from orchestrator.lifecycle import datasets
 
     with errors():
-        found = datasets.list_datasets()
+        s = settings(bucket=bucket, region=region)
+        found = datasets.list_datasets(s.bucket, s.region)
         if as_json:
             out_json(found)
             return
@@ -80,7 +95,8 @@ def list_(as_json: bool = json_option()) -> None:
 
 @data_app.command("rm")
 def rm(name: str = typer.Argument(..., help="The dataset to delete, e.g. imagenet-256."),
-       yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")) -> None:
+       yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+       bucket: Optional[str] = bucket_option(), region: Optional[str] = region_option()) -> None:
     """Delete a kept dataset (its shards and its restored copy). Jobs' outputs are not touched.
 
     \b
@@ -91,7 +107,8 @@ def rm(name: str = typer.Argument(..., help="The dataset to delete, e.g. imagene
     with errors():
         if not yes and not typer.confirm(f"Delete dataset {name}?"):
             raise typer.Exit(1)
-        if not datasets.remove(name):
+        s = settings(bucket=bucket, region=region)
+        if not datasets.remove(name, s.bucket, s.region):
             err(f"No dataset {name!r} here (`orch data list`).")
             raise typer.Exit(1)
         out(f"Deleted dataset {name}.")

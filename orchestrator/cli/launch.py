@@ -71,6 +71,9 @@ def launch(
         help="Keep the root EBS volume when the instance goes (spot reclaim, autostop), and write the job's outputs "
              "(checkpoints, metrics) on it, in ~/orch/JOB/outputs, e.g. orch launch --spot --keep-volume ... "
              "`orch teardown JOB` still deletes it unless given --keep-volume too. It bills until deleted."),
+    bucket: Optional[str] = typer.Option(
+        None, "--bucket", help="s3://NAME where `orch data` keeps datasets, for --data dataset:NAME (default: bucket "
+                               "in config.toml, or $ORCH_BUCKET)."),
     env: Optional[List[str]] = typer.Option(
         None, "--env", help="KEY=VALUE for the trainer's environment, e.g. --env WANDB_API_KEY=... (repeatable). The "
                             "value goes to the machine in a mode-600 file only: never in tags, labels, user data, "
@@ -116,7 +119,7 @@ def launch(
             iam_instance_profile=iam_instance_profile, subnet_id=subnet_id, autostop_minutes=autostop_minutes, max_hours=max_hours,
             max_dollars=max_dollars, checkpoint_bucket=checkpoint_bucket, target=target, data=data, image=image,
             gpus=gpus, remote_root=remote_root, resume=resume, resume_from=str(resume_from) if resume_from else None,
-            recover=recover, max_recoveries=max_recoveries, keep_volume=keep_volume, env=tuple(env or ()),
+            recover=recover, max_recoveries=max_recoveries, keep_volume=keep_volume, bucket=bucket, env=tuple(env or ()),
             env_files=tuple(str(f) for f in env_file or ())))
         cfg = launch_.config
         job_name = about.name = cfg.job

@@ -154,6 +154,7 @@ def _start(machine: Machine, session, runner, spec: JobSpec, say: Say) -> Contai
             raise
         ready = image_step.result()
     image, image_hash = ready.image, ready.content_hash
+    machine.finish_data(session, runner, spec, data_dir, image, user, say)  # a kept dataset: unpacked in the image
 
     if spec.restore is not None:
         report = restore_checkpoints(session, spec.restore, spec.job, outputs_dir, say=say)

@@ -1,31 +1,38 @@
 """`orch data prepare|list|rm` and `--data dataset:NAME`: datasets orch prepares once and keeps.
 
-Today on this machine (`--target local`): `trainer prepare KIND` reads the files as downloaded into
-a work folder (resumable: run the same command again after a cut), `trainer pack` turns the result
-into checked shards in the store (dataset_store.py), and the work folder goes. A job on
-`dataset:NAME` reads a copy restored from the shards on first use (`trainer unpack`, checked
-against the manifest). A job's teardown never touches a dataset; `orch data rm` does.
+`trainer prepare KIND` reads the files as downloaded into a work folder (resumable: run the same
+command again after a cut), and `trainer pack` turns the result into checked shards. They are kept
+on this machine (dataset_store.py), or with a bucket in it, under `orch-datasets/NAME/shards-VERSION/`
+(cloud/datasets.py; a --replace uploads a new VERSION, and the old one goes once the new is whole).
+A job on `dataset:NAME` reads a copy restored from the shards (`trainer unpack`, checked against the
+manifest): a local job from this machine's store or the bucket, an instance from the bucket with its
+own role (machines/data.py). A job's teardown never touches a dataset; `orch data rm` does.
 
-The trainer runs as a process of this machine's Python (orch never imports it); the cloud half (an
-instance that prepares, a bucket that keeps, Kaggle downloads) is issue 20's next step.
+A description read from a bucket is checked field by field, and where a dataset is comes from where it
+was found, never from what it says. The trainer runs as a process of this machine's Python (orch never
+imports it). Preparing on an instance, and s3:// and kaggle: sources, are issue 20's next step.
 """
 from __future__ import annotations
 
 import importlib.util
+import json
+import secrets
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+import time
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from orchestrator import dataset_store as store
+from orchestrator.cloud import datasets as cloud_datasets
 from orchestrator.config import ConfigError
 from orchestrator.errors import FlowError
 from orchestrator.lifecycle.progress import Say, quiet
-from orchestrator.records import DatasetInfo
+from orchestrator.records import DatasetInfo, DatasetSource
 
-KINDS = ("imagenet", "tiny-imagenet", "cifar100", "folder")
+KINDS = store.KINDS
 PREFIX = "dataset:"
 S3_DOLLARS_PER_GB_MONTH = 0.023  # S3 Standard, first 50 TB, us-east-1 (aws.amazon.com/s3/pricing)
 
@@ -39,6 +46,8 @@ class PrepareRequest:
     subset_percent: float | None = None
     target: str = "local"
     replace: bool = False
+    bucket: str | None = None  # s3://NAME: keep it there (under orch-datasets/), not on this machine
+    region: str = "us-east-1"
 
 
 def _trainer(args: list[str], what: str, fix: str) -> None:
@@ -68,7 +77,7 @@ def check(req: PrepareRequest) -> Path:
     source = Path(req.source).expanduser()
     if not source.exists():
         raise ConfigError(f"--source {req.source}: no such file or folder here")
-    if store.get(req.name) is not None and not req.replace:
+    if find(req.name, req.bucket, req.region) is not None and not req.replace:
         raise ConfigError(f"dataset {req.name!r} exists (`orch data list`); add --replace to prepare it again, or "
                           "choose another name")
     return source
@@ -89,16 +98,77 @@ def prepare(req: PrepareRequest, say: Say = quiet) -> DatasetInfo:
     staging = where / "shards.new"
     say(f"packing it into shards in {where}")
     _trainer(["pack", "--data", str(work), "--out", str(staging)], "trainer pack", again)
-    store.remove_parts(req.name)  # --replace: the old one goes only now that the new one is whole
-    staging.rename(store.shards_dir(req.name))
-    summary = store.summary_of(store.shards_dir(req.name))
+    summary = store.summary_of(staging)
     options = {k: v for k, v in (("resize_short", req.resize_short), ("subset_percent", req.subset_percent)) if v}
     info = DatasetInfo(name=req.name, kind=req.kind, source=req.source, location=str(where),
                        created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), options=options,
                        **summary)
+    if req.bucket:
+        return with_cost(_keep_in_bucket(req, info, staging, say))
+    store.remove_parts(req.name)  # --replace: the old one goes only now that the new one is whole
+    staging.rename(store.shards_dir(req.name))
     store.save(info)
     shutil.rmtree(work, ignore_errors=True)
     return info
+
+
+def _keep_in_bucket(req: PrepareRequest, info: DatasetInfo, staging: Path, say: Say) -> DatasetInfo:
+    """The shards uploaded under a new version, then the description that makes them the dataset, then any
+    older version removed: a --replace that fails leaves the old dataset whole, and one that succeeds
+    never mixes old and new shards (a machine restoring the old one meanwhile fails its checks, by name)."""
+    uri = cloud_datasets.location(req.bucket, req.name)
+    info = replace(info, location=uri, version=datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+                   + secrets.token_hex(3))
+    if find(req.name, req.bucket, req.region) is None:
+        cloud_datasets.delete(uri, req.region)  # what an upload cut short left: no dataset, only storage bills
+    say(f"uploading {info.shards} shard(s), {info.bytes / 1e6:,.1f} MB, to {shards_uri(info)}")
+    cloud_datasets.upload_shards(staging, shards_uri(info), req.region,
+                                 on_progress=_every_few_seconds("uploaded", say))
+    cloud_datasets.put_description(uri, {k: v for k, v in asdict(info).items() if k != "dollars_per_month"},
+                                   req.region)  # from now on it is the dataset
+    cloud_datasets.delete(uri, req.region, keep=f"shards-{info.version}/")
+    shutil.rmtree(store.folder(req.name), ignore_errors=True)  # the bucket holds it; nothing stays here
+    return info
+
+
+def shards_uri(info: DatasetInfo) -> str:
+    """Where a kept dataset's manifest.json and shards are."""
+    return f"{info.location}/shards-{info.version}" if info.version else f"{info.location}/shards"
+
+
+def _every_few_seconds(what: str, say: Say, every_s: float = 5.0):
+    """A (done, total) callback that says bytes, rate and time left every few seconds."""
+    start = last = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < every_s and done < total:
+            return
+        last = now
+        rate = done / max(now - start, 1e-6)
+        left = f", about {(total - done) / rate:.0f} s left" if rate > 0 and done < total else ""
+        say(f"  {what} {done / 1e6:,.1f} of {total / 1e6:,.1f} MB ({rate / 1e6:,.1f} MB/s){left}")
+
+    return progress
+
+
+def find(name: str, bucket: str | None, region: str) -> DatasetInfo | None:
+    """The dataset `name` kept here, else in the bucket (when one is set)."""
+    here = store.get(name)
+    if here is not None or not bucket:
+        return here
+    return next((d for d in _in_bucket(bucket, region) if d.name == name), None)
+
+
+def _in_bucket(bucket: str, region: str) -> list[DatasetInfo]:
+    """The datasets whose description is one orch writes, named as their folder; where each is comes from
+    the bucket, not from what its description says."""
+    found = []
+    for name, raw in cloud_datasets.descriptions(bucket, region):
+        if store.NAME_RE.fullmatch(name) and (info := store.info_from(raw, name, cloud_datasets.location(bucket, name))):
+            found.append(with_cost(info))
+    return found
 
 
 def with_cost(info: DatasetInfo) -> DatasetInfo:
@@ -107,13 +177,66 @@ def with_cost(info: DatasetInfo) -> DatasetInfo:
     return info
 
 
-def list_datasets() -> list[DatasetInfo]:
-    return [with_cost(d) for d in store.all_datasets()]
+def list_datasets(bucket: str | None = None, region: str = "us-east-1") -> list[DatasetInfo]:
+    """Those kept here, then those in the bucket (when one is set)."""
+    return [with_cost(d) for d in store.all_datasets()] + (_in_bucket(bucket, region) if bucket else [])
 
 
-def remove(name: str) -> bool:
+def remove(name: str, bucket: str | None = None, region: str = "us-east-1") -> bool:
     store.check_name(name)
-    return store.remove(name)
+    removed = store.remove(name)
+    if bucket:  # its description first, then everything under its name (an upload cut short too)
+        removed = cloud_datasets.delete(cloud_datasets.location(bucket, name), region) > 0 or removed
+    return removed
+
+
+def for_instance(name: str, bucket: str | None, region: str) -> DatasetSource:
+    """What an instance needs to restore `dataset:NAME` from the bucket; refused when it is not there."""
+    store.check_name(name)
+    if not bucket:
+        raise ConfigError(f"--data dataset:{name} on an instance needs the bucket it is kept in: --bucket s3://NAME "
+                          "(or bucket in config.toml)")
+    info = next((d for d in _in_bucket(bucket, region) if d.name == name), None)
+    if info is None:
+        here = " (it is kept on this machine only: prepare it again with --bucket)" if store.get(name) else ""
+        raise ConfigError(f"--data dataset:{name}: not in {bucket}{here}. Make it with `orch data prepare {name} "
+                          f"--kind KIND --source DIR --bucket {bucket}`.")
+    where = f"{shards_uri(info)}/manifest.json"
+    raw = _manifest_json(cloud_datasets.manifest(shards_uri(info), region), where)
+    return DatasetSource(name=name, uri=shards_uri(info), shards=store.shard_entries(raw, where),
+                         manifest_key=store.manifest_key(raw))
+
+
+def _manifest_json(body: bytes, where: str) -> dict:
+    try:
+        raw = json.loads(body)
+    except ValueError:
+        raise ConfigError(f"{where} is not JSON: refused") from None
+    store.shard_entries(raw, where)
+    return raw
+
+
+def _download(info: DatasetInfo, region: str, say: Say) -> None:
+    """A bucket's dataset's shards into this machine's store: those already here at their size are kept,
+    unless they belong to another version of it (then they all go first)."""
+    here, where = store.shards_dir(info.name), f"{shards_uri(info)}/manifest.json"
+    body = cloud_datasets.manifest(shards_uri(info), region)
+    raw = _manifest_json(body, where)
+    try:
+        old = json.loads((here / "manifest.json").read_text())
+        same = store.manifest_key(old) == store.manifest_key(raw)
+    except (OSError, ValueError, KeyError, TypeError):
+        same = False
+    if not same:
+        shutil.rmtree(here, ignore_errors=True)
+    here.mkdir(parents=True, exist_ok=True)
+    todo = [(n, size) for n, size in store.shard_entries(raw, where)
+            if not ((here / n).is_file() and (here / n).stat().st_size == size)]
+    say(f"  dataset {info.name}: downloading {len(todo)} shard(s) from {shards_uri(info)}")
+    cloud_datasets.download_shards(shards_uri(info), todo, here, region,
+                                   on_progress=_every_few_seconds("downloaded", say))
+    (here / "manifest.json.partial").write_bytes(body)
+    (here / "manifest.json.partial").replace(here / "manifest.json")  # last: the shards it names are here
 
 
 def name_of(data: str) -> str | None:
@@ -121,12 +244,16 @@ def name_of(data: str) -> str | None:
     return data[len(PREFIX):] if data.startswith(PREFIX) else None
 
 
-def restore_here(name: str, say: Say = quiet) -> str:
-    """The folder a local job reads `dataset:NAME` from, restored from its shards (checked) when needed."""
-    info = store.get(store.check_name(name))
+def restore_here(name: str, say: Say = quiet, bucket: str | None = None, region: str = "us-east-1") -> str:
+    """The folder a local job reads `dataset:NAME` from, restored from its shards (checked) when needed:
+    from this machine's store, else downloaded from the bucket (a shard already here is not fetched again)."""
+    info = find(store.check_name(name), bucket, region)
+    if info is not None and info.location.startswith("s3://"):
+        _download(info, region, say)
     if info is None:
-        known = ", ".join(d.name for d in store.all_datasets()) or "none yet"
-        raise ConfigError(f"--data dataset:{name}: no such dataset here (kept: {known}). Make it with "
+        known = ", ".join(d.name for d in list_datasets(bucket, region)) or "none yet"
+        where = f"here or in {bucket}" if bucket else "here (no bucket set: --bucket or bucket in config.toml)"
+        raise ConfigError(f"--data dataset:{name}: no such dataset {where} (kept: {known}). Make it with "
                           f"`orch data prepare {name} --kind KIND --source DIR --target local`.")
     dest = store.data_dir(name)
     say(f"  dataset {name}: restoring {info.shards} shard(s) into {dest} (checked against the manifest; "

@@ -64,7 +64,9 @@ def init(settings: Settings, data_buckets: tuple[str, ...] = (), checkpoint_buck
     policy = instance_role_policy(infra_document("instance-role-policy.json"), data, checkpoints)
     if not data and not checkpoints:  # no bucket given: the buckets granted before stay, the rest is brought up to date
         current = iam.role_policy(settings.region, ROLE) or {"Statement": []}
-        policy["Statement"] = [st for st in current["Statement"] if _names_a_bucket(st)] + policy["Statement"]
+        ours = {st.get("Sid") for st in policy["Statement"]}  # the template's own (orch-datasets/ in any bucket)
+        kept = [st for st in current["Statement"] if _names_a_bucket(st) and st.get("Sid") not in ours]
+        policy["Statement"] = kept + policy["Statement"]
     return iam.ensure_instance_role(settings.region, ROLE, infra_document("instance-role-trust.json"), policy)
 
 

@@ -18,7 +18,7 @@ from orchestrator.config import ConfigError, Settings, validate_job_name
 from orchestrator.errors import FlowError
 from orchestrator.job.restore import ATTACH_DEVICE
 from orchestrator.job.start import start
-from orchestrator.lifecycle import machines
+from orchestrator.lifecycle import datasets, machines
 from orchestrator.lifecycle.keys import caller_cidr, ensure_key
 from orchestrator.lifecycle.local import launch_local, say_started
 from orchestrator.lifecycle.plan import check_dataset, on_demand_plan, plan, preflight, require_instance_profile
@@ -42,6 +42,9 @@ def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
     s = cfg.settings
     require_instance_profile(s)
     check_dataset(cfg)
+    if cfg.job_spec is not None and (name := datasets.name_of(cfg.job_spec.data)) is not None:
+        source = datasets.for_instance(name, s.bucket, s.region)  # before anything is created
+        cfg = replace(cfg, job_spec=replace(cfg.job_spec, dataset=source))
     restore = resume_sources(cfg, say) if cfg.resume else None  # refuses before anything is created
     with phase("plan", say):
         p = plan(cfg, ssh_cidr="")  # a bad type or AMI is reported before any network probe

@@ -19,7 +19,8 @@ def launch_local(cfg: LaunchConfig, say: Say) -> Instance:
         raise FlowError(f"Job {cfg.job!r} already exists on AWS. Choose another --name.")
     if cfg.job_spec is not None and (name := datasets.name_of(cfg.job_spec.data)) is not None:
         with phase(f"dataset {name}", say):  # a kept dataset: the copy restored from its shards
-            cfg = replace(cfg, job_spec=replace(cfg.job_spec, data=datasets.restore_here(name, say)))
+            folder = datasets.restore_here(name, say, bucket=cfg.settings.bucket, region=cfg.settings.region)
+            cfg = replace(cfg, job_spec=replace(cfg.job_spec, data=folder))
     check_dataset(cfg)
     state.update(cfg.job, target=machines.LOCAL, status="running")
     if cfg.job_spec is not None:

@@ -95,7 +95,7 @@ def check_dataset(cfg: LaunchConfig) -> None:
     data = cfg.job_spec.data if cfg.job_spec is not None else None
     if data is None or data == "demo":
         return
-    if data.startswith("s3://"):
+    if data.startswith(("s3://", "dataset:")):
         if cfg.target == "aws" and not cfg.settings.iam_instance_profile:
             raise needs_instance_profile(
                 f"--data {data}", "the instance copies the dataset from S3 with its own role, and without one the "

@@ -54,6 +54,7 @@ class LaunchRequest:
     recover: bool | None = None
     max_recoveries: int | None = None
     keep_volume: bool | None = None
+    bucket: str | None = None
     env: tuple[str, ...] = field(default=(), repr=False)  # --env KEY=VALUE, as typed (values: never recorded)
     env_files: tuple[str, ...] = ()  # --env-file FILE
 
@@ -117,9 +118,6 @@ def configure(req: LaunchRequest) -> Launch:
     trainer_env = parse_env(req.env, [Path(f) for f in req.env_files])
     if trainer_env and not req.data:
         raise ConfigError("--env and --env-file are for the trainer: add --data PATH|demo|s3://...")
-    if req.data and req.data.startswith("dataset:") and req.target == "aws":
-        raise ConfigError(f"--data {req.data} on an instance is not built yet (issue 20: the dataset's shards in your "
-                          "bucket, restored by the instance): use --target local, or pass its prepared folder")
     if req.trainer_args and not req.data:
         raise ConfigError("trainer arguments after `--` need a dataset: add --data PATH|demo|s3://...")
     settings = load_settings(
@@ -127,7 +125,10 @@ def configure(req: LaunchRequest) -> Launch:
         ssh_user=req.ssh_user, ssh_proxy_command=req.ssh_proxy_command, iam_instance_profile=req.iam_instance_profile,
         subnet_id=req.subnet_id,        allow_on_demand_fallback=req.on_demand_fallback, autostop_minutes=req.autostop_minutes,
         max_hours=req.max_hours, max_dollars=req.max_dollars, checkpoint_bucket=req.checkpoint_bucket,
-        remote_root=req.remote_root)
+        remote_root=req.remote_root, bucket=req.bucket)
+    if req.data and req.data.startswith("dataset:") and req.target == "aws" and not settings.bucket:
+        raise ConfigError(f"--data {req.data} on an instance needs the bucket it is kept in: --bucket s3://NAME "
+                          "(or bucket in config.toml)")
     job = req.name or time.strftime("job-%Y%m%d-%H%M%S")
     spec = None
     warnings = []

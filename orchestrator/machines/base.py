@@ -47,6 +47,8 @@ class Runner(Protocol):
     # The image by content hash: found, pulled with `auth` from spec.registry, or built. ImageReady("") if none.
     def ensure_image(self, spec: JobSpec, say: Say, auth: dict | None = None) -> ImageReady: ...
     def make_demo_data(self, image: str, data_dir: str, user: str) -> None: ...
+    # `trainer unpack`: the shards in `shards_dir` checked and restored into `data_dir` (each removed once done)
+    def unpack_dataset(self, image: str, shards_dir: str, data_dir: str, user: str) -> None: ...
     def run(self, run: RunSpec) -> TrainerState: ...  # raises errors.NoGPUs when it can't give the GPUs
     def logs(self, since_ns: int | None, follow: bool, partial: bool = False) -> Iterator[LogLine]: ...
     def remove(self) -> bool: ...  # stop (SIGTERM: the trainer saves last.pt) and remove; True if there was one
@@ -68,6 +70,9 @@ class Machine(Protocol):
     def folders(self, session: Session, spec: JobSpec) -> tuple[str, str]: ...  # a new job's (data, outputs)
     def place_data(self, session: Session, runner: Runner, spec: JobSpec, data_dir: str, image: str, user: str,
                    say: Say) -> str: ...  # the data folder the trainer reads
+    # Once the image is there: what place_data left for it (a kept dataset's shards to unpack); else nothing.
+    def finish_data(self, session: Session, runner: Runner, spec: JobSpec, data_dir: str, image: str, user: str,
+                    say: Say) -> None: ...
     def without_gpus(self, say: Say) -> bool: ...  # True: run on the CPU (after saying so); False: refuse
     def remember(self, run: RunSpec) -> None: ...  # after a start: what this machine keeps besides the labels
     def forget(self) -> bool: ...  # after a stop; True if there was something to forget

@@ -277,6 +277,15 @@ class DockerRunner:
         if code != 0:
             raise JobError(f"`trainer demo-data` failed in {image} (exit {code}):\n{output[-2000:]}")
 
+    def unpack_dataset(self, image: str, shards_dir: str, data_dir: str, user: str) -> None:
+        code, output = run_once(self.client, image, ["unpack", "--shards", "/shards", "--dest", "/data",
+                                                     "--delete-shards"],
+                                {shards_dir: {"bind": "/shards", "mode": "rw"}, data_dir: {"bind": "/data", "mode": "rw"}},
+                                user=user)
+        if code != 0:
+            raise JobError(f"`trainer unpack` failed in {image} (exit {code}):\n{output[-2000:]}\nThe same launch "
+                           "carries on with the shards not yet restored.")
+
     def run(self, run: RunSpec) -> TrainerState:
         return run_detached(self.client, run)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from orchestrator.job.sync import sync_dataset
 from orchestrator.machines.base import SSH_DEADLINE_S, Say
 from orchestrator.machines.bootstrap import hard_cap, wait_for_bootstrap
-from orchestrator.machines.data import copy_from_s3, make_demo_data
+from orchestrator.machines.data import copy_dataset, copy_from_s3, make_demo_data, unpack_dataset
 from orchestrator.machines.docker_runner import DockerRunner, docker_client
 from orchestrator.machines.registry import login as registry_login, push_detached
 from orchestrator.records import HardCap, ImageReady, ImageRegistry, JobSpec, RunSpec, SSHEndpoint
@@ -83,6 +83,8 @@ class InstanceMachine:
     def place_data(self, session, runner, spec: JobSpec, data_dir: str, image: str, user: str, say: Say) -> str:
         if spec.data == "demo":
             make_demo_data(session, runner, data_dir, image, user, say)
+        elif spec.dataset is not None:
+            copy_dataset(session, spec, data_dir, say)  # unpacked by finish_data, once the image is there
         elif spec.data.startswith("s3://"):
             copy_from_s3(session, spec, data_dir, " with its instance role", say)
         else:
@@ -98,6 +100,10 @@ class InstanceMachine:
     def push_image(self, session, registry: ImageRegistry, ready: ImageReady) -> str | None:
         log = posixpath.join(ROOT_VOLUME_ROOT, "image-push.log")
         return push_detached(session, registry, ready.image, ready.content_hash, log)
+
+    def finish_data(self, session, runner, spec: JobSpec, data_dir: str, image: str, user: str, say: Say) -> None:
+        if spec.dataset is not None:
+            unpack_dataset(session, runner, spec, data_dir, image, user, say)
 
     def without_gpus(self, say: Say) -> bool:
         return False

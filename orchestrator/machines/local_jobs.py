@@ -77,6 +77,9 @@ class LocalMachine:
         self.job = job
         self.root = job_dir(job)
 
+    def finish_data(self, session, runner, spec: JobSpec, data_dir: str, image: str, user: str, say) -> None:
+        pass  # a kept dataset is restored before a local job starts (lifecycle/datasets.py)
+
     def registry_auth(self, session, registry: ImageRegistry) -> tuple[dict | None, str]:
         return None, "a local job builds here"  # no instance role on a laptop: nothing leaves it
 

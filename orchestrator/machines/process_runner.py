@@ -78,6 +78,12 @@ class ProcessRunner:
     def ensure_image(self, spec: JobSpec, say: Say, auth: dict | None = None) -> ImageReady:
         return ImageReady("")  # the trainer installed here runs as it is
 
+    def unpack_dataset(self, image: str, shards_dir: str, data_dir: str, user: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "trainer", "unpack", "--shards", shards_dir, "--dest", data_dir,
+                               "--delete-shards"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise JobError(f"`trainer unpack` failed (exit {done.returncode}):\n{(done.stderr or done.stdout)[-2000:]}")
+
     def make_demo_data(self, image: str, data_dir: str, user: str) -> None:
         made = subprocess.run([sys.executable, "-m", "trainer", "demo-data", "--dest", data_dir],
                               capture_output=True, text=True, stdin=subprocess.DEVNULL)

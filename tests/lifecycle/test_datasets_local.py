@@ -1,6 +1,7 @@
 """`orch data prepare|list|rm` and `--data dataset:NAME` on this machine: from the files as downloaded (a
-miniature CIFAR-100 tarball in its real layout) to a kept, sharded dataset, a job trained on it, and a teardown
-that leaves it. Real: the `orch` and `trainer` commands, as a user runs them (trainer as a local process)."""
+miniature CIFAR-100 tarball in its real layout) to a kept, sharded dataset (here, or in a bucket: moto S3),
+a job trained on it, and a teardown that leaves it. Real: the `orch` and `trainer` commands, as a user runs
+them (trainer as a local process)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.aws import aws  # noqa: F401 (fixtures)
+from tests.fixtures.aws import orch as orch_here  # noqa: F401 (fixtures: orch in-process, its AWS calls checked)
 from tests.prepare.miniature import make_cifar100
 
 ORCH = str(Path(sys.executable).with_name("orch"))
@@ -68,4 +71,93 @@ def test_bad_dataset_requests_are_refused_before_anything_is_written(downloads, 
         r = orch("data", "prepare", *args)
         assert r.returncode == 2 and says in r.stderr, r.stderr
     r = orch("launch", "--instance", "g4dn.xlarge", "--data", "dataset:cifar", "--dry-run")
-    assert r.returncode == 2 and "not built yet" in r.stderr
+    assert r.returncode == 2 and "needs the bucket it is kept in" in r.stderr
+
+
+def test_a_dataset_kept_in_the_bucket_leaves_nothing_here_and_a_job_restores_it_from_there(
+        aws, orch_here, downloads, monkeypatch):  # noqa: F811
+    import boto3
+
+    from tests.fixtures.aws import REGION
+
+    monkeypatch.setenv("ORCH_LOCAL_RUNNER", "process")
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="orch-test-data")
+    r = orch_here("data", "prepare", "cifar", "--kind", "cifar100", "--source", downloads, "--bucket", "s3://orch-test-data")
+    assert r.exit_code == 0, r.output
+    assert "at s3://orch-test-data/orch-datasets/cifar" in r.output
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="orch-test-data")["Contents"]}
+    version = json.loads(s3.get_object(Bucket="orch-test-data", Key="orch-datasets/cifar/dataset.json")["Body"].read())[
+        "version"]
+    assert keys == {"orch-datasets/cifar/dataset.json", f"orch-datasets/cifar/shards-{version}/manifest.json",
+                    f"orch-datasets/cifar/shards-{version}/shard-00000.tar"}
+    assert not (Path(os.environ["ORCH_HOME"]) / "datasets" / "cifar").exists()  # the bucket holds it
+    monkeypatch.setenv("ORCH_BUCKET", "s3://orch-test-data")  # as config.toml's bucket would
+    listed, = json.loads(orch_here("data", "list", "--json").stdout)
+    assert listed["location"] == "s3://orch-test-data/orch-datasets/cifar" and listed["train_images"] == 15
+    assert listed["dollars_per_month"] == round(listed["bytes"] / 1e9 * 0.023, 2)
+
+    launched = orch_here("launch", "--target", "local", "--data", "dataset:cifar", "--name", "bjob", "--", *TINY)
+    assert launched.exit_code == 0, launched.output
+    assert f"downloading 1 shard(s) from s3://orch-test-data/orch-datasets/cifar/shards-{version}" in launched.output
+    followed = orch_here("logs", "bjob", "--follow")
+    assert followed.exit_code == 0 and "epoch 1/1" in followed.output, followed.output
+    assert orch_here("teardown", "bjob", "--yes").exit_code == 0
+    assert orch_here("data", "rm", "cifar", "--yes").exit_code == 0
+    assert "Contents" not in s3.list_objects_v2(Bucket="orch-test-data", Prefix="orch-datasets/")
+
+
+def test_a_replace_in_the_bucket_keeps_the_old_dataset_until_the_new_one_is_whole(aws, orch_here, downloads):  # noqa: F811
+    import boto3
+
+    from tests.fixtures.aws import REGION
+
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="orch-test-data")
+    prepare = ("data", "prepare", "cifar", "--kind", "cifar100", "--source", downloads, "--bucket",
+               "s3://orch-test-data", "--json")
+    old = json.loads(orch_here(*prepare).stdout)
+    old_keys = {o["Key"] for o in s3.list_objects_v2(Bucket="orch-test-data")["Contents"]}
+
+    aws.deny.add("PutObject")  # the upload of the new version fails half way (a policy, a network cut)
+    r = orch_here(*prepare, "--replace")
+    aws.deny.clear()
+    assert r.exit_code == 1 and "S3 transfer failed" in r.output and "Traceback" not in r.output, r.output
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket="orch-test-data")["Contents"]} == old_keys
+    listed, = json.loads(orch_here("data", "list", "--bucket", "s3://orch-test-data", "--json").stdout)
+    assert listed["version"] == old["version"]
+
+    new = json.loads(orch_here(*prepare, "--replace").stdout)
+    assert new["version"] != old["version"]
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="orch-test-data")["Contents"]}
+    assert keys == {"orch-datasets/cifar/dataset.json", f"orch-datasets/cifar/shards-{new['version']}/manifest.json",
+                    f"orch-datasets/cifar/shards-{new['version']}/shard-00000.tar"}
+
+
+def test_descriptions_in_the_bucket_that_orch_did_not_write_are_left_out_and_never_point_elsewhere(
+        aws, orch_here, downloads):  # noqa: F811
+    import boto3
+
+    from tests.fixtures.aws import REGION
+
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="orch-test-data")
+    good = json.loads(orch_here("data", "prepare", "cifar", "--kind", "cifar100", "--source", downloads,
+                                "--bucket", "s3://orch-test-data", "--json").stdout)
+
+    def put(folder: str, **changes) -> None:
+        body = {**good, "name": folder, **changes}
+        s3.put_object(Bucket="orch-test-data", Key=f"orch-datasets/{folder}/dataset.json", Body=json.dumps(body))
+
+    put("elsewhere", location="s3://attacker-bucket/x")  # where it is comes from where it was found
+    put("renamed", name="cifar")  # claims another dataset's name
+    put("odd-fields", classes="many")
+    put("odd-version", version="../../x")
+    s3.put_object(Bucket="orch-test-data", Key="orch-datasets/not-json/dataset.json", Body=b"\x1b[2J{")
+    r = orch_here("data", "list", "--bucket", "s3://orch-test-data", "--json")
+    assert r.exit_code == 0, r.output
+    listed = {d["name"]: d["location"] for d in json.loads(r.stdout)}
+    assert listed == {"cifar": "s3://orch-test-data/orch-datasets/cifar",
+                      "elsewhere": "s3://orch-test-data/orch-datasets/elsewhere"}
+    table = orch_here("data", "list", "--bucket", "s3://orch-test-data")
+    assert table.exit_code == 0 and "attacker" not in table.output and "\x1b" not in table.output

@@ -260,8 +260,10 @@ def test_iam_policy_changes_only_orch_tagged_resources():
         assert all("*" not in a for a in actions), st["Sid"]  # no wildcard actions
         writes = [a for a in actions if a.split(":")[1].startswith(("Terminate", "Delete", "Stop", "Start", "Modify",
                                                                    "Authorize", "Revoke", "Attach", "Detach"))]
-        if writes:
+        if writes and all(a.startswith("ec2:") for a in writes):
             assert st["Condition"]["Null"] == {"aws:ResourceTag/orch:job": "false"}, st["Sid"]
+        elif writes:  # S3: only what `orch data` keeps, under its prefix
+            assert st["Resource"] == "arn:aws:s3:::*/orch-datasets/*", st["Sid"]
         if "ec2:CreateTags" in actions:
             assert "ec2:CreateAction" in st["Condition"]["StringEquals"]
     role = json.loads((assets.root() / "infra" / "instance-role-policy.json").read_text())
