@@ -85,7 +85,12 @@ def summary_of(shards: Path) -> dict:
         manifest = json.loads(where.read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"{where} can't be read ({type(e).__name__}: {e})") from None
-    entries = shard_entries(manifest, str(where))
+    return summary_from(manifest, str(where))
+
+
+def summary_from(manifest, where: str) -> dict:
+    """summary_of, from a manifest already read (checked here)."""
+    entries = shard_entries(manifest, where)
     splits = manifest.get("splits") if isinstance(manifest.get("splits"), dict) else {}
 
     def count(split: str, what: str) -> int:

@@ -253,6 +253,9 @@ class JobSpec:
     registry: ImageRegistry | None = None  # the built image is pushed there, and pulled from there when built before
     env: TrainerEnv = TrainerEnv()  # --env/--env-file: to the machine in a mode-600 file, nowhere else
     dataset: DatasetSource | None = None  # --data dataset:NAME on an instance: restored there from the bucket
+    # A trainer command other than `train` (its arguments after `trainer`, in the container's /data and /outputs):
+    # `trainer make-dataset ...` for `orch data prepare --target aws`. None: train with trainer_args.
+    command: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,7 @@ class RunSpec:
     created_by: str = "orch"
     labels: dict[str, str] = field(default_factory=dict)  # extra labels (the launch's data source, arguments, ...)
     env_file: str = ""  # on the machine: the mode-600 file of --env values the trainer reads ("" for none)
+    command: tuple[str, ...] | None = None  # JobSpec.command: another trainer command than `train`
 
 
 @dataclass(frozen=True)

@@ -295,6 +295,42 @@ def pack(
     typer.echo(f"packed {m.files:,} files ({m.bytes / 1e6:,.1f} MB) into {len(m.shards)} shards in {out}: {splits}")
 
 
+@app.command("make-dataset")
+def make_dataset(
+    kind: str = typer.Argument(..., help="imagenet, tiny-imagenet, cifar100 or folder."),
+    source: Path = typer.Option(..., "--source", help="The files as downloaded (archives or extracted)."),
+    work: Path = typer.Option(..., "--work", help="Folder `trainer prepare` writes into (kept: a rerun resumes)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the shards and manifest.json."),
+    resize_short: Optional[int] = typer.Option(None, "--resize-short", min=8, help="As `trainer prepare`'s."),
+    subset_percent: Optional[float] = typer.Option(None, "--subset-percent", help="As `trainer prepare`'s."),
+    shard_mb: int = typer.Option(512, "--shard-mb", min=1, help="About this many MB per shard."),
+) -> None:
+    """`trainer prepare KIND`, `trainer verify`, then `trainer pack`: the download made into a kept dataset's
+    checked shards in one command (what `orch data prepare --target aws` runs on its instance). A rerun carries on.
+
+    \b
+    Example: trainer make-dataset imagenet --source /data --work /outputs/prepared --out /outputs/shards --resize-short 256
+    """
+    import subprocess
+
+    if kind not in ("imagenet", "tiny-imagenet", "cifar100", "folder"):
+        typer.echo(f"trainer make-dataset: kind {kind!r}: use imagenet, tiny-imagenet, cifar100 or folder", err=True)
+        raise typer.Exit(2)
+    options = [*(["--resize-short", str(resize_short)] if resize_short else []),
+               *(["--subset-percent", f"{subset_percent:g}"] if subset_percent else [])]
+    steps = [["prepare", kind, "--source", str(source), "--dest", str(work), *options],
+             ["verify", "--data", str(work)],  # every image decoded, every count checked: before it is kept
+             ["pack", "--data", str(work), "--out", str(out), "--shard-mb", str(shard_mb)]]
+    if (out / "manifest.json").is_file():  # pack writes it last: a run that got this far is done
+        typer.echo(f"trainer make-dataset: {out} holds a packed dataset already; nothing to do", err=True)
+        return
+    for step in steps:
+        typer.echo(f"== trainer {' '.join(step[:2])}", err=True)
+        code = subprocess.run([sys.executable, "-m", "trainer", *step], stdin=subprocess.DEVNULL).returncode
+        if code != 0:
+            raise typer.Exit(code)
+
+
 @app.command()
 def unpack(
     shards: Path = typer.Option(..., "--shards", help="A folder written by `trainer pack` (manifest.json + shards)."),

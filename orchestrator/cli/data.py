@@ -30,12 +30,16 @@ def _size(n: int) -> str:
 def prepare(
     name: str = typer.Argument(..., help="The dataset's name, e.g. imagenet-256 (then --data dataset:imagenet-256)."),
     kind: str = typer.Option(..., "--kind", help="imagenet, tiny-imagenet, cifar100 or folder (any <class>/<images>)."),
-    source: str = typer.Option(..., "--source", help="The files as downloaded: a folder (archives or extracted)."),
+    source: str = typer.Option(..., "--source", help="The files as downloaded: a folder (archives or extracted); "
+                                                     "with --target aws also an s3:// prefix (copied there)."),
     resize_short: Optional[int] = typer.Option(None, "--resize-short", min=8,
                                                help="Store JPEGs with the short side at this many px, e.g. 256."),
     subset_percent: Optional[float] = typer.Option(None, "--subset-percent",
                                                    help="Keep a seeded P% of the classes, e.g. 10 for a prototype."),
-    target: str = typer.Option("local", "--target", help="local: prepare and keep it on this machine."),
+    target: str = typer.Option("local", "--target", help="local: prepare here; aws: on an instance (--instance), "
+                                                         "kept in the bucket."),
+    instance: Optional[str] = typer.Option(None, "--instance", help="With --target aws: the instance type that "
+                                                                    "prepares (default c6i.4xlarge, 16 vCPUs)."),
     replace: bool = typer.Option(False, "--replace", help="Prepare again a dataset of this name."),
     bucket: Optional[str] = bucket_option(),
     region: Optional[str] = region_option(),
@@ -44,10 +48,13 @@ def prepare(
     """Prepare a dataset from the files as downloaded, check it, and keep it as shards (a job restores them).
 
     Interrupted, the same command carries on from what was prepared. With a bucket, the shards go
-    there (and nothing stays here): a job on any machine restores them.
+    there (and nothing stays here): a job on any machine restores them. With --target aws an
+    instance prepares it (a folder here is sent to it once; an s3:// prefix it copies with its
+    role), keeps it in the bucket, is torn down, and the command says what it cost.
 
     \b
     Example: orch data prepare tiny --kind tiny-imagenet --source ~/downloads/tiny-imagenet-200.zip --target local
+    Example: orch data prepare imagenet-256 --kind imagenet --source s3://my-bucket/ilsvrc2012/ --target aws --resize-short 256
     """
     from orchestrator.lifecycle import datasets
 
@@ -55,7 +62,7 @@ def prepare(
         s = settings(bucket=bucket, region=region)
         info = datasets.prepare(datasets.PrepareRequest(
             name=name, kind=kind, source=source, resize_short=resize_short, subset_percent=subset_percent,
-            target=target, replace=replace, bucket=s.bucket, region=s.region), say=err)
+            target=target, replace=replace, bucket=s.bucket, region=s.region, instance=instance), say=err, settings=s)
         if as_json:
             out_json(info)
             return

@@ -17,6 +17,21 @@ def trainer_command(trainer_args: tuple[str, ...] | list[str], data: str = "/dat
     return ["train", "--data", data, "--out", out, *trainer_args, "--resume", "auto"]
 
 
+def command_of(run) -> list[str]:
+    """The trainer's command for a RunSpec: its own (JobSpec.command), else `trainer train` on the job's folders."""
+    return list(run.command) if run.command else trainer_command(run.trainer_args)
+
+
+def in_folders(command: list[str], data: str, out: str) -> list[str]:
+    """A container command's /data and /outputs paths as the folders they are on this machine (a process runner)."""
+    def one(arg: str) -> str:
+        for inside, here in (("/data", data), ("/outputs", out)):
+            if arg == inside or arg.startswith(inside + "/"):
+                return here + arg[len(inside):]
+        return arg
+    return [one(a) for a in command]
+
+
 def trainer_args_of(command: tuple[str, ...] | list[str]) -> tuple[str, ...] | None:
     """The user's trainer arguments in a `trainer_command`; None when it is not one (another image's)."""
     command = tuple(command)

@@ -174,7 +174,7 @@ def _start(machine: Machine, session, runner, spec: JobSpec, say: Say) -> Contai
         extra[LABEL_AUTOSTOP] = str(spec.autostop_minutes)
     run = RunSpec(job=spec.job, image=image, trainer_args=args, data_dir=data_dir, outputs_dir=outputs_dir,
                   gpus=spec.gpus, user=user, max_restarts=spec.max_restarts, image_hash=image_hash,
-                  created_by=created_by(), labels=extra, env_file=env_file)
+                  created_by=created_by(), labels=extra, env_file=env_file, command=spec.command)
     try:
         st = runner.run(run)
     except NoGPUs:

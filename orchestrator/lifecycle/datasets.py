@@ -48,6 +48,7 @@ class PrepareRequest:
     replace: bool = False
     bucket: str | None = None  # s3://NAME: keep it there (under orch-datasets/), not on this machine
     region: str = "us-east-1"
+    instance: str | None = None  # --target aws: the instance type that prepares (data_instance.DEFAULT_INSTANCE)
 
 
 def _trainer(args: list[str], what: str, fix: str) -> None:
@@ -63,28 +64,52 @@ def _trainer(args: list[str], what: str, fix: str) -> None:
         raise FlowError(f"{what} failed (exit {code}; its message is above). {fix}")
 
 
-def check(req: PrepareRequest) -> Path:
-    """Refuse what can't work before anything is read or written; the source folder."""
+def check(req: PrepareRequest) -> Path | None:
+    """Refuse what can't work before anything is read or written; the source folder here (None: prepared on an
+    instance from it, or from an s3:// or kaggle: source)."""
     store.check_name(req.name)
     if req.kind not in KINDS:
         raise ConfigError(f"--kind {req.kind!r}: use one of {', '.join(KINDS)}")
-    if req.target != "local":
-        raise ConfigError("orch data prepare --target aws is not built yet (issue 20): prepare here with --target "
-                          "local, or on an instance by hand (`trainer prepare`, `trainer pack`)")
-    if req.source.startswith(("s3://", "kaggle:")):
-        raise ConfigError(f"--source {req.source}: s3:// and kaggle: sources are prepared on an instance, which is "
-                          "not built yet (issue 20); download the files and pass their folder")
-    source = Path(req.source).expanduser()
-    if not source.exists():
-        raise ConfigError(f"--source {req.source}: no such file or folder here")
+    if req.target not in ("local", "aws"):
+        raise ConfigError(f"--target {req.target!r}: use local (prepare here) or aws (on an instance)")
+    if req.target == "aws" and not req.bucket:
+        raise ConfigError("--target aws keeps the dataset in your bucket: add --bucket s3://NAME (or bucket in "
+                          "config.toml)")
+    if req.target == "local" and req.source.startswith(("s3://", "kaggle:")):
+        raise ConfigError(f"--source {req.source}: s3:// and kaggle: sources are prepared on an instance: add "
+                          "--target aws (and --bucket), or download the files and pass their folder")
+    source = None
+    if req.target == "aws":
+        from orchestrator.lifecycle.data_instance import data_of
+
+        data_of(req.source)  # a source an instance can't prepare from is refused here
+    elif not req.source.startswith(("s3://", "kaggle:")):
+        source = Path(req.source).expanduser()
+        if not source.exists():
+            raise ConfigError(f"--source {req.source}: no such file or folder here")
     if find(req.name, req.bucket, req.region) is not None and not req.replace:
         raise ConfigError(f"dataset {req.name!r} exists (`orch data list`); add --replace to prepare it again, or "
                           "choose another name")
     return source
 
 
-def prepare(req: PrepareRequest, say: Say = quiet) -> DatasetInfo:
+def _new_info(req: PrepareRequest, summary: dict, location: str) -> DatasetInfo:
+    options = {k: v for k, v in (("resize_short", req.resize_short), ("subset_percent", req.subset_percent)) if v}
+    return DatasetInfo(name=req.name, kind=req.kind, source=req.source, location=location,
+                       created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), options=options,
+                       **summary)
+
+
+def prepare(req: PrepareRequest, say: Say = quiet, settings=None) -> DatasetInfo:
+    """Prepare and keep a dataset: here (`--target local`, kept here or in the bucket), or on an instance
+    (`--target aws`, kept in the bucket; `settings` are the launch's)."""
     source = check(req)
+    if req.target == "aws":
+        from orchestrator.lifecycle.data_instance import prepare_on_instance
+
+        empty = dict(classes=0, train_images=0, val_images=0, bytes=0, shards=0)
+        info = _new_version(req, _new_info(req, empty, cloud_datasets.location(req.bucket, req.name)))
+        return with_cost(prepare_on_instance(req, info, settings, say))
     where = store.folder(req.name)
     work = where / "prepared"  # `trainer prepare` resumes into it after a cut
     extra = []
@@ -98,11 +123,7 @@ def prepare(req: PrepareRequest, say: Say = quiet) -> DatasetInfo:
     staging = where / "shards.new"
     say(f"packing it into shards in {where}")
     _trainer(["pack", "--data", str(work), "--out", str(staging)], "trainer pack", again)
-    summary = store.summary_of(staging)
-    options = {k: v for k, v in (("resize_short", req.resize_short), ("subset_percent", req.subset_percent)) if v}
-    info = DatasetInfo(name=req.name, kind=req.kind, source=req.source, location=str(where),
-                       created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), options=options,
-                       **summary)
+    info = _new_info(req, store.summary_of(staging), str(where))
     if req.bucket:
         return with_cost(_keep_in_bucket(req, info, staging, say))
     store.remove_parts(req.name)  # --replace: the old one goes only now that the new one is whole
@@ -112,21 +133,37 @@ def prepare(req: PrepareRequest, say: Say = quiet) -> DatasetInfo:
     return info
 
 
+def _new_version(req: PrepareRequest, info: DatasetInfo) -> DatasetInfo:
+    """`info` as a new version in the bucket; what an earlier upload cut short left there goes first."""
+    info = replace(info, location=cloud_datasets.location(req.bucket, req.name),
+                   version=datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S") + secrets.token_hex(3))
+    if find(req.name, req.bucket, req.region) is None:
+        cloud_datasets.delete(info.location, req.region)  # no dataset there, only storage that bills
+    return info
+
+
+def write_description(info: DatasetInfo, region: str) -> None:
+    """The description that makes `info`'s version the dataset; then every other version goes."""
+    cloud_datasets.put_description(info.location, {k: v for k, v in asdict(info).items() if k != "dollars_per_month"},
+                                   region)
+    cloud_datasets.delete(info.location, region, keep=f"shards-{info.version}/")
+
+
+def summary_in_bucket(info: DatasetInfo, region: str) -> dict:
+    """Classes, images, bytes and shards of `info`'s version, from its manifest in the bucket (checked)."""
+    where = f"{shards_uri(info)}/manifest.json"
+    return store.summary_from(_manifest_json(cloud_datasets.manifest(shards_uri(info), region), where), where)
+
+
 def _keep_in_bucket(req: PrepareRequest, info: DatasetInfo, staging: Path, say: Say) -> DatasetInfo:
     """The shards uploaded under a new version, then the description that makes them the dataset, then any
     older version removed: a --replace that fails leaves the old dataset whole, and one that succeeds
     never mixes old and new shards (a machine restoring the old one meanwhile fails its checks, by name)."""
-    uri = cloud_datasets.location(req.bucket, req.name)
-    info = replace(info, location=uri, version=datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
-                   + secrets.token_hex(3))
-    if find(req.name, req.bucket, req.region) is None:
-        cloud_datasets.delete(uri, req.region)  # what an upload cut short left: no dataset, only storage bills
+    info = _new_version(req, info)
     say(f"uploading {info.shards} shard(s), {info.bytes / 1e6:,.1f} MB, to {shards_uri(info)}")
     cloud_datasets.upload_shards(staging, shards_uri(info), req.region,
                                  on_progress=_every_few_seconds("uploaded", say))
-    cloud_datasets.put_description(uri, {k: v for k, v in asdict(info).items() if k != "dollars_per_month"},
-                                   req.region)  # from now on it is the dataset
-    cloud_datasets.delete(uri, req.region, keep=f"shards-{info.version}/")
+    write_description(info, req.region)
     shutil.rmtree(store.folder(req.name), ignore_errors=True)  # the bucket holds it; nothing stays here
     return info
 

@@ -95,6 +95,8 @@ def check_dataset(cfg: LaunchConfig) -> None:
     data = cfg.job_spec.data if cfg.job_spec is not None else None
     if data is None or data == "demo":
         return
+    if cfg.job_spec.command and not data.startswith("s3://"):
+        return  # not `trainer train`: a download `trainer make-dataset` prepares, checked by the command
     if data.startswith(("s3://", "dataset:")):
         if cfg.target == "aws" and not cfg.settings.iam_instance_profile:
             raise needs_instance_profile(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import shlex
 
 from orchestrator.errors import JobError
@@ -11,6 +12,7 @@ from orchestrator.machines.base import Runner, Say
 from orchestrator.records import JobSpec
 
 RESTORED = ".orch-restored"  # in the data folder, once a kept dataset is whole there: its s3:// URI
+SHARD_NAME = re.compile(r"shard-\d{5}\.tar")
 UNPACKED = ".unpacked.json"  # in the data folder: trainer/shards.py's record of the shards it restored
 
 
@@ -81,6 +83,28 @@ def unpack_dataset(session, runner: Runner, spec: JobSpec, data_dir: str, image:
     runner.unpack_dataset(image, _shards_dir(data_dir, spec), data_dir, user)
     marker = posixpath.join(data_dir, RESTORED)
     session.run(f"printf '%s\\n' {shlex.quote(spec.dataset.uri)} > {shlex.quote(marker)}", check=True)
+
+
+def upload_dataset(session, shards_dir: str, uri: str, say: Say) -> None:
+    """The shards `trainer make-dataset` wrote on the machine uploaded to the prefix `uri` with the machine's own
+    credentials, 4 at a time, the manifest last (a reader that finds it finds every shard)."""
+    where = shlex.quote(shards_dir)
+    listing = session.run(f"cd {where} && ls")
+    names = sorted(n for n in listing.stdout.split() if n.startswith("shard-") and n.endswith(".tar"))
+    if listing.exit_code != 0 or "manifest.json" not in listing.stdout.split() or not names:
+        raise JobError(f"no packed dataset in {shards_dir} on {session.where} (manifest.json and shard-NNNNN.tar): "
+                       "run the same command again to prepare it anew")
+    say(f"  {len(names)} shard(s) from {shards_dir} on {session.where}")
+    # Only names `trainer pack` writes go into the command (shard-NNNNN.tar); the copy runs in their folder.
+    names = [n for n in names if SHARD_NAME.fullmatch(n)]
+    upload = (f"cd {where} && printf '%s\\n' {shlex.quote(chr(10).join(names))} | xargs -P 4 -I NAME "
+              f"aws s3 cp NAME {shlex.quote(uri + '/')}NAME --only-show-errors && "
+              f"aws s3 cp manifest.json {shlex.quote(uri + '/manifest.json')} --only-show-errors")
+    got = session.run(upload)
+    if got.exit_code != 0:
+        raise JobError(f"uploading the shards from {session.where} to {uri} failed (exit {got.exit_code}): "
+                       f"{(got.stderr or got.stdout).strip()[-1500:]}\nDoes the instance role write the bucket's "
+                       "orch-datasets/ prefix? (`orch init` grants it); the same command uploads again")
 
 
 def copy_from_s3(session, spec: JobSpec, data_dir: str, how: str, say: Say) -> None:

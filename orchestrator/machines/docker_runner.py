@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 from orchestrator import assets
 from orchestrator.errors import ContainerError, EngineUnreachable, JobError, NoGPUs
 from orchestrator.job.logtext import split_log_line
-from orchestrator.job.spec import trainer_command
+from orchestrator.job.spec import command_of
 from orchestrator.labels import (
     LABEL_CREATED_AT,
     LABEL_CREATED_BY,
@@ -96,7 +96,7 @@ def run_detached(client, spec: RunSpec) -> TrainerState:
     kwargs = dict(
         image=spec.image,
         # `--resume auto` last: a restart after a crash always carries on from last.pt.
-        command=trainer_command(spec.trainer_args),
+        command=command_of(spec),
         name=container_name(spec.job),
         labels=labels,
         volumes={spec.data_dir: {"bind": "/data", "mode": "ro"},

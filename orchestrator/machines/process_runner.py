@@ -19,7 +19,7 @@ from typing import Iterator
 from orchestrator.errors import JobError
 from orchestrator.files import read_json
 from orchestrator.job.logtext import now_rfc3339, split_log_line
-from orchestrator.job.spec import trainer_command
+from orchestrator.job.spec import command_of, in_folders, trainer_command
 from orchestrator.labels import LABEL_DATA, LABEL_OUTPUTS
 from orchestrator.machines.base import Say
 from orchestrator.machines.local_jobs import LocalJob, job_dir, load_record, save_record
@@ -96,7 +96,9 @@ class ProcessRunner:
         current = self.state()
         if current.state == "running":
             return current
-        command = (sys.executable, "-m", "trainer", *trainer_command(run.trainer_args, run.data_dir, run.outputs_dir))
+        command = (sys.executable, "-m", "trainer", *(in_folders(command_of(run), run.data_dir, run.outputs_dir)
+                                                       if run.command else
+                                                       trainer_command(run.trainer_args, run.data_dir, run.outputs_dir)))
         (self.root / "exit.json").unlink(missing_ok=True)
         (self.root / "supervisor.json").unlink(missing_ok=True)
         record = LocalJob(job=self.job, runner="process", data_dir=run.data_dir, outputs_dir=run.outputs_dir,

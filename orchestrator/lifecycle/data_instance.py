@@ -1,0 +1,115 @@
+"""`orch data prepare --target aws`: a dataset prepared on an instance, from the files as downloaded, and kept
+in the bucket; the laptop sends at most the download (once), never the prepared dataset.
+
+The preparing is a job like any other, named `data-NAME` (tagged, listed, torn down like one): a CPU
+instance (`--instance`, default DEFAULT_INSTANCE) gets the download (a folder here, synced; or an s3://
+prefix, copied there with its role), and its container runs `trainer make-dataset` (`trainer prepare`
+with all its vCPUs, checked as it ends, then `trainer pack`), its progress streamed here. Then the
+instance uploads the shards with its role under a new version of the dataset, this machine writes the
+description that makes them the dataset and removes any older version, the instance is torn down, and
+the command says what it cost.
+
+A cut or a Ctrl-C leaves the instance preparing: the same command attaches to it again (the trainer
+resumes its work folder if the container had stopped), uploads and tears it down. An instance whose
+preparing ended shuts itself down `autostop_minutes` later, and its work with it.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from orchestrator.cloud import datasets as cloud_datasets
+from orchestrator.cloud import pricing
+from orchestrator.config import ConfigError, Settings
+from orchestrator.errors import FlowError
+from orchestrator.job import control
+from orchestrator.job.logs import follow
+from orchestrator.labels import LABEL_OUTPUTS
+from orchestrator.lifecycle import machines
+from orchestrator.lifecycle.launch import launch
+from orchestrator.lifecycle.progress import Say, phase
+from orchestrator.lifecycle.teardown import teardown
+from orchestrator.machines.data import upload_dataset
+from orchestrator.records import DatasetInfo, JobSpec, LaunchConfig
+
+DEFAULT_INSTANCE = "c6i.4xlarge"  # 16 vCPUs for the resize, no GPU: about $0.68/h on demand in us-east-1
+
+
+def job_of(name: str) -> str:
+    return f"data-{name}"
+
+
+def command(kind: str, resize_short: int | None, subset_percent: float | None) -> tuple[str, ...]:
+    """`trainer make-dataset` in the container: the download at /data, the work and the shards in /outputs."""
+    options = [*(["--resize-short", str(resize_short)] if resize_short else []),
+               *(["--subset-percent", f"{subset_percent:g}"] if subset_percent else [])]
+    return ("make-dataset", kind, "--source", "/data", "--work", "/outputs/prepared", "--out", "/outputs/shards",
+            *options)
+
+
+def data_of(source: str) -> str:
+    """What the job's --data is: an s3:// prefix as given (copied on the instance), else a folder here."""
+    if source.startswith("kaggle:"):
+        raise ConfigError(f"--source {source}: Kaggle downloads on the instance are not built yet (issue 20); "
+                          "download with the Kaggle CLI and pass the folder (it is sent once), or copy it to S3 "
+                          "and pass the s3:// prefix")
+    if source.startswith("s3://"):
+        return source.rstrip("/")
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"--source {source}: not a folder here (an instance prepares from a folder, which is sent "
+                          "to it once, or from an s3:// prefix)")
+    return str(folder.resolve())
+
+
+def prepare_on_instance(req, info: DatasetInfo, s: Settings, say: Say) -> DatasetInfo:
+    """Prepare `req` on an instance and keep it as `info` (a new version) in the bucket; the info kept."""
+    from orchestrator.lifecycle.datasets import shards_uri, summary_in_bucket, write_description
+
+    job = job_of(req.name)
+    spec = JobSpec(job=job, data=data_of(req.source), gpus=False, max_restarts=0,  # a rerun resumes; a retry repeats
+                   command=command(req.kind, req.resize_short, req.subset_percent))
+    cfg = LaunchConfig(job=job, instance_type=req.instance or DEFAULT_INSTANCE, settings=s, job_spec=spec)
+    instance = launch(cfg, say)
+    machine = machines.machine_for(job, s)
+    with phase(f"prepare {req.kind} on {instance.instance_id} (Ctrl-C leaves it preparing: the same command "
+               "attaches again)", say):
+        code = follow(machine, follow=True, out=sys.stderr)
+    if code != 0:
+        raise FlowError(f"preparing {req.name} on {instance.instance_id} failed (exit {code}; its output is above). "
+                        f"The instance keeps what was prepared: fix the cause and run the same command to carry on, "
+                        f"or `orch teardown {job}` to remove it (and its work).")
+    with phase(f"upload the shards to {shards_uri(info)} (with the instance's role)", say):
+        with control.trainer_on(machine) as (session, runner):
+            outputs = runner.state().labels.get(LABEL_OUTPUTS)
+            if not outputs:
+                raise FlowError(f"the container of {job} is gone, and its outputs with it: run the same command "
+                                "again to prepare anew")
+            upload_dataset(session, f"{outputs}/shards", shards_uri(info), say)
+    info = replace(info, **summary_in_bucket(info, s.region))
+    write_description(info, s.region)
+    hours = _hours_since(instance.launched_at)
+    price = pricing.hourly_price(instance.instance_type or cfg.instance_type, s.region, spot=instance.spot,
+                                 live=s.live_prices)
+    with phase(f"tear down {job}", say):
+        teardown(job, s, say=say)
+    took = f"{hours * 60:.0f} min" if hours is not None and hours < 1 else f"{hours:.1f} h"
+    cost = (f"about ${price.usd_per_hour * hours:,.2f} ({took} of {instance.instance_type} at "
+            f"${price.usd_per_hour:.3f}/h, {price.source}; the volume and transfers add little)"
+            if price and hours is not None else "unknown (no price known for it)")
+    say(f"preparing on {instance.instance_type} cost {cost}")
+    return info
+
+
+def _hours_since(launched_at: str | None) -> float | None:
+    if not launched_at:
+        return None
+    try:
+        start = datetime.fromisoformat(launched_at.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=timezone.utc)
+    return max(0.0, (datetime.now(timezone.utc) - start).total_seconds() / 3600)
