@@ -56,13 +56,13 @@ def prepare(
     Example: orch data prepare tiny --kind tiny-imagenet --source ~/downloads/tiny-imagenet-200.zip --target local
     Example: orch data prepare imagenet-256 --kind imagenet --source s3://my-bucket/ilsvrc2012/ --target aws --resize-short 256
     """
-    from orchestrator.lifecycle import datasets
+    from orchestrator.lifecycle import data_instance, datasets
 
     with errors():
         s = settings(bucket=bucket, region=region)
-        info = datasets.prepare(datasets.PrepareRequest(
+        info = data_instance.prepare_dataset(datasets.PrepareRequest(
             name=name, kind=kind, source=source, resize_short=resize_short, subset_percent=subset_percent,
-            target=target, replace=replace, bucket=s.bucket, region=s.region, instance=instance), say=err, settings=s)
+            target=target, replace=replace, bucket=s.bucket, region=s.region, instance=instance), s, say=err)
         if as_json:
             out_json(info)
             return

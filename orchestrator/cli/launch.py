@@ -40,7 +40,7 @@ def launch(
     checkpoint_bucket: Optional[str] = typer.Option(None, "--checkpoint-bucket", help="s3://bucket/prefix the instance copies each checkpoint to (with its role), "
                                                                 "and --resume copies back from, e.g. s3://my-bucket/orch-ckpt."),
     target: str = typer.Option("aws", "--target", help="aws (an EC2 instance) or local (this machine's Docker)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Dataset: a local folder, 'demo', s3://..., or dataset:NAME (kept by `orch data prepare`; --target local for now). Without it, launch only provisions."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset: a local folder, 'demo', s3://..., or dataset:NAME (kept by `orch data prepare`). Without it, launch only provisions."),
     image: Optional[str] = typer.Option(None, "--image", help="Trainer container image (default: build from the project's Dockerfile)."),
     gpus: Optional[bool] = typer.Option(None, "--gpus/--no-gpus", show_default=False,
                                         help="Give the container the GPUs (the default), or not."),
@@ -81,6 +81,17 @@ def launch(
     env_file: Optional[List[Path]] = typer.Option(
         None, "--env-file", help="A file of KEY=VALUE lines (# comments, `export`, quotes allowed), e.g. --env-file "
                                  ".env; --env wins for a key in both. Handled like --env."),
+    prepare: Optional[str] = typer.Option(
+        None, "--prepare", help="KIND (imagenet, tiny-imagenet, cifar100, folder): --data is a download (folder, "
+                                "s3:// prefix); prepare and keep it first (`orch data prepare`), then train on it. A "
+                                "dataset kept under its name is not prepared again."),
+    resize_short: Optional[int] = typer.Option(None, "--resize-short", min=8,
+                                               help="With --prepare: store the short side at this many px, e.g. 256."),
+    subset_percent: Optional[float] = typer.Option(None, "--subset-percent",
+                                                   help="With --prepare: keep a seeded P% of the classes, e.g. 10."),
+    dataset_name: Optional[str] = typer.Option(None, "--dataset-name",
+                                               help="With --prepare: the kept dataset's name (default: the source's "
+                                                    "last part, e.g. imagenet-256)."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan (with --dry-run) or the started job as JSON on "
                                                        "stdout; progress goes to stderr."),
 ) -> None:
@@ -94,6 +105,9 @@ def launch(
 
     \b
     Example: orch launch --target local --data demo -- --recipe demo --epochs 2
+
+    \b
+    Example (from the archives as downloaded, prepared once and kept): orch launch --instance g4dn.2xlarge --data s3://bucket/ilsvrc2012/ --prepare imagenet --resize-short 256 -- --recipe t4-rn18-fast
 
     \b
     Example (after AWS reclaimed a spot job): orch launch --name resnet50 --resume
@@ -120,7 +134,8 @@ def launch(
             max_dollars=max_dollars, checkpoint_bucket=checkpoint_bucket, target=target, data=data, image=image,
             gpus=gpus, remote_root=remote_root, resume=resume, resume_from=str(resume_from) if resume_from else None,
             recover=recover, max_recoveries=max_recoveries, keep_volume=keep_volume, bucket=bucket, env=tuple(env or ()),
-            env_files=tuple(str(f) for f in env_file or ())))
+            env_files=tuple(str(f) for f in env_file or ()), prepare=prepare, resize_short=resize_short,
+            subset_percent=subset_percent, dataset_name=dataset_name))
         cfg = launch_.config
         job_name = about.name = cfg.job
         about.generated = launch_.name_was_made_up
@@ -140,6 +155,10 @@ def launch(
                 print_plan(p)
                 out("Dry run: nothing was created.")
             return
+        if launch_.prepare is not None:
+            from orchestrator.lifecycle.data_instance import ensure_prepared
+
+            ensure_prepared(launch_.prepare, cfg.settings, say=err)
         say(f"Job {job_name}")
         inst = launcher.launch(cfg, say=say)
         if as_json:

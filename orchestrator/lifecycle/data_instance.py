@@ -15,21 +15,22 @@ preparing ended shuts itself down `autostop_minutes` later, and its work with it
 """
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from orchestrator.cloud import datasets as cloud_datasets
 from orchestrator.cloud import pricing
-from orchestrator.config import ConfigError, Settings
+from orchestrator.config import Settings
 from orchestrator.errors import FlowError
 from orchestrator.job import control
 from orchestrator.job.logs import follow
 from orchestrator.labels import LABEL_OUTPUTS
-from orchestrator.lifecycle import machines
+from orchestrator.lifecycle import datasets, machines
+from orchestrator.lifecycle.datasets import PrepareRequest
 from orchestrator.lifecycle.launch import launch
-from orchestrator.lifecycle.progress import Say, phase
+from orchestrator.lifecycle.progress import Say, phase, quiet
 from orchestrator.lifecycle.teardown import teardown
 from orchestrator.machines.data import upload_dataset
 from orchestrator.records import DatasetInfo, JobSpec, LaunchConfig
@@ -49,29 +50,46 @@ def command(kind: str, resize_short: int | None, subset_percent: float | None) -
             *options)
 
 
-def data_of(source: str) -> str:
-    """What the job's --data is: an s3:// prefix as given (copied on the instance), else a folder here."""
-    if source.startswith("kaggle:"):
-        raise ConfigError(f"--source {source}: Kaggle downloads on the instance are not built yet (issue 20); "
-                          "download with the Kaggle CLI and pass the folder (it is sent once), or copy it to S3 "
-                          "and pass the s3:// prefix")
-    if source.startswith("s3://"):
-        return source.rstrip("/")
-    folder = Path(source).expanduser()
-    if not folder.is_dir():
-        raise ConfigError(f"--source {source}: not a folder here (an instance prepares from a folder, which is sent "
-                          "to it once, or from an s3:// prefix)")
-    return str(folder.resolve())
+IMAGENET_FROM_S3_GB = 500  # 147 GB of archives, the prepared images and their shards, with room to spare
 
 
-def prepare_on_instance(req, info: DatasetInfo, s: Settings, say: Say) -> DatasetInfo:
+def volume_gb(kind: str, data: str, configured: int) -> int:
+    """A disk for the download, what is prepared from it and its shards: 2.5 times a folder's size (plus
+    room for the system), ImageNet from S3 IMAGENET_FROM_S3_GB; never less than configured."""
+    if data.startswith("s3://"):
+        need = IMAGENET_FROM_S3_GB if kind == "imagenet" else 0
+    else:
+        size = sum(p.stat().st_size for p in Path(data).rglob("*") if p.is_file())
+        need = math.ceil(size * 2.5 / 1e9) + 40
+    return min(max(configured, need), 16384)
+
+
+def prepare_dataset(req: PrepareRequest, s: Settings, say: Say = quiet) -> DatasetInfo:
+    """`orch data prepare`: here (datasets.prepare) or, with --target aws, on an instance."""
+    if req.target != "aws":
+        return datasets.prepare(req, say)
+    datasets.check(req)
+    return datasets.with_cost(prepare_on_instance(req, datasets.new_bucket_version(req), s, say))
+
+
+def ensure_prepared(req: PrepareRequest, s: Settings, say: Say = quiet) -> DatasetInfo:
+    """`orch launch --prepare`: the dataset kept under req.name, prepared first unless it is kept already (in the
+    bucket, or here for --target local): the next job on the same download does not prepare it again."""
+    found = datasets.find(req.name, req.bucket, req.region)
+    if found is not None and (req.target == "local" or found.location.startswith("s3://")):
+        say(f"dataset {req.name} is kept already ({found.location}, {found.train_images:,} train images): not "
+            "prepared again (`orch data rm` it, or --dataset-name, to make another)")
+        return found
+    return prepare_dataset(req, s, say)
+
+
+def prepare_on_instance(req: PrepareRequest, info: DatasetInfo, s: Settings, say: Say) -> DatasetInfo:
     """Prepare `req` on an instance and keep it as `info` (a new version) in the bucket; the info kept."""
-    from orchestrator.lifecycle.datasets import shards_uri, summary_in_bucket, write_description
-
     job = job_of(req.name)
-    spec = JobSpec(job=job, data=data_of(req.source), gpus=False, max_restarts=0,  # a rerun resumes; a retry repeats
+    spec = JobSpec(job=job, data=datasets.data_of(req.source), gpus=False, max_restarts=0,  # a rerun resumes; a retry repeats
                    command=command(req.kind, req.resize_short, req.subset_percent))
-    cfg = LaunchConfig(job=job, instance_type=req.instance or DEFAULT_INSTANCE, settings=s, job_spec=spec)
+    cfg = LaunchConfig(job=job, instance_type=req.instance or DEFAULT_INSTANCE, job_spec=spec,
+                       settings=replace(s, volume_gb=volume_gb(req.kind, spec.data, s.volume_gb)))
     instance = launch(cfg, say)
     machine = machines.machine_for(job, s)
     with phase(f"prepare {req.kind} on {instance.instance_id} (Ctrl-C leaves it preparing: the same command "
@@ -81,15 +99,15 @@ def prepare_on_instance(req, info: DatasetInfo, s: Settings, say: Say) -> Datase
         raise FlowError(f"preparing {req.name} on {instance.instance_id} failed (exit {code}; its output is above). "
                         f"The instance keeps what was prepared: fix the cause and run the same command to carry on, "
                         f"or `orch teardown {job}` to remove it (and its work).")
-    with phase(f"upload the shards to {shards_uri(info)} (with the instance's role)", say):
+    with phase(f"upload the shards to {datasets.shards_uri(info)} (with the instance's role)", say):
         with control.trainer_on(machine) as (session, runner):
             outputs = runner.state().labels.get(LABEL_OUTPUTS)
             if not outputs:
                 raise FlowError(f"the container of {job} is gone, and its outputs with it: run the same command "
                                 "again to prepare anew")
-            upload_dataset(session, f"{outputs}/shards", shards_uri(info), say)
-    info = replace(info, **summary_in_bucket(info, s.region))
-    write_description(info, s.region)
+            upload_dataset(session, f"{outputs}/shards", datasets.shards_uri(info), say)
+    info = replace(info, **datasets.summary_in_bucket(info, s.region))
+    datasets.write_description(info, s.region)
     hours = _hours_since(instance.launched_at)
     price = pricing.hourly_price(instance.instance_type or cfg.instance_type, s.region, spot=instance.spot,
                                  live=s.live_prices)

@@ -9,13 +9,15 @@ manifest): a local job from this machine's store or the bucket, an instance from
 own role (machines/data.py). A job's teardown never touches a dataset; `orch data rm` does.
 
 A description read from a bucket is checked field by field, and where a dataset is comes from where it
-was found, never from what it says. The trainer runs as a process of this machine's Python (orch never
-imports it). Preparing on an instance, and s3:// and kaggle: sources, are issue 20's next step.
+was found, never from what it says. Here the trainer runs as a process of this machine's Python (orch
+never imports it); `--target aws` prepares on an instance (data_instance.py) from a folder here or an
+s3:// prefix. `orch launch --prepare KIND` runs data_instance.ensure_prepared first. kaggle: sources are not built yet.
 """
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import secrets
 import shutil
 import subprocess
@@ -80,8 +82,6 @@ def check(req: PrepareRequest) -> Path | None:
                           "--target aws (and --bucket), or download the files and pass their folder")
     source = None
     if req.target == "aws":
-        from orchestrator.lifecycle.data_instance import data_of
-
         data_of(req.source)  # a source an instance can't prepare from is refused here
     elif not req.source.startswith(("s3://", "kaggle:")):
         source = Path(req.source).expanduser()
@@ -93,6 +93,31 @@ def check(req: PrepareRequest) -> Path | None:
     return source
 
 
+def data_of(source: str) -> str:
+    """What a preparing instance's --data is: an s3:// prefix as given (copied on the instance), else a folder here."""
+    if source.startswith("kaggle:"):
+        raise ConfigError(f"--source {source}: Kaggle downloads on the instance are not built yet (issue 20); "
+                          "download with the Kaggle CLI and pass the folder (it is sent once), or copy it to S3 "
+                          "and pass the s3:// prefix")
+    if source.startswith("s3://"):
+        return source.rstrip("/")
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"--source {source}: not a folder here (an instance prepares from a folder, which is sent "
+                          "to it once, or from an s3:// prefix)")
+    return str(folder.resolve())
+
+
+def dataset_name_for(source: str, resize_short: int | None = None, subset_percent: float | None = None) -> str:
+    """A dataset's name from its source, as `--prepare` names it without --dataset-name: the folder's, the
+    prefix's or the competition's last part, with its options ("imagenet-256", "cifar-100-p10")."""
+    base = source.rstrip("/").split(":", 1)[1] if source.startswith("kaggle:") else source.rstrip("/")
+    base = re.sub(r"[^a-z0-9-]+", "-", base.rsplit("/", 1)[-1].lower()).strip("-") or "dataset"
+    suffix = (f"-{resize_short}" if resize_short else "") + (f"-p{subset_percent:g}".replace(".", "-")
+                                                             if subset_percent else "")
+    return store.check_name(base[:40 - len(suffix)].strip("-") + suffix)
+
+
 def _new_info(req: PrepareRequest, summary: dict, location: str) -> DatasetInfo:
     options = {k: v for k, v in (("resize_short", req.resize_short), ("subset_percent", req.subset_percent)) if v}
     return DatasetInfo(name=req.name, kind=req.kind, source=req.source, location=location,
@@ -100,16 +125,18 @@ def _new_info(req: PrepareRequest, summary: dict, location: str) -> DatasetInfo:
                        **summary)
 
 
-def prepare(req: PrepareRequest, say: Say = quiet, settings=None) -> DatasetInfo:
-    """Prepare and keep a dataset: here (`--target local`, kept here or in the bucket), or on an instance
-    (`--target aws`, kept in the bucket; `settings` are the launch's)."""
-    source = check(req)
-    if req.target == "aws":
-        from orchestrator.lifecycle.data_instance import prepare_on_instance
+def new_bucket_version(req: PrepareRequest) -> DatasetInfo:
+    """What an instance prepares `req` as: a new version in the bucket, its counts read once it is there."""
+    empty = dict(classes=0, train_images=0, val_images=0, bytes=0, shards=0)
+    return _new_version(req, _new_info(req, empty, cloud_datasets.location(req.bucket, req.name)))
 
-        empty = dict(classes=0, train_images=0, val_images=0, bytes=0, shards=0)
-        info = _new_version(req, _new_info(req, empty, cloud_datasets.location(req.bucket, req.name)))
-        return with_cost(prepare_on_instance(req, info, settings, say))
+
+def prepare(req: PrepareRequest, say: Say = quiet) -> DatasetInfo:
+    """Prepare and keep a dataset here (`--target local`), kept here or in the bucket. On an instance:
+    data_instance.prepare_dataset."""
+    source = check(req)
+    if req.target != "local":
+        raise ConfigError(f"--target {req.target}: prepared on an instance by data_instance.prepare_dataset")
     where = store.folder(req.name)
     work = where / "prepared"  # `trainer prepare` resumes into it after a cut
     extra = []

@@ -14,6 +14,7 @@ from orchestrator.config import ConfigError, load_settings
 from orchestrator.lifecycle.machines import resolve_job
 from orchestrator.lifecycle.resume import recorded_launch
 from orchestrator.job.env import parse_env
+from orchestrator.lifecycle.datasets import PrepareRequest, dataset_name_for
 from orchestrator.records import JobSpec, LaunchConfig
 from orchestrator.trainer_args import check_trainer_args
 
@@ -57,6 +58,10 @@ class LaunchRequest:
     bucket: str | None = None
     env: tuple[str, ...] = field(default=(), repr=False)  # --env KEY=VALUE, as typed (values: never recorded)
     env_files: tuple[str, ...] = ()  # --env-file FILE
+    prepare: str | None = None  # --prepare KIND: --data is a download, prepared and kept first (then dataset:NAME)
+    resize_short: int | None = None  # with --prepare
+    subset_percent: float | None = None  # with --prepare
+    dataset_name: str | None = None  # with --prepare: else named after the source
 
 
 DEMO_ARGS = ("--recipe", "demo")
@@ -67,6 +72,7 @@ class Launch:
     config: LaunchConfig
     name_was_made_up: bool  # job-DATE-TIME: the same command again would make another
     warnings: tuple[str, ...] = ()
+    prepare: PrepareRequest | None = None  # --prepare: the dataset made (or found kept) before the job starts
 
 
 def with_recorded(req: LaunchRequest) -> LaunchRequest:
@@ -126,6 +132,13 @@ def configure(req: LaunchRequest) -> Launch:
         subnet_id=req.subnet_id,        allow_on_demand_fallback=req.on_demand_fallback, autostop_minutes=req.autostop_minutes,
         max_hours=req.max_hours, max_dollars=req.max_dollars, checkpoint_bucket=req.checkpoint_bucket,
         remote_root=req.remote_root, bucket=req.bucket)
+    prepare = None
+    if req.prepare is not None:
+        prepare = prepare_request(req, settings)
+        req = replace(req, data=f"dataset:{prepare.name}")
+    elif req.resize_short or req.subset_percent or req.dataset_name:
+        raise ConfigError("--resize-short, --subset-percent and --dataset-name go with --prepare KIND, e.g. "
+                          "--data ~/downloads/imagenet --prepare imagenet --resize-short 256")
     if req.data and req.data.startswith("dataset:") and req.target == "aws" and not settings.bucket:
         raise ConfigError(f"--data {req.data} on an instance needs the bucket it is kept in: --bucket s3://NAME "
                           "(or bucket in config.toml)")
@@ -155,4 +168,19 @@ def configure(req: LaunchRequest) -> Launch:
                           ami=req.ami, dry_run=req.dry_run, target=req.target, job_spec=spec, resume=req.resume,
                           resume_from=req.resume_from, recover=recover, max_recoveries=max_recoveries,
                           keep_volume=keep_volume)
-    return Launch(config, name_was_made_up=not req.name, warnings=tuple(warnings))
+    return Launch(config, name_was_made_up=not req.name, warnings=tuple(warnings), prepare=prepare)
+
+
+def prepare_request(req: LaunchRequest, settings) -> PrepareRequest:
+    """--prepare KIND: what `orch data prepare` is asked first; --data is the download (a folder, s3://, kaggle:)."""
+    if not req.data or req.data == "demo" or req.data.startswith("dataset:"):
+        raise ConfigError("--prepare KIND makes a dataset from a download: --data is its folder, s3:// prefix or "
+                          "kaggle:COMPETITION, e.g. --data ~/downloads/imagenet --prepare imagenet")
+    if req.resume:
+        raise ConfigError("--prepare is for a job's first launch: a --resume trains on the dataset it was launched "
+                          "with")
+    name = req.dataset_name or dataset_name_for(req.data, req.resize_short, req.subset_percent)
+    return PrepareRequest(name=name, kind=req.prepare, source=req.data, resize_short=req.resize_short,
+                          subset_percent=req.subset_percent, target=req.target,
+                          bucket=settings.bucket if req.target == "aws" else None, region=settings.region)
+

@@ -102,7 +102,9 @@ def run_detached(client, spec: RunSpec) -> TrainerState:
         volumes={spec.data_dir: {"bind": "/data", "mode": "ro"},
                  spec.outputs_dir: {"bind": "/outputs", "mode": "rw"}},
         shm_size=DEFAULT_SHM_SIZE,
-        restart_policy={"Name": "on-failure", "MaximumRetryCount": spec.max_restarts},
+        # Docker reads a MaximumRetryCount of 0 as "no limit": no restarts is the "no" policy.
+        restart_policy=({"Name": "on-failure", "MaximumRetryCount": spec.max_restarts} if spec.max_restarts > 0
+                        else {"Name": "no"}),
         network_mode=NETWORK_MODE,
         # USER/LOGNAME: the uid orch runs as may have no passwd entry in the image (getpass needs a name).
         environment={"PYTHONUNBUFFERED": "1", "MPLCONFIGDIR": "/tmp/matplotlib", "USER": "orch", "LOGNAME": "orch"},

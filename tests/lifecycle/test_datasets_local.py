@@ -67,7 +67,7 @@ def test_bad_dataset_requests_are_refused_before_anything_is_written(downloads, 
                        (("x", "--kind", "mnist", "--source", str(downloads)), "--kind 'mnist'"),
                        (("x", "--kind", "cifar100", "--source", str(tmp_path / "none")), "no such file or folder"),
                        (("x", "--kind", "cifar100", "--source", "kaggle:imagenet-object-localization-challenge"),
-                        "not built yet")):
+                        "prepared on an instance: add --target aws")):
         r = orch("data", "prepare", *args)
         assert r.returncode == 2 and says in r.stderr, r.stderr
     r = orch("launch", "--instance", "g4dn.xlarge", "--data", "dataset:cifar", "--dry-run")
@@ -161,3 +161,21 @@ def test_descriptions_in_the_bucket_that_orch_did_not_write_are_left_out_and_nev
                       "elsewhere": "s3://orch-test-data/orch-datasets/elsewhere"}
     table = orch_here("data", "list", "--bucket", "s3://orch-test-data")
     assert table.exit_code == 0 and "attacker" not in table.output and "\x1b" not in table.output
+
+
+def test_one_command_prepares_the_download_keeps_it_and_trains_and_the_next_reuses_it(downloads):
+    launch = ("launch", "--target", "local", "--data", str(downloads), "--prepare", "cifar100", "--subset-percent", "50")
+    r = orch(*launch, "--name", "pjob", "--", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "preparing cifar100" in r.stderr and "downloads-p50" in r.stderr
+    kept = json.loads(orch("data", "list", "--json").stdout)
+    assert [(d["name"], d["classes"]) for d in kept] == [("downloads-p50", 2)]  # 50% of the 5 classes, seeded
+    assert orch("logs", "pjob", "--follow").returncode == 0
+    r = orch(*launch, "--name", "pjob2", "--", *TINY)
+    assert r.returncode == 0 and "dataset downloads-p50 is kept already" in r.stderr, r.stderr
+    for job in ("pjob", "pjob2"):
+        orch("teardown", job, "--yes")
+    r = orch("launch", "--target", "local", "--data", "demo", "--prepare", "cifar100")
+    assert r.returncode == 2 and "makes a dataset from a download" in r.stderr
+    r = orch("launch", "--target", "local", "--data", str(downloads), "--resize-short", "64")
+    assert r.returncode == 2 and "go with --prepare KIND" in r.stderr

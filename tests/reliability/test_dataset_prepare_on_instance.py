@@ -101,11 +101,14 @@ def test_a_dataset_prepared_on_an_instance_is_kept_in_the_bucket_and_trained_on(
     listed = {d["name"]: d for d in json.loads(orch("data", "list", "--json").stdout)}
     assert listed["cifar-s3"]["train_images"] == 15
 
-    # A job on a new instance trains on the kept dataset, restored from the bucket.
+    # One command from the download to training: named after its source ("cifar"), kept already, so not
+    # prepared again; a job on a new instance trains on it, restored from the bucket.
     job = job_name("dsp")
     machine.jobs.append(job)
-    r = orch("launch", "--instance", "g4dn.xlarge", "--name", job, "--data", "dataset:cifar", "--no-gpus", "--", *TINY)
+    r = orch("launch", "--instance", "g4dn.xlarge", "--name", job, "--data", f"s3://{BUCKET}/raw/cifar/", "--prepare",
+             "cifar100", "--no-gpus", "--", *TINY)
     assert r.exit_code == 0, r.output
+    assert "dataset cifar is kept already" in r.output and "copying 1 shard(s)" in r.output
     r = orch("logs", job, "--follow")
     assert r.exit_code == 0 and "epoch 1/1" in r.output, r.output
     assert orch("teardown", job, "--yes").exit_code == 0
