@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.config import Settings
+from orchestrator.secret_records import KaggleToken, TrainerEnv  # noqa: F401 (re-exported: what job records hold)
 
 # -- the cloud -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -146,43 +147,6 @@ ENV_IN_CONTAINER = "/run/orch/env.json"
 ENV_VARIABLE = "TRAINER_ENV_FILE"  # names the file for the trainer (trainer/envfile.py)
 
 
-class TrainerEnv:
-    """Environment variables for the trainer. Shown anywhere (repr, JSON), only the names appear.
-
-    Not a dataclass on purpose: `dataclasses.asdict` of a record holding one can't copy the values out."""
-
-    __slots__ = ("items",)
-
-    def __init__(self, items: tuple[tuple[str, str], ...] = ()):
-        self.items = tuple(items)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, TrainerEnv) and other.items == self.items
-
-    def __hash__(self) -> int:
-        return hash(self.items)
-
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
-    def __repr__(self) -> str:
-        return f"TrainerEnv({', '.join(self.names)})"
-
-    __str__ = __repr__
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(k for k, _ in self.items)
-
-    def to_json(self) -> list[str]:  # what `--json` output and records may show
-        return list(self.names)
-
-    def file_bytes(self) -> bytes:
-        import json
-
-        return json.dumps(dict(self.items), indent=0).encode()
-
-
 @dataclass(frozen=True)
 class DatasetInfo:
     """A dataset orch keeps (`orch data`): what it holds and where (dataset_store.py)."""
@@ -256,6 +220,7 @@ class JobSpec:
     # A trainer command other than `train` (its arguments after `trainer`, in the container's /data and /outputs):
     # `trainer make-dataset ...` for `orch data prepare --target aws`. None: train with trainer_args.
     command: tuple[str, ...] | None = None
+    kaggle: KaggleToken | None = None  # --data kaggle:COMPETITION: downloaded on the machine with this token
 
 
 @dataclass(frozen=True)

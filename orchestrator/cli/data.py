@@ -31,7 +31,9 @@ def prepare(
     name: str = typer.Argument(..., help="The dataset's name, e.g. imagenet-256 (then --data dataset:imagenet-256)."),
     kind: str = typer.Option(..., "--kind", help="imagenet, tiny-imagenet, cifar100 or folder (any <class>/<images>)."),
     source: str = typer.Option(..., "--source", help="The files as downloaded: a folder (archives or extracted); "
-                                                     "with --target aws also an s3:// prefix (copied there)."),
+                                                     "with --target aws also an s3:// prefix (copied there) or "
+                                                     "kaggle:COMPETITION (downloaded there with your Kaggle "
+                                                     "token)."),
     resize_short: Optional[int] = typer.Option(None, "--resize-short", min=8,
                                                help="Store JPEGs with the short side at this many px, e.g. 256."),
     subset_percent: Optional[float] = typer.Option(None, "--subset-percent",
@@ -55,6 +57,9 @@ def prepare(
     \b
     Example: orch data prepare tiny --kind tiny-imagenet --source ~/downloads/tiny-imagenet-200.zip --target local
     Example: orch data prepare imagenet-256 --kind imagenet --source s3://my-bucket/ilsvrc2012/ --target aws --resize-short 256
+
+    \b
+    Example: orch data prepare imagenet-256 --kind imagenet --source kaggle:imagenet-object-localization-challenge --target aws --resize-short 256
     """
     from orchestrator.lifecycle import data_instance, datasets
 

@@ -83,7 +83,7 @@ def launch(
                                  ".env; --env wins for a key in both. Handled like --env."),
     prepare: Optional[str] = typer.Option(
         None, "--prepare", help="KIND (imagenet, tiny-imagenet, cifar100, folder): --data is a download (folder, "
-                                "s3:// prefix); prepare and keep it first (`orch data prepare`), then train on it. A "
+                                "s3:// prefix, kaggle:COMPETITION); prepare and keep it first (`orch data prepare`), then train on it. A "
                                 "dataset kept under its name is not prepared again."),
     resize_short: Optional[int] = typer.Option(None, "--resize-short", min=8,
                                                help="With --prepare: store the short side at this many px, e.g. 256."),
@@ -107,7 +107,7 @@ def launch(
     Example: orch launch --target local --data demo -- --recipe demo --epochs 2
 
     \b
-    Example (from the archives as downloaded, prepared once and kept): orch launch --instance g4dn.2xlarge --data s3://bucket/ilsvrc2012/ --prepare imagenet --resize-short 256 -- --recipe t4-rn18-fast
+    Example (from the archives as downloaded, prepared once and kept): orch launch --instance g4dn.2xlarge --data kaggle:imagenet-object-localization-challenge --prepare imagenet --resize-short 256 -- --recipe t4-rn18-fast
 
     \b
     Example (after AWS reclaimed a spot job): orch launch --name resnet50 --resume

@@ -2,8 +2,9 @@
 in the bucket; the laptop sends at most the download (once), never the prepared dataset.
 
 The preparing is a job like any other, named `data-NAME` (tagged, listed, torn down like one): a CPU
-instance (`--instance`, default DEFAULT_INSTANCE) gets the download (a folder here, synced; or an s3://
-prefix, copied there with its role), and its container runs `trainer make-dataset` (`trainer prepare`
+instance (`--instance`, default DEFAULT_INSTANCE) gets the download (a folder here, synced; an s3://
+prefix, copied there with its role; or kaggle:COMPETITION, downloaded there with the user's token,
+which goes only into a mode-600 file there, removed once the download ends), and its container runs `trainer make-dataset` (`trainer prepare`
 with all its vCPUs, checked as it ends, then `trainer pack`), its progress streamed here. Then the
 instance uploads the shards with its role under a new version of the dataset, this machine writes the
 description that makes them the dataset and removes any older version, the instance is torn down, and
@@ -15,6 +16,7 @@ preparing ended shuts itself down `autostop_minutes` later, and its work with it
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 from dataclasses import replace
@@ -29,6 +31,7 @@ from orchestrator.job.logs import follow
 from orchestrator.labels import LABEL_OUTPUTS
 from orchestrator.lifecycle import datasets, machines
 from orchestrator.lifecycle.datasets import PrepareRequest
+from orchestrator.lifecycle.kaggle import read_token
 from orchestrator.lifecycle.launch import launch
 from orchestrator.lifecycle.progress import Say, phase, quiet
 from orchestrator.lifecycle.teardown import teardown
@@ -39,7 +42,10 @@ DEFAULT_INSTANCE = "c6i.4xlarge"  # 16 vCPUs for the resize, no GPU: about $0.68
 
 
 def job_of(name: str) -> str:
-    return f"data-{name}"
+    """data-NAME; a name too long for a job's 40 characters keeps its start and a hash of the whole."""
+    if len(name) <= 35:
+        return f"data-{name}"
+    return f"data-{name[:26].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def command(kind: str, resize_short: int | None, subset_percent: float | None) -> tuple[str, ...]:
@@ -56,7 +62,7 @@ IMAGENET_FROM_S3_GB = 500  # 147 GB of archives, the prepared images and their s
 def volume_gb(kind: str, data: str, configured: int) -> int:
     """A disk for the download, what is prepared from it and its shards: 2.5 times a folder's size (plus
     room for the system), ImageNet from S3 IMAGENET_FROM_S3_GB; never less than configured."""
-    if data.startswith("s3://"):
+    if data.startswith(("s3://", "kaggle:")):
         need = IMAGENET_FROM_S3_GB if kind == "imagenet" else 0
     else:
         size = sum(p.stat().st_size for p in Path(data).rglob("*") if p.is_file())
@@ -69,6 +75,8 @@ def prepare_dataset(req: PrepareRequest, s: Settings, say: Say = quiet) -> Datas
     if req.target != "aws":
         return datasets.prepare(req, say)
     datasets.check(req)
+    if req.source.startswith("kaggle:"):
+        read_token()  # no token: refused before anything is created
     return datasets.with_cost(prepare_on_instance(req, datasets.new_bucket_version(req), s, say))
 
 
@@ -86,8 +94,14 @@ def ensure_prepared(req: PrepareRequest, s: Settings, say: Say = quiet) -> Datas
 def prepare_on_instance(req: PrepareRequest, info: DatasetInfo, s: Settings, say: Say) -> DatasetInfo:
     """Prepare `req` on an instance and keep it as `info` (a new version) in the bucket; the info kept."""
     job = job_of(req.name)
-    spec = JobSpec(job=job, data=datasets.data_of(req.source), gpus=False, max_restarts=0,  # a rerun resumes; a retry repeats
-                   command=command(req.kind, req.resize_short, req.subset_percent))
+    data = datasets.data_of(req.source)
+    token = None
+    if data.startswith("kaggle:"):
+        token, warning = read_token()
+        if warning:
+            say(f"warning: {warning}")
+    spec = JobSpec(job=job, data=data, gpus=False, max_restarts=0,  # a rerun resumes; a retry repeats
+                   command=command(req.kind, req.resize_short, req.subset_percent), kaggle=token)
     cfg = LaunchConfig(job=job, instance_type=req.instance or DEFAULT_INSTANCE, job_spec=spec,
                        settings=replace(s, volume_gb=volume_gb(req.kind, spec.data, s.volume_gb)))
     instance = launch(cfg, say)

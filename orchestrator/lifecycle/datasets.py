@@ -11,7 +11,7 @@ own role (machines/data.py). A job's teardown never touches a dataset; `orch dat
 A description read from a bucket is checked field by field, and where a dataset is comes from where it
 was found, never from what it says. Here the trainer runs as a process of this machine's Python (orch
 never imports it); `--target aws` prepares on an instance (data_instance.py) from a folder here or an
-s3:// prefix. `orch launch --prepare KIND` runs data_instance.ensure_prepared first. kaggle: sources are not built yet.
+s3:// prefix or kaggle:COMPETITION. `orch launch --prepare KIND` runs data_instance.ensure_prepared first.
 """
 from __future__ import annotations
 
@@ -94,11 +94,12 @@ def check(req: PrepareRequest) -> Path | None:
 
 
 def data_of(source: str) -> str:
-    """What a preparing instance's --data is: an s3:// prefix as given (copied on the instance), else a folder here."""
+    """What a preparing instance's --data is: an s3:// prefix as given (copied on the instance), kaggle:COMPETITION
+    (downloaded there), else a folder here."""
     if source.startswith("kaggle:"):
-        raise ConfigError(f"--source {source}: Kaggle downloads on the instance are not built yet (issue 20); "
-                          "download with the Kaggle CLI and pass the folder (it is sent once), or copy it to S3 "
-                          "and pass the s3:// prefix")
+        from orchestrator.lifecycle.kaggle import competition_of
+
+        return f"kaggle:{competition_of(source)}"  # downloaded on the instance with your token
     if source.startswith("s3://"):
         return source.rstrip("/")
     folder = Path(source).expanduser()

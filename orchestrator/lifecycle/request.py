@@ -136,6 +136,9 @@ def configure(req: LaunchRequest) -> Launch:
     if req.prepare is not None:
         prepare = prepare_request(req, settings)
         req = replace(req, data=f"dataset:{prepare.name}")
+    elif req.data and req.data.startswith("kaggle:"):
+        raise ConfigError(f"--data {req.data}: a Kaggle download is prepared first: add --prepare KIND, e.g. "
+                          f"--data {req.data} --prepare imagenet --resize-short 256")
     elif req.resize_short or req.subset_percent or req.dataset_name:
         raise ConfigError("--resize-short, --subset-percent and --dataset-name go with --prepare KIND, e.g. "
                           "--data ~/downloads/imagenet --prepare imagenet --resize-short 256")

@@ -23,7 +23,7 @@ from orchestrator.records import LaunchConfig, Restore
 def launch_record(cfg: LaunchConfig) -> state.LaunchRecord:
     spec, s = cfg.job_spec, cfg.settings
     data = spec.data
-    if data != "demo" and not data.startswith(("s3://", "dataset:")):
+    if data != "demo" and not data.startswith(("s3://", "dataset:", "kaggle:")):
         data = str(Path(data).expanduser().resolve())  # a resume may run from another folder
     return state.LaunchRecord(
         data=data, trainer_args=tuple(spec.trainer_args), image=spec.image, gpus=spec.gpus,

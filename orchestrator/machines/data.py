@@ -5,6 +5,7 @@ import json
 import posixpath
 import re
 import shlex
+import time
 
 from orchestrator.errors import JobError
 from orchestrator.job.sync import sync_s3
@@ -105,6 +106,81 @@ def upload_dataset(session, shards_dir: str, uri: str, say: Say) -> None:
         raise JobError(f"uploading the shards from {session.where} to {uri} failed (exit {got.exit_code}): "
                        f"{(got.stderr or got.stdout).strip()[-1500:]}\nDoes the instance role write the bucket's "
                        "orch-datasets/ prefix? (`orch init` grants it); the same command uploads again")
+
+
+KAGGLE_CLIENT = "kaggle==2.2.5 six"  # six: 2.2.5 imports it without requiring it
+
+
+def download_kaggle(session, spec: JobSpec, data_dir: str, say: Say, poll_s: float = 5.0) -> None:
+    """`kaggle competitions download` on the machine, detached (a cut SSH link or a Ctrl-C does not stop it; the
+    next start attaches to it), into `data_dir`, with its progress shown here. The token goes over SSH into a
+    mode-600 kaggle.json in a mode-700 folder beside the data, and the download's own script removes it when
+    the client exits, whatever its outcome; the command line holds no part of it."""
+    competition = spec.data[len("kaggle:"):]  # checked by lifecycle/kaggle.py: [a-z0-9-]
+    if spec.kaggle is None:
+        raise JobError(f"--data {spec.data} needs your Kaggle token: `orch data prepare` or `orch launch --prepare` "
+                       "reads it")
+    base = posixpath.dirname(data_dir)
+    token_dir, log, done, pid = (posixpath.join(base, n) for n in (".kaggle-token", "kaggle-download.log",
+                                                                    "kaggle-download.rc", "kaggle-download.pid"))
+    q = shlex.quote
+    if session.run(f"cat {q(done)}").stdout.strip() == "0":
+        say(f"  kaggle:{competition}: downloaded before on {session.where}")
+        return
+    running = session.run(f"test ! -f {q(done)} && kill -0 \"$(cat {q(pid)})\"").exit_code == 0
+    if running:
+        say(f"  kaggle:{competition}: a download started before is still running on {session.where}; following it")
+    else:
+        _write_private(session, token_dir, spec.kaggle)
+        script = (f"export PATH=\"$HOME/.local/bin:$PATH\"; "
+                  f"command -v kaggle >/dev/null || python3 -m pip install --user -q {KAGGLE_CLIENT}; "
+                  f"KAGGLE_CONFIG_DIR={q(token_dir)} kaggle competitions download -c {competition} -p {q(data_dir)} ; "
+                  f"code=$?; rm -rf {q(token_dir)}; echo $code > {q(done)}")
+        session.run(f"rm -f {q(done)}; mkdir -p {q(data_dir)}; "
+                    f"nohup sh -c {q(script)} > {q(log)} 2>&1 < /dev/null & echo $! > {q(pid)}", check=True)
+        say(f"  kaggle:{competition}: downloading on {session.where} with your token ({spec.kaggle.username}); "
+            "a Ctrl-C leaves it downloading")
+    last = ""
+    while True:
+        code = session.run(f"cat {q(done)}").stdout.strip()
+        tail = session.run(f"tail -c 400 {q(log)} | tr '\\r' '\\n' | grep -v '^ *$' | tail -1").stdout.strip()
+        if tail and tail != last:
+            say(f"  {tail[:200]}")
+            last = tail
+        if code:
+            break
+        time.sleep(poll_s)
+    if code != "0":
+        text = session.run(f"tail -c 2000 {q(log)}").stdout
+        raise JobError(_kaggle_failure(competition, spec.kaggle.username, text))
+
+
+def _kaggle_failure(competition: str, username: str, text: str) -> str:
+    if "403" in text or "accept" in text.lower() and "rules" in text.lower():
+        return (f"Kaggle refused {username} the files of {competition} (403): accept the competition's rules at "
+                f"https://www.kaggle.com/competitions/{competition}/rules with that account, then run the same "
+                "command again")
+    if "401" in text or "Authentication" in text:
+        return (f"Kaggle rejected the token of {username} (401): create a new one at https://www.kaggle.com/settings "
+                "(API: Create New Token) into ~/.kaggle/kaggle.json, then run the same command again")
+    return (f"downloading kaggle:{competition} failed on the machine:\n{text.strip()[-1500:]}\nThe same command "
+            "carries on from what arrived")
+
+
+def _write_private(session, folder: str, token) -> None:
+    """kaggle.json in a new mode-700 folder, mode 600, written through stdin (never on a command line)."""
+    q = shlex.quote
+    path = posixpath.join(folder, "kaggle.json")
+    stream = session.exec_stream(f"umask 077 && rm -rf {q(folder)} && mkdir -m 700 {q(folder)} && "
+                                 f"(set -C; cat > {q(path)})")
+    try:
+        stream.stdin.write(token.file_bytes())
+        stream.close_stdin()
+        code = stream.wait(timeout=60)
+        if code != 0:
+            raise JobError(f"could not write the Kaggle token on {session.where} (exit {code})")
+    finally:
+        stream.close()
 
 
 def copy_from_s3(session, spec: JobSpec, data_dir: str, how: str, say: Say) -> None:

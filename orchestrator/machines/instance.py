@@ -22,7 +22,7 @@ from pathlib import Path
 from orchestrator.job.sync import sync_dataset
 from orchestrator.machines.base import SSH_DEADLINE_S, Say
 from orchestrator.machines.bootstrap import hard_cap, wait_for_bootstrap
-from orchestrator.machines.data import copy_dataset, copy_from_s3, make_demo_data, unpack_dataset
+from orchestrator.machines.data import copy_dataset, copy_from_s3, download_kaggle, make_demo_data, unpack_dataset
 from orchestrator.machines.docker_runner import DockerRunner, docker_client
 from orchestrator.machines.registry import login as registry_login, push_detached
 from orchestrator.records import HardCap, ImageReady, ImageRegistry, JobSpec, RunSpec, SSHEndpoint
@@ -87,6 +87,8 @@ class InstanceMachine:
             copy_dataset(session, spec, data_dir, say)  # unpacked by finish_data, once the image is there
         elif spec.data.startswith("s3://"):
             copy_from_s3(session, spec, data_dir, " with its instance role", say)
+        elif spec.data.startswith("kaggle:"):
+            download_kaggle(session, spec, data_dir, say)
         else:
             say(f"  syncing {spec.data} to {session.where}:{data_dir}")
             report = sync_dataset(session, Path(spec.data), data_dir)

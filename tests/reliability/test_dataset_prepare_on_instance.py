@@ -9,7 +9,9 @@ instance's role would against S3)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import boto3
 import pytest
@@ -121,9 +123,6 @@ def test_preparing_on_an_instance_refuses_what_cannot_work_before_anything_is_cr
     assert r.exit_code == 2 and "add --bucket s3://NAME" in r.output
     r = orch("data", "prepare", "x", "--kind", "cifar100", "--source", "s3://b/raw")
     assert r.exit_code == 2 and "prepared on an instance: add --target aws" in r.output
-    r = orch("data", "prepare", "x", "--kind", "cifar100", "--source", "kaggle:cifar-100", "--target", "aws",
-             "--bucket", f"s3://{BUCKET}")
-    assert r.exit_code == 2 and "not built yet" in r.output
     assert not boto3.client("ec2", region_name=REGION).describe_instances()["Reservations"]
 
 
@@ -154,3 +153,127 @@ def test_a_truncated_download_is_named_and_the_same_command_carries_on_on_the_sa
     assert f"resuming {first}" in r.output and "== trainer pack" in r.output
     assert [d["name"] for d in json.loads(orch("data", "list", "--json").stdout)] == ["cut"]
     assert not [i for i in tagged("data-cut")["instances"] if i["State"]["Name"] != "terminated"]
+
+
+KAGGLE_USER, KAGGLE_KEY = "orch-test-user", "0123456789abcdef0123456789abcdef"  # the stand-in's account
+
+
+@pytest.fixture
+def kaggle(instance_aws, sshd_server, tmp_path, monkeypatch):  # noqa: F811
+    """The Kaggle stand-in serving the miniature ImageNet as Kaggle zips it, the instance's `kaggle` (the PyPI
+    client) sent there, and this machine's token in ~/.kaggle/kaggle.json (mode 600)."""
+    from tests.fixtures.kaggle import KaggleStandIn
+    from tests.prepare.miniature import make_imagenet
+
+    make_imagenet(tmp_path / "kaggle-files", "kaggle-zip")
+    archive = (tmp_path / "kaggle-files" / "imagenet-object-localization-challenge.zip").read_bytes()
+    config = tmp_path / "kaggle-config"
+    config.mkdir(mode=0o700)
+    (config / "kaggle.json").write_text(json.dumps({"username": KAGGLE_USER, "key": KAGGLE_KEY}))
+    (config / "kaggle.json").chmod(0o600)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.delenv("KAGGLE_KEY", raising=False)
+    with KaggleStandIn(KAGGLE_USER, KAGGLE_KEY, {"imagenet-object-localization-challenge": archive}) as stand_in:
+        wrapper = stand_in.client_wrapper(sshd_server.bin_dir / "kaggle")
+        yield stand_in
+        wrapper.unlink(missing_ok=True)
+
+
+@pytest.mark.needs_docker
+@pytest.mark.needs_sshd
+def test_one_command_from_a_kaggle_competition_to_training_the_token_never_shown_nor_kept(
+        kaggle, instance_aws, orch, aws, tmp_path, monkeypatch):  # noqa: F811
+    machine = instance_aws
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+    monkeypatch.setenv("ORCH_IAM_INSTANCE_PROFILE", PROFILE)
+    monkeypatch.setenv("ORCH_BUCKET", f"s3://{BUCKET}")
+    job = job_name("kgl")
+    from orchestrator.lifecycle.data_instance import job_of
+
+    machine.jobs += [job, job_of("imagenet-object-localization-challenge")]
+
+    r = orch("launch", "--instance", "g4dn.xlarge", "--name", job, "--no-gpus", "--data",
+             "kaggle:imagenet-object-localization-challenge", "--prepare", "imagenet", "--", *TINY)
+    assert r.exit_code == 0, r.output
+    assert f"downloading on" in r.output and f"with your token ({KAGGLE_USER})" in r.output
+    assert "Prepared imagenet" in r.output and "cost about $" in r.output
+    assert [(m, p, ok) for m, p, _, ok in kaggle.requests] == [
+        ("POST", "/api/v1/competitions.CompetitionApiService/DownloadDataFiles", True),
+        ("GET", "/files/imagenet-object-localization-challenge.zip", True)]
+    kept = {d["name"]: d for d in json.loads(orch("data", "list", "--json").stdout)}
+    from tests.prepare.miniature import WNIDS
+
+    assert kept["imagenet-object-localization-challenge"]["classes"] == len(WNIDS)
+    r = orch("logs", job, "--follow")
+    assert r.exit_code == 0 and "epoch 1/1" in r.output, r.output
+
+    # The key was on the preparing instance only in its mode-600 file, removed once downloaded; nowhere else.
+    prep = machine.root / job_of("imagenet-object-localization-challenge")
+    assert (prep / "data" / "imagenet-object-localization-challenge.zip").is_file()  # downloaded there
+    assert not (prep / ".kaggle-token").exists()
+    seen = [r.output, machine.aws_calls(), json.dumps(tagged(job), default=str)]
+    seen += [json.dumps(c, default=str) for c in aws.run_calls]  # user data and tags of every instance
+    for root in (machine.root, Path(os.environ["ORCH_HOME"])):  # the instances' disks, the state here
+        seen += [p.read_bytes().decode(errors="replace") for p in root.rglob("*")
+                 if p.is_file() and p.stat().st_size < 1 << 20]
+    assert not [text for text in seen if KAGGLE_KEY in text]
+    assert orch("teardown", job, "--yes").exit_code == 0
+
+
+@pytest.mark.needs_docker
+@pytest.mark.needs_sshd
+def test_a_competition_whose_rules_were_not_accepted_names_the_page_to_accept_them(
+        kaggle, instance_aws, orch, aws, monkeypatch):  # noqa: F811
+    from tests.fixtures.kaggle import NO_RULES
+
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+    monkeypatch.setenv("ORCH_IAM_INSTANCE_PROFILE", PROFILE)
+    monkeypatch.setenv("ORCH_BUCKET", f"s3://{BUCKET}")
+    instance_aws.jobs.append(f"data-{NO_RULES}")
+    r = orch("data", "prepare", NO_RULES, "--kind", "imagenet", "--source", f"kaggle:{NO_RULES}", "--target", "aws")
+    assert r.exit_code == 1, r.output
+    assert f"https://www.kaggle.com/competitions/{NO_RULES}/rules" in r.output and KAGGLE_USER in r.output
+    assert KAGGLE_KEY not in r.output and "Traceback" not in r.output
+    assert not (instance_aws.root / f"data-{NO_RULES}" / ".kaggle-token").exists()
+
+
+def test_a_kaggle_source_without_a_token_is_refused_before_anything_is_created(aws, orch, tmp_path,
+                                                                               monkeypatch):  # noqa: F811
+    monkeypatch.setenv("ORCH_IAM_INSTANCE_PROFILE", PROFILE)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "none"))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.delenv("KAGGLE_KEY", raising=False)
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+    r = orch("data", "prepare", "inet", "--kind", "imagenet", "--source", "kaggle:imagenet-object-localization-challenge",
+             "--target", "aws", "--bucket", f"s3://{BUCKET}")
+    assert r.exit_code == 2 and "https://www.kaggle.com/settings" in r.output, r.output
+    r = orch("data", "prepare", "inet", "--kind", "imagenet", "--source", "kaggle:../etc", "--target", "aws",
+             "--bucket", f"s3://{BUCKET}")
+    assert r.exit_code == 2 and "kaggle:COMPETITION" in r.output
+    r = orch("launch", "--instance", "g4dn.xlarge", "--data", "kaggle:cifar-100")
+    assert r.exit_code == 2 and "add --prepare KIND" in r.output
+    assert not boto3.client("ec2", region_name=REGION).describe_instances()["Reservations"]
+
+
+@pytest.mark.needs_docker
+@pytest.mark.needs_sshd
+@pytest.mark.parametrize("layout", ["imagenet-archives", "tiny-imagenet-zip"])
+def test_each_download_layout_is_prepared_on_an_instance_as_its_files_say(instance_aws, orch, aws, tmp_path, layout,
+                                                                          monkeypatch):  # noqa: F811
+    """The official ILSVRC2012 tars with the devkit, and Tiny ImageNet's zip, as downloaded."""
+    from tests.prepare.miniature import make_imagenet, make_tiny
+
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+    monkeypatch.setenv("ORCH_IAM_INSTANCE_PROFILE", PROFILE)
+    monkeypatch.setenv("ORCH_BUCKET", f"s3://{BUCKET}")
+    kind = layout.rsplit("-", 1)[0]
+    truth = make_imagenet(tmp_path / "dl", "archives") if kind == "imagenet" else make_tiny(tmp_path / "dl", True)
+    instance_aws.jobs.append(f"data-{layout}")
+    r = orch("data", "prepare", layout, "--kind", kind, "--source", tmp_path / "dl", "--target", "aws")
+    assert r.exit_code == 0, r.output
+    kept, = json.loads(orch("data", "list", "--json").stdout)
+    train = sum(1 for split, _, _ in truth.images if split == "train")
+    val = sum(1 for split, _, _ in truth.images if split == "val")
+    assert (kept["classes"], kept["val_images"]) == (len(truth.names), val)
+    assert kept["train_images"] <= train  # the odd files a Mac copy adds are not images
