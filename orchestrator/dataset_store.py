@@ -48,8 +48,11 @@ def data_dir(name: str) -> Path:
     return folder(name) / "data"
 
 
+MAX_WHOLE = 1 << 53  # sizes and counts above it are no dataset's (and would overflow a float's $ figure)
+
+
 def _whole(value) -> bool:
-    return type(value) is int and value >= 0
+    return type(value) is int and 0 <= value <= MAX_WHOLE
 
 
 def shard_entries(raw, where: str) -> tuple[tuple[str, int], ...]:
@@ -114,7 +117,7 @@ def info_from(raw, name: str, location: str) -> DatasetInfo | None:
     known = {f.name for f in fields(DatasetInfo)}
     values = {k: v for k, v in raw.items() if k in known and k != "dollars_per_month"}
     for key, kind in _TYPES.items():
-        if key in values and (type(values[key]) is not kind or (kind is int and values[key] < 0)):
+        if key in values and (type(values[key]) is not kind or (kind is int and not _whole(values[key]))):
             return None
     if values.get("kind") not in KINDS or not VERSION.fullmatch(values.get("version") or "0"):
         return None

@@ -114,7 +114,7 @@ def descriptions(bucket_uri: str, region: str) -> list[tuple[str, object]]:
                 raise
             try:
                 found.append((common["Prefix"][len(PREFIX) + 1:].rstrip("/"), json.loads(body)))
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past any description orch writes
                 continue
     return found
 

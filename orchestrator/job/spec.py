@@ -69,7 +69,7 @@ def not_applied(running_data: str | None, running_args: tuple[str, ...] | None, 
 
 def data_source(spec: JobSpec) -> str:
     """The job's --data as this machine names it: demo, an s3:// URI, or a local folder's absolute path."""
-    if spec.data == "demo" or spec.data.startswith(("s3://", "dataset:")):
+    if spec.data == "demo" or spec.data.startswith(("s3://", "dataset:", "kaggle:")):
         return spec.data
     return str(Path(spec.data).expanduser().resolve())
 

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from orchestrator.cloud import pricing
-from orchestrator.config import Settings
+from orchestrator.config import ConfigError, Settings
 from orchestrator.errors import FlowError
 from orchestrator.job import control
 from orchestrator.job.logs import follow
@@ -85,6 +85,11 @@ def ensure_prepared(req: PrepareRequest, s: Settings, say: Say = quiet) -> Datas
     bucket, or here for --target local): the next job on the same download does not prepare it again."""
     found = datasets.find(req.name, req.bucket, req.region)
     if found is not None and (req.target == "local" or found.location.startswith("s3://")):
+        asked = {k: v for k, v in (("resize_short", req.resize_short), ("subset_percent", req.subset_percent)) if v}
+        if (found.kind, found.options) != (req.kind, asked):
+            raise ConfigError(f"dataset {req.name} is kept already, as {found.kind} {found.options or ''} from "
+                              f"{found.source}, not {req.kind} {asked or ''}: name this one with --dataset-name, or "
+                              f"`orch data rm {req.name}` first")
         say(f"dataset {req.name} is kept already ({found.location}, {found.train_images:,} train images): not "
             "prepared again (`orch data rm` it, or --dataset-name, to make another)")
         return found
@@ -103,7 +108,9 @@ def prepare_on_instance(req: PrepareRequest, info: DatasetInfo, s: Settings, say
     spec = JobSpec(job=job, data=data, gpus=False, max_restarts=0,  # a rerun resumes; a retry repeats
                    command=command(req.kind, req.resize_short, req.subset_percent), kaggle=token)
     cfg = LaunchConfig(job=job, instance_type=req.instance or DEFAULT_INSTANCE, job_spec=spec,
-                       settings=replace(s, volume_gb=volume_gb(req.kind, spec.data, s.volume_gb)))
+                       # The training launch's caps are not the preparing's: a capped prepare would stop half way.
+                       settings=replace(s, volume_gb=volume_gb(req.kind, spec.data, s.volume_gb), max_hours=None,
+                                        max_dollars=None))
     instance = launch(cfg, say)
     machine = machines.machine_for(job, s)
     with phase(f"prepare {req.kind} on {instance.instance_id} (Ctrl-C leaves it preparing: the same command "

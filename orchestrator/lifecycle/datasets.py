@@ -275,8 +275,8 @@ def for_instance(name: str, bucket: str | None, region: str) -> DatasetSource:
 def _manifest_json(body: bytes, where: str) -> dict:
     try:
         raw = json.loads(body)
-    except ValueError:
-        raise ConfigError(f"{where} is not JSON: refused") from None
+    except (ValueError, RecursionError):
+        raise ConfigError(f"{where} is not JSON orch writes: refused") from None
     store.shard_entries(raw, where)
     return raw
 

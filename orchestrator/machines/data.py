@@ -131,13 +131,17 @@ def download_kaggle(session, spec: JobSpec, data_dir: str, say: Say, poll_s: flo
     if running:
         say(f"  kaggle:{competition}: a download started before is still running on {session.where}; following it")
     else:
-        _write_private(session, token_dir, spec.kaggle)
         script = (f"export PATH=\"$HOME/.local/bin:$PATH\"; "
                   f"command -v kaggle >/dev/null || python3 -m pip install --user -q {KAGGLE_CLIENT}; "
                   f"KAGGLE_CONFIG_DIR={q(token_dir)} kaggle competitions download -c {competition} -p {q(data_dir)} ; "
                   f"code=$?; rm -rf {q(token_dir)}; echo $code > {q(done)}")
-        session.run(f"rm -f {q(done)}; mkdir -p {q(data_dir)}; "
-                    f"nohup sh -c {q(script)} > {q(log)} 2>&1 < /dev/null & echo $! > {q(pid)}", check=True)
+        try:
+            _write_private(session, token_dir, spec.kaggle)
+            session.run(f"rm -f {q(done)}; mkdir -p {q(data_dir)}; "
+                        f"nohup sh -c {q(script)} > {q(log)} 2>&1 < /dev/null & echo $! > {q(pid)}", check=True)
+        except BaseException:  # the download never started: its script will not remove the token, so this does
+            _remove_quietly(session, token_dir)
+            raise
         say(f"  kaggle:{competition}: downloading on {session.where} with your token ({spec.kaggle.username}); "
             "a Ctrl-C leaves it downloading")
     last = ""
@@ -149,18 +153,32 @@ def download_kaggle(session, spec: JobSpec, data_dir: str, say: Say, poll_s: flo
             last = tail
         if code:
             break
+        if session.run(f"kill -0 \"$(cat {q(pid)})\"").exit_code != 0 and \
+                not session.run(f"cat {q(done)}").stdout.strip():
+            _remove_quietly(session, token_dir)  # killed (OOM, a reboot) before its script could
+            code = "killed"
+            break
         time.sleep(poll_s)
     if code != "0":
         text = session.run(f"tail -c 2000 {q(log)}").stdout
         raise JobError(_kaggle_failure(competition, spec.kaggle.username, text))
 
 
+def _remove_quietly(session, folder: str) -> None:
+    try:
+        session.run(f"rm -rf {shlex.quote(folder)}")
+    except Exception:  # the link is gone too: the folder goes with the instance
+        pass
+
+
 def _kaggle_failure(competition: str, username: str, text: str) -> str:
-    if "403" in text or "accept" in text.lower() and "rules" in text.lower():
+    """What the Kaggle client's own error lines mean (not a progress figure that happens to read 403M)."""
+    lower = text.lower()
+    if "accept" in lower and "rules" in lower or "403 client error" in lower or "forbidden" in lower:
         return (f"Kaggle refused {username} the files of {competition} (403): accept the competition's rules at "
                 f"https://www.kaggle.com/competitions/{competition}/rules with that account, then run the same "
                 "command again")
-    if "401" in text or "Authentication" in text:
+    if "authentication required" in lower or "401 client error" in lower or "unauthorized" in lower:
         return (f"Kaggle rejected the token of {username} (401): create a new one at https://www.kaggle.com/settings "
                 "(API: Create New Token) into ~/.kaggle/kaggle.json, then run the same command again")
     return (f"downloading kaggle:{competition} failed on the machine:\n{text.strip()[-1500:]}\nThe same command "

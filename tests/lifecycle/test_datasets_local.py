@@ -153,6 +153,7 @@ def test_descriptions_in_the_bucket_that_orch_did_not_write_are_left_out_and_nev
     put("renamed", name="cifar")  # claims another dataset's name
     put("odd-fields", classes="many")
     put("odd-version", version="../../x")
+    put("huge", bytes=10 ** 400)  # a whole number no dataset has: its $/month would overflow
     s3.put_object(Bucket="orch-test-data", Key="orch-datasets/not-json/dataset.json", Body=b"\x1b[2J{")
     r = orch_here("data", "list", "--bucket", "s3://orch-test-data", "--json")
     assert r.exit_code == 0, r.output
@@ -173,6 +174,9 @@ def test_one_command_prepares_the_download_keeps_it_and_trains_and_the_next_reus
     assert orch("logs", "pjob", "--follow").returncode == 0
     r = orch(*launch, "--name", "pjob2", "--", *TINY)
     assert r.returncode == 0 and "dataset downloads-p50 is kept already" in r.stderr, r.stderr
+    r = orch("launch", "--target", "local", "--data", str(downloads), "--prepare", "tiny-imagenet", "--subset-percent",
+             "50", "--name", "pjob3", "--", *TINY)  # the same name, another kind: never trained on the wrong one
+    assert r.returncode == 2 and "kept already, as cifar100" in r.stderr and "--dataset-name" in r.stderr, r.stderr
     for job in ("pjob", "pjob2"):
         orch("teardown", job, "--yes")
     r = orch("launch", "--target", "local", "--data", "demo", "--prepare", "cifar100")
