@@ -29,12 +29,13 @@ import threading
 from dataclasses import replace
 from typing import Callable
 
-from orchestrator.errors import JobError, NoGPUs
+from orchestrator.errors import NoGPUs
 from orchestrator.job.control import last_metrics, to_status, trainer_on
 from orchestrator.job.restore import restore_checkpoints
 from orchestrator.job.spec import created_by, data_source, launched_args, not_applied
 from orchestrator.labels import LABEL_AUTOSTOP, LABEL_DATA, LABEL_OUTPUTS, LABEL_SOURCE, LABEL_TRAINER_ARGS
 from orchestrator.machines.base import Machine, Say
+from orchestrator.machines.data import write_private
 from orchestrator.records import ENV_FILE_NAME, ContainerStatus, ImageReady, JobSpec, RunSpec, TrainerEnv
 from orchestrator.trainer_args import budget_under_cap, max_hours_of, training_left_s, with_max_hours
 
@@ -85,18 +86,7 @@ class _Background:
 
 def write_env_file(session, path: str, env: TrainerEnv) -> str:
     """The --env values in a mode-600 file on the machine (made unreadable to others before a byte is written)."""
-    tmp, final = shlex.quote(path + ".tmp"), shlex.quote(path)
-    # A new file (noclobber, after removing any left over) so that umask applies: never an old one's mode or link.
-    stream = session.exec_stream(f"umask 077 && rm -f {tmp} && (set -C; cat > {tmp}) && mv -f {tmp} {final}")
-    try:
-        stream.stdin.write(env.file_bytes())
-        stream.close_stdin()
-        code = stream.wait(timeout=60)
-        if code != 0:
-            raise JobError(f"could not write the --env file {path} on {session.where} (exit {code}): "
-                           + stream.stderr.read()[-500:].decode(errors="replace"))
-    finally:
-        stream.close()
+    write_private(session, path, env.file_bytes(), f"the --env file {path}")
     return path
 
 

@@ -48,12 +48,10 @@ def job_of(name: str) -> str:
     return f"data-{name[:26].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
-def command(kind: str, resize_short: int | None, subset_percent: float | None) -> tuple[str, ...]:
+def command(req: PrepareRequest) -> tuple[str, ...]:
     """`trainer make-dataset` in the container: the download at /data, the work and the shards in /outputs."""
-    options = [*(["--resize-short", str(resize_short)] if resize_short else []),
-               *(["--subset-percent", f"{subset_percent:g}"] if subset_percent else [])]
-    return ("make-dataset", kind, "--source", "/data", "--work", "/outputs/prepared", "--out", "/outputs/shards",
-            *options)
+    return ("make-dataset", req.kind, "--source", "/data", "--work", "/outputs/prepared", "--out", "/outputs/shards",
+            *datasets.trainer_options(req))
 
 
 IMAGENET_FROM_S3_GB = 500  # 147 GB of archives, the prepared images and their shards, with room to spare
@@ -85,7 +83,7 @@ def ensure_prepared(req: PrepareRequest, s: Settings, say: Say = quiet) -> Datas
     bucket, or here for --target local): the next job on the same download does not prepare it again."""
     found = datasets.find(req.name, req.bucket, req.region)
     if found is not None and (req.target == "local" or found.location.startswith("s3://")):
-        asked = {k: v for k, v in (("resize_short", req.resize_short), ("subset_percent", req.subset_percent)) if v}
+        asked = datasets.options_of(req)
         if (found.kind, found.options) != (req.kind, asked):
             raise ConfigError(f"dataset {req.name} is kept already, as {found.kind} {found.options or ''} from "
                               f"{found.source}, not {req.kind} {asked or ''}: name this one with --dataset-name, or "
@@ -106,7 +104,7 @@ def prepare_on_instance(req: PrepareRequest, info: DatasetInfo, s: Settings, say
         if warning:
             say(f"warning: {warning}")
     spec = JobSpec(job=job, data=data, gpus=False, max_restarts=0,  # a rerun resumes; a retry repeats
-                   command=command(req.kind, req.resize_short, req.subset_percent), kaggle=token)
+                   command=command(req), kaggle=token)
     cfg = LaunchConfig(job=job, instance_type=req.instance or DEFAULT_INSTANCE, job_spec=spec,
                        # The training launch's caps are not the preparing's: a capped prepare would stop half way.
                        settings=replace(s, volume_gb=volume_gb(req.kind, spec.data, s.volume_gb), max_hours=None,

@@ -119,8 +119,19 @@ def dataset_name_for(source: str, resize_short: int | None = None, subset_percen
     return store.check_name(base[:40 - len(suffix)].strip("-") + suffix)
 
 
+def options_of(req: PrepareRequest) -> dict:
+    """The preparing options asked, as a dataset's description records them."""
+    return {k: v for k, v in (("resize_short", req.resize_short), ("subset_percent", req.subset_percent)) if v}
+
+
+def trainer_options(req: PrepareRequest) -> list[str]:
+    """The same options as `trainer prepare` (and `trainer make-dataset`) take them."""
+    return [*(["--resize-short", str(req.resize_short)] if req.resize_short else []),
+            *(["--subset-percent", f"{req.subset_percent:g}"] if req.subset_percent else [])]
+
+
 def _new_info(req: PrepareRequest, summary: dict, location: str) -> DatasetInfo:
-    options = {k: v for k, v in (("resize_short", req.resize_short), ("subset_percent", req.subset_percent)) if v}
+    options = options_of(req)
     return DatasetInfo(name=req.name, kind=req.kind, source=req.source, location=location,
                        created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), options=options,
                        **summary)
@@ -140,11 +151,7 @@ def prepare(req: PrepareRequest, say: Say = quiet) -> DatasetInfo:
         raise ConfigError(f"--target {req.target}: prepared on an instance by data_instance.prepare_dataset")
     where = store.folder(req.name)
     work = where / "prepared"  # `trainer prepare` resumes into it after a cut
-    extra = []
-    if req.resize_short:
-        extra += ["--resize-short", str(req.resize_short)]
-    if req.subset_percent:
-        extra += ["--subset-percent", f"{req.subset_percent:g}"]
+    extra = trainer_options(req)
     again = f"The prepared part is kept in {work}: the same command carries on from it."
     say(f"preparing {req.kind} from {source} into {work}")
     _trainer(["prepare", req.kind, "--source", str(source), "--dest", str(work), *extra], "trainer prepare", again)

@@ -185,20 +185,29 @@ def _kaggle_failure(competition: str, username: str, text: str) -> str:
             "carries on from what arrived")
 
 
-def _write_private(session, folder: str, token) -> None:
-    """kaggle.json in a new mode-700 folder, mode 600, written through stdin (never on a command line)."""
-    q = shlex.quote
-    path = posixpath.join(folder, "kaggle.json")
-    stream = session.exec_stream(f"umask 077 && rm -rf {q(folder)} && mkdir -m 700 {q(folder)} && "
-                                 f"(set -C; cat > {q(path)})")
+def write_private(session, path: str, data: bytes, what: str, setup: str = "") -> None:
+    """`data` into a new mode-600 file at `path` on the machine, through stdin (never on a command line), made
+    unreadable to others before a byte is written: a new file (noclobber, after removing any left over, so that
+    umask applies), never an old one's mode or link. `setup`: shell run first, under the same umask."""
+    tmp, final = shlex.quote(path + ".tmp"), shlex.quote(path)
+    stream = session.exec_stream(f"umask 077 && {setup + ' && ' if setup else ''}rm -f {tmp} && "
+                                 f"(set -C; cat > {tmp}) && mv -f {tmp} {final}")
     try:
-        stream.stdin.write(token.file_bytes())
+        stream.stdin.write(data)
         stream.close_stdin()
         code = stream.wait(timeout=60)
         if code != 0:
-            raise JobError(f"could not write the Kaggle token on {session.where} (exit {code})")
+            raise JobError(f"could not write {what} on {session.where} (exit {code}): "
+                           + stream.stderr.read()[-500:].decode(errors="replace"))
     finally:
         stream.close()
+
+
+def _write_private(session, folder: str, token) -> None:
+    """kaggle.json in a new mode-700 folder."""
+    q = shlex.quote
+    write_private(session, posixpath.join(folder, "kaggle.json"), token.file_bytes(), "the Kaggle token",
+                  setup=f"rm -rf {q(folder)} && mkdir -m 700 {q(folder)}")
 
 
 def copy_from_s3(session, spec: JobSpec, data_dir: str, how: str, say: Say) -> None:
