@@ -57,6 +57,7 @@ class InstanceTypeInfo:
     gpus: int = 0
     gpu_name: str | None = None
     memory_mib: int = 0
+    instance_store_gb: int = 0  # its NVMe instance store, where the AMI mounts it (a job's data goes there)
 
 
 @dataclass(frozen=True)
@@ -342,6 +343,8 @@ class LaunchConfig:
     max_recoveries: int = 3
     # --keep-volume: the root EBS volume outlives the instance, and the job's outputs are written on it.
     keep_volume: bool = False
+    # `orch data prepare --target aws`: what the instance prepares (lifecycle/data_instance.py), tagged orch:prepares.
+    prepares: str | None = None
 
     @property
     def region(self) -> str:

@@ -158,7 +158,7 @@ def launch(
         if launch_.prepare is not None:
             from orchestrator.lifecycle.data_instance import ensure_prepared
 
-            ensure_prepared(launch_.prepare, cfg.settings, say=err)
+            ensure_prepared(launch_.prepare, cfg.settings, say=err, training=cfg)
         say(f"Job {job_name}")
         inst = launcher.launch(cfg, say=say)
         if as_json:

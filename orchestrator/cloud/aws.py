@@ -27,6 +27,7 @@ TAG_RECOVER = "orch:recover"
 TAG_KEEP_VOLUME = "orch:keep-volume"  # on the instance and its root volume: it outlives the instance
 TAG_INSTANCE_PROFILE = "orch:iam-instance-profile"  # what a resume on another laptop launches with again
 TAG_SUBNET = "orch:subnet"  # --subnet-id, likewise
+TAG_PREPARES = "orch:prepares"  # on an `orch data prepare --target aws` instance: a digest of what it prepares
 CREATED_BY = "orch"
 CAPACITY_ERRORS = {
     "InsufficientInstanceCapacity",

@@ -83,6 +83,7 @@ def instance_type_info(region: str, instance_type: str) -> InstanceTypeInfo:
         gpus=sum(int(g.get("Count", 0)) for g in gpus),
         gpu_name=gpus[0].get("Name") if gpus else None,
         memory_mib=int(t.get("MemoryInfo", {}).get("SizeInMiB", 0)),
+        instance_store_gb=int(t.get("InstanceStorageInfo", {}).get("TotalSizeInGB", 0)),
     )
 
 

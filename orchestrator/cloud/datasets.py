@@ -1,7 +1,8 @@
 """Datasets kept in the user's bucket, under one prefix: `s3://BUCKET/orch-datasets/<name>/`.
 
     shards-VERSION/manifest.json, shard-NNNNN.tar   as `trainer pack` wrote them (a --replace: a new VERSION)
-    dataset.json                                    orch's description (records.DatasetInfo), written last
+    dataset.json                                    orch's description (records.DatasetInfo), written last,
+                                                    and only over the one read (a conditional write)
 
 The fixed prefix is what lets infra/iam-policy.json allow these calls on any bucket the user names,
 and nothing outside `orch-datasets/`. Transfers run `PARALLEL` at a time, each a multipart transfer
@@ -93,10 +94,50 @@ def manifest(uri: str, region: str) -> bytes:
     return body.read(64 << 20)
 
 
-def put_description(uri: str, description: dict, region: str) -> None:
+class Changed(ProviderError):
+    """The description changed (or appeared) since it was read: another writer came first."""
+
+
+def read_description(uri: str, region: str) -> tuple[bytes | None, str | None]:
+    """The dataset's description as stored (at most 1 MiB) and its ETag; (None, None) when there is none."""
     bucket, key = split(uri)
-    _s3(region).put_object(Bucket=bucket, Key=f"{key}/{DESCRIPTION}", Body=json.dumps(description, indent=1).encode(),
-                           ContentType="application/json")
+    try:
+        got = _s3(region).get_object(Bucket=bucket, Key=f"{key}/{DESCRIPTION}")
+    except Exception as e:
+        if error_code(e) in ("NoSuchKey", "404"):
+            return None, None
+        raise
+    return got["Body"].read(1 << 20), got["ETag"]
+
+
+def put_description(uri: str, description: dict, region: str, replacing: str | None) -> None:
+    """Write the description only if it is still the one read (ETag `replacing`; None: only if there is none),
+    else raise Changed: S3's conditional writes make the swap one step (two writers can't both win)."""
+    bucket, key = split(uri)
+    condition = {"IfMatch": replacing} if replacing else {"IfNoneMatch": "*"}
+    try:
+        _s3(region).put_object(Bucket=bucket, Key=f"{key}/{DESCRIPTION}", ContentType="application/json",
+                               Body=json.dumps(description, indent=1).encode(), **condition)
+    except Exception as e:
+        if error_code(e) in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"):
+            raise Changed(f"{uri}/{DESCRIPTION} changed while it was being replaced") from None
+        raise
+
+
+def sizes(uri: str, region: str) -> dict[str, int]:
+    """{name: bytes} of the objects directly under the prefix `uri`."""
+    s3, (bucket, key) = _s3(region), split(uri)
+    return {o["Key"][len(key) + 1:]: o["Size"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/", Delimiter="/")
+            for o in page.get("Contents", [])}
+
+
+def folders(uri: str, region: str) -> list[str]:
+    """The names of the folders directly under the prefix `uri` (a dataset's shards-VERSION folders)."""
+    s3, (bucket, key) = _s3(region), split(uri)
+    return [c["Prefix"][len(key) + 1:].rstrip("/")
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/", Delimiter="/")
+            for c in page.get("CommonPrefixes", [])]
 
 
 def descriptions(bucket_uri: str, region: str) -> list[tuple[str, object]]:
@@ -119,14 +160,13 @@ def descriptions(bucket_uri: str, region: str) -> list[tuple[str, object]]:
     return found
 
 
-def delete(uri: str, region: str, keep: str | None = None) -> int:
-    """Every object of the dataset, its description first; how many there were. With `keep` (a prefix
-    under it, e.g. "shards-V/"), the description and what is under `keep` stay."""
+def delete(uri: str, region: str, folder: str | None = None) -> int:
+    """Every object of the dataset, its description first; how many there were. With `folder` (e.g.
+    "shards-V"), only what is in that folder of it."""
     s3, (bucket, key) = _s3(region), split(uri)
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/")
+    prefix = f"{key}/{folder}/" if folder else f"{key}/"
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for o in page.get("Contents", [])]
-    if keep is not None:
-        keys = [k for k in keys if k != f"{key}/{DESCRIPTION}" and not k.startswith(f"{key}/{keep}")]
     if f"{key}/{DESCRIPTION}" in keys:
         s3.delete_object(Bucket=bucket, Key=f"{key}/{DESCRIPTION}")
     rest = [k for k in keys if k != f"{key}/{DESCRIPTION}"]

@@ -1,7 +1,9 @@
 """`orch data prepare --target aws`: a dataset prepared on an instance, from the files as downloaded, and kept
 in the bucket; the laptop sends at most the download (once), never the prepared dataset.
 
-The preparing is a job like any other, named `data-NAME` (tagged, listed, torn down like one): a CPU
+The preparing is a job like any other, named `data-NAME` (tagged, listed, torn down like one; its tag
+orch:prepares says what it prepares, so a rerun carries on only where the same is prepared, and a job of
+that name that is not a preparing is never taken over): a CPU
 instance (`--instance`, default DEFAULT_INSTANCE) gets the download (a folder here, synced; an s3://
 prefix, copied there with its role; or kaggle:COMPETITION, downloaded there with the user's token,
 which goes only into a mode-600 file there, removed once the download ends), and its container runs `trainer make-dataset` (`trainer prepare`
@@ -17,13 +19,15 @@ preparing ended shuts itself down `autostop_minutes` later, and its work with it
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import sys
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from orchestrator.cloud import pricing
+from orchestrator.cloud import instances, pricing
+from orchestrator.cloud.aws import TAG_PREPARES
 from orchestrator.config import ConfigError, Settings
 from orchestrator.errors import FlowError
 from orchestrator.job import control
@@ -32,7 +36,7 @@ from orchestrator.labels import LABEL_OUTPUTS
 from orchestrator.lifecycle import datasets, machines
 from orchestrator.lifecycle.datasets import PrepareRequest
 from orchestrator.lifecycle.kaggle import read_token
-from orchestrator.lifecycle.launch import launch
+from orchestrator.lifecycle.launch import check_can_launch, launch
 from orchestrator.lifecycle.progress import Say, phase, quiet
 from orchestrator.lifecycle.teardown import teardown
 from orchestrator.machines.data import upload_dataset
@@ -78,9 +82,11 @@ def prepare_dataset(req: PrepareRequest, s: Settings, say: Say = quiet) -> Datas
     return datasets.with_cost(prepare_on_instance(req, datasets.new_bucket_version(req), s, say))
 
 
-def ensure_prepared(req: PrepareRequest, s: Settings, say: Say = quiet) -> DatasetInfo:
+def ensure_prepared(req: PrepareRequest, s: Settings, say: Say = quiet,
+                    training: LaunchConfig | None = None) -> DatasetInfo:
     """`orch launch --prepare`: the dataset kept under req.name, prepared first unless it is kept already (in the
-    bucket, or here for --target local): the next job on the same download does not prepare it again."""
+    bucket, or here for --target local): the next job on the same download does not prepare it again. The
+    `training` launch is checked (plan, quota) before any preparing is paid for."""
     found = datasets.find(req.name, req.bucket, req.region)
     if found is not None and (req.target == "local" or found.location.startswith("s3://")):
         asked = datasets.options_of(req)
@@ -91,13 +97,40 @@ def ensure_prepared(req: PrepareRequest, s: Settings, say: Say = quiet) -> Datas
         say(f"dataset {req.name} is kept already ({found.location}, {found.train_images:,} train images): not "
             "prepared again (`orch data rm` it, or --dataset-name, to make another)")
         return found
+    if training is not None:
+        check_can_launch(training, say)
     return prepare_dataset(req, s, say)
+
+
+def digest(req: PrepareRequest, data: str) -> str:
+    """What a preparing instance prepares (name, kind, download, options), as its orch:prepares tag: a rerun
+    carries on only on an instance preparing the same."""
+    what = json.dumps([req.name, req.kind, data, datasets.options_of(req)], sort_keys=True)
+    return hashlib.sha256(what.encode()).hexdigest()[:32]
+
+
+def _refuse_other_work(job: str, tag: str, req: PrepareRequest, region: str) -> None:
+    """A live instance of `job` that is not preparing exactly `req` is never reused, nor taken over."""
+    for found in instances.find_instances(region, job):
+        if found.state in ("shutting-down", "terminated"):
+            continue
+        theirs = found.tags.get(TAG_PREPARES)
+        if theirs is None:
+            raise ConfigError(f"job {job} ({found.instance_id}) exists and is not the preparing of a dataset: it "
+                              f"was launched by `orch launch --name {job}`. Name the dataset otherwise, or `orch "
+                              f"teardown {job}` first if it is not needed.")
+        if theirs != tag:
+            raise ConfigError(f"{job} ({found.instance_id}) is preparing {req.name} from another download or with "
+                              f"other options than these, and its work would not fit them. `orch teardown {job}` "
+                              "first (its download and work go with it), or name this dataset otherwise.")
 
 
 def prepare_on_instance(req: PrepareRequest, info: DatasetInfo, s: Settings, say: Say) -> DatasetInfo:
     """Prepare `req` on an instance and keep it as `info` (a new version) in the bucket; the info kept."""
     job = job_of(req.name)
     data = datasets.data_of(req.source)
+    tag = digest(req, data)
+    _refuse_other_work(job, tag, req, s.region)
     token = None
     if data.startswith("kaggle:"):
         token, warning = read_token()
@@ -105,7 +138,7 @@ def prepare_on_instance(req: PrepareRequest, info: DatasetInfo, s: Settings, say
             say(f"warning: {warning}")
     spec = JobSpec(job=job, data=data, gpus=False, max_restarts=0,  # a rerun resumes; a retry repeats
                    command=command(req), kaggle=token)
-    cfg = LaunchConfig(job=job, instance_type=req.instance or DEFAULT_INSTANCE, job_spec=spec,
+    cfg = LaunchConfig(job=job, instance_type=req.instance or DEFAULT_INSTANCE, job_spec=spec, prepares=tag,
                        # The training launch's caps are not the preparing's: a capped prepare would stop half way.
                        settings=replace(s, volume_gb=volume_gb(req.kind, spec.data, s.volume_gb), max_hours=None,
                                         max_dollars=None))

@@ -169,19 +169,65 @@ def prepare(req: PrepareRequest, say: Say = quiet) -> DatasetInfo:
 
 
 def _new_version(req: PrepareRequest, info: DatasetInfo) -> DatasetInfo:
-    """`info` as a new version in the bucket; what an earlier upload cut short left there goes first."""
-    info = replace(info, location=cloud_datasets.location(req.bucket, req.name),
-                   version=datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S") + secrets.token_hex(3))
-    if find(req.name, req.bucket, req.region) is None:
-        cloud_datasets.delete(info.location, req.region)  # no dataset there, only storage that bills
-    return info
+    """`info` as a new version in the bucket, named by when it started: of two prepares of one name, the one
+    started later is the newer (write_description)."""
+    return replace(info, location=cloud_datasets.location(req.bucket, req.name),
+                   version=datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%f") + secrets.token_hex(3))
 
 
 def write_description(info: DatasetInfo, region: str) -> None:
-    """The description that makes `info`'s version the dataset; then every other version goes."""
-    cloud_datasets.put_description(info.location, {k: v for k, v in asdict(info).items() if k != "dollars_per_month"},
-                                   region)
-    cloud_datasets.delete(info.location, region, keep=f"shards-{info.version}/")
+    """The description that makes `info`'s version the dataset, once each of its shards is in the bucket; then
+    the older versions go (and what cut uploads left). Two prepares of one name at once: the newer version
+    stays, whichever ends first (the description is swapped by a conditional write); the other is dropped."""
+    for _ in range(5):
+        body, etag = cloud_datasets.read_description(info.location, region)
+        _drop_if_older(info, body, region)
+        missing = _missing_shards(info, region)
+        if missing:
+            _drop_if_older(info, cloud_datasets.read_description(info.location, region)[0], region)
+            raise FlowError(f"{len(missing)} file(s) of {info.name} are not whole in {shards_uri(info)} (e.g. "
+                            f"{missing[0]}): removed meanwhile, by `orch data rm {info.name}`? Nothing was kept; "
+                            "prepare it again")
+        try:
+            cloud_datasets.put_description(info.location, {k: v for k, v in asdict(info).items()
+                                                           if k != "dollars_per_month"}, region, replacing=etag)
+            break
+        except cloud_datasets.Changed:
+            continue  # another prepare swapped it first: read it again
+    else:
+        raise FlowError(f"the description of {info.name} kept changing under this prepare: run it again")
+    for folder in cloud_datasets.folders(info.location, region):
+        version = folder[len("shards-"):] if folder.startswith("shards-") else "" if folder == "shards" else None
+        if version is not None and version < (info.version or ""):
+            cloud_datasets.delete(info.location, region, folder=folder)
+
+
+def _drop_if_older(info: DatasetInfo, kept: bytes | None, region: str) -> None:
+    """Refused, and this version's upload removed, when the kept description names a newer version."""
+    current = _version_in(kept)
+    if current is not None and current > (info.version or ""):
+        cloud_datasets.delete(info.location, region, folder=f"shards-{info.version}")
+        raise FlowError(f"dataset {info.name} was kept meanwhile by a prepare started after this one (version "
+                        f"{current}): that one stays, and this one (version {info.version}) is dropped")
+
+
+def _missing_shards(info: DatasetInfo, region: str) -> list[str]:
+    """The manifest, or the shards it names, not in the bucket at their size."""
+    uri, where = shards_uri(info), f"{shards_uri(info)}/manifest.json"
+    there = cloud_datasets.sizes(uri, region)
+    if "manifest.json" not in there:
+        return ["manifest.json"]
+    entries = store.shard_entries(_manifest_json(cloud_datasets.manifest(uri, region), where), where)
+    return [n for n, size in entries if there.get(n) != size]
+
+
+def _version_in(body: bytes | None) -> str | None:
+    """The version a stored description names ("" for one without), None when there is none to respect."""
+    try:
+        version = (json.loads(body).get("version") or "") if body else None
+    except (ValueError, RecursionError, AttributeError):
+        return None
+    return version if isinstance(version, str) and store.VERSION.fullmatch(version or "0") else None
 
 
 def summary_in_bucket(info: DatasetInfo, region: str) -> dict:

@@ -54,6 +54,10 @@ def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
         say(f"  {p.machine} in {p.region}, AMI {p.ami} [{p.ami_source}], "
             f"{'spot' if p.spot else 'on-demand'}, {p.volume_gb} GB gp3"
             f"{' kept after the instance (outputs on it)' if p.keep_volume else ''}, SSH from {p.ssh_cidr}")
+        if p.volume_gb > s.volume_gb and cfg.job_spec is not None and cfg.job_spec.dataset is not None:
+            say(f"  the volume is {p.volume_gb} GB, not {s.volume_gb}: dataset {cfg.job_spec.dataset.name} "
+                f"({cfg.job_spec.dataset.bytes / 1e9:,.0f} GB) is restored onto it ({p.instance_type} has no instance "
+                "store that holds it)")
     record = state.get(cfg.job)
     if machines.is_local(cfg.job):
         raise FlowError(f"Job {cfg.job!r} is a local job. Tear it down first (`orch teardown {cfg.job}`) "
@@ -156,6 +160,19 @@ def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
     if note:
         say(f"  {note}")
     return instance
+
+
+def check_can_launch(cfg: LaunchConfig, say: Say = quiet) -> None:
+    """What `launch` would refuse before creating anything (the plan, the quota), checked ahead of work that is paid
+    for first (`orch launch --prepare` prepares the dataset on an instance of its own before this launch)."""
+    if cfg.target != "aws":
+        return
+    with phase(f"check the launch of {cfg.job} before preparing its dataset", say):
+        p = plan(cfg, ssh_cidr="")
+        if any(i.state in ("pending", "running") for i in instances.find_instances(p.region, cfg.job)):
+            say(f"  {cfg.job} has a running instance: quota not checked")
+            return
+        say(f"  {p.machine} in {p.region}: {preflight(p).summary}")
 
 
 def _image_registry(region: str, say: Say) -> ImageRegistry | None:

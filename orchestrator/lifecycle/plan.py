@@ -1,6 +1,7 @@
 """Resolve a launch before anything is created: the plan (`--dry-run` prints it), the data check, the quota."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -8,7 +9,7 @@ from orchestrator.cloud import aws, catalog, network, pricing, quota
 from orchestrator.config import ConfigError, Settings, validate_job_name
 from orchestrator.errors import FlowError
 from orchestrator.lifecycle.userdata import bootstrap_script, render_user_data
-from orchestrator.records import LaunchConfig, LaunchPlan
+from orchestrator.records import InstanceTypeInfo, LaunchConfig, LaunchPlan
 
 
 # --- plan and pre-flight ----------------------------------------------------------------------
@@ -41,7 +42,7 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
     return LaunchPlan(
         job=cfg.job, region=s.region, instance_type=info.name, vcpus=info.vcpus, ami=ami.image_id,
         ami_source=ami.source, spot=cfg.spot, allow_on_demand_fallback=s.allow_on_demand_fallback,
-        volume_gb=s.volume_gb, volume_throughput=s.volume_throughput, ssh_cidr=ssh_cidr, zones=zones,
+        volume_gb=volume_for(cfg, info), volume_throughput=s.volume_throughput, ssh_cidr=ssh_cidr, zones=zones,
         key_name=aws.resource_name(cfg.job), security_group_name=aws.resource_name(cfg.job),
         root_device=ami.root_device_name, iam_instance_profile=s.iam_instance_profile,
         user_data=render_user_data(cfg.job, s, price.usd_per_hour if price else None),
@@ -144,7 +145,23 @@ def launch_tags(cfg: LaunchConfig) -> tuple[tuple[str, str], ...]:
         tags.append((aws.TAG_RECOVER, "on"))
     if cfg.keep_volume:
         tags.append((aws.TAG_KEEP_VOLUME, "on"))
+    if cfg.prepares:
+        tags.append((aws.TAG_PREPARES, cfg.prepares))
     return tuple(tags)
+
+
+DATA_ROOM_GB = 120  # on the root volume besides a restored dataset: the AMI's system, the trainer image, checkpoints
+
+
+def volume_for(cfg: LaunchConfig, info: InstanceTypeInfo) -> int:
+    """The root volume: as configured, or bigger when a kept dataset is restored onto it, i.e. when the type has
+    no instance store that holds it. Its shards are extracted one by one and deleted (machines/data.py), so the
+    restore needs about the dataset's size, not twice it."""
+    source = cfg.job_spec.dataset if cfg.job_spec is not None else None
+    need_gb = math.ceil(source.bytes * 1.1 / 1e9) if source is not None else 0
+    if not need_gb or info.instance_store_gb >= need_gb:
+        return cfg.settings.volume_gb
+    return min(max(cfg.settings.volume_gb, need_gb + DATA_ROOM_GB), 16384)
 
 
 @dataclass(frozen=True)
