@@ -124,39 +124,39 @@ def put_description(uri: str, description: dict, region: str, replacing: str | N
         raise
 
 
+def _one_level(uri: str, region: str) -> tuple[list[dict], list[str]]:
+    """The objects directly under the prefix `uri`, and the names of the folders there."""
+    s3, (bucket, key) = _s3(region), split(uri)
+    objects, folders_ = [], []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/", Delimiter="/"):
+        objects += page.get("Contents", [])
+        folders_ += [c["Prefix"][len(key) + 1:].rstrip("/") for c in page.get("CommonPrefixes", [])]
+    return objects, folders_
+
+
 def sizes(uri: str, region: str) -> dict[str, int]:
     """{name: bytes} of the objects directly under the prefix `uri`."""
-    s3, (bucket, key) = _s3(region), split(uri)
-    return {o["Key"][len(key) + 1:]: o["Size"]
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/", Delimiter="/")
-            for o in page.get("Contents", [])}
+    key = split(uri)[1]
+    return {o["Key"][len(key) + 1:]: o["Size"] for o in _one_level(uri, region)[0]}
 
 
 def folders(uri: str, region: str) -> list[str]:
     """The names of the folders directly under the prefix `uri` (a dataset's shards-VERSION folders)."""
-    s3, (bucket, key) = _s3(region), split(uri)
-    return [c["Prefix"][len(key) + 1:].rstrip("/")
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/", Delimiter="/")
-            for c in page.get("CommonPrefixes", [])]
+    return _one_level(uri, region)[1]
 
 
 def descriptions(bucket_uri: str, region: str) -> list[tuple[str, object]]:
     """(folder name, parsed description) of every dataset in the bucket (one without it is unfinished, and left
     out)."""
-    s3, (bucket, _) = _s3(region), split(bucket_uri)
-    found = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{PREFIX}/", Delimiter="/"):
-        for common in page.get("CommonPrefixes", []):
-            try:
-                body = s3.get_object(Bucket=bucket, Key=f"{common['Prefix']}{DESCRIPTION}")["Body"].read(1 << 20)
-            except Exception as e:
-                if error_code(e) in ("NoSuchKey", "404"):
-                    continue
-                raise
-            try:
-                found.append((common["Prefix"][len(PREFIX) + 1:].rstrip("/"), json.loads(body)))
-            except (ValueError, RecursionError):  # not JSON, or nested past any description orch writes
-                continue
+    found, root = [], f"s3://{split(bucket_uri)[0]}"
+    for name in folders(f"{root}/{PREFIX}", region):
+        body, _ = read_description(location(root, name), region)
+        if body is None:
+            continue
+        try:
+            found.append((name, json.loads(body)))
+        except (ValueError, RecursionError):  # not JSON, or nested past any description orch writes
+            continue
     return found
 
 
