@@ -6,6 +6,11 @@ corrupted later (disk full, a killed copy) still leaves one good file to resume 
 `training_state` builds the payload and `resume` reads it back: they sit together so the format
 has one definition (FORMAT_VERSION; a key is only ever added, and `resume` fills in what an older
 file lacks). `inference.load_model` reads the run's part (config, classes, stem, mean/std, eval size).
+
+A checkpoint is read as data only (`torch.load(weights_only=True)`): it may come from a machine
+that is no longer trusted (a cloud instance's best.pt fetched to a laptop), and an unrestricted
+pickle runs whatever it names. So the payload holds only tensors, numbers, strings, lists and
+dicts, and `load_untrusted` refuses a file that asks for anything else.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import hashlib
 import io
 import logging
 import os
+import pickle
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +30,15 @@ from torch import nn
 
 from trainer.config import TrainConfig, to_dict
 from trainer.engine import load_optimizer_state, unwrap
-from trainer.errors import EXIT_BAD_INPUT, EXIT_DISK, TrainerError
+from trainer.errors import EXIT_BAD_INPUT, EXIT_DISK, TrainerError, UnsafeFileError
 from trainer.models import stem_of_weights
 
 log = logging.getLogger("trainer")
 
 FORMAT_VERSION = 1
+# What resuming needs beyond the weights, class list and config (`trainer train` has written them all
+# since the first format; what was added since is filled in by `resume`).
+RESUME_KEYS = ("config", "optimizer", "epoch", "step_in_epoch", "best_top1", "partial", "rng")
 
 
 def sha256_file(path: Path) -> str:
@@ -124,21 +134,82 @@ def verify(path: Path) -> str | None:
     return None if actual == expected else f"sha256 mismatch (file {actual[:12]}..., {sha_path.name} {expected[:12]}...)"
 
 
+def load_untrusted(path: Path, what: str, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load` of data only: tensors, numbers, strings, lists, dicts. UnsafeFileError for a file
+    whose pickle asks for anything else (it would run code if loaded unrestricted); TrainerError for
+    one that cannot be read at all. `what` names the file's role in the message ("checkpoint")."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a torn or foreign file
+        raise unreadable(exc, what, path) from exc
+
+
+def unreadable(exc: Exception, what: str, path: Path) -> TrainerError:
+    """The error for a file `torch.load(..., weights_only=True)` raised `exc` on."""
+    # torch's weights-only unpickler names what it refused as "GLOBAL module.name" (every torch
+    # since 2.0). Only that dotted name is repeated: the rest is the file's text (it could hold
+    # terminal control sequences) and torch's advice to load the file unrestricted.
+    refused = re.search(r"GLOBAL ([\w.]+)", str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+    if refused is None:   # a torn or foreign file (an opcode it does not know is one too)
+        return TrainerError(f"{what} {path} cannot be read as PyTorch weights ({type(exc).__name__}: "
+                            f"{_first_line(exc)}).")
+    return UnsafeFileError(
+        f"{what} {path} was refused: reading it would call {refused.group(1)}, which a file of weights never needs "
+        f"(it holds only tensors, numbers, strings, lists and dicts), so it may have been tampered with. It was not "
+        f"loaded and nothing in it ran. Use a copy you trust, such as one from the machine that made it. (A file "
+        f"saved by another tool may hold that tool's own objects: where you trust it, load it and save only its "
+        f"weights, `torch.save(model.state_dict(), PATH)`.)")
+
+
+def _first_line(exc: Exception) -> str:
+    line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return "".join(c if c.isprintable() else "?" for c in line)[:300]
+
+
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check one checkpoint file; TrainerError if it is missing, corrupt or not ours."""
+    """Load and check one checkpoint file; TrainerError if it is missing, corrupt or not ours,
+    UnsafeFileError if it asks to run code."""
     path = Path(path)
     if not path.is_file():
         raise TrainerError(f"checkpoint {path} does not exist. Training writes OUT/checkpoints/last.pt and best.pt.")
     problem = verify(path)
     if problem:
         raise TrainerError(f"checkpoint {path} is corrupt: {problem}.")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a torn file
-        raise TrainerError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}).") from exc
-    if not isinstance(payload, dict) or "model" not in payload or "classes" not in payload:
-        raise TrainerError(f"{path} is not a trainer checkpoint (no model state and class list).")
+    payload = load_untrusted(path, "checkpoint", map_location)
+    problem = _not_a_checkpoint(payload)
+    if problem:
+        raise TrainerError(f"{path} is not a checkpoint of `trainer train`: {problem}. " + _NOT_OURS_ADVICE.format(path))
     return payload
+
+
+_NOT_OURS_ADVICE = ("Evaluating, predicting, exporting and resuming need the class list and settings `trainer train` "
+                    "saves beside the weights; to start a new run from its weights: `trainer train ... --init-weights {}`.")
+
+
+def _not_a_checkpoint(payload: Any) -> str:
+    """Why `payload` is not what `training_state` writes ("" when it is)."""
+    if not isinstance(payload, dict):
+        return f"it holds a {type(payload).__name__}, not a dict"
+    if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        return "it holds only weights (a state_dict)"
+    missing = [k for k in ("model", "classes") if k not in payload]
+    if missing:
+        return f"it has no {' or '.join(repr(k) for k in missing)} entry"
+    if not isinstance(payload["model"], dict):
+        return "its 'model' is not a state_dict"
+    if not isinstance(payload["classes"], list) or not all(isinstance(c, str) for c in payload["classes"]):
+        return "its 'classes' is not a list of names"
+    return ""
+
+
+def require(payload: dict[str, Any], keys: tuple[str, ...], source: Path, purpose: str) -> None:
+    """TrainerError naming what `purpose` needs and `payload` lacks (an "config" that is not a dict
+    counts as lacking: nothing can be rebuilt from it)."""
+    missing = [k for k in keys if k not in payload or (k == "config" and not isinstance(payload[k], dict))]
+    if missing:
+        raise TrainerError(f"checkpoint {source} has no {', '.join(repr(k) for k in missing)}, which {purpose} needs: "
+                           f"it was not written by `trainer train`, or was edited since. "
+                           + _NOT_OURS_ADVICE.format(source))
 
 
 def load_latest(checkpoint_dir: Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path] | None:
@@ -154,6 +225,11 @@ def load_latest(checkpoint_dir: Path, map_location: str | torch.device = "cpu") 
     for path in existing:
         try:
             return load(path, map_location), path
+        except UnsafeFileError as exc:
+            raise UnsafeFileError(
+                f"{exc.message} Nothing in {checkpoint_dir} was changed. If you trust the rest of the run folder, "
+                f"delete {path.name} and resume again (`--resume auto` then continues from "
+                f"{previous_path(path).name} when it is there), or start over with a new --out directory.") from exc
         except TrainerError as exc:
             problems.append(exc.message)
             # Move it aside so the next save does not rotate it over the good previous file.
@@ -165,6 +241,19 @@ def load_latest(checkpoint_dir: Path, map_location: str | torch.device = "cpu") 
         + " Start over with a new --out directory, or with `--resume none` to overwrite this one.",
         EXIT_BAD_INPUT,
     )
+
+
+def load_weights(model: nn.Module, state: dict[str, Any], source: Path, advice: str) -> None:
+    """`model.load_state_dict`, with a message instead of a traceback when the checkpoint's tensors do
+    not fit: a resume with another width or depth, or a file edited since (a class list that no
+    longer matches its classifier). `advice` says what to do."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        # torch's first line names the model class; the next name the mismatched tensors.
+        shown = [_first_line(Exception(line)).rstrip(".") for line in str(exc).splitlines()[1:] if line.strip()][:2]
+        raise TrainerError(f"checkpoint {source}: its weights do not fit the model built for them "
+                           f"({'; '.join(shown) or _first_line(exc)}). {advice}") from exc
 
 
 def check_compatible(payload: dict[str, Any], arch: str, classes: list[str], source: Path) -> None:
@@ -281,13 +370,19 @@ def resume(which: str, checkpoint_dir: Path, model: nn.Module, optimizer: torch.
     if loaded is None:
         return ResumePoint()
     payload, source = loaded
+    require(payload, RESUME_KEYS, source, "resuming")
     check_compatible(payload, config.arch, classes, source)
     stored = payload.get("config", {})
     if stem_of_weights(stem, payload["model"]) != stem:
         raise TrainerError(f"{source} holds {config.arch} weights with torchvision's standard 7x7 stem (an earlier "
                            f"version built it at this resolution); this version builds the small stem here. "
                            f"Resume it with --set stem=imagenet.")
-    unwrap(model).load_state_dict(payload["model"])
+    # Only these settings shape our models' tensors (the arch and class list were checked above).
+    trained_as = " ".join(f"--set {k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in stored.items()
+                          if k in ("width", "depths") and v != to_dict(config)[k])
+    trained_as = trained_as or "as the run folder's config.json lists them"
+    load_weights(unwrap(model), payload["model"], source,
+                 f"Resume with the settings it was trained with ({trained_as}), or train into a new --out directory.")
     load_optimizer_state(optimizer, payload["optimizer"])
     # A run saved without loss scaling (fp32 on a CPU, bf16) saved an empty scaler state; resumed
     # in fp16 (auto on a T4) the scaler starts from its initial scale.

@@ -27,6 +27,8 @@ Why the JPEG path is fast (bench/data_pipeline.py measures it against ImageFolde
   (made to match PIL's antialiased bilinear), called without torchvision's per-call checks.
 Anything libjpeg-turbo cannot decode (PNG, a corrupt header, an exotic JPEG) takes the plain PIL
 path, with the crop box already drawn, so a file's crop never depends on which decoder ran.
+16-bit greyscale images (PNG, TIFF: medical and scientific data) are scaled to 8 bits there first
+(`to_rgb`): PIL's own conversion clips them, and every pixel above 255 of 65535 comes out white.
 """
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 from torchvision.transforms.v2 import functional as F2
+
+from trainer.pixels import to_rgb
 
 try:  # a hard dependency of the `trainer` extra; without it (an odd platform) PIL decodes everything
     import simplejpeg
@@ -84,7 +88,7 @@ def load_train_crop(
             except ValueError:
                 pass                                 # same box, plain decoder
     with Image.open(io.BytesIO(data)) as img:
-        img = img.convert("RGB")
+        img = to_rgb(img)
     if box is None:
         box, flip = crop_box(img.height, img.width, scale, ratio, hflip)
     top, left, h, w = box
@@ -98,7 +102,7 @@ def load_eval_crop(path: str | Path, resize: int, crop: int) -> torch.Tensor:
     with Image.open(path) as img:
         if img.format == "JPEG":
             return _jpeg_resize_center_crop(img, resize, crop)
-        img = img.convert("RGB")
+        img = to_rgb(img)
     img = F.resize(img, resize, InterpolationMode.BILINEAR, antialias=True)
     return F.pil_to_tensor(F.center_crop(img, [crop, crop]))
 
@@ -112,7 +116,7 @@ def load_pad_crop(path: str | Path, size: int, pad: int, hflip: bool = False) ->
     `trainer prepare cifar100` writes. Randomness: one call to torch's generator, as `crop_box`.
     """
     with Image.open(path) as img:
-        hwc = torch.from_numpy(np.array(img.convert("RGB"))) if img.size == (size, size) else None
+        hwc = torch.from_numpy(np.array(to_rgb(img))) if img.size == (size, size) else None
     if hwc is None:
         hwc = load_eval_crop(path, size, size).permute(1, 2, 0)
     u = torch.rand(3, dtype=torch.float64).tolist()

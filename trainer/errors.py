@@ -17,3 +17,9 @@ class TrainerError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+class UnsafeFileError(TrainerError):
+    """A weights or checkpoint file whose pickle asks for more than tensors and plain values: it would
+    run code if loaded unrestricted. Unlike a torn file, it is never swapped silently for another
+    copy (resuming falls back from a torn last.pt, not from a tampered one): someone should look."""

@@ -21,9 +21,14 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, split: str = "val", ba
     loaded = load_model(checkpoint)
     info = load_dataset(data_dir, need_train=(split == "train"), need_val=(split == "val"))
     if info.classes != loaded.classes:
+        differing = sorted(set(info.classes) ^ set(loaded.classes))
+        shown = ", ".join(differing[:5]) + (f" (+{len(differing) - 5} more)" if len(differing) > 5 else "")
         raise TrainerError(
             f"checkpoint {checkpoint} was trained on {len(loaded.classes)} classes but {data_dir} has "
-            f"{len(info.classes)} class folders (or other names). Evaluate it on the dataset it was trained on."
+            f"{len(info.classes)} class folders"
+            + (f" (in one but not the other: {shown})" if differing else " (the same names in another order)")
+            + ". Its outputs mean its own classes, so it can only be scored on them: evaluate it on the dataset it "
+            "was trained on (`trainer evaluate --data THAT_FOLDER`), or train a model for this one."
         )
     for warning in info.warnings:
         warn(warning)

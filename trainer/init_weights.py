@@ -14,6 +14,7 @@ own tensors over (resnet34's in a resnet18), are refused: they were made for ano
 """
 from __future__ import annotations
 
+import pickle
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trainer.checkpoint import load_untrusted, unreadable
 from trainer.errors import TrainerError
 
 IMAGENET = "imagenet"
@@ -61,12 +63,8 @@ def read_weights(spec: str, arch: str) -> tuple[dict[str, torch.Tensor], str]:
     if not path.is_file():
         raise TrainerError(f"--init-weights {spec}: no such file. Pass a .pth/.pt file of weights, or "
                            f"`--init-weights imagenet` for torchvision's ImageNet weights of --arch.")
-    try:
-        # weights_only: a weights file from the internet must not run code when it is read
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a torn or foreign file
-        raise TrainerError(f"--init-weights {spec} cannot be read as PyTorch weights ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}).") from exc
+    # Data only: a weights file from the internet must not run code when it is read.
+    obj = load_untrusted(path, "--init-weights")
     for key in WRAPPERS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -86,13 +84,17 @@ def _torchvision_weights(arch: str) -> tuple[dict[str, torch.Tensor], str]:
         raise TrainerError(f"--init-weights imagenet: torchvision has no ImageNet weights for --arch {arch} (ours, "
                            f"resnet_small and simple_cnn, start from random weights only). Use a torchvision model "
                            f"such as resnet18, or pass a weights file.") from exc
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     try:
-        state = weights.get_state_dict(progress=False)
+        # torch.hub reads its cache unrestricted unless told: the file there may not be the one downloaded.
+        state = weights.get_state_dict(progress=False, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise unreadable(exc, "--init-weights imagenet: torch's cached", cached) from exc
     except Exception as exc:  # noqa: BLE001 - URLError, HTTPError, a torn download: all mean "not here"
         raise TrainerError(
             f"--init-weights imagenet: could not download {weights} from {weights.url} ({type(exc).__name__}: "
             f"{exc}). Download it where there is internet and pass the file (--init-weights FILE), or put it in "
-            f"torch's cache, {Path(torch.hub.get_dir()) / 'checkpoints' / Path(weights.url).name}.") from exc
+            f"torch's cache, {cached}.") from exc
     return state, f"torchvision {weights}"
 
 

@@ -63,13 +63,15 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def meta_mat() -> bytes:
-    """data/meta.mat in the devkit's struct layout (a 1-D struct array named `synsets`)."""
+def meta_mat(renamed: dict[str, str] | None = None) -> bytes:
+    """data/meta.mat in the devkit's struct layout (a 1-D struct array named `synsets`); `renamed`
+    {wnid: WNID to store instead} gives a leaf another id (a hostile one, in a test)."""
     import scipy.io as sio
 
     fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
               "num_train_images"]
-    rows = [(DEVKIT_ID[w], w, WORDS[w], "a fish", 0, np.zeros((0,), dtype=np.uint8), 0, 1300)
+    renamed = renamed or {}
+    rows = [(DEVKIT_ID[w], renamed.get(w, w), WORDS[w], "a fish", 0, np.zeros((0,), dtype=np.uint8), 0, 1300)
             for w in sorted(WNIDS, key=DEVKIT_ID.get)]
     rows += [(7, "n01473806", "aquatic vertebrate", "a group", 2, np.array([1, 2], dtype=np.uint8), 1, 0),
              (8, "n00001740", "entity", "everything", 1, np.array([7], dtype=np.uint8), 2, 0)]

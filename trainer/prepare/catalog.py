@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import tarfile
 import zipfile
 import zlib
@@ -15,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Union
+
+from trainer.prepare.shrink import PART
 
 SPLITS = ("train", "val")
 
@@ -81,6 +84,13 @@ class Expect:
     cls: str
     names: tuple[str, ...]
 
+    def __post_init__(self):
+        # The backstop: readers check names where they read them, naming the file; whatever
+        # slips past a reader is still never joined to --dest (writer.py: dest/split/cls/name).
+        plain_name(self.cls, "The source")
+        for name in self.names:
+            plain_name(name, "The source")
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -90,6 +100,10 @@ class Entry:
     cls: str
     name: str
     data: bytes
+
+    def __post_init__(self):
+        plain_name(self.cls, "The source")
+        plain_name(self.name, "The source")
 
 
 Event = Union[Expect, Entry]
@@ -114,6 +128,10 @@ class Source:
     # Choices the reader made that a rerun must make again (a folder's val/ draw): recorded with the
     # run's options, so a rerun that would choose otherwise is refused, and in dataset.json.
     recorded: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for cls in self.classes:
+            plain_name(cls, f"The {self.layout} source ({', '.join(str(p) for p in self.paths)})")
 
     @property
     def full_counts(self) -> tuple[int, int, int]:
@@ -142,6 +160,61 @@ def subset_classes(classes: tuple[str, ...], percent: float | None, seed: int) -
 
 class SourceError(Exception):
     """The source folder does not hold what the command needs; the message says what to do."""
+
+
+class HostileSource(SourceError):
+    """The source holds what no real download does: a name that is a path, a member larger than any
+    real file, a link where a file belongs, a pickle that calls code. Refused, never followed."""
+
+
+# Longest file name Linux file systems take (ext4, xfs, btrfs: 255 bytes), less what the writer adds
+# to an image's name for its temp file (".<name>.part", shrink.write_atomic).
+NAME_MAX_BYTES = 255 - len("." + PART)
+# Either separator: a "\\" name is a path once the folder is copied to Windows or read by a tool that
+# takes both. Control characters are Unicode's Cc (C0, DEL, C1): no real name has one.
+_SEPARATOR = re.compile(r"[/\\]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def plain_name(name: object, origin: str) -> str:
+    """`name` unchanged if it is one plain path component, else HostileSource naming it and `origin`
+    (the file it was read from).
+
+    Every class id and file name read from a source passes here before it is joined to --dest or to
+    the source folder: "../x" or "/etc/x" would write or read outside them, and a control character
+    would end up in a terminal and in every tool that lists the folder.
+    """
+    why = _why_not_plain(name)
+    if why is None:
+        return name
+    shown = repr(name) if len(repr(name)) <= 200 else repr(name)[:197] + "..."   # repr escapes control characters
+    # The origin is a path of the source, whose folders may carry control characters too.
+    origin = _CONTROL.sub(lambda m: repr(m.group())[1:-1], origin)
+    raise HostileSource(f"{origin} holds the name {shown}, which {why}. A class or image name must be one plain file "
+                        f"name (no '/', '\\', '..' or control characters), so the source was refused. Download it "
+                        f"again from the official source (or rename the entry, in a folder of your own).")
+
+
+def plain_names(names, origin: str) -> list[str]:
+    return [plain_name(n, origin) for n in names]
+
+
+def _why_not_plain(name: object) -> str | None:
+    if not isinstance(name, str):
+        return f"is not text ({type(name).__name__})"
+    if name in ("", ".", ".."):
+        return "is not a file name"
+    if _SEPARATOR.search(name):
+        return "is a path (it holds '/' or '\\'), not one name"
+    if _CONTROL.search(name):
+        return "holds a control character"
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:   # a lone surrogate: no file system stores it as UTF-8
+        return "is not valid text"
+    if size > NAME_MAX_BYTES:
+        return f"is longer than a file name may be ({size} bytes; {NAME_MAX_BYTES} at most)"
+    return None
 
 
 # What a truncated or corrupted tar, gzip or zip raises while it is read (not OSError: a failing

@@ -12,6 +12,10 @@ a resumed run, picks the same images.
 Images are found as torchvision's ImageFolder finds them: at any depth below the class folder,
 links followed, by extension. Hidden files (macOS "._x.jpg", ".DS_Store") are skipped; other
 files (Tiny ImageNet's *_boxes.txt) are counted in a note.
+
+Links are followed even where they lead outside the source (unlike an extracted download, see
+trees.DirTree): this is the user's own folder, often assembled from links to photos kept
+elsewhere, as ImageFolder allows. What is read is only ever written under --dest, by a plain name.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from pathlib import Path
 from typing import Iterator
 
 from trainer.prepare.catalog import (IMAGE_EXTENSIONS, Entry, Event, Expect, Selection, Source, SourceError,
-                                     class_folders, is_image)
+                                     class_folders, is_image, plain_name)
+from trainer.prepare.members import file_bytes
 
 DEFAULT_VAL_PERCENT = 10.0
 
@@ -86,7 +91,7 @@ def find_folder(source: Path, val_percent: float | None, seed: int, dest: Path |
                 picked = sel.pick(list(files))
                 yield Expect(split, cls, tuple(picked))
                 for name in picked:
-                    yield Entry(split, cls, name, files[name].read_bytes())
+                    yield Entry(split, cls, name, file_bytes(files[name]))
 
     notes = []
     if skipped:
@@ -114,13 +119,17 @@ def _images(cls_dir: Path, source: Path, skipped: list[str]) -> dict[str, Path]:
     """{stored name: path} of the images below one class folder. A name is the file's own where
     that is unique in the class, else its path below the class folder with "/" as "__"."""
     found: list[Path] = []
-    seen: set[tuple[int, int]] = set()   # folders already walked: a link back up would loop forever
+    # Folders already walked, by real path: a link back to one would list its images again. A link
+    # to the class folder's parent or above (loop -> ..) would also list every other class's images
+    # as this one's, and then this class again, so it is not walked at all.
+    real_cls = Path(os.path.realpath(cls_dir))
+    seen: set[Path] = set()
     for folder, dirs, names in os.walk(cls_dir, followlinks=True):
-        st = os.stat(folder)
-        if (st.st_dev, st.st_ino) in seen:
+        real = Path(os.path.realpath(folder))
+        if real in seen or (real != real_cls and real_cls.is_relative_to(real)):
             dirs[:] = []
             continue
-        seen.add((st.st_dev, st.st_ino))
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             if name.startswith("."):
@@ -132,7 +141,7 @@ def _images(cls_dir: Path, source: Path, skipped: list[str]) -> dict[str, Path]:
                 skipped.append(str(path.relative_to(source)))
     bases = [p.name for p in found]
     unique = len(set(bases)) == len(bases)
-    named = {(p.name if unique else "__".join(p.relative_to(cls_dir).parts)): p for p in found}
+    named = {plain_name(p.name if unique else "__".join(p.relative_to(cls_dir).parts), str(p.parent)): p for p in found}
     if len(named) < len(found):
         raise SourceError(f"Images in {cls_dir} would be stored under the same name (their paths joined by \"__\" "
                           f"clash with a file's own name). Nothing was written; rename one of them.")

@@ -19,8 +19,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from trainer.prepare.catalog import Entry, Event, Expect, Selection, Source, SourceError, reading
+from trainer.prepare.catalog import (Entry, Event, Expect, Selection, Source, SourceError, plain_name, plain_names,
+                                     reading)
 from trainer.prepare.devkit import Labels, devkit_labels, kaggle_labels
+from trainer.prepare.members import tar_member
 from trainer.prepare.trees import DirTree, Tree, ZipTree, zip_prefix
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -89,16 +91,30 @@ def _find_official(source: Path) -> Source:
 
 def _read_devkit(devkit: Path) -> Labels:
     if devkit.is_dir():
-        return devkit_labels((devkit / META_MAT).read_bytes(), (devkit / GROUND_TRUTH).read_bytes())
-    found: dict[str, bytes] = {}
-    with reading(devkit), tarfile.open(devkit, "r:gz") as tar:
-        for member in tar:
-            for want in (META_MAT, GROUND_TRUTH):
-                if member.isfile() and member.name.endswith(want):
-                    found[want] = tar.extractfile(member).read()
-    if len(found) < 2:
-        raise SourceError(f"{devkit} lacks {META_MAT} or {GROUND_TRUTH}; it does not look like the ILSVRC2012 devkit.")
-    return devkit_labels(found[META_MAT], found[GROUND_TRUTH])
+        tree = DirTree(devkit)
+        labels = devkit_labels(tree.read(META_MAT), tree.read(GROUND_TRUTH))
+    else:
+        found: dict[str, bytes] = {}
+        with reading(devkit), tarfile.open(devkit, "r:gz") as tar:
+            for member in tar:
+                for want in (META_MAT, GROUND_TRUTH):
+                    if not member.isdir() and member.name.endswith(want):
+                        found[want] = tar_member(tar, member, devkit)
+        if len(found) < 2:
+            raise SourceError(f"{devkit} lacks {META_MAT} or {GROUND_TRUTH}; it does not look like the ILSVRC2012 "
+                              f"devkit.")
+        labels = devkit_labels(found[META_MAT], found[GROUND_TRUTH])
+    return _checked(labels, f"{META_MAT} of {devkit}", f"{GROUND_TRUTH} of {devkit}")
+
+
+def _checked(labels: Labels, classes_from: str, val_from: str) -> Labels:
+    """`labels` if every class and val image name in them is a plain name (they become folders and
+    files under --dest); HostileSource naming the entry and the file it came from otherwise."""
+    plain_names(labels.names, classes_from)
+    for name, cls in labels.val.items():
+        plain_name(name, val_from)
+        plain_name(cls, val_from)
+    return labels
 
 
 def _train_entries(train: Path, sel: Selection) -> Iterator[Event]:
@@ -110,7 +126,8 @@ def _train_entries(train: Path, sel: Selection) -> Iterator[Event]:
             for member in outer:
                 cls = Path(member.name).name.removesuffix(".tar")
                 if member.isfile() and sel.wants("train", cls):
-                    yield from _class_tar_entries(outer.extractfile(member), cls, sel)
+                    # The class tar is streamed, never read whole: each image in it is capped.
+                    yield from _class_tar_entries(outer.extractfile(member), cls, sel, f"{train}: {member.name}")
         return
     for child in sorted(train.iterdir()):
         cls = child.name.removesuffix(".tar")
@@ -118,24 +135,25 @@ def _train_entries(train: Path, sel: Selection) -> Iterator[Event]:
             continue
         if child.is_file() and child.suffix == ".tar":
             with reading(child), child.open("rb") as f:
-                yield from _class_tar_entries(f, cls, sel)
+                yield from _class_tar_entries(f, cls, sel, str(child))
         elif child.is_dir():
             yield from _tree_class_entries(DirTree(child), "", "train", cls, sel)
 
 
-def _class_tar_entries(fileobj, cls: str, sel: Selection) -> Iterator[Event]:
+def _class_tar_entries(fileobj, cls: str, sel: Selection, origin: str) -> Iterator[Event]:
     with tarfile.open(fileobj=fileobj, mode="r:") as inner:
-        members = [m for m in inner.getmembers() if m.isfile()]
-        keep = set(sel.pick([Path(m.name).name for m in members]))
+        # Folders are skipped; a link or device named like an image is refused when it is read.
+        members = [m for m in inner.getmembers() if not m.isdir()]
+        keep = set(sel.pick(plain_names([Path(m.name).name for m in members], origin)))
         yield Expect("train", cls, tuple(sorted(keep)))
         for m in members:  # archive order: sequential reads
             name = Path(m.name).name
             if name in keep:
-                yield Entry("train", cls, name, inner.extractfile(m).read())
+                yield Entry("train", cls, name, tar_member(inner, m, origin))
 
 
 def _tree_class_entries(tree: Tree, folder: str, split: str, cls: str, sel: Selection) -> Iterator[Event]:
-    names = sel.pick(tree.files(folder))
+    names = sel.pick(plain_names(tree.files(folder), tree.where(folder)))
     yield Expect(split, cls, tuple(names))
     for name in names:
         yield Entry(split, cls, name, tree.read(f"{folder}/{name}" if folder else name))
@@ -160,14 +178,15 @@ ValReader = Callable[[set[str]], Iterable[tuple[str, bytes]]]
 def _val_reader(val: Path) -> ValReader:
     """A function giving (name, bytes) of the wanted val images, in the source's own order."""
     if val.is_dir():
-        return lambda wanted: ((n, (val / n).read_bytes()) for n in sorted(wanted) if (val / n).is_file())
+        tree = DirTree(val)
+        return lambda wanted: ((n, tree.read(n)) for n in sorted(wanted & set(tree.files(""))))
 
     def from_tar(wanted: set[str]) -> Iterator[tuple[str, bytes]]:
         with reading(val), tarfile.open(val, "r:") as tar:
             for member in tar:
                 name = Path(member.name).name
-                if member.isfile() and name in wanted:
-                    yield name, tar.extractfile(member).read()
+                if not member.isdir() and name in wanted:
+                    yield name, tar_member(tar, member, val)
 
     return from_tar
 
@@ -208,7 +227,8 @@ def _find_kaggle(source: Path) -> Source | None:
         if not tree.exists(need):
             raise SourceError(f"{path} looks like the Kaggle ImageNet download but lacks {need}; "
                               f"download it again with `kaggle competitions download -c imagenet-object-localization-challenge`.")
-    labels = kaggle_labels(tree.read("LOC_synset_mapping.txt"), tree.read("LOC_val_solution.csv"))
+    labels = _checked(kaggle_labels(tree.read("LOC_synset_mapping.txt"), tree.read("LOC_val_solution.csv")),
+                      tree.where("LOC_synset_mapping.txt"), tree.where("LOC_val_solution.csv"))
 
     def entries(sel: Selection) -> Iterator[Event]:
         for cls in sorted(sel.classes):

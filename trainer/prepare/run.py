@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-from trainer.prepare.catalog import (ARCHIVE_ERRORS, SPLITS, DamagedArchive, Expect, Selection, Source,
-                                     SourceError, subset_classes, typical_per_class)
+from trainer.prepare.catalog import (ARCHIVE_ERRORS, SPLITS, DamagedArchive, Expect, HostileSource, Selection,
+                                     Source, SourceError, subset_classes, typical_per_class)
 from trainer.prepare.cifar import find_cifar100
 from trainer.prepare.folder import find_folder
 from trainer.prepare.imagenet import find_imagenet
@@ -136,7 +136,8 @@ def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> Prepare
         else:
             source = FINDERS[opts.dataset](opts.source)
     except SourceError as exc:
-        raise PrepareError(str(exc) + (" Nothing was written." if isinstance(exc, DamagedArchive) else "")) from None
+        refused = isinstance(exc, (DamagedArchive, HostileSource))
+        raise PrepareError(str(exc) + (" Nothing was written." if refused else "")) from None
     if opts.verify_checksums:
         _verify_checksums(source)
     try:
@@ -177,13 +178,14 @@ def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> Prepare
                 report.expect(len(event.names), event.split)
             writer.handle(event)
         missing = writer.finish()
-    except (DamagedArchive, *ARCHIVE_ERRORS) as exc:
-        what = str(exc) if isinstance(exc, DamagedArchive) else (
+    except (SourceError, *ARCHIVE_ERRORS) as exc:
+        what = str(exc) if isinstance(exc, SourceError) else (
             f"An archive of {', '.join(str(p) for p in source.paths)} is damaged or incomplete "
             f"({type(exc).__name__}: {exc}). Download it again.")
         complete = sum(1 for k in journal.done() if k[1] in selected)
-        raise PrepareError(f"{what} The {complete} class folders already complete are kept in {opts.dest}; once the "
-                           f"download is whole, rerun the same command: it skips them.") from exc
+        raise PrepareError(f"{what} The {complete} class folders already complete are kept in {opts.dest} (nothing "
+                           f"was written outside it); once the download is whole, rerun the same command: it skips "
+                           f"them.") from exc
     finally:
         writer.close()
 

@@ -18,6 +18,8 @@ def shrink(data: bytes, short: int, png: bool = False) -> bytes:
     """`data` with its short side at `short`, as PNG if `png` (lossless sets) else JPEG."""
     from PIL import Image
 
+    from trainer.pixels import to_rgb
+
     with Image.open(io.BytesIO(data)) as img:
         w, h = img.size
         if min(w, h) <= short:
@@ -25,7 +27,7 @@ def shrink(data: bytes, short: int, png: bool = False) -> bytes:
         size = (round(w * short / min(w, h)), round(h * short / min(w, h)))
         if img.format == "JPEG":
             img.draft("RGB", size)
-        img = img.convert("RGB")  # ImageNet has CMYK and greyscale JPEGs; the trainer wants RGB
+        img = to_rgb(img)  # ImageNet has CMYK and greyscale JPEGs, others 16-bit PNGs; the trainer wants RGB
         # Bilinear, antialiased over the whole footprint as PIL always does when shrinking: the
         # same filter torchvision's Resize uses, and after draft() the remaining factor is < 2.
         img = img.resize(size, Image.Resampling.BILINEAR)

@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
 
-from trainer.prepare.catalog import Entry, Event, Expect, Selection, Source, SourceError
+from trainer.prepare.catalog import Entry, Event, Expect, Selection, Source, SourceError, plain_name, plain_names
 from trainer.prepare.trees import DirTree, Tree, ZipTree, zip_prefix
 
 ZIP = "tiny-imagenet-200.zip"
@@ -34,7 +34,7 @@ def find_tiny(source: Path) -> Source:
     if tree is None:
         raise SourceError(f"No Tiny ImageNet in {source}: looked for {ZIP} or an extracted tiny-imagenet-200/ "
                           f"(with wnids.txt, words.txt, train/, val/).")
-    wnids = sorted(tree.read("wnids.txt").decode().split())
+    wnids = sorted(plain_names(tree.read("wnids.txt").decode().split(), tree.where("wnids.txt")))
     words = {}
     for line in tree.read("words.txt").decode().splitlines():
         wnid, _, name = line.partition("\t")
@@ -44,14 +44,16 @@ def find_tiny(source: Path) -> Source:
     for line in tree.read("val/val_annotations.txt").decode().splitlines():
         if line.strip():
             name, wnid = line.split("\t")[:2]
-            val_labels[wnid].append(name)
+            val_labels[wnid].append(plain_name(name, tree.where("val/val_annotations.txt")))
 
     def entries(sel: Selection) -> Iterator[Event]:
         for cls in sorted(sel.classes):
             for split, folder, listed in (("train", f"train/{cls}/images", None), ("val", "val/images", val_labels[cls])):
                 if not sel.wants(split, cls):
                     continue
-                picked = sel.pick(listed if listed is not None else tree.files(folder))
+                if listed is None:
+                    listed = plain_names(tree.files(folder), tree.where(folder))
+                picked = sel.pick(listed)
                 yield Expect(split, cls, tuple(picked))
                 for name in picked:
                     yield Entry(split, cls, name, tree.read(f"{folder}/{name}"))

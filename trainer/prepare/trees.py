@@ -11,7 +11,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Protocol
 
-from trainer.prepare.catalog import reading
+from trainer.prepare.catalog import HostileSource, reading
+from trainer.prepare.members import file_bytes, zip_member
 
 
 class Tree(Protocol):
@@ -22,10 +23,21 @@ class Tree(Protocol):
 
     def exists(self, path: str) -> bool: ...
 
+    def where(self, path: str) -> str:
+        """`path` as a user finds it, for messages."""
+
 
 class DirTree:
+    """An extracted download. Reads stay inside it: a link whose target is outside the folder is
+    refused, not followed. Tar restores the links an archive carries, and following one would copy
+    any file the user can read (~/.ssh/id_rsa named n01440764_1.JPEG) into the prepared dataset.
+    The folder itself may be a link (a download kept on another disk): its target is the bound.
+    (`prepare folder` is the user's own folder and follows links, as ImageFolder does: see folder.py.)
+    """
+
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._real_root = self.root.resolve()
 
     def files(self, folder: str) -> list[str]:
         try:
@@ -35,10 +47,18 @@ class DirTree:
             return []
 
     def read(self, path: str) -> bytes:
-        return (self.root / path).read_bytes()
+        real = (self.root / path).resolve()
+        if not real.is_relative_to(self._real_root):
+            raise HostileSource(f"{self.root / path} leads outside {self.root} (to {real}); links out of an extracted "
+                                f"download are not followed, so the source was refused. Extract the archive again, "
+                                f"or replace the link with the file.")
+        return file_bytes(real)
 
     def exists(self, path: str) -> bool:
         return (self.root / path).exists()
+
+    def where(self, path: str) -> str:
+        return str(self.root / path)
 
 
 class ZipTree:
@@ -65,11 +85,14 @@ class ZipTree:
 
     def read(self, path: str) -> bytes:
         with reading(self.path):
-            return self.zip.read(self.prefix + path)
+            return zip_member(self.zip, self.prefix + path, self.path)
 
     def exists(self, path: str) -> bool:
         folder, _, name = path.strip("/").rpartition("/")
         return name in self._dirs.get(folder, []) or path.strip("/") in self._folders
+
+    def where(self, path: str) -> str:
+        return f"{self.prefix + path} in {self.path}"
 
 
 def zip_prefix(path: Path, marker: str) -> str | None:

@@ -5,7 +5,8 @@ whose name ends in one of torchvision's image extensions; other files are named 
 compares train and val classes, compares the folders with dataset.json, decodes every image (JPEG
 at 1/8 scale via Image.draft: the whole entropy-coded stream is still read, so truncated files
 fail, at a fraction of the cost), and with --expect compares the counts with the full dataset's.
-It fails where training would refuse the folder and warns where training would warn.
+It fails where training would refuse the folder and warns where training would warn; a note counts
+the 16-bit greyscale images, which training scales to 8 bits (trainer.pixels.to_rgb).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from trainer.prepare.catalog import FULL_COUNTS, IMAGE_EXTENSIONS, SPLITS, class_folders, is_image
+from trainer.pixels import SIXTEEN_BIT_MODES
 from trainer.prepare.shrink import PART
 
 SHOW = 10   # problems of one kind listed by name before "... and N more"
@@ -49,8 +51,8 @@ def _class_files(cls_dir: Path) -> list[str]:
     return [os.path.join(root, name) for root, _, names in os.walk(cls_dir, followlinks=True) for name in names]
 
 
-def check_image(path: str) -> str | None:
-    """None if the image decodes, else 'path: why'."""
+def check_image(path: str) -> tuple[str | None, bool]:
+    """(None if the image decodes, else 'path: why'; whether it is 16-bit greyscale)."""
     from PIL import Image
 
     try:
@@ -58,9 +60,9 @@ def check_image(path: str) -> str | None:
             if img.format == "JPEG":
                 img.draft("RGB", (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
             img.load()
+            return None, img.mode in SIXTEEN_BIT_MODES
     except Exception as exc:  # any decoder error means the trainer would fail on this file
-        return f"{path}: {type(exc).__name__}: {exc}"
-    return None
+        return f"{path}: {type(exc).__name__}: {exc}", False
 
 
 def verify_dataset(data: Path, expect: str | None = None, workers: int = 1, decode: bool = True,
@@ -112,9 +114,17 @@ def verify_dataset(data: Path, expect: str | None = None, workers: int = 1, deco
 
     if decode and files:
         on_total(len(files))
-        bad = [why for why in _decode_all(files, workers, on_checked) if why]
+        bad, wide = [], []
+        for path, (why, sixteen_bit) in zip(files, _decode_all(files, workers, on_checked)):
+            if why:
+                bad.append(why)
+            elif sixteen_bit:
+                wide.append(os.path.relpath(path, data))
         if bad:
             problems.append(_listed(bad, "unreadable images"))
+        if wide:
+            notes.append(_listed(wide, "images are 16-bit greyscale, which training scales to 8 bits (the high byte "
+                                       "of each pixel)", show=5))
     return VerifyReport(data, counts, tuple(problems), tuple(notes), tuple(warnings))
 
 
@@ -167,6 +177,6 @@ def _decode_all(files: list[str], workers: int, on_checked: Callable[[int], None
             on_checked(1)
         return
     with ProcessPoolExecutor(workers) as pool:
-        for why in pool.map(check_image, files, chunksize=64):
-            yield why
+        for result in pool.map(check_image, files, chunksize=64):
+            yield result
             on_checked(1)
