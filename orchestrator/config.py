@@ -34,13 +34,24 @@ class ConfigError(ValueError):
 
 
 def orch_home() -> Path:
-    """The user directory: $ORCH_HOME, else the platform's user data dir."""
+    """The user directory: $ORCH_HOME, else the platform's user data dir. Created mode 700 on first use: it
+    holds private keys and the job registry."""
     env = os.environ.get("ORCH_HOME")
     if env:
-        return Path(env).expanduser()
-    import platformdirs
+        home = Path(env).expanduser()
+    else:
+        import platformdirs
 
-    return Path(platformdirs.user_data_dir("orch", appauthor=False))
+        home = Path(platformdirs.user_data_dir("orch", appauthor=False))
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise ConfigError(f"orch's folder {home} ($ORCH_HOME) is a file, not a folder. Point "
+                          "ORCH_HOME at a folder (orch creates it), or move the file aside.") from None
+    except OSError as e:
+        raise ConfigError(f"orch's folder {home} cannot be created ({e.strerror}). Point ORCH_HOME at a folder "
+                          "you can write, e.g. export ORCH_HOME=~/.orch") from None
+    return home
 
 
 @dataclass(frozen=True)
@@ -143,7 +154,7 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError(f"volume_throughput = {s.volume_throughput}: gp3 allows 125..1000 MiB/s")
     if s.autostop_minutes is not None and s.autostop_minutes < 0:
         raise ConfigError("autostop_minutes must be >= 0 (0 turns autostop off)")
-    for name in ("max_hours", "max_dollars"):
+    for name in ("max_hours", "max_dollars", "poll_interval_s", "wait_timeout_s"):
         value = getattr(s, name)
         if value is not None and value <= 0:
             raise ConfigError(f"{name} must be > 0")
@@ -179,6 +190,9 @@ def validate_cidr(cidr: str) -> str:
 
 
 def validate_job_name(name: str) -> str:
+    if not name.strip():
+        raise ConfigError("the job name is empty (an unset variable in a script?): name a job, e.g. --name resnet50-run1 "
+                          "or `orch teardown resnet50-run1`; `orch list` shows the jobs")
     if not JOB_NAME_RE.fullmatch(name):
         raise ConfigError(
             f"job name {name!r} is invalid: use 1-40 lowercase letters, digits and '-', "
@@ -195,12 +209,19 @@ def _read_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}. Fix or remove the file.") from None
+    except OSError as e:
+        raise ConfigError(f"{path} cannot be read ({e.strerror}): it should be a TOML file of settings (see "
+                          "`orch init`). Move it aside; orch then uses its defaults.") from None
+    try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}. Fix or remove the file.") from None
     known = {f.name for f in fields(Settings)}
     unknown = sorted(set(data) - known)

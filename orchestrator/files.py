@@ -1,14 +1,17 @@
-"""One atomic write for everything orch keeps on disk: state, keys, records, checksums.
+"""One atomic write for everything orch keeps on disk: state, keys, records, checksums; and one lock
+between the orch processes of this machine.
 
 A reader never sees half a file: the text goes to a temporary file in the same folder, which is
 created mode 600 (`tempfile.mkstemp`), flushed to disk, then renamed over the target.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable, Iterator
 
 
 def write_atomic(path: Path | str, data: str | bytes, *, private_dir: bool = False) -> None:
@@ -43,3 +46,29 @@ def read_json(path: Path | str) -> dict | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+@contextlib.contextmanager
+def locked(path: Path | str, waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `path` (created mode 600) between orch processes on this machine.
+
+    `waiting` is called once when another process holds it, before this one blocks. The lock goes with the
+    process: a killed holder never leaves it taken. POSIX only; on Windows there is no lock (last writer wins).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            waiting()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -5,6 +5,7 @@
     jobs/<job>/         a local job's files (machines/local_jobs.py)
     datasets/<name>/    a dataset kept on this machine: its shards, and the copy jobs read (dataset_store.py)
     state.json          the job registry, a cache of the cloud's tags (state.py)
+    locks/<job>.lock    held while a launch looks for and creates a job's instance, and by its teardown
 """
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ def key_path(job: str) -> Path:
 
 def known_hosts_path() -> Path:
     return orch_home() / "known_hosts"
+
+
+def job_lock_path(job: str) -> Path:
+    return orch_home() / "locks" / f"{job}.lock"
 
 
 def local_job_dir(job: str) -> Path:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Iterator
 
 from orchestrator.config import orch_home
-from orchestrator.files import write_atomic
+from orchestrator.files import locked, write_atomic
 
 SCHEMA_VERSION = 1
 
@@ -96,15 +94,57 @@ def load() -> dict[str, JobRecord]:
             f"{path} has schema {data.get('schema') if isinstance(data, dict) else '?'}, "
             f"expected {SCHEMA_VERSION}. Move it aside and run `orch list` to rebuild it."
         )
-    known = {f.name for f in fields(JobRecord)}
+    raw_jobs = data.get("jobs") or {}
+    if not isinstance(raw_jobs, dict):
+        raise StateError(_unchanged(path, "its jobs are not an object"))
     jobs = {}
-    for name, raw in (data.get("jobs") or {}).items():
-        if isinstance(raw, dict):
-            values = {k: v for k, v in raw.items() if k in known}
-            launch = values.get("launch")
-            values["launch"] = LaunchRecord.from_json(launch) if isinstance(launch, dict) else None
-            jobs[name] = JobRecord(**values)
+    for name, raw in raw_jobs.items():
+        jobs[name] = _record(name, raw, path)
     return jobs
+
+
+def _unchanged(path: Path, what: str) -> str:
+    return (f"{path}: {what}. The file was left as it is. It is only a cache of the cloud's tags: move it aside "
+            f"(`mv {path} {path}.bad`) and run `orch list`, which rebuilds the AWS jobs from their tags.")
+
+
+def _record(name: str, raw: object, path: Path) -> JobRecord:
+    """One job's record, each field of the type it is declared with (a hand-edited file says where it is not)."""
+    if not isinstance(raw, dict):
+        raise StateError(_unchanged(path, f"job {name!r} is not an object"))
+    values = {k: v for k, v in raw.items() if k in _hints(JobRecord)}
+    values.setdefault("job", name)  # the key names the job; a record without the field still says which
+    if values["job"] != name:
+        raise StateError(_unchanged(path, f"job {name!r} holds the record of {values['job']!r}"))
+    launch = values.get("launch")
+    for cls, fields_ in ((JobRecord, values), (LaunchRecord, launch if isinstance(launch, dict) else {})):
+        for field_name, value in fields_.items():
+            hint = _hints(cls).get(field_name)
+            if hint is not None and not _is(value, hint):
+                raise StateError(_unchanged(path, f"job {name!r}: {field_name} is {value!r}, not {hint}"))
+    values["launch"] = LaunchRecord.from_json(launch) if isinstance(launch, dict) else None
+    return JobRecord(**values)
+
+
+def _hints(cls: type) -> dict[str, str]:
+    return {f.name: str(f.type) for f in fields(cls)}
+
+
+_TYPES = {"str": str, "bool": bool, "int": int, "None": type(None), "LaunchRecord": dict}
+
+
+def _is(value: object, hint: str) -> bool:
+    """Whether a JSON value fits a field declared as `hint` ("str | None", "tuple[str, ...]", ...)."""
+    for option in (part.strip() for part in hint.split("|")):
+        if option.startswith("tuple["):
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return True
+        elif option == "int":
+            if isinstance(value, int) and not isinstance(value, bool):
+                return True
+        elif isinstance(value, _TYPES[option]):
+            return True
+    return False
 
 
 def _write(jobs: dict[str, JobRecord]) -> None:
@@ -118,22 +158,9 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    """Serialize read-modify-write between concurrent `orch` processes (advisory, POSIX)."""
-    path = state_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except ImportError:  # Windows: no lock, last writer wins
-            pass
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+def _locked() -> contextlib.AbstractContextManager[None]:
+    """Serialize read-modify-write between concurrent `orch` processes."""
+    return locked(state_path().with_suffix(".lock"))
 
 
 def get(job: str) -> JobRecord | None:

@@ -2,6 +2,8 @@
 
 - No test touches the real home directory: ORCH_HOME and HOME point at a temp dir.
 - No test reaches a real AWS endpoint: AWS variables are fake unless a fixture sets a moto URL.
+- No test dials anything but loopback or a unix socket: pytest-socket (pyproject.toml) refuses the rest, so an
+  SSH dial to one of moto's public-looking addresses fails at once.
 - `require(condition, why)`: with CI=true a missing service fails the test; elsewhere it skips,
   saying why.
 """

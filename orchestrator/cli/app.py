@@ -18,6 +18,7 @@ from orchestrator.assets import AssetsMissing
 from orchestrator.config import ConfigError, Settings, load_settings
 from orchestrator.errors import NoCheckpointSource
 from orchestrator.lifecycle.explain import friendly
+from orchestrator.printable import printable
 from orchestrator.state import StateError
 
 app = typer.Typer(
@@ -41,7 +42,7 @@ def known_jobs(incomplete: str) -> list[str]:
 
     try:
         return sorted(name for name in state.load() if name.startswith(incomplete))
-    except (StateError, OSError):
+    except (StateError, ConfigError, OSError):
         return []
 
 
@@ -50,11 +51,12 @@ def job_argument() -> typer.models.ArgumentInfo:
 
 
 def out(message: str) -> None:
-    typer.echo(message)
+    # Everything orch prints may carry text from a machine (metrics, errors it relayed): never its escapes.
+    typer.echo(printable(message))
 
 
 def err(message: str) -> None:
-    typer.echo(message, err=True)
+    typer.echo(printable(message), err=True)
 
 
 def jsonable(value: Any) -> Any:
@@ -87,6 +89,7 @@ class _Job:
 
     name: str | None = None
     generated = False  # the name was made up (job-DATE-TIME): the same command again would make another
+    creates = False  # the command creates cloud resources (launch): a failure says where they are
 
 
 @contextlib.contextmanager
@@ -113,6 +116,13 @@ def errors() -> Iterator[_Job]:
             err("Interrupted. Everything created so far is tagged with its job's name (`orch list` shows it): run "
                  "the same command again to resume, or `orch teardown NAME` to remove it.")
         raise typer.Exit(130) from None
+    except OSError as e:  # this machine's disk or folders (a full disk under ORCH_HOME), or a network socket
+        where = f" ({e.filename})" if e.filename else ""
+        kept = (f" Whatever was created for job {about.name} is tagged orch:job={about.name} (the tags are the truth, "
+                f"state.json only a cache): fix this, then run the same command again, or `orch teardown {about.name}`."
+                if about.name and about.creates else "")
+        err(f"Error: {friendly(e) or e.strerror or e}{where}.{kept}")
+        raise typer.Exit(EXIT_ERROR) from None
     except Exception as e:
         message = friendly(e)
         if message is None:

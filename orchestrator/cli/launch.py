@@ -138,6 +138,7 @@ def launch(
             subset_percent=subset_percent, dataset_name=dataset_name))
         cfg = launch_.config
         job_name = about.name = cfg.job
+        about.creates = True
         about.generated = launch_.name_was_made_up
         if as_json and cfg.recover:
             raise ConfigError("--json prints the started job and returns; --recover stays attached to follow it. "

@@ -189,8 +189,8 @@ def wait_for_state(region: str, instance_id: str, states: set[str], timeout_s: f
         if instance is not None and instance.state in states:
             return instance
         if instance is not None and instance.state == "terminated" and "terminated" not in states:
-            raise ProviderError(f"Instance {instance_id} terminated while starting (spot reclaimed, "
-                                "or a failed boot). Run `orch launch` again to start a new one.")
+            raise ProviderError(f"Instance {instance_id} terminated while starting (spot reclaimed, a "
+                                "failed boot, or an `orch teardown`). Run `orch launch` again to start a new one.")
         if time.monotonic() > deadline:
             now = instance.state if instance else "not found"
             raise ProviderError(f"Instance {instance_id} is still {now} after {timeout_s:.0f}s. It is "

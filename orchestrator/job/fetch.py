@@ -16,6 +16,7 @@ import errno
 import hashlib
 import os
 import posixpath
+import stat
 import re
 from pathlib import Path
 from typing import Iterable
@@ -48,10 +49,18 @@ def sha256_file(path: Path) -> str:
 
 def _read_remote_text(files, path: str) -> str | None:
     try:
+        if not _regular(files, path):
+            raise FetchError(f"{path} on the machine is not a plain file; nothing was downloaded for it")
         with files.open(path, "rb") as f:
-            return f.read().decode(errors="replace")
+            return f.read(4096).decode(errors="replace")  # a checksum line: never a whole file of the machine's
     except FileNotFoundError:
         return None
+
+
+def _regular(files, path: str) -> bool:
+    """Whether `path` is a plain file: opening a FIFO or a device the machine put there would block or never end."""
+    mode = files.stat(path).st_mode
+    return mode is None or stat.S_ISREG(mode)
 
 
 def _expected_digest(files, path: str, name: str) -> str | None:
@@ -158,7 +167,9 @@ def fetch_files(session: Session, remote_dir: str, names: Iterable[str], dest: P
             local = dest / name
             local.parent.mkdir(parents=True, exist_ok=True)
             try:
-                files.stat(remote)
+                if not _regular(files, remote):
+                    raise FetchError(f"{remote} on {session.where} is not a plain file (a FIFO, a device or a "
+                                     "folder); nothing was downloaded for it")
             except FileNotFoundError:
                 if name in optional:
                     continue

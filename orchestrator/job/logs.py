@@ -20,6 +20,7 @@ from typing import Callable
 from orchestrator.errors import EngineUnreachable, JobError, MachineLost
 from orchestrator.job.ended import ended_from
 from orchestrator.job.logtext import LogCursor, parse_timestamp_ns
+from orchestrator.printable import printable
 from orchestrator.machines.base import SSH_DEADLINE_S, Machine
 from orchestrator.records import JobEnded
 from orchestrator.remote.base import TRANSPORT_ERRORS, HostKeyChanged, KeyFileError, RemoteError
@@ -123,7 +124,7 @@ def follow(machine: Machine, follow: bool = False, since_ns: int | None = None, 
                     cursor.restart()
                     for line in runner.logs(cursor.since_ns, follow):
                         if cursor.fresh(line):
-                            out.write(line.text + "\n")
+                            out.write(printable(line.text) + "\n")
                             out.flush()
                     st = runner.state()
                     check_gone()
@@ -134,7 +135,7 @@ def follow(machine: Machine, follow: bool = False, since_ns: int | None = None, 
                         cursor.restart()
                         for line in runner.logs(cursor.since_ns, follow=False, partial=True):
                             if cursor.fresh(line):  # a last line with no newline, if any
-                                out.write(line.text + "\n")
+                                out.write(printable(line.text) + "\n")
                         out.flush()
                         if ended is not None:
                             ended(ended_from(st))

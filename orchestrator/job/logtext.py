@@ -26,6 +26,26 @@ def parse_timestamp_ns(text: str) -> int:
     return seconds * 1_000_000_000 + int(frac or 0)
 
 
+# The engine's log drivers store a line longer than this in pieces, and `docker logs -t` prints each piece
+# with a timestamp of its own, in the middle of the line.
+ENGINE_PIECE_BYTES = 16 * 1024
+_TS_BYTES = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d) ")
+
+
+def engine_line(raw: bytes) -> LogLine:
+    """One line of `docker logs -t` output: its first timestamp, and its text with the timestamps the engine put
+    before each further 16 KiB piece taken out (they sit exactly at the piece boundaries, so text that merely looks
+    like a timestamp elsewhere stays)."""
+    first = _TS_BYTES.match(raw)
+    if first is not None:
+        pieces, rest = [raw[:first.end()]], raw[first.end():]
+        while len(rest) > ENGINE_PIECE_BYTES and (ts := _TS_BYTES.match(rest, ENGINE_PIECE_BYTES)):
+            pieces.append(rest[:ENGINE_PIECE_BYTES])
+            rest = rest[ts.end():]
+        raw = b"".join(pieces) + rest
+    return split_log_line(raw.decode(errors="replace").rstrip("\r"))
+
+
 def split_log_line(raw: str) -> LogLine:
     m = _TS.match(raw)
     if not m:

@@ -26,7 +26,8 @@ from orchestrator.lifecycle.progress import Say, phase, quiet
 from orchestrator.lifecycle.resume import last_reclaimed, launch_record, resume_sources
 from orchestrator.lifecycle.userdata import autostop_of, billing_note, idle_minutes
 from orchestrator.machines.instance import ROOT_VOLUME_ROOT
-from orchestrator.paths import key_path
+from orchestrator.files import locked
+from orchestrator.paths import job_lock_path, key_path
 from orchestrator.records import ImageRegistry, Instance, LaunchConfig, LaunchPlan
 from orchestrator.trainer_args import CapSpent
 
@@ -58,10 +59,54 @@ def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
             say(f"  the volume is {p.volume_gb} GB, not {s.volume_gb}: dataset {cfg.job_spec.dataset.name} "
                 f"({cfg.job_spec.dataset.bytes / 1e9:,.0f} GB) is restored onto it ({p.instance_type} has no instance "
                 "store that holds it)")
-    record = state.get(cfg.job)
     if machines.is_local(cfg.job):
         raise FlowError(f"Job {cfg.job!r} is a local job. Tear it down first (`orch teardown {cfg.job}`) "
                         "or choose another --name.")
+    # One look-then-create at a time per job on this machine: two `orch launch` of one job in two terminals
+    # would each find no instance and start one. A teardown takes the same lock (lifecycle/teardown.py).
+    with locked(job_lock_path(cfg.job), waiting=lambda: say(f"  waiting: another orch launch or teardown of "
+                                                              f"{cfg.job} is running on this machine")):
+        instance, p = _find_or_create(cfg, p, say)
+
+    with phase("wait until running", say):
+        instance = instances.wait_for_state(p.region, instance.instance_id, {"running"}, s.wait_timeout_s,
+                                      s.poll_interval_s)
+        state.update(cfg.job, status="running", public_ip=instance.public_ip, private_ip=instance.private_ip)
+        say(f"  {instance.public_ip or instance.private_ip}")
+
+    if cfg.job_spec is not None:
+        registry = None
+        if cfg.job_spec.image is None:
+            with phase("trainer image repository (ECR)", say):
+                registry = _image_registry(p.region, say)
+        spec = replace(cfg.job_spec, remote_root=s.remote_root, restore=restore, registry=registry,
+                       outputs_root=ROOT_VOLUME_ROOT if cfg.keep_volume else None)
+        with _volume_attached(restore.volume_id if restore else None, instance, s, say):
+            with phase("start the job" + (" (restoring its checkpoint)" if restore else ""), say):
+                try:
+                    status = start(machines.machine_for(cfg.job, s), spec)
+                except (RuntimeError, OSError) as e:
+                    if isinstance(e, CapSpent):
+                        raise FlowError(_cap_spent(cfg.job, e)) from None
+                    raise FlowError(f"{e}\nThe instance {instance.instance_id} is up and recorded ({billing_note(p, s)}): "
+                                    f"run the same `orch launch --name {cfg.job} ...` again to carry on, or "
+                                    f"`orch teardown {cfg.job}` to remove it.") from e
+                if not status.already_running:
+                    state.update(cfg.job, launch=launch_record(cfg))
+                say_started(status, cfg.job, say, stop_first=f"`orch fetch-weights {cfg.job}`, then `orch teardown "
+                                                              f"{cfg.job}` (its instance and outputs go with it)",
+                              start_over=f"`orch teardown {cfg.job}` first, or choose another --name")
+    note = _lifetime_note(cfg, p)
+    if note:
+        say(f"  {note}")
+    return instance
+
+
+def _find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[Instance, LaunchPlan]:
+    """The job's instance: the one tagged for it, else a new one (after the quota check); recorded either way.
+    Returns it with the plan it was started on (an on-demand fallback changes it)."""
+    s = cfg.settings
+    record = state.get(cfg.job)
     # Before the quota: the job's own running instance is reused, and must not count against it.
     with phase("look for an existing instance (tag orch:job)", say):
         existing = []
@@ -127,39 +172,7 @@ def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
                                               on_demand_user_data=fallback.user_data if fallback else None)
             say(f"  {instance.instance_id} in {instance.zone}{' (spot)' if instance.spot else ''}")
     state.update(cfg.job, instance_id=instance.instance_id, spot=instance.spot, status=instance.state)
-
-    with phase("wait until running", say):
-        instance = instances.wait_for_state(p.region, instance.instance_id, {"running"}, s.wait_timeout_s,
-                                      s.poll_interval_s)
-        state.update(cfg.job, status="running", public_ip=instance.public_ip, private_ip=instance.private_ip)
-        say(f"  {instance.public_ip or instance.private_ip}")
-
-    if cfg.job_spec is not None:
-        registry = None
-        if cfg.job_spec.image is None:
-            with phase("trainer image repository (ECR)", say):
-                registry = _image_registry(p.region, say)
-        spec = replace(cfg.job_spec, remote_root=s.remote_root, restore=restore, registry=registry,
-                       outputs_root=ROOT_VOLUME_ROOT if cfg.keep_volume else None)
-        with _volume_attached(restore.volume_id if restore else None, instance, s, say):
-            with phase("start the job" + (" (restoring its checkpoint)" if restore else ""), say):
-                try:
-                    status = start(machines.machine_for(cfg.job, s), spec)
-                except (RuntimeError, OSError) as e:
-                    if isinstance(e, CapSpent):
-                        raise FlowError(_cap_spent(cfg.job, e)) from None
-                    raise FlowError(f"{e}\nThe instance {instance.instance_id} is up and recorded ({billing_note(p, s)}): "
-                                    f"run the same `orch launch --name {cfg.job} ...` again to carry on, or "
-                                    f"`orch teardown {cfg.job}` to remove it.") from e
-                if not status.already_running:
-                    state.update(cfg.job, launch=launch_record(cfg))
-                say_started(status, cfg.job, say, stop_first=f"`orch fetch-weights {cfg.job}`, then `orch teardown "
-                                                              f"{cfg.job}` (its instance and outputs go with it)",
-                              start_over=f"`orch teardown {cfg.job}` first, or choose another --name")
-    note = _lifetime_note(cfg, p)
-    if note:
-        say(f"  {note}")
-    return instance
+    return instance, p
 
 
 def check_can_launch(cfg: LaunchConfig, say: Say = quiet) -> None:

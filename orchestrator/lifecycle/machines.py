@@ -145,8 +145,9 @@ def asking_aws(job: str, region: str, known: bool) -> Iterator[None]:
 
 
 def resolve_job(job: str | None) -> str:
-    """The job named, or the only one in the registry."""
-    if job:
+    """The job named, or the only one in the registry. An empty name is refused, never read as "no
+    name": `orch teardown "$JOB" --yes` with $JOB unset must not pick the only job."""
+    if job is not None:
         return validate_job_name(job)
     jobs = sorted(state.load())
     if len(jobs) == 1:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator.config import ConfigError, load_settings
+from orchestrator.config import ConfigError, load_settings, validate_job_name
 from orchestrator.lifecycle.machines import resolve_job
 from orchestrator.lifecycle.resume import recorded_launch
 from orchestrator.job.env import parse_env
@@ -145,7 +145,8 @@ def configure(req: LaunchRequest) -> Launch:
     if req.data and req.data.startswith("dataset:") and req.target == "aws" and not settings.bucket:
         raise ConfigError(f"--data {req.data} on an instance needs the bucket it is kept in: --bucket s3://NAME "
                           "(or bucket in config.toml)")
-    job = req.name or time.strftime("job-%Y%m%d-%H%M%S")
+    # Checked here, for every target and --dry-run alike; "" is a refused name, not "make one up".
+    job = validate_job_name(req.name) if req.name is not None else time.strftime("job-%Y%m%d-%H%M%S")
     spec = None
     warnings = []
     if req.data == "demo" and not req.trainer_args and req.image is None:
@@ -171,7 +172,7 @@ def configure(req: LaunchRequest) -> Launch:
                           ami=req.ami, dry_run=req.dry_run, target=req.target, job_spec=spec, resume=req.resume,
                           resume_from=req.resume_from, recover=recover, max_recoveries=max_recoveries,
                           keep_volume=keep_volume)
-    return Launch(config, name_was_made_up=not req.name, warnings=tuple(warnings), prepare=prepare)
+    return Launch(config, name_was_made_up=req.name is None, warnings=tuple(warnings), prepare=prepare)
 
 
 def prepare_request(req: LaunchRequest, settings) -> PrepareRequest:
@@ -182,7 +183,8 @@ def prepare_request(req: LaunchRequest, settings) -> PrepareRequest:
     if req.resume:
         raise ConfigError("--prepare is for a job's first launch: a --resume trains on the dataset it was launched "
                           "with")
-    name = req.dataset_name or dataset_name_for(req.data, req.resize_short, req.subset_percent)
+    name = req.dataset_name if req.dataset_name is not None else dataset_name_for(req.data, req.resize_short,
+                                                                                    req.subset_percent)
     return PrepareRequest(name=name, kind=req.prepare, source=req.data, resize_short=req.resize_short,
                           subset_percent=req.subset_percent, target=req.target,
                           bucket=settings.bucket if req.target == "aws" else None, region=settings.region)

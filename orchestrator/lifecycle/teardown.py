@@ -16,7 +16,8 @@ from orchestrator.lifecycle.keys import forget_host_keys
 from orchestrator.lifecycle.progress import Say, phase, quiet
 from orchestrator.machines.base import quick_ssh_deadline_s
 from orchestrator.machines.local_jobs import load_record, outputs_dir
-from orchestrator.paths import key_path, local_job_dir
+from orchestrator.files import locked
+from orchestrator.paths import job_lock_path, key_path, local_job_dir
 from orchestrator.records import TeardownReport
 
 
@@ -45,7 +46,11 @@ def teardown(job: str, settings: Settings, keep_volume: bool = False, say: Say =
     validate_job_name(job)
     if machines.is_local(job):
         return _teardown_local(job)
-    return _teardown_aws(job, settings, keep_volume, say)
+    # A launch of the job on this machine between its look for an instance and the instance's record would
+    # leave what it creates behind this teardown: wait for it (lifecycle/launch.py holds the same lock).
+    with locked(job_lock_path(job), waiting=lambda: say(f"  waiting: an orch launch of {job} on this machine is "
+                                                          "creating its instance")):
+        return _teardown_aws(job, settings, keep_volume, say)
 
 
 def _teardown_local(job: str) -> TeardownReport:

@@ -117,6 +117,10 @@ def list_jobs(settings: Settings, warn: Say = quiet) -> list[JobView]:
                 state.update(name, status="terminated", public_ip=None)
             continue
         shown, note = cloud_state(name, instance, instance.region or region)
+        if record is None and instance.state == "terminated":
+            # Torn down (AWS shows a terminated instance for about an hour): listed, not recorded again.
+            views.append(JobView(name, "aws", shown, instance.region, instance, None, note))
+            continue
         state.update(name, target="aws", region=instance.region, instance_id=instance.instance_id,
                      instance_type=instance.instance_type, spot=instance.spot, status=shown,
                      public_ip=instance.public_ip, private_ip=instance.private_ip)

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 from orchestrator import assets
 from orchestrator.errors import ContainerError, EngineUnreachable, JobError, NoGPUs
-from orchestrator.job.logtext import split_log_line
+from orchestrator.job.logtext import engine_line
 from orchestrator.job.spec import command_of
 from orchestrator.labels import (
     LABEL_CREATED_AT,
@@ -212,9 +212,9 @@ def stream_logs(client, job: str, since_ns: int | None = None, follow: bool = Fa
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for raw in lines:
-            yield split_log_line(raw.decode(errors="replace").rstrip("\r"))
+            yield engine_line(raw)
     if pending and partial:
-        yield split_log_line(pending.decode(errors="replace"))
+        yield engine_line(pending)
 
 
 

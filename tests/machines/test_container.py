@@ -253,6 +253,21 @@ def test_bootstrap_watcher_shuts_down_after_the_job_ends(docker_engine, base_ima
         client.close()
 
 
+def test_a_line_longer_than_the_engines_16_kib_pieces_comes_back_whole(docker_engine, base_image):  # noqa: F811
+    client = docker_engine.client()
+    job = new_job("longline")
+    line = "".join(f"{i:07d} 2026-01-01T00:00:00Z " for i in range(2000))  # 62 KB, timestamps of its own inside
+    try:
+        container = client.containers.run(base_image, ["python3", "-c", f"print({line!r}); print('after')"],
+                                          detach=True, labels={LABEL_JOB: job}, network_mode="none",
+                                          name=container_name(job))
+        assert container.wait(timeout=60)["StatusCode"] == 0
+        assert [entry.text for entry in ctr.stream_logs(client, job)] == [line, "after"]
+    finally:
+        ctr.remove(client, job, timeout_s=1)
+        client.close()
+
+
 def test_iam_policy_changes_only_orch_tagged_resources():
     policy = json.loads((assets.root() / "infra" / "iam-policy.json").read_text())
     for st in policy["Statement"]:
