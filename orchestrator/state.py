@@ -94,7 +94,7 @@ def load() -> dict[str, JobRecord]:
             f"{path} has schema {data.get('schema') if isinstance(data, dict) else '?'}, "
             f"expected {SCHEMA_VERSION}. Move it aside and run `orch list` to rebuild it."
         )
-    raw_jobs = data.get("jobs") or {}
+    raw_jobs = data.get("jobs", {})
     if not isinstance(raw_jobs, dict):
         raise StateError(_unchanged(path, "its jobs are not an object"))
     jobs = {}

@@ -17,7 +17,7 @@ from orchestrator import state
 from orchestrator.machines.local_jobs import LocalJob, job_dir, save_record
 
 ESCAPES = ["\x1b]0;owned\x07", "\x1b]52;c;cm0gLXJmIH4=\x07", "\x1b[2J\x1b[H", "\x1b]8;;http://evil\x1b\\",
-           "\x9b31m", "\x1bP+q\x1b\\", "\r\x07\x00"]
+           "\x9b31m", "\x1bP+q\x1b\\", "\x07\x00\x7f"]
 
 
 def home() -> Path:
@@ -38,17 +38,25 @@ def finished_local_job(job: str, lines: list[str], metrics: dict) -> None:
 
 def test_logs_and_status_print_no_terminal_escapes_from_the_machine(orch):
     plain = "epoch 1/2 lr 0.1000 | train loss 2.30 | val top-1 12.5% | 850 img/s"
-    finished_local_job("hostile", [plain] + [f"before{e}after" for e in ESCAPES],
+    finished_local_job("hostile", [plain, "loading 10%\rloading 100%", "\x1b]0;unended"] + [f"before{e}after" for e in ESCAPES],
                        {"epoch": "\x1b]0;owned\x07", "note\x1b[2J": "\x1b]52;c;eA==\x07"})
     logs = orch("logs", "hostile")
     assert logs.exit_code == 0, logs.output
     assert plain in logs.output  # the trainer's own lines pass unchanged
     assert logs.output.count("beforeafter") == len(ESCAPES)
+    assert "loading 100%\n" in logs.output and "10%" not in logs.output  # a redrawn line, as a terminal leaves it
     status = orch("status", "hostile")
     assert status.exit_code == 0, status.output
     assert "latest" in status.output
     for result in (logs, status):
         assert not any(c in result.output for c in "\x1b\x07\x00\r\x9b"), repr(result.output)
+
+
+def test_an_unended_sequence_never_swallows_the_lines_after_it():
+    from orchestrator.printable import printable
+
+    said = "the machine said \x1b]0;x\u009d\nThe instance i-1 is up and billing: `orch teardown j` removes it."
+    assert printable(said) == "the machine said \nThe instance i-1 is up and billing: `orch teardown j` removes it."
 
 
 @pytest.mark.parametrize("args", [("teardown", "", "--yes"), ("teardown", "  ", "--yes"), ("logs", ""),
