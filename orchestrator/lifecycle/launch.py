@@ -171,8 +171,24 @@ def _find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[Instanc
             instance = instances.run_instance(p, group_id, log=lambda m: say("  " + m),
                                               on_demand_user_data=fallback.user_data if fallback else None)
             say(f"  {instance.instance_id} in {instance.zone}{' (spot)' if instance.spot else ''}")
+        _keep_only_the_first(cfg.job, p.region, instance)
     state.update(cfg.job, instance_id=instance.instance_id, spot=instance.spot, status=instance.state)
     return instance, p
+
+
+def _keep_only_the_first(job: str, region: str, ours: Instance) -> None:
+    """Another machine's `orch launch` of the same job (the lock is this machine's only) may have started an
+    instance between our look and our run. The tags are the truth: of the job's live instances the first launched
+    (then the lowest id: every launch orders them alike) stays, and a later one terminates itself."""
+    live = instances.find_instances(region, job)
+    first = min(live + [ours], key=lambda i: (i.launched_at or "", i.instance_id))
+    if first.instance_id == ours.instance_id:
+        return
+    aws.client("ec2", region).terminate_instances(InstanceIds=[ours.instance_id])
+    raise FlowError(f"Another `orch launch` of {job} (from another machine or account user) started {first.instance_id} "
+                    f"while this one started {ours.instance_id}; this launch terminated its own so that one instance "
+                    f"bills. Carry on from the machine that launched {first.instance_id}, or `orch teardown {job}` "
+                    "and launch again.")
 
 
 def check_can_launch(cfg: LaunchConfig, say: Say = quiet) -> None:

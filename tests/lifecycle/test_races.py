@@ -83,3 +83,26 @@ def test_list_after_a_teardown_does_not_record_the_job_again(aws, orch, job_call
     r = orch("list")  # AWS still shows the terminated instance for about an hour
     assert r.exit_code == 0, r.output
     assert state.get("gone") is None
+
+
+def test_a_launch_from_another_machine_at_the_same_time_leaves_one_instance(aws, orch, job_calls):
+    import boto3
+
+    from tests.fixtures.aws import REGION
+
+    ec2 = boto3.client("ec2", region_name=REGION)
+    rival = []
+
+    def other_laptop():  # its launch looked, found nothing, and ran its instance just before ours
+        if not rival:
+            made = ec2.run_instances(ImageId=aws.image_id, InstanceType="g4dn.2xlarge", MinCount=1, MaxCount=1,
+                                     TagSpecifications=[{"ResourceType": "instance",
+                                                         "Tags": [{"Key": "orch:job", "Value": "two"}]}])
+            rival.append(made["Instances"][0]["InstanceId"])
+            time.sleep(1.1)  # launched a second earlier: the first to launch stays
+
+    aws.before_run = other_laptop
+    r = orch(*LAUNCH, "two")
+    assert r.exit_code == 1, r.output
+    assert f"started {rival[0]}" in r.output and "terminated its own" in r.output
+    assert [i["InstanceId"] for i in tagged("two")["instances"]] == rival
