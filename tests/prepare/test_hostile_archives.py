@@ -384,3 +384,42 @@ def test_a_link_up_out_of_a_class_folder_lists_each_image_once(tmp_path):
     assert result.exit_code == 0, result.output
     got = {(c, n): data for (_, c, n), data in tree_files(tmp_path / "out").items()}
     assert got == made
+
+
+# --- damaged label files: a message, not a traceback ---------------------------------------------------
+
+def damaged_ground_truth(tmp: Path) -> tuple[str, list[str]]:
+    make_imagenet(tmp / "src", "archives")
+    devkit = tmp / "src" / "ILSVRC2012_devkit_t12.tar.gz"
+    rewrite_tar(devkit, {"ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt": b"1\n9999\n"})
+    return "imagenet", ["line 2 of the devkit's data/ILSVRC2012_validation_ground_truth.txt is '9999'"]
+
+
+def damaged_meta_mat(tmp: Path) -> tuple[str, list[str]]:
+    make_imagenet(tmp / "src", "archives")
+    devkit = tmp / "src" / "ILSVRC2012_devkit_t12.tar.gz"
+    rewrite_tar(devkit, {"ILSVRC2012_devkit_t12/data/meta.mat": b"not a MATLAB file"})
+    return "imagenet", ["data/meta.mat is not the ILSVRC2012 one"]
+
+
+def damaged_kaggle_csv(tmp: Path) -> tuple[str, list[str]]:
+    kaggle_zip(tmp, lambda csv: {"LOC_val_solution.csv": csv.replace(b"ImageId", b"Image", 1)}, "LOC_val_solution.csv")
+    return "imagenet", ["line 2 of LOC_val_solution.csv has no ImageId"]
+
+
+def damaged_tiny_annotations(tmp: Path) -> tuple[str, list[str]]:
+    make_tiny(tmp / "src", zipped=False)
+    path = tmp / "src" / "tiny-imagenet-200" / "val" / "val_annotations.txt"
+    path.write_bytes(path.read_bytes() + b"val_9.JPEG n01440764 0 1 60 62\n")  # spaces where tabs belong
+    return "tiny-imagenet", [str(path), "is not 'name<TAB>wnid<TAB>box'"]
+
+
+DAMAGED = {"devkit-ground-truth": damaged_ground_truth, "devkit-meta-mat": damaged_meta_mat,
+           "kaggle-csv-columns": damaged_kaggle_csv, "tiny-annotation-line": damaged_tiny_annotations}
+
+
+@pytest.mark.parametrize("case", DAMAGED)
+def test_a_damaged_label_file_is_a_message_naming_the_line(tmp_path, case):
+    dataset, phrases = DAMAGED[case](tmp_path)
+    result = trainer("prepare", dataset, "--source", tmp_path / "src", "--dest", tmp_path / "out", "--workers", "1")
+    assert_refused(result, *phrases)

@@ -13,7 +13,10 @@ import csv
 import io
 from dataclasses import dataclass
 
+from trainer.prepare.catalog import SourceError
+
 VAL_NAME = "ILSVRC2012_val_{:08d}.JPEG"
+AGAIN = "download it again from the official source (nothing was written)"
 
 
 @dataclass(frozen=True)
@@ -32,10 +35,14 @@ def parse_meta_mat(meta_mat: bytes) -> tuple[dict[int, str], dict[str, str]]:
     """
     import scipy.io as sio
 
-    synsets = sio.loadmat(io.BytesIO(meta_mat), squeeze_me=True)["synsets"]
-    leaves = [s for s in synsets if int(s["num_children"]) == 0]
-    id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in leaves}
-    names = {str(s["WNID"]): str(s["words"]) for s in leaves}
+    try:
+        synsets = sio.loadmat(io.BytesIO(meta_mat), squeeze_me=True)["synsets"]
+        leaves = [s for s in synsets if int(s["num_children"]) == 0]
+        id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in leaves}
+        names = {str(s["WNID"]): str(s["words"]) for s in leaves}
+    except Exception as e:  # scipy's reader raises many kinds on a file that is not a MATLAB file
+        raise SourceError(f"the devkit's data/meta.mat is not the ILSVRC2012 one ({type(e).__name__}: {e}); "
+                          f"{AGAIN}") from None
     return id_to_wnid, names
 
 
@@ -45,8 +52,12 @@ def devkit_labels(meta_mat: bytes, ground_truth: bytes) -> Labels:
     Line i of the ground truth (1-based) is the ILSVRC2012_ID of ILSVRC2012_val_{i:08d}.JPEG.
     """
     id_to_wnid, names = parse_meta_mat(meta_mat)
-    ids = [int(line) for line in ground_truth.decode().split()]
-    val = {VAL_NAME.format(i): id_to_wnid[cid] for i, cid in enumerate(ids, start=1)}
+    val = {}
+    for i, word in enumerate(ground_truth.decode(errors="replace").split(), start=1):
+        if not word.isdigit() or int(word) not in id_to_wnid:
+            raise SourceError(f"line {i} of the devkit's data/ILSVRC2012_validation_ground_truth.txt is {word[:40]!r}, "
+                              f"not a class id that data/meta.mat lists; {AGAIN}")
+        val[VAL_NAME.format(i)] = id_to_wnid[int(word)]
     return Labels(names=names, val=val)
 
 
@@ -59,6 +70,10 @@ def kaggle_labels(synset_mapping: bytes, val_solution: bytes) -> Labels:
             wnid, _, words = line.strip().partition(" ")
             names[wnid] = words
     val = {}
-    for row in csv.DictReader(io.StringIO(val_solution.decode())):
-        val[row["ImageId"] + ".JPEG"] = row["PredictionString"].split()[0]
+    for n, row in enumerate(csv.DictReader(io.StringIO(val_solution.decode(errors="replace"))), start=2):
+        image, boxes = row.get("ImageId"), (row.get("PredictionString") or "").split()
+        if not image or not boxes:
+            raise SourceError(f"line {n} of LOC_val_solution.csv has no ImageId or no PredictionString (the columns "
+                              f"are ImageId,PredictionString); {AGAIN}")
+        val[image + ".JPEG"] = boxes[0]
     return Labels(names=names, val=val)

@@ -43,7 +43,11 @@ def find_tiny(source: Path) -> Source:
     val_labels: dict[str, list[str]] = defaultdict(list)
     for line in tree.read("val/val_annotations.txt").decode().splitlines():
         if line.strip():
-            name, wnid = line.split("\t")[:2]
+            name, tab, rest = line.partition("\t")
+            wnid = rest.split("\t")[0]
+            if not tab or not wnid:
+                raise SourceError(f"{tree.where('val/val_annotations.txt')}: line {line[:60]!r} is not "
+                                  "'name<TAB>wnid<TAB>box'; download Tiny ImageNet again (nothing was written).")
             val_labels[wnid].append(plain_name(name, tree.where("val/val_annotations.txt")))
 
     def entries(sel: Selection) -> Iterator[Event]:
