@@ -32,3 +32,18 @@ def test_the_live_price_asks_for_the_on_demand_market_and_says_its_date(monkeypa
     price = pricing.hourly_price("g4dn.2xlarge", "eu-west-1", spot=False, live=True)
     assert fake.filters["marketoption"] == "OnDemand" and fake.filters["regionCode"] == "eu-west-1"
     assert price == pricing.Price(0.752, "live: AWS Pricing API, in effect since 2025-06-01")
+
+
+def test_every_type_suggested_instead_of_an_unsupported_one_has_a_table_price_cheapest_first():
+    from orchestrator.cloud import catalog
+    for gpus in (1, 4, 8):
+        suggested = catalog.dlami_alternatives(gpus)
+        prices = [pricing.table_price(name, "us-east-1") for name in suggested]
+        assert all(p is not None and not p.estimate for p in prices), suggested
+        assert [p.usd_per_hour for p in prices] == sorted(p.usd_per_hour for p in prices), suggested
+
+
+def test_a_table_price_says_it_is_the_table_and_how_old_it_is():
+    price = pricing.table_price("g4dn.2xlarge", "eu-west-1")
+    assert price is not None and price.estimate
+    assert price.source.startswith("table late 2025") and "eu-west-1 is usually higher" in price.source
