@@ -1,7 +1,7 @@
 """The errors orch raises on purpose; each message says what was wrong, what was kept, what to run.
 
-The CLI maps them to exit codes in one place (`cli/app.py`): a `ConfigError` (config.py) or a
-`NoCheckpointSource` is a usage error (2); every other one is a failure (1).
+The CLI maps them to exit codes in one place (`cli/app.py`): a `ConfigError` (config.py), a
+`NoCheckpointSource` or a `ToolMissing` is a usage error (2); every other one is a failure (1).
 """
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ class FlowError(RuntimeError):
 
 class NoCheckpointSource(FlowError):
     """`--resume` with nowhere to resume from; raised before anything is created (a usage error)."""
+
+
+class ToolMissing(FlowError):
+    """A program this command runs on this machine is not installed; nothing was started (a usage error)."""
 
 
 class JobError(RuntimeError):

@@ -15,7 +15,14 @@ LABEL_SOURCE = "orch.source"  # the launch's --data as given (a local folder res
 # The launch's trainer arguments as given (JSON): the command may differ (orch adds --max-hours under a hard cap).
 LABEL_TRAINER_ARGS = "orch.trainer-args"
 LABEL_AUTOSTOP = "orch.autostop-minutes"  # what the instance was told: it stops this long after the job ends
+# A TensorBoard orch runs beside a job (`orch tensorboard`): the job's name. Not `orch.job`, on purpose: what
+# carries that is the job's trainer (`orch status`, and the instance's autostop waits while one runs).
+LABEL_TENSORBOARD = "orch.tensorboard"
 
 
 def container_name(job: str) -> str:
     return f"orch-{job}"
+
+
+def tensorboard_container_name(job: str) -> str:
+    return f"orch-{job}.tensorboard"  # no job's container: a job name has no "."

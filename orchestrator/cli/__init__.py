@@ -5,7 +5,7 @@ prints the result; cli/app.py maps errors to messages and exit codes in one plac
 """
 from __future__ import annotations
 
-from orchestrator.cli import access, data, doctor, init, launch, teardown, views  # noqa: F401  (each registers its commands)
+from orchestrator.cli import access, data, doctor, init, launch, tensorboard, teardown, views  # noqa: F401  (each registers its commands)
 from orchestrator.cli.app import app, main
 
 __all__ = ["app", "main"]

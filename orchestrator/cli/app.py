@@ -16,7 +16,7 @@ import typer
 
 from orchestrator.assets import AssetsMissing
 from orchestrator.config import ConfigError, Settings, load_settings
-from orchestrator.errors import NoCheckpointSource
+from orchestrator.errors import NoCheckpointSource, ToolMissing
 from orchestrator.lifecycle.explain import friendly
 from orchestrator.printable import printable
 from orchestrator.state import StateError
@@ -101,7 +101,7 @@ def errors() -> Iterator[_Job]:
         yield about
     except typer.Exit:
         raise
-    except (ConfigError, NoCheckpointSource) as e:
+    except (ConfigError, NoCheckpointSource, ToolMissing) as e:
         err(f"Error: {e}")
         raise typer.Exit(EXIT_USAGE) from None
     except (StateError, RuntimeError, AssetsMissing) as e:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from orchestrator.errors import JobError
-from orchestrator.job.fetch import fetch_files, trainer_outputs
+from orchestrator.job.fetch import fetch_files, folder_files, trainer_outputs
 from orchestrator.labels import LABEL_OUTPUTS
 from orchestrator.machines.base import SSH_DEADLINE_S, Machine, Runner
 from orchestrator.records import ContainerStatus, FetchReport, JobSpec, TrainerState
@@ -92,11 +92,14 @@ def outputs_of(machine: Machine, session, remote_root: str | None = None, output
 
 def fetch_weights(machine: Machine, which: str, dest: Path, remote_root: str | None = None,
                   outputs_root: str | None = None) -> FetchReport:
-    """Download the checkpoints (verified against their .sha256) and metrics.jsonl, train.log, curves.png."""
+    """Download the checkpoints (verified against their .sha256) and metrics.jsonl, train.log, curves.png, and the
+    TensorBoard event files under tensorboard/ (`orch tensorboard --fetched DEST` shows them)."""
     names, optional = trainer_outputs(which)
     session = machine.open()
     try:
         outputs = outputs_of(machine, session, remote_root, outputs_root)
-        return fetch_files(session, outputs, names, dest, optional=optional, progress=machine.progress)
+        events = folder_files(session, outputs)
+        return fetch_files(session, outputs, names + events, dest, optional=optional + events,
+                           progress=machine.progress)
     finally:
         session.close()

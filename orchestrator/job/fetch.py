@@ -223,6 +223,47 @@ def fetch_files(session: Session, remote_dir: str, names: Iterable[str], dest: P
     return FetchReport(dest=dest, files=tuple(got), verified=tuple(verified), bytes_downloaded=moved)
 
 
+TENSORBOARD_DIR = "tensorboard"  # the trainer's event files, under OUT
+MAX_FOLDER_FILES = 1000
+MAX_FOLDER_DEPTH = 3
+_PLAIN_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,255}$")
+
+
+def folder_files(session: Session, remote_dir: str, folder: str = TENSORBOARD_DIR) -> list[str]:
+    """The plain files under `remote_dir`/`folder` (sub-folders up to MAX_FOLDER_DEPTH deep), as names relative to
+    `remote_dir`, for `fetch_files`; [] when there is no such folder. The machine's names are data: one that is not
+    a plain name (a `/`, `\\`, `..`, a control character) is left out, never made a path here."""
+    root = remote_dir[2:] if remote_dir.startswith("~/") else remote_dir
+    files = session.sftp()
+    found: list[str] = []
+
+    def walk(relative: str, depth: int) -> None:
+        try:
+            entries = sorted(files.listdir(posixpath.join(root, relative)))
+        except OSError:  # no such folder (yet), or not one
+            return
+        for entry in entries:
+            if len(found) >= MAX_FOLDER_FILES:
+                return
+            if entry in (".", "..") or not _PLAIN_NAME.match(entry):
+                continue
+            name = posixpath.join(relative, entry)
+            try:
+                mode = files.stat(posixpath.join(root, name)).st_mode or 0
+            except OSError:
+                continue
+            if stat.S_ISDIR(mode) and depth < MAX_FOLDER_DEPTH:
+                walk(name, depth + 1)
+            elif stat.S_ISREG(mode):
+                found.append(name)
+
+    try:
+        walk(folder, 1)
+    finally:
+        files.close()
+    return found
+
+
 def trainer_outputs(which: str) -> tuple[list[str], list[str]]:
     """The names under a trainer's output folder for `--which best|last|all`: (names, optional names)."""
     if which not in ("best", "last", "all"):

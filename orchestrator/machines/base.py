@@ -55,6 +55,15 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
+class Viewer(Protocol):
+    """A page served at this machine's `url` (http://127.0.0.1:PORT/) until closed: `orch tensorboard`."""
+
+    url: str
+
+    def ended(self) -> str | None: ...  # why it stopped serving by itself (the server exited, the link dropped)
+    def close(self) -> str | None: ...  # stop serving, remove what was started for it; what could not be (bounded)
+
+
 class Machine(Protocol):
     """Where one job runs; what job/ asks of it."""
 
@@ -80,3 +89,6 @@ class Machine(Protocol):
     def registry_auth(self, session: Session, registry: ImageRegistry) -> tuple[dict | None, str]: ...
     # After a build: push it to the registry from the machine, without making the start wait.
     def push_image(self, session: Session, registry: ImageRegistry, ready: ImageReady) -> str | None: ...
+    # TensorBoard on the run's `outputs`/tensorboard, read-only, served at this machine's 127.0.0.1:`port` (never
+    # on a public port of either machine) until the viewer is closed.
+    def tensorboard(self, session: Session, outputs: str, port: int, say: Say) -> Viewer: ...

@@ -28,6 +28,7 @@ from orchestrator.labels import (
     LABEL_OUTPUTS,
     container_name,
 )
+from orchestrator.machines import tensorboard
 from orchestrator.machines.image import IMAGE_REPOSITORY, ensure_image, image_exists, image_tag
 from orchestrator.machines.registry import PullProgress, pull
 from orchestrator.records import ENV_IN_CONTAINER, ENV_VARIABLE, ImageReady, JobSpec, LogLine, RunSpec, TrainerState
@@ -176,9 +177,11 @@ def status(client, job: str) -> TrainerState:
 
 
 def remove(client, job: str, timeout_s: int = 30) -> bool:
-    """Stop (SIGTERM: the trainer saves last.pt) and remove the job's containers. True if any."""
+    """Stop (SIGTERM: the trainer saves last.pt) and remove the job's containers (and its TensorBoard's). True if
+    the job had any."""
     import docker
 
+    tensorboard.remove(client, job)
     removed = False
     for c in client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job}"}):
         try:

@@ -16,20 +16,29 @@ This module never calls a cloud API: lifecycle/machines.py finds the instance an
 from __future__ import annotations
 
 import posixpath
+import shlex
 import sys
+import threading
+import time
 from pathlib import Path
 
+from orchestrator.errors import JobError
 from orchestrator.job.sync import sync_dataset
+from orchestrator.machines import tensorboard
 from orchestrator.machines.base import SSH_DEADLINE_S, Say
 from orchestrator.machines.bootstrap import hard_cap, wait_for_bootstrap
 from orchestrator.machines.data import copy_dataset, copy_from_s3, download_kaggle, make_demo_data, unpack_dataset
 from orchestrator.machines.docker_runner import DockerRunner, docker_client
 from orchestrator.machines.registry import login as registry_login, push_detached
 from orchestrator.records import HardCap, ImageReady, ImageRegistry, JobSpec, RunSpec, SSHEndpoint
+from orchestrator.remote.forward import listen_loopback
+from orchestrator.remote.linkwatch import LinkWatch
 from orchestrator.remote.ssh import wait_for_ssh
 
 REMOTE_FAST_ROOT = "/mnt/orch"  # infra/bootstrap.sh mounts the instance's NVMe disk here
 ROOT_VOLUME_ROOT = "~/orch"  # on the root EBS volume: outputs that outlive the instance (--keep-volume)
+CHECK_S = 5.0  # how often a served TensorBoard's container is asked after
+REMOVE_S = 20.0  # at most this long to remove it when done: a dead link must not hold up Ctrl-C
 
 
 def absolute(session, path: str) -> str:
@@ -115,3 +124,79 @@ class InstanceMachine:
 
     def forget(self) -> bool:
         return False
+
+    def tensorboard(self, session, outputs: str, port: int, say: Say) -> "ForwardedTensorBoard":
+        """TensorBoard in a container on the instance (machines/tensorboard.py), on its 127.0.0.1 only, carried
+        to this machine's 127.0.0.1:`port` through `direct-tcpip` channels of the job's SSH connection."""
+        listener = listen_loopback(port)  # first: a taken port starts nothing on the instance
+        runner = None
+        try:
+            if not session.run(f"test -d {shlex.quote(outputs)}", timeout=60).ok:
+                raise JobError(f"job {self.job} has no outputs folder on {self.where} yet ({outputs}): its trainer "
+                               f"has not started. `orch status {self.job}` says where it is.")
+            runner = self.runner(session)
+            image = tensorboard.trainer_image(runner.client, runner.state().image)
+            say(f"  starting TensorBoard on {self.where} in {image}, on {outputs}/tensorboard (read-only)")
+            tb = tensorboard.start(runner.client, self.job, image, outputs)
+            try:
+                forward = session.forward_port(listener, "127.0.0.1", tb.port)
+            except BaseException:
+                tensorboard.remove(runner.client, self.job)
+                raise
+        except BaseException:
+            listener.close()
+            if runner is not None:
+                runner.close()
+            raise
+        return ForwardedTensorBoard(session, runner, tb, forward)
+
+
+class ForwardedTensorBoard:
+    """A `Viewer`: the job's TensorBoard container on the instance, reached at this machine's forwarded port."""
+
+    def __init__(self, session, runner: DockerRunner, tb: tensorboard.TensorBoardContainer, forward):
+        self._session, self._runner, self._tb, self._forward = session, runner, tb, forward
+        self.url = f"http://127.0.0.1:{forward.port}/"
+        self._link = LinkWatch(session)  # a link gone silent (a laptop that slept) is dropped, and said so
+        self._next_check = time.monotonic() + CHECK_S
+
+    def ended(self) -> str | None:
+        again = "Run the same command again to carry on."
+        if self._link.lost.is_set() or not self._session.alive:
+            why = self._link.reason if self._link.lost.is_set() else "it closed"
+            return f"the SSH connection to {self._session.where} dropped ({why}). {again}"
+        if time.monotonic() < self._next_check:
+            return None
+        self._next_check = time.monotonic() + CHECK_S
+        try:
+            why = tensorboard.ended(self._runner.client, self._tb)
+        except Exception as e:  # the engine, or the link to it: the next look says more
+            if not self._session.alive:
+                return f"the SSH connection to {self._session.where} dropped ({type(e).__name__}). {again}"
+            return None
+        return f"{why}\n{again}" if why else None
+
+    def close(self) -> str | None:
+        self._forward.close()
+        self._link.stop()
+        finished, removed = threading.Event(), []
+
+        def remove() -> None:
+            try:
+                tensorboard.remove(self._runner.client, self._tb.job)
+                removed.append(True)
+            except Exception:
+                pass
+            finally:
+                finished.set()
+
+        threading.Thread(target=remove, name="orch-tensorboard-remove", daemon=True).start()
+        finished.wait(REMOVE_S)
+        try:
+            self._runner.close()
+        except Exception:
+            pass
+        if removed:
+            return None
+        return (f"TensorBoard's container may still run on {self._session.where} (it could not be removed): the "
+                f"next `orch tensorboard {self._tb.job}` or `orch teardown {self._tb.job}` removes it.")

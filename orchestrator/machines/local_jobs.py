@@ -20,6 +20,7 @@ from pathlib import Path
 from orchestrator.errors import JobError
 from orchestrator.files import read_json, write_json
 from orchestrator.job.spec import data_source
+from orchestrator.machines import tensorboard_here
 from orchestrator.paths import local_job_dir
 from orchestrator.records import ENV_FILE_NAME, HardCap, ImageReady, ImageRegistry, JobSpec, RunSpec
 from orchestrator.remote.local import LocalSession
@@ -91,6 +92,10 @@ class LocalMachine:
 
     def hard_cap(self, session) -> HardCap | None:
         return None  # no watcher here: `--max-hours` goes to the trainer as it is
+
+    def tensorboard(self, session, outputs: str, port: int, say) -> tensorboard_here.LocalTensorBoard:
+        """The outputs are here: this machine's `tensorboard` on them (a container would need the trainer image)."""
+        return tensorboard_here.start(Path(outputs) / "tensorboard", port)
 
     def data_here(self, spec: JobSpec) -> str | None:
         """The data folder the trainer reads: a local folder where it is, demo's under the job; None for s3://."""

@@ -35,11 +35,12 @@ from orchestrator.remote.base import (
     CommandFailed,
     ConnectionLost,
     HostKeyChanged,
+    RemoteError,
     RunResult,
     SSHUnreachable,
     keepalive_s,
 )
-from orchestrator.remote.forward import UnixForwarder
+from orchestrator.remote.forward import Forwarder, UnixForwarder
 from orchestrator.remote.hostkeys import (
     PinOnFirstUse,
     address_name,
@@ -189,7 +190,7 @@ class SSHSession:
     def __init__(self, client: paramiko.SSHClient, endpoint: SSHEndpoint, proxy: ProxySocket | None):
         self._client, self._proxy, self.endpoint = client, proxy, endpoint
         self.where = f"{endpoint.user}@{endpoint.host}:{endpoint.port}"
-        self._forwarders: list[UnixForwarder] = []
+        self._forwarders: list[Forwarder] = []
 
     @property
     def alive(self) -> bool:
@@ -288,6 +289,27 @@ class SSHSession:
         fwd = UnixForwarder(self._open_channel, command)
         self._forwarders.append(fwd)
         return fwd.path
+
+    def forward_port(self, listener: socket.socket, host: str, port: int) -> Forwarder:
+        """Carry each connection to `listener` (see `forward.listen_loopback`) to `host:port` as the machine
+        sees it, through a `direct-tcpip` channel (`ssh -L`): "127.0.0.1" is the machine's own loopback.
+        Closed with the session, or by its `close()`."""
+
+        def open_tcp() -> paramiko.Channel:
+            t = self._client.get_transport()
+            try:
+                if t is None or not t.is_active():
+                    raise paramiko.SSHException("transport closed")
+                return t.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), window_size=8 << 20,
+                                      max_packet_size=32768, timeout=30)
+            except paramiko.ChannelException as e:  # the machine's sshd could not connect there
+                raise RemoteError(f"{host}:{port} on {self.where} refused the connection ({e})") from e
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                raise ConnectionLost(f"the connection to {self.where} is closed ({e}); connect again") from e
+
+        fwd = Forwarder(listener, open_tcp)
+        self._forwarders.append(fwd)
+        return fwd
 
     def docker_socket(self, docker_host: str | None = None) -> str:
         """A local socket path for the machine's Docker engine (`docker system dial-stdio` per connection).
