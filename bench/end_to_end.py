@@ -60,7 +60,7 @@ def build(settings: dict, device: torch.device, num_classes: int):
     torch.manual_seed(0)
     model = build_model(settings["arch"], num_classes, width=settings.get("width", c.width),
                         depths=settings.get("depths", c.depths),
-                        stem=resolve_stem(c.stem, settings["res"]))
+                        stem=resolve_stem(c.stem, settings["res"]), blurpool=c.blurpool)
     model = prepare_model(model, device, settings["channels_last"], settings["compile"])
     amp = amp_settings(device, settings["precision"])
     optimizer = make_optimizer(model, 0.01, c.momentum, c.nesterov, c.weight_decay)

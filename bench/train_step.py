@@ -14,7 +14,8 @@ Three loops train the same model (same initial weights, a copy each) on the same
            supported), prepare_model (channels_last, compile if the recipe says so), fused SGD,
            the CUDA-graphed training pass (engine.training_forward) on a GPU, train_step.
 - ceiling: the fastest of the plain-PyTorch configurations below (autocast in the device's best
-           half precision, channels_last, torch.compile where it works, CUDA graphs through
+           half precision, or in ours' when --precision names fp16 or bf16, with GradScaler for
+           fp16 as plain PyTorch needs it; channels_last, torch.compile where it works, CUDA graphs through
            torch.cuda.make_graphed_callables with fused SGD on a GPU), timed the same way.
 Repetitions are interleaved (naive, ours, ceiling candidates, then reversed); a ratio is the
 median over repetitions of the two rates measured back to back. Only the optimizer steps are
@@ -140,9 +141,12 @@ def rate(step: Callable[[], None], device: torch.device, steps: int, batch: int)
     return run
 
 
-def candidates(device: torch.device, try_compile: bool) -> dict[str, tuple[torch.dtype | None, bool, bool, bool]]:
-    """Plain-PyTorch configurations for the ceiling: name -> (autocast dtype, channels_last, compile, CUDA graphs)."""
-    half = best_half(device)
+def candidates(device: torch.device, try_compile: bool,
+               half: torch.dtype | None = None) -> dict[str, tuple[torch.dtype | None, bool, bool, bool]]:
+    """Plain-PyTorch configurations for the ceiling: name -> (autocast dtype, channels_last, compile, CUDA graphs).
+    `half`: the autocast dtype to try (default: the device's best), so fp16 + GradScaler is held
+    against a ceiling in fp16 + GradScaler, not against bf16."""
+    half = half or best_half(device)
     half_name = {torch.float16: "fp16", torch.bfloat16: "bf16"}[half]
     out = {
         "fp32 NHWC": (None, True, False, False),
@@ -170,8 +174,10 @@ def bench_one(arch: str, res: int, batch: int, device: torch.device, setup: Setu
         strict = plain_loop(copy.deepcopy(base), images, targets, device, None, False, False, config)
         loops[NO_TF32] = with_backend_flags(strict, False, conv_tf32=False)
     loops["ours"] = with_backend_flags(ours, True)
+    ours_half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(setup.precision)
     for name, (dtype, cl, comp, graphs) in candidates(device, args.compile == "on" or
-                                                      (args.compile == "auto" and device.type == "cuda")).items():
+                                                      (args.compile == "auto" and device.type == "cuda"),
+                                                      ours_half).items():
         try:
             loop = plain_loop(copy.deepcopy(base), images, targets, device, dtype, cl, comp, config, graphs)
         except Exception as exc:  # noqa: BLE001 - a candidate that fails to build is left out, saying why

@@ -398,7 +398,7 @@ def resume(which: str, checkpoint_dir: Path, model: nn.Module, optimizer: torch.
                         tuple(payload["partial"]), source)
     log.info("resumed from %s: epoch %d, step %d/%d, best val top-1 %.2f%%", source, point.epoch + 1, step,
              shard_len // config.batch_size, point.best_top1)
-    changed = [k for k, v in to_dict(config).items() if stored.get(k, v) != v and k not in ("device", "workers", "max_hours")]
+    changed = [k for k, v in to_dict(config).items() if stored.get(k, v) != v and k not in ("device", "workers", "max_hours", "tensorboard")]
     if changed:
         log.warning("settings differ from the checkpoint's: %s (the new values are used; the LR is the new "
                     "schedule's at this point of training)", ", ".join(changed))

@@ -71,6 +71,8 @@ def train(
     train_res: Optional[int] = typer.Option(None, help="Train crop size in px (final, with progressive resizing)."),
     train_res_start: Optional[int] = typer.Option(None, help="Progressive resizing: first-epoch crop size (0: off)."),
     eval_res: Optional[int] = typer.Option(None, help="Eval centre-crop size in px."),
+    tta: Optional[str] = typer.Option(None, help="flip: also report val top-1 of the image and its mirror averaged, "
+                                                 "beside the plain figure (none: off)."),
     width: Optional[int] = typer.Option(None, help="Our models: channels of the first stage."),
     init_weights: Optional[str] = typer.Option(
         None, help="Fine-tune: start from `imagenet` (torchvision's weights for --arch) or a weights file (.pth "
@@ -107,7 +109,7 @@ def train(
         from trainer.train import train as run_training
         flags = dict(arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, warmup_epochs=warmup_epochs,
                      weight_decay=weight_decay, label_smoothing=label_smoothing, train_res=train_res,
-                     train_res_start=train_res_start, eval_res=eval_res, width=width, init_weights=init_weights,
+                     train_res_start=train_res_start, eval_res=eval_res, tta=tta, width=width, init_weights=init_weights,
                      precision=precision,
                      channels_last=channels_last, compile=compile, cuda_graphs=cuda_graphs, workers=workers, device=device, seed=seed,
                      target_top1=target_top1, max_hours=max_hours, checkpoint_minutes=checkpoint_minutes)
@@ -131,23 +133,57 @@ def evaluate(
     batch_size: int = typer.Option(128, help="Images per batch."),
     workers: int = typer.Option(4, help="DataLoader workers."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    tta: str = typer.Option("none", help="flip: also score the image and its mirror averaged (the `*_flip` figures)."),
+    res: str = typer.Option("", help="Also evaluate at these centre crops, e.g. 160,192,224,256 (resized in the "
+                                     "checkpoint's own crop/resize ratio): the `by_res` table."),
+    recalibrate_bn: int = typer.Option(0, help="At each --res, also score after re-estimating BatchNorm statistics "
+                                               "on N batches of train images framed that way (FixRes)."),
     out: Optional[Path] = typer.Option(None, help="Also write the JSON here."),
 ) -> None:
     """Top-1, top-5, loss and per-class accuracy of a checkpoint, as JSON on stdout.
 
+    The top-level figures are at the checkpoint's own eval framing (its recipe's). With --res, a table
+    of top-1 per resolution goes to stderr as well.
+
     \b
     Example: trainer evaluate --data /data/imagenet --checkpoint /runs/r50/checkpoints/best.pt
+    Example: trainer evaluate --data /data/imagenet --checkpoint best.pt --tta flip --res 160,192,224,256 --recalibrate-bn 50
     """
     with user_errors():
         from trainer.evaluate import evaluate_checkpoint
         if split not in ("val", "train"):
             raise TrainerError(f"--split must be val or train, not {split!r}.")
+        try:
+            resolutions = tuple(int(r) for r in res.replace(" ", "").split(",") if r)
+        except ValueError:
+            raise TrainerError(f"--res {res!r}: give crop sizes in px separated by commas, e.g. --res 160,192,224.") from None
         result = evaluate_checkpoint(checkpoint, data, split, batch_size, workers, device,
-                                     warn=lambda message: typer.echo(f"warning: {message}", err=True))
+                                     warn=lambda message: typer.echo(f"warning: {message}", err=True), tta=tta,
+                                     resolutions=resolutions, recalibrate_bn=recalibrate_bn)
         text = json.dumps(result, indent=1)
         if out:
             out.write_text(text + "\n")
         typer.echo(text)
+        if result.get("by_res"):
+            typer.echo(_resolution_table(result), err=True)
+
+
+def _resolution_table(result: dict) -> str:
+    """top-1 per resolution, as a person compares them."""
+    flip = result["tta"] == "flip"
+    tuned = "recalibrated_bn" in result["by_res"][0]
+    head = ["crop", "resize", "top-1"] + (["flip"] if flip else []) + (["BN recal.", "flip"][: 1 + flip] if tuned else [])
+    rows = []
+    for e in result["by_res"]:
+        cells = [str(e["res"]), str(e["resize"]), f"{e['top1']:.2f}%"] + ([f"{e['top1_flip']:.2f}%"] if flip else [])
+        if tuned:
+            r = e["recalibrated_bn"]
+            cells += [f"{r['top1']:.2f}%"] + ([f"{r['top1_flip']:.2f}%"] if flip else [])
+        rows.append(cells)
+    widths = [max(len(c) for c in col) for col in zip(head, *rows)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [head, *rows]]
+    own = f"the checkpoint's own framing: crop {result['res']}, resize {result['resize']}: top-1 {result['top1']:.2f}%"
+    return "\n".join(lines + [own])
 
 
 @app.command()

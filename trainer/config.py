@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ class TrainConfig:
     depths: tuple[int, ...] = (2, 2, 2, 2)  # our resnet_small: residual blocks per stage (2,2,2,2 = ResNet-18)
     stem: str = "auto"                # ResNets (ours, torchvision's): "imagenet" (7x7/2 + maxpool), "small" (3x3/1), auto: small when res <= 96
     zero_init_residual: bool = True   # zero the last BN of each residual block: each block starts as identity
+    blurpool: bool = False            # ResNets only: blur (3x3 binomial) the input of each strided conv with >= 16 channels (FFCV)
     dropout: float = 0.0              # dropout before the classifier (our models)
     init_weights: str = ""            # fine-tune: start from "imagenet" (torchvision's weights for arch) or a weights file
                                       # instead of random weights; tensors of another shape (the classifier) stay random
@@ -44,7 +45,8 @@ class TrainConfig:
     # --- resolution and augmentation ---
     train_res: int = 176              # train crop (px) at the end of progressive resizing
     train_res_start: int = 0          # progressive resizing: start crop (0: no progressive resizing)
-    res_ramp_epochs: float = 0.0      # epochs to go from train_res_start to train_res (0: 3/4 of the epochs)
+    res_ramp_epochs: float = 0.0      # the ramp from train_res_start ends (train_res reached) at this epoch (0: 3/4 of the epochs)
+    res_ramp_start: float = 0.0       # ...and starts here: the epochs before it train at train_res_start (FFCV's start_ramp)
     eval_res: int = 224               # eval centre crop (px); larger than train_res is the "FixRes" effect
     eval_resize: int = 0              # eval short-side resize before the crop (0: eval_res / 0.875)
     crop_scale: tuple[float, float] = (0.25, 1.0)  # random-resized-crop area range (torchvision uses 0.08)
@@ -67,7 +69,10 @@ class TrainConfig:
     max_hours: float = 0.0            # save and stop before this wall-clock budget (0: off)
     checkpoint_minutes: float = 30.0  # also save last.pt every N minutes inside an epoch (0: only per epoch)
     eval_every: int = 1               # evaluate every N epochs (always after the last)
+    tta: str = "none"                 # "flip": also report val top-1/top-5 of the mean of each image's and its mirror's
+                                      # logits (FFCV), beside the plain figures; best.pt and target_top1 use the plain ones
     log_every_seconds: float = 30.0   # plain progress lines this often when output is not a terminal
+    tensorboard: bool = True          # write TensorBoard scalars to OUT/tensorboard/ (needs the tensorboard package)
     seed: int = 0                     # seeds init, shuffling and augmentation
     deterministic: bool = False       # cuDNN deterministic algorithms (slower)
     recipe: str = ""                  # the recipe this config came from (informational)
@@ -78,6 +83,7 @@ FLOAT_TUPLES = {"crop_scale", "crop_ratio", "mean", "std"}
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 SCHEDULES = ("step", "cosine", "onecycle", "linear", "constant")
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+TTAS = ("none", "flip")
 
 
 # The recipe for each dataset `trainer prepare` makes, and its images' size (0: they vary).
@@ -97,7 +103,8 @@ def recipe_hint(dataset: str, c: TrainConfig) -> str:
                 f"them at {size} px (or set --set train_res={size} --set eval_res={size} --set eval_resize={size})")
     if not size and c.arch == "resnet50" and c.epochs >= 60:
         return (f"no --recipe: the defaults train resnet50 for {c.epochs} epochs (days on one T4); `--recipe {recipe}` "
-                f"aims at 60% top-1 in about 3 hours there, `--recipe t4-rn50` at ~73% (`trainer recipes` lists them)")
+                f"aims at 60% top-1 (~65% expected) in about 3 hours there, `--recipe t4-rn50-fast` at ~72.5% in under 8 "
+                f"and `--recipe t4-rn50` at ~75% in ~13.5 (estimates; `trainer recipes` lists them)")
     return ""
 
 
@@ -242,11 +249,15 @@ def validate(c: TrainConfig) -> None:
         problems.append("stem must be auto, imagenet or small")
     if c.workers < 0:
         problems.append("workers must be >= 0")
+    if c.tta not in TTAS:
+        problems.append(f"tta {c.tta!r} is not one of {', '.join(TTAS)}")
     # Divisors and counts that would only fail (ZeroDivisionError, a DataLoader error) epochs later.
     if c.eval_every < 1:
         problems.append("eval_every must be at least 1 (evaluate every N epochs; the last is always evaluated)")
     if c.warmup_div <= 0:
         problems.append("warmup_div must be positive (warmup starts at lr / warmup_div)")
+    if c.res_ramp_start < 0 or (c.res_ramp_start and c.res_ramp_epochs and c.res_ramp_start >= c.res_ramp_epochs):
+        problems.append("res_ramp_start must be >= 0 and below res_ramp_epochs (the ramp starts, then ends)")
     if c.warmup_epochs < 0:
         problems.append("warmup_epochs must be >= 0")
     if not 0 <= c.pct_start <= 1:

@@ -33,8 +33,10 @@ class DatasetInfo:
     dataset: str                            # "imagenet", "cifar100", ... or the folder name
     train: list[tuple[str, int]] = field(repr=False)
     val: list[tuple[str, int]] = field(repr=False)
-    resize_short: int | None = None         # `trainer prepare --resize-short`: the stored images' short side
+    resize_short: int | None = None         # `trainer prepare --resize-short`: the stored val images' short side
     warnings: tuple[str, ...] = ()          # usable but questionable layout; the caller logs them (main process)
+    # The stored train images' short side: --resize-short-train, else --resize-short (older dataset.json: both)
+    resize_short_train: int | None = None
 
 
 def read_metadata(root: Path) -> dict:
@@ -105,10 +107,16 @@ def load_dataset(root: str | Path, need_train: bool = True, need_val: bool = Tru
     val = scan_split(val_dir, classes) if need_val else []
     if need_val and not val:
         raise TrainerError(f"no val split: {val_dir} has no images. Put a few images per class in {val_dir}/<class>/.")
-    resize_short = meta.get("resize_short")
+    resize_short = _short_side(meta.get("resize_short"))
     return DatasetInfo(root, classes, dict(meta.get("names") or {}), str(meta.get("dataset") or root.name), train, val,
-                       int(resize_short) if isinstance(resize_short, (int, float)) and resize_short > 0 else None,
-                       tuple(warnings))
+                       resize_short, tuple(warnings),
+                       resize_short_train=_short_side(meta.get("resize_short_train")) or resize_short)
+
+
+def _short_side(value) -> int | None:
+    """A short side from dataset.json, or None where it is absent or not a positive number."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
+    return int(value) if ok else None
 
 
 @dataclass(frozen=True)
@@ -257,13 +265,16 @@ def eval_transform(eval_res: int, eval_resize: int) -> EvalTransform:
     return EvalTransform(eval_resize or int(round(eval_res / 0.875)), eval_res)
 
 
-def progressive_resolution(epoch: int, start: int, end: int, ramp_epochs: float, epochs: int) -> int:
-    """Train crop for `epoch` (0-based): linear from `start` to `end` over the ramp, in steps of 16 px
-    (of 8 px below 64 px) so a GPU sees few distinct shapes."""
+def progressive_resolution(epoch: int, start: int, end: int, ramp_epochs: float, epochs: int,
+                           ramp_start: float = 0.0) -> int:
+    """Train crop for `epoch` (0-based): `start` until `ramp_start`, then linear to `end`, reached at
+    epoch `ramp_epochs` - 1, in steps of 16 px (of 8 px below 64 px) so a GPU sees few distinct
+    shapes. FFCV's (start_ramp, end_ramp) = (11, 13) of 16 epochs is ramp_start 11, ramp_epochs 13:
+    12 epochs at `start`, 4 at `end`."""
     if not start or start == end:
         return end
     ramp = ramp_epochs or max(1.0, 0.75 * epochs)
-    t = min(1.0, epoch / max(1.0, ramp - 1))
+    t = min(1.0, max(0.0, epoch - ramp_start) / max(1.0, ramp - 1 - ramp_start))
     if t >= 1.0:
         return end
     res = start + (end - start) * t

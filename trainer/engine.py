@@ -287,20 +287,30 @@ class EvalResult:
     per_class_correct: list[int]
     per_class_total: list[int]
     stopped: bool = False  # `should_stop` ended it early: the figures cover only the batches done
+    # flip TTA (`flip=True`): the same figures for the mean of the logits of each image and its mirror
+    # (FFCV sums them); None when not asked for. The plain figures above are always the plain model's.
+    loss_flip: float | None = None
+    top1_flip: float | None = None
+    top5_flip: float | None = None
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, amp: AmpSettings,
              channels_last: bool, num_classes: int, distributed: bool = False,
-             norm: InputNorm | None = None, should_stop: Callable[[], bool] | None = None) -> EvalResult:
+             norm: InputNorm | None = None, should_stop: Callable[[], bool] | None = None,
+             flip: bool = False) -> EvalResult:
     """Loss, top-1/top-5 and per-class counts over `loader` (summed over processes under DDP).
+
+    flip: also score the mean of the logits of each image and its horizontal mirror (test-time
+    augmentation), reported beside the plain figures, never in their place.
 
     should_stop: asked before each batch; once it answers True the rest is skipped and the result
     says `stopped` (a stop request must not wait for a whole ImageNet evaluation). Under DDP the
     flag is summed with the counts, so every process returns the same `stopped`.
     """
     model.eval()
-    sums = torch.zeros(5, dtype=torch.float64, device=device)   # loss*n, top1, top5, n, processes stopped
+    # loss*n, top1, top5, n, processes stopped; then flip TTA's loss*n, top1, top5
+    sums = torch.zeros(8, dtype=torch.float64, device=device)
     per_class = torch.zeros(2, num_classes, dtype=torch.float64, device=device)
     for batch in loader:
         if should_stop is not None and should_stop():
@@ -316,6 +326,15 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: AmpSettings,
         loss = nn.functional.cross_entropy(logits, targets, reduction="sum")
         c1, c5 = topk_correct(logits, targets)
         sums[:4] += torch.tensor([float(loss), c1, c5, len(targets)], dtype=torch.float64, device=device)
+        if flip:
+            mirrored = images.flip(3)
+            if channels_last:
+                mirrored = mirrored.contiguous(memory_format=torch.channels_last)
+            with amp.autocast():
+                both = (logits + model(mirrored).float()) / 2
+            f1, f5 = topk_correct(both, targets)
+            sums[5:] += torch.tensor([float(nn.functional.cross_entropy(both, targets, reduction="sum")), f1, f5],
+                                     dtype=torch.float64, device=device)
         correct = (logits.argmax(1) == targets).double()
         per_class[0].index_add_(0, targets, correct)
         per_class[1].index_add_(0, targets, torch.ones_like(correct))
@@ -323,9 +342,11 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: AmpSettings,
         torch.distributed.all_reduce(sums)
         torch.distributed.all_reduce(per_class)
     n = max(1.0, float(sums[3]))
-    return EvalResult(float(sums[0]) / n, 100 * float(sums[1]) / n, 100 * float(sums[2]) / n, int(sums[3]),
+    s = sums.tolist()
+    return EvalResult(s[0] / n, 100 * s[1] / n, 100 * s[2] / n, int(s[3]),
                       [int(v) for v in per_class[0].tolist()], [int(v) for v in per_class[1].tolist()],
-                      stopped=float(sums[4]) > 0)
+                      stopped=s[4] > 0, loss_flip=s[5] / n if flip else None, top1_flip=100 * s[6] / n if flip else None,
+                      top5_flip=100 * s[7] / n if flip else None)
 
 
 def make_optimizer(model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float) -> torch.optim.SGD:

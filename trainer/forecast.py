@@ -177,5 +177,5 @@ def loader_advice(speed: Speed, workers: int, cpus: int, resized_files: bool) ->
     if not resized_files:
         return text + (". Files prepared with `trainer prepare ... --resize-short 256` decode several times faster "
                        "than full-size ImageNet JPEGs (bench/prepare.py measures it)")
-    return text + (f"; the {cpus} CPUs are the limit (a machine with more vCPUs per GPU, or smaller files from "
-                   f"--resize-short, would help)")
+    return text + (f"; the {cpus} CPUs are the limit (a machine with more vCPUs per GPU, or smaller train files "
+                   f"from `trainer prepare ... --resize-short-train`, would help)")

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from trainer import checkpoint as ckpt
@@ -47,7 +46,7 @@ def load_model(path: str | Path) -> LoadedModel:
         raise TrainerError(f"checkpoint {path}: {exc.message}") from exc
     model = build_model(config.arch, len(payload["classes"]), width=config.width, depths=config.depths,
                         stem=stem_of_weights(payload["stem"], payload["model"]), dropout=config.dropout,
-                        zero_init_residual=False)
+                        zero_init_residual=False, blurpool=config.blurpool)
     ckpt.load_weights(model, payload["model"], path,
                       f"Its {len(payload['classes'])} classes or its settings were changed after training; use "
                       f"another copy of it, such as the run's last.pt.")

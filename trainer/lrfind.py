@@ -43,7 +43,7 @@ def lr_find(config: TrainConfig, data_dir: Path, out_dir: Path, start_lr: float 
     torch.manual_seed(config.seed)
     model = build_model(config.arch, len(info.classes), width=config.width, depths=config.depths,
                         stem=resolve_stem(config.stem, config.train_res, config.arch), dropout=config.dropout,
-                        zero_init_residual=config.zero_init_residual)
+                        zero_init_residual=config.zero_init_residual, blurpool=config.blurpool)
     channels_last = effective_channels_last(device, config.channels_last, config.batch_size, model)
     model = prepare_model(model, device, channels_last, config.compile)
     optimizer = make_optimizer(model, start_lr, config.momentum, config.nesterov, config.weight_decay)

@@ -41,6 +41,8 @@ class EpochRow:
     skipped_images: int           # unreadable
     elapsed_hours: float          # the whole run so far, every resume together
     seconds_left: float | None    # projected (trainer/forecast.py); None: nothing to project from
+    val_top1_flip: float | None = None   # --tta flip: val top-1 of the image and its mirror averaged (None: off)
+    val_top5_flip: float | None = None
 
 
 def epoch_row(epoch: int, epochs: int, lr: float, totals: Sequence[float], val: EvalResult | None, throughput: Speed,
@@ -58,6 +60,7 @@ def epoch_row(epoch: int, epochs: int, lr: float, totals: Sequence[float], val: 
         data_wait_fraction=throughput.data_wait, max_gpu_mem=max_gpu_mem, train_images=int(totals[2]),
         skipped_images=int(totals[3]), elapsed_hours=elapsed_seconds / 3600,
         seconds_left=None if seconds_left is None else round(seconds_left, 1),
+        val_top1_flip=None if val is None else val.top1_flip, val_top5_flip=None if val is None else val.top5_flip,
     )
 
 

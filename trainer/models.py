@@ -2,7 +2,8 @@
 
 `build_model(arch, num_classes, ...)` is the only entry point; it applies Kaiming init and,
 optionally, zero-init of the last BN in each residual block (each block starts as the identity,
-which trains deep nets from scratch faster: Goyal et al. 2017).
+which trains deep nets from scratch faster: Goyal et al. 2017), and, optionally for the ResNets,
+BlurPool before their strided convs (trainer/blurpool.py).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from trainer.blurpool import apply_blurpool
 from trainer.errors import TrainerError
 
 OUR_MODELS = ("resnet_small", "simple_cnn")
@@ -111,8 +113,15 @@ def available_models() -> list[str]:
 
 
 def build_model(arch: str, num_classes: int, *, width: int = 64, depths: Sequence[int] = (2, 2, 2, 2),
-                stem: str = "imagenet", dropout: float = 0.0, zero_init_residual: bool = True) -> nn.Module:
+                stem: str = "imagenet", dropout: float = 0.0, zero_init_residual: bool = True,
+                blurpool: bool = False) -> nn.Module:
     """A freshly initialised classifier with `num_classes` outputs (random weights, never pretrained)."""
+    if blurpool and not takes_stem(arch):
+        raise TrainerError(
+            f"blurpool=true applies to the ResNets only (resnet_small and torchvision's resnet*, resnext*, "
+            f"wide_resnet*), not --arch {arch}. Drop --set blurpool=true (or set blurpool = false in the recipe), "
+            f"or train a ResNet such as --arch resnet18."
+        )
     if arch == "resnet_small":
         model: nn.Module = ResNetSmall(num_classes, width, depths, stem, dropout)
     elif arch == "simple_cnn":
@@ -133,6 +142,8 @@ def build_model(arch: str, num_classes: int, *, width: int = 64, depths: Sequenc
             model.conv1 = nn.Conv2d(3, model.conv1.out_channels, 3, 1, 1, bias=False)
             model.maxpool = nn.Identity()
     init_weights(model, zero_init_residual)
+    if blurpool:
+        apply_blurpool(model)
     return model
 
 

@@ -18,6 +18,9 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     ax_acc.plot(epochs, [r["train_top1"] for r in rows], label="train top-1", marker=".")
     ax_acc.plot(epochs, [r.get("val_top1") for r in rows], label="val top-1", marker=".")
     ax_acc.plot(epochs, [r.get("val_top5") for r in rows], label="val top-5", marker=".", alpha=0.6)
+    if any(r.get("val_top1_flip") is not None for r in rows):
+        ax_acc.plot(epochs, [r.get("val_top1_flip") for r in rows], label="val top-1, flip TTA", marker=".",
+                    linestyle="--")
     best = max((r.get("val_top1") or 0 for r in rows), default=0)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title=f"accuracy (best val top-1 {best:.2f}%)")
     for ax in (ax_loss, ax_acc):

@@ -4,7 +4,7 @@
     torchrun --nproc_per_node 2 -m trainer train --data DATA --out OUT     # DDP, same flags
 
 OUT/checkpoints/{last,best}.pt (+ .sha256), OUT/metrics.jsonl, OUT/train.log, OUT/curves.png,
-OUT/config.json, OUT/status.json. `--resume auto` continues from last.pt (falling back to
+OUT/config.json, OUT/status.json, OUT/tensorboard/. `--resume auto` continues from last.pt (falling back to
 last.prev.pt if last.pt is corrupt): same epochs, LR schedule and metrics lines as a run never
 stopped. The loop below is deliberately one flat function you can read top to bottom.
 """
@@ -40,6 +40,7 @@ from trainer.models import OUR_MODELS, build_model, resolve_stem
 from trainer.report import plot_curves
 from trainer.schedule import Schedule, make_scheduler
 from trainer.stopping import StopRequest
+from trainer.scalars import Scalars
 
 log = logging.getLogger("trainer")
 
@@ -116,7 +117,7 @@ def set_aside_previous_run(out: Path) -> Path | None:
         n += 1
         dest = out / f"previous-{stamp}-{n}"
     dest.mkdir()
-    for name in ("checkpoints", "metrics.jsonl", "curves.png", "config.json", "status.json"):
+    for name in ("checkpoints", "metrics.jsonl", "curves.png", "config.json", "status.json", "tensorboard"):
         if (out / name).exists():
             os.replace(out / name, dest / name)
     return dest
@@ -181,7 +182,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     # ---- model, optimizer, schedule (same seed on every rank: identical initial weights) ----
     torch.manual_seed(config.seed)
     model = build_model(config.arch, len(classes), width=config.width, depths=config.depths, stem=stem,
-                        dropout=config.dropout, zero_init_residual=config.zero_init_residual)
+                        dropout=config.dropout, zero_init_residual=config.zero_init_residual, blurpool=config.blurpool)
     # On the device before the optimizer exists: a resumed optimizer's state (momentum buffers) is
     # loaded onto its parameters' device, so CPU parameters here would leave it on the CPU.
     model = model.to(device)
@@ -191,7 +192,8 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
 
     def resolution(epoch: int) -> int:
         """The train crop of `epoch` (0-based): progressive resizing."""
-        return progressive_resolution(epoch, config.train_res_start, config.train_res, config.res_ramp_epochs, config.epochs)
+        return progressive_resolution(epoch, config.train_res_start, config.train_res, config.res_ramp_epochs, config.epochs,
+                                      config.res_ramp_start)
 
     train_sampler = EpochSampler(len(info.train), shuffle=True, seed=config.seed, rank=dist.rank, world=dist.world,
                                  resolution=resolution)
@@ -273,7 +275,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
             advised.add("budget")
             log.warning("%s", budget)
         if device.type != "cpu" and "loader" not in advised:   # on a CPU the model and the workers share the cores
-            loader = forecast.loader_advice(speed, train_loader.num_workers, available_cpus(), bool(info.resize_short))
+            loader = forecast.loader_advice(speed, train_loader.num_workers, available_cpus(), bool(info.resize_short_train))
             if loader:
                 advised.add("loader")
                 log.warning("%s", loader)
@@ -306,6 +308,9 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                          epoch=epoch, step_in_epoch=step, best_top1=best_top1, exit_code=code)
         return code
 
+    scalars = (Scalars.open(out / "tensorboard", len(info.train), start.epoch, start.skip * dist.world,
+                            every_seconds=min(5.0, config.log_every_seconds))
+               if dist.main and config.tensorboard else Scalars())
     try:
         for epoch in range(start.epoch, config.epochs):
             first = epoch == start.epoch
@@ -355,6 +360,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                 if progress.due():
                     s = dev_sums.tolist()   # a device sync: only when a line or the bar is due
                     progress.update(step, f"loss {s[0] / max(1, images_seen):.4f} lr {scheduler.get_last_lr()[0]:.4g}")
+                    scalars.step(epoch, position * dist.world, s[0], images_seen, scheduler.get_last_lr()[0])
                 # Stop or save inside the epoch: every rank must agree, so the flags are reduced.
                 out_of_time = elapsed() + 2 * save_seconds >= budget_s
                 periodic = config.checkpoint_minutes > 0 and time.monotonic() - last_save >= 60 * config.checkpoint_minutes
@@ -385,7 +391,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
             if ((epoch + 1) % config.eval_every == 0 or last_epoch) and not skip_eval:
                 t_eval = time.perf_counter()
                 result = evaluate(model, val_loader, device, amp, channels_last, len(classes), dist.enabled, norm,
-                                  should_stop=lambda: stop.poll() is not None)
+                                  should_stop=lambda: stop.poll() is not None, flip=config.tta == "flip")
                 eval_seconds = time.perf_counter() - t_eval
                 if result.stopped:
                     # A stop during evaluation (docker stop's grace is 10-30 s, an ImageNet eval
@@ -413,8 +419,11 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
                 best_top1 = row.val_top1
             if dist.main:
                 append_metrics(out / "metrics.jsonl", row)
+                scalars.epoch(row)
                 val = (f"val loss {row.val_loss:.4f} top-1 {row.val_top1:.2f}% top-5 {row.val_top5:.2f}%"
                        if row.val_top1 is not None else "val skipped")
+                if row.val_top1_flip is not None:
+                    val += f" (flip TTA: top-1 {row.val_top1_flip:.2f}% top-5 {row.val_top5_flip:.2f}%)"
                 log.info("epoch %d/%d lr %.4g | train loss %.4f top-1 %.2f%% | %s | %.0f img/s, %.1f s, data wait %.0f%%%s%s",
                          epoch + 1, config.epochs, row.lr, row.train_loss, row.train_top1, val,
                          row.images_per_sec, train_seconds, 100 * row.data_wait_fraction,
@@ -439,6 +448,7 @@ def _train(config: TrainConfig, data_dir: Path, out: Path, resume: str, stop_fil
     finally:
         progress.stop()
         stop.restore_signal_handlers()
+        scalars.close()
     if dist.main:
         log.info("finished %d epochs in %.2f h; best val top-1 %.2f%%; weights: %s", config.epochs, elapsed() / 3600,
                  best_top1, ckpt_dir / "best.pt")

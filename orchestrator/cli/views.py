@@ -72,7 +72,8 @@ def progress_text(m: dict) -> str:
     try:
         parts = [f"epoch {m['epoch']}" + (f"/{m['epochs']}" if m.get("epochs") else "")]
         if m.get("val_top1") is not None:
-            parts.append(f"val top-1 {m['val_top1']:.2f}%" + (f", top-5 {m['val_top5']:.2f}%" if m.get("val_top5") is not None else ""))
+            parts.append(f"val top-1 {m['val_top1']:.2f}%" + (f", top-5 {m['val_top5']:.2f}%" if m.get("val_top5") is not None else "")
+                         + (f" (flip TTA top-1 {m['val_top1_flip']:.2f}%)" if m.get("val_top1_flip") is not None else ""))
         if m.get("train_loss") is not None:
             parts.append(f"train loss {m['train_loss']:.4f}")
         if m.get("images_per_sec"):

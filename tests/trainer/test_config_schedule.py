@@ -59,3 +59,20 @@ def test_a_scheduler_made_at_a_step_gives_the_lr_of_one_stepped_there():
         fresh = optimizer()
         make_scheduler(fresh, schedule, start_step=start)
         assert fresh.param_groups[0]["lr"] == lrs[start]   # bit for bit: a resume is exact
+
+
+def test_progressive_resizing_can_hold_the_first_resolution_until_the_ramp_starts_as_ffcv_does():
+    from trainer.data import progressive_resolution
+    # FFCV rn18_16_epochs: start_ramp 11, end_ramp 13 -> 12 epochs at the low resolution, 4 at the high one
+    assert [progressive_resolution(e, 128, 160, 13, 16, ramp_start=11) for e in range(16)] == [128] * 12 + [160] * 4
+    # without ramp_start, the ramp starts at once (3 x 128, 6 x 144, 7 x 160 over 12 epochs)
+    assert [progressive_resolution(e, 128, 160, 12, 16) for e in range(16)] == [128] * 3 + [144] * 6 + [160] * 7
+
+
+def test_a_ramp_that_ends_before_it_starts_is_refused():
+    import pytest
+
+    from trainer.config import resolve
+    from trainer.errors import TrainerError
+    with pytest.raises(TrainerError, match="res_ramp_start must be >= 0 and below res_ramp_epochs"):
+        resolve(None, {"res_ramp_start": "12", "res_ramp_epochs": "10", "train_res_start": "128"})

@@ -49,6 +49,19 @@ class PrepareOptions:
     verify_checksums: bool = False
     delete_source: bool = False
     val_percent: float | None = None   # "folder" only: the share of each class drawn for val/
+    resize_short_train: int | None = None   # train/'s short side when it differs from --resize-short's
+
+    def short_side(self, split: str) -> int | None:
+        """The short side `split`'s images are stored at; None: as they came."""
+        if split == "train" and self.resize_short_train is not None:
+            return self.resize_short_train
+        return self.resize_short
+
+    @property
+    def distinct_train_short(self) -> int | None:
+        """--resize-short-train when it changes anything (what the journal and dataset.json record)."""
+        t = self.resize_short_train
+        return t if t is not None and t != self.resize_short else None
 
 
 @dataclass(frozen=True)
@@ -153,6 +166,8 @@ def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> Prepare
         "resize_short": opts.resize_short,
         "subset": {"percent": opts.subset_percent, "seed": opts.seed} if opts.subset_percent else None,
     }
+    if opts.distinct_train_short is not None:  # only then: a run started before this option still resumes
+        options["resize_short_train"] = opts.distinct_train_short
     options.update(source.recorded)
     _check_dest(opts.dest, journal, options)
     done = {k: n for k, n in journal.done().items() if k[1] in selected}
@@ -160,7 +175,8 @@ def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> Prepare
 
     units = len(SPLITS) * len(selected)
     share = len(selected) / len(source.classes) * (units - len(done)) / units
-    need = estimate_bytes(source.size_bytes, source.full_counts, share, opts.max_per_class, opts.resize_short)
+    need = estimate_bytes(source.size_bytes, source.full_counts, share, opts.max_per_class,
+                          {s: opts.short_side(s) for s in SPLITS})
     try:
         check_free_space(opts.dest, need)
     except SpaceError as exc:
@@ -169,7 +185,7 @@ def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> Prepare
 
     report.begin({s: sum(1 for c in selected if (s, c) not in done) for s in SPLITS},
                  typical_per_class(source.full_counts, opts.max_per_class))
-    writer = Writer(opts.dest, journal, opts.resize_short, max(1, opts.workers),
+    writer = Writer(opts.dest, journal, {s: opts.short_side(s) for s in SPLITS}, max(1, opts.workers),
                     on_written=lambda split, n: report.written(n))
     selection = Selection(frozenset(selected), opts.max_per_class, frozenset(done))
     try:
@@ -211,7 +227,8 @@ def prepare(opts: PrepareOptions, report: Reporter = QuietReporter()) -> Prepare
         "source_layout": source.layout,
         "subset": options["subset"],
         "max_per_class": opts.max_per_class,
-        "resize_short": opts.resize_short,
+        "resize_short": opts.resize_short,              # val's; train's too unless resize_short_train
+        "resize_short_train": opts.distinct_train_short,
     }
     meta.update(source.recorded)
     write_json(Path(opts.dest) / "dataset.json", meta)
@@ -237,7 +254,7 @@ def _check_dest(dest: Path, journal: Journal, options: dict) -> None:
     if journal.started():
         before = journal.options()
         if before != options:
-            changed = sorted(k for k in options if before.get(k) != options.get(k))
+            changed = sorted(k for k in options.keys() | before.keys() if before.get(k) != options.get(k))
             raise PrepareError(
                 f"{dest} was started by an earlier `trainer prepare` with other options ({', '.join(changed)} "
                 f"differ). Its files are kept. Rerun with the same options to finish it, or pick a new --dest "

@@ -2,7 +2,9 @@
 
 The estimate is the source's size scaled by the share of it this run writes. With
 --resize-short S, a JPEG's bytes scale with its pixel count: ImageNet's average short side is
-about 350 px, and we allow 1.5x for the shorter images that are kept as they are.
+about 350 px, and we allow 1.5x for the shorter images that are kept as they are. With
+--resize-short-train T as well, each split's bytes scale by its own side, the source's bytes split
+between train and val by image count (train is 96% of ImageNet's images).
 """
 from __future__ import annotations
 
@@ -17,15 +19,25 @@ class SpaceError(Exception):
 
 
 def estimate_bytes(source_bytes: int, counts: tuple[int, int, int], share_of_classes: float,
-                   max_per_class: int | None, resize_short: int | None) -> int:
-    """`counts`: the source's classes, train and val images (Source.full_counts)."""
+                   max_per_class: int | None, short_side: dict[str, int | None]) -> int:
+    """`counts`: the source's classes, train and val images (Source.full_counts); `short_side`: each
+    split's stored short side ("train", "val"), None where its images are kept as they came."""
     share = share_of_classes
+    classes, train, val = counts
     if max_per_class is not None:
-        classes, train, val = counts
         share *= min(1.0, max_per_class * 2 / ((train + val) / classes))
-    if resize_short is not None:
-        share *= min(1.0, 1.5 * (resize_short / TYPICAL_SHORT_SIDE) ** 2)
+    per_class = {"train": train / max(classes, 1), "val": val / max(classes, 1)}
+    if max_per_class is not None:
+        per_class = {s: min(n, max_per_class) for s, n in per_class.items()}
+    total = sum(per_class.values())
+    weight = {s: n / total for s, n in per_class.items()} if total else {"train": 0.5, "val": 0.5}
+    share *= sum(w * _pixel_share(short_side.get(s)) for s, w in weight.items())
     return int(source_bytes * share)
+
+
+def _pixel_share(short: int | None) -> float:
+    """The share of its bytes an image keeps when stored with this short side."""
+    return 1.0 if short is None else min(1.0, 1.5 * (short / TYPICAL_SHORT_SIDE) ** 2)
 
 
 def check_free_space(dest: Path, need: int) -> None:

@@ -2,7 +2,8 @@
 
 Without --resize-short the bytes are written as they came (one process: the work is I/O). With
 it, decoding and re-encoding run in a process pool; the main process keeps reading the source,
-and at most a few images per worker are in flight so memory stays flat.
+and at most a few images per worker are in flight so memory stays flat. Each split has its own
+short side (--resize-short-train), taken from the split each image is written to.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class _Pending:
 class Writer:
     dest: Path
     journal: Journal
-    resize_short: int | None = None
+    short_side: dict[str, int | None] = field(default_factory=dict)  # split -> short side; None: as they came
     workers: int = 1
     on_written: Callable[[str, int], None] = lambda split, n: None     # progress: images written
     pending: dict[tuple[str, str], _Pending] = field(default_factory=dict)
@@ -51,7 +52,7 @@ class Writer:
     def __post_init__(self):
         fault = os.environ.get(FAULT_ENV)
         self._fail_after = int(fault) if fault else None
-        if self.resize_short and self.workers > 1:
+        if any(self.short_side.values()) and self.workers > 1:
             self._pool = ProcessPoolExecutor(self.workers)
 
     def handle(self, event: Event) -> None:
@@ -67,17 +68,18 @@ class Writer:
             return  # a duplicate, or an image of a class this run does not write
         self._check_fault(event)
         path = self.dest / event.split / event.cls / event.name
-        if self._pool is None:
+        short = self.short_side.get(event.split)
+        if self._pool is None or not short:
             data, decoded = event.data, True
-            if self.resize_short:
-                data, decoded = shrink_or_keep(event.data, self.resize_short, png=event.name.lower().endswith(".png"))
+            if short:
+                data, decoded = shrink_or_keep(event.data, short, png=event.name.lower().endswith(".png"))
             write_atomic(path, data)
             if not decoded:
                 self.undecodable.append(f"{event.split}/{event.cls}/{event.name}")
             self._written(key, event.name, len(data))
         else:
             state.in_flight += 1
-            fut = self._pool.submit(shrink_to_file, event.data, str(path), self.resize_short)
+            fut = self._pool.submit(shrink_to_file, event.data, str(path), short)
             self._futures.append((fut, key, event.name))
             while len(self._futures) > 4 * self.workers:
                 self._drain_one()
