@@ -36,6 +36,10 @@ def prepare(
                                                      "token)."),
     resize_short: Optional[int] = typer.Option(None, "--resize-short", min=8,
                                                help="Store JPEGs with the short side at this many px, e.g. 256."),
+    resize_short_train: Optional[int] = typer.Option(
+        None, "--resize-short-train", min=8,
+        help="Store train/ alone at this short side, e.g. 192 (val keeps --resize-short); the trade-off: "
+             "`trainer prepare imagenet --help`."),
     subset_percent: Optional[float] = typer.Option(None, "--subset-percent",
                                                    help="Keep a seeded P% of the classes, e.g. 10 for a prototype."),
     target: str = typer.Option("local", "--target", help="local: prepare here; aws: on an instance (--instance), "
@@ -66,7 +70,8 @@ def prepare(
     with errors():
         s = settings(bucket=bucket, region=region)
         info = data_instance.prepare_dataset(datasets.PrepareRequest(
-            name=name, kind=kind, source=source, resize_short=resize_short, subset_percent=subset_percent,
+            name=name, kind=kind, source=source, resize_short=resize_short,
+            resize_short_train=resize_short_train, subset_percent=subset_percent,
             target=target, replace=replace, bucket=s.bucket, region=s.region, instance=instance), s, say=err)
         if as_json:
             out_json(info)

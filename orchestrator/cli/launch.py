@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from orchestrator.cli.app import app, err, errors, json_option, out, out_json
+from orchestrator.cli.app import app, err, errors, out, out_json
 from orchestrator.config import ConfigError
 from orchestrator.records import LaunchPlan
 
@@ -87,6 +87,10 @@ def launch(
                                 "dataset kept under its name is not prepared again."),
     resize_short: Optional[int] = typer.Option(None, "--resize-short", min=8,
                                                help="With --prepare: store the short side at this many px, e.g. 256."),
+    resize_short_train: Optional[int] = typer.Option(
+        None, "--resize-short-train", min=8,
+        help="With --prepare: store train/ alone at this short side, e.g. 192 (val keeps --resize-short); the "
+             "trade-off: `trainer prepare imagenet --help`."),
     subset_percent: Optional[float] = typer.Option(None, "--subset-percent",
                                                    help="With --prepare: keep a seeded P% of the classes, e.g. 10."),
     dataset_name: Optional[str] = typer.Option(None, "--dataset-name",
@@ -135,7 +139,7 @@ def launch(
             gpus=gpus, remote_root=remote_root, resume=resume, resume_from=str(resume_from) if resume_from else None,
             recover=recover, max_recoveries=max_recoveries, keep_volume=keep_volume, bucket=bucket, env=tuple(env or ()),
             env_files=tuple(str(f) for f in env_file or ()), prepare=prepare, resize_short=resize_short,
-            subset_percent=subset_percent, dataset_name=dataset_name))
+            resize_short_train=resize_short_train, subset_percent=subset_percent, dataset_name=dataset_name))
         cfg = launch_.config
         job_name = about.name = cfg.job
         about.creates = True

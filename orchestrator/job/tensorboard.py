@@ -24,15 +24,21 @@ def serve(machine: Machine, port: int, remote_root: str | None = None, outputs_r
     session = machine.open(deadline_s)
     try:
         outputs = outputs_of(machine, session, remote_root, outputs_root)
-        viewer = machine.tensorboard(session, outputs, port, say)
-        try:
+        with closing(machine.tensorboard(session, outputs, port, say), say) as viewer:
             yield viewer
-        finally:
-            left = viewer.close()
-            if left:
-                say(left)
     finally:
         session.close()
+
+
+@contextlib.contextmanager
+def closing(viewer: Viewer, say: Say) -> Iterator[Viewer]:
+    """`viewer`, closed after; what its close says was left behind is said."""
+    try:
+        yield viewer
+    finally:
+        left = viewer.close()
+        if left:
+            say(left)
 
 
 def watch(viewer: Viewer, poll_s: float = POLL_S) -> str:

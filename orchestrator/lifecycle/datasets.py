@@ -45,6 +45,7 @@ class PrepareRequest:
     kind: str
     source: str
     resize_short: int | None = None
+    resize_short_train: int | None = None  # train/ alone at this short side (val/ keeps resize_short)
     subset_percent: float | None = None
     target: str = "local"
     replace: bool = False
@@ -72,6 +73,9 @@ def check(req: PrepareRequest) -> Path | None:
     store.check_name(req.name)
     if req.kind not in KINDS:
         raise ConfigError(f"--kind {req.kind!r}: use one of {', '.join(KINDS)}")
+    if req.kind == "cifar100" and (req.resize_short or req.resize_short_train):
+        raise ConfigError("--resize-short and --resize-short-train re-encode JPEGs; CIFAR-100's 32 px images are "
+                          "written as they are: leave them out for --kind cifar100")
     if req.target not in ("local", "aws"):
         raise ConfigError(f"--target {req.target!r}: use local (prepare here) or aws (on an instance)")
     if req.target == "aws" and not req.bucket:
@@ -109,24 +113,29 @@ def data_of(source: str) -> str:
     return str(folder.resolve())
 
 
-def dataset_name_for(source: str, resize_short: int | None = None, subset_percent: float | None = None) -> str:
+def dataset_name_for(source: str, resize_short: int | None = None, subset_percent: float | None = None,
+                     resize_short_train: int | None = None) -> str:
     """A dataset's name from its source, as `--prepare` names it without --dataset-name: the folder's, the
-    prefix's or the competition's last part, with its options ("imagenet-256", "cifar-100-p10")."""
+    prefix's or the competition's last part, with its options ("imagenet-256", "imagenet-256-t192" for train/
+    at 192, "cifar-100-p10")."""
     base = source.rstrip("/").split(":", 1)[1] if source.startswith("kaggle:") else source.rstrip("/")
     base = re.sub(r"[^a-z0-9-]+", "-", base.rsplit("/", 1)[-1].lower()).strip("-") or "dataset"
-    suffix = (f"-{resize_short}" if resize_short else "") + (f"-p{subset_percent:g}".replace(".", "-")
-                                                             if subset_percent else "")
+    suffix = ((f"-{resize_short}" if resize_short else "") + (f"-t{resize_short_train}" if resize_short_train else "")
+              + (f"-p{subset_percent:g}".replace(".", "-") if subset_percent else ""))
     return store.check_name(base[:40 - len(suffix)].strip("-") + suffix)
 
 
 def options_of(req: PrepareRequest) -> dict:
     """The preparing options asked, as a dataset's description records them."""
-    return {k: v for k, v in (("resize_short", req.resize_short), ("subset_percent", req.subset_percent)) if v}
+    asked = (("resize_short", req.resize_short), ("resize_short_train", req.resize_short_train),
+             ("subset_percent", req.subset_percent))
+    return {k: v for k, v in asked if v}  # none asked, none recorded: older datasets compare equal
 
 
 def trainer_options(req: PrepareRequest) -> list[str]:
     """The same options as `trainer prepare` (and `trainer make-dataset`) take them."""
     return [*(["--resize-short", str(req.resize_short)] if req.resize_short else []),
+            *(["--resize-short-train", str(req.resize_short_train)] if req.resize_short_train else []),
             *(["--subset-percent", f"{req.subset_percent:g}"] if req.subset_percent else [])]
 
 

@@ -60,6 +60,7 @@ class LaunchRequest:
     env_files: tuple[str, ...] = ()  # --env-file FILE
     prepare: str | None = None  # --prepare KIND: --data is a download, prepared and kept first (then dataset:NAME)
     resize_short: int | None = None  # with --prepare
+    resize_short_train: int | None = None  # with --prepare: train/ alone at this short side
     subset_percent: float | None = None  # with --prepare
     dataset_name: str | None = None  # with --prepare: else named after the source
 
@@ -139,8 +140,9 @@ def configure(req: LaunchRequest) -> Launch:
     elif req.data and req.data.startswith("kaggle:"):
         raise ConfigError(f"--data {req.data}: a Kaggle download is prepared first: add --prepare KIND, e.g. "
                           f"--data {req.data} --prepare imagenet --resize-short 256")
-    elif req.resize_short or req.subset_percent or req.dataset_name:
-        raise ConfigError("--resize-short, --subset-percent and --dataset-name go with --prepare KIND, e.g. "
+    elif req.resize_short or req.resize_short_train or req.subset_percent or req.dataset_name:
+        raise ConfigError("--resize-short, --resize-short-train, --subset-percent and --dataset-name go with "
+                          "--prepare KIND, e.g. "
                           "--data ~/downloads/imagenet --prepare imagenet --resize-short 256")
     if req.data and req.data.startswith("dataset:") and req.target == "aws" and not settings.bucket:
         raise ConfigError(f"--data {req.data} on an instance needs the bucket it is kept in: --bucket s3://NAME "
@@ -183,9 +185,10 @@ def prepare_request(req: LaunchRequest, settings) -> PrepareRequest:
     if req.resume:
         raise ConfigError("--prepare is for a job's first launch: a --resume trains on the dataset it was launched "
                           "with")
-    name = req.dataset_name if req.dataset_name is not None else dataset_name_for(req.data, req.resize_short,
-                                                                                    req.subset_percent)
+    name = req.dataset_name if req.dataset_name is not None else dataset_name_for(
+        req.data, req.resize_short, req.subset_percent, resize_short_train=req.resize_short_train)
     return PrepareRequest(name=name, kind=req.prepare, source=req.data, resize_short=req.resize_short,
-                          subset_percent=req.subset_percent, target=req.target,
-                          bucket=settings.bucket if req.target == "aws" else None, region=settings.region)
+                          resize_short_train=req.resize_short_train, subset_percent=req.subset_percent,
+                          target=req.target, bucket=settings.bucket if req.target == "aws" else None,
+                          region=settings.region)
 

@@ -59,13 +59,9 @@ def serve(request: TensorBoardRequest, settings: Settings, say: Say = quiet) -> 
     """TensorBoard at this machine's 127.0.0.1:`request.port`; stopped, and what was started for it removed, after."""
     check(request)
     if request.fetched is not None:
-        viewer = tensorboard_here.start(fetched_logdir(request.fetched), request.port)
-        try:
+        here = tensorboard_here.start(fetched_logdir(request.fetched), request.port)
+        with job_tensorboard.closing(here, say) as viewer:
             yield viewer
-        finally:
-            left = viewer.close()
-            if left:
-                say(left)
         return
     job = request.job
     machine = machines.machine_for(job, settings)

@@ -183,3 +183,28 @@ def test_one_command_prepares_the_download_keeps_it_and_trains_and_the_next_reus
     assert r.returncode == 2 and "makes a dataset from a download" in r.stderr
     r = orch("launch", "--target", "local", "--data", str(downloads), "--resize-short", "64")
     assert r.returncode == 2 and "go with --prepare KIND" in r.stderr
+    r = orch("launch", "--target", "local", "--data", str(downloads), "--resize-short-train", "64")
+    assert r.returncode == 2 and "go with --prepare KIND" in r.stderr
+
+
+def test_resize_short_train_reaches_trainer_prepare_is_recorded_and_names_the_dataset(tmp_path):
+    """`--prepare KIND --resize-short S --resize-short-train T`: train/ stored at short side T, val/ at S, the
+    dataset named SOURCE-S-tT, T recorded in its options and in the restored copy's dataset.json."""
+    from PIL import Image
+
+    from tests.prepare.miniature import make_tiny
+
+    make_tiny(tmp_path / "tiny", zipped=True)  # 64x64 JPEGs
+    r = orch("launch", "--target", "local", "--data", str(tmp_path / "tiny"), "--prepare", "tiny-imagenet",
+             "--resize-short", "24", "--resize-short-train", "16", "--name", "tjob", "--", *TINY)
+    assert r.returncode == 0, r.stderr
+    kept, = json.loads(orch("data", "list", "--json").stdout)
+    assert (kept["name"], kept["options"]) == ("tiny-24-t16", {"resize_short": 24, "resize_short_train": 16})
+    followed = orch("logs", "tjob", "--follow")
+    assert followed.returncode == 0 and "epoch 1/1" in followed.stdout, followed.stdout + followed.stderr
+    restored = Path(kept["location"]) / "data"  # what the job trained on, restored from the shards
+    meta = json.loads((restored / "dataset.json").read_text())
+    assert (meta["resize_short"], meta["resize_short_train"]) == (24, 16)
+    sizes = {split: {Image.open(p).size for p in (restored / split).rglob("*.JPEG")} for split in ("train", "val")}
+    assert sizes == {"train": {(16, 16)}, "val": {(24, 24)}}
+    assert orch("teardown", "tjob", "--yes").returncode == 0

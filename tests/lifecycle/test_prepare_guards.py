@@ -40,7 +40,7 @@ def test_a_preparing_instance_is_carried_on_only_for_the_same_download_and_optio
     first, = live("data-cifar")
     assert {t["Key"] for t in first["Tags"]} >= {"orch:prepares"}
 
-    for other in (("--resize-short", "64"), ("--subset-percent", "50")):
+    for other in (("--subset-percent", "50"), ("--subset-percent", "25")):  # (a resize is refused for CIFAR anyway)
         r = orch(*prepare, *other)
         assert r.exit_code == 2 and "from another download or with other options" in r.output, r.output
         assert "orch teardown data-cifar" in r.output
@@ -69,14 +69,15 @@ def test_a_training_launch_aws_would_refuse_is_refused_before_its_dataset_is_pre
     assert not live("data-downloads")
 
 
-def put_dataset(name: str, gigabytes: int) -> None:
-    """A kept dataset of that size, as orch writes it (its shards are never read here)."""
+def put_dataset(name: str, gigabytes: int, options: dict | None = None) -> None:
+    """A kept dataset of that size, prepared with those options, as orch writes it (its shards are never read
+    here)."""
     s3, where = boto3.client("s3", region_name=REGION), f"orch-datasets/{name}"
     manifest = {"shards": [{"name": "shard-00000.tar", "bytes": gigabytes * 10 ** 9, "files": 1, "sha256": "0" * 64}]}
     s3.put_object(Bucket=BUCKET, Key=f"{where}/shards-v1/manifest.json", Body=json.dumps(manifest))
     s3.put_object(Bucket=BUCKET, Key=f"{where}/dataset.json", Body=json.dumps({
         "name": name, "kind": "imagenet", "source": "downloads", "location": f"s3://{BUCKET}/{where}",
-        "created_at": "2026-12-05T00:00:00Z", "options": {}, "version": "v1", "classes": 1000,
+        "created_at": "2026-12-05T00:00:00Z", "options": options or {}, "version": "v1", "classes": 1000,
         "train_images": 1281167, "val_images": 50000, "bytes": gigabytes * 10 ** 9, "shards": 1}))
 
 
@@ -114,3 +115,63 @@ def test_the_preparing_instance_gets_a_volume_that_holds_the_download_and_what_i
     r = orch("data", "prepare", "d", "--kind", kind, "--source", source, "--target", "aws")
     assert r.exit_code == 1 and "stop once the instance is made" in r.output, r.output
     assert [m["Ebs"]["VolumeSize"] for m in aws.run_calls[0]["BlockDeviceMappings"]] == [volume]
+
+
+MAKE_DATASET = ("make-dataset", "imagenet", "--source", "/data", "--work", "/outputs/prepared",
+                "--out", "/outputs/shards")
+
+
+def test_resize_short_train_reaches_the_preparing_instance_and_names_the_dataset(setup, orch, aws, job_calls):
+    """--resize-short-train T goes to `trainer make-dataset` on the preparing instance (`orch launch --prepare` and
+    `orch data prepare` alike) and into the default name after the short side; without it, names are as before."""
+    source = f"s3://{BUCKET}/raw/imagenet"
+    launch = ("launch", "--instance", "g4dn.xlarge", "--data", source, "--prepare", "imagenet", "--resize-short", "256")
+    for name, extra in (("imagenet-256", ()), ("imagenet-256-t192", ("--resize-short-train", "192"))):
+        job_calls.fail_start = RuntimeError("stop once the preparing instance is made")
+        r = orch(*launch, *extra, "--name", f"train-{name}")
+        assert r.exit_code == 1 and "stop once the preparing instance is made" in r.output, r.output
+        _, spec = job_calls.started[-1]
+        assert (spec.job, spec.command) == (f"data-{name}", (*MAKE_DATASET, "--resize-short", "256", *extra))
+
+    job_calls.fail_start = RuntimeError("stop once the preparing instance is made")
+    r = orch("data", "prepare", "in-t160", "--kind", "imagenet", "--source", source, "--target", "aws",
+             "--resize-short-train", "160")
+    assert r.exit_code == 1 and "stop once the preparing instance is made" in r.output, r.output
+    _, spec = job_calls.started[-1]
+    assert (spec.job, spec.command) == ("data-in-t160", (*MAKE_DATASET, "--resize-short-train", "160"))
+    r = orch("data", "prepare", "in-t160", "--kind", "imagenet", "--source", source, "--target", "aws")
+    assert r.exit_code == 2 and "with other options" in r.output, r.output  # its work was for train/ at 160
+    assert len(aws.run_calls) == 3
+
+    r = orch("launch", "--instance", "g4dn.xlarge", "--data", source, "--resize-short-train", "192")
+    assert r.exit_code == 2 and "--resize-short-train" in r.output and "go with --prepare KIND" in r.output, r.output
+    r = orch("data", "prepare", "x", "--kind", "imagenet", "--source", source, "--target", "aws",
+             "--resize-short-train", "4")
+    assert r.exit_code == 2 and "--resize-short-train" in r.output, r.output
+    assert len(aws.run_calls) == 3
+
+
+def test_cifar100_with_a_resize_is_refused_before_an_instance_is_paid_for(setup, orch, aws, job_calls):
+    source = f"s3://{BUCKET}/raw/cifar"
+    for extra in (("--resize-short", "64"), ("--resize-short-train", "32")):
+        r = orch("data", "prepare", "c100", "--kind", "cifar100", "--source", source, "--target", "aws", *extra)
+        assert r.exit_code == 2 and "leave them out for --kind cifar100" in r.output, r.output
+        r = orch("launch", "--instance", "g4dn.xlarge", "--data", source, "--prepare", "cifar100", *extra)
+        assert r.exit_code == 2 and "leave them out for --kind cifar100" in r.output, r.output
+    assert not aws.run_calls and not job_calls.started
+
+
+@pytest.mark.parametrize("kept, reused", [({"resize_short": 256, "resize_short_train": 192}, True),
+                                          ({"resize_short": 256}, False)], ids=["same-T", "without-T"])
+def test_a_kept_dataset_is_trained_on_only_when_prepared_with_the_same_resize_short_train(setup, orch, aws, job_calls,
+                                                                                         kept, reused):
+    put_dataset("imagenet-256-t192", 100, options=kept)
+    r = orch("launch", "--instance", "g4dn.xlarge", "--name", "t192", "--data", f"s3://{BUCKET}/raw/imagenet",
+             "--prepare", "imagenet", "--resize-short", "256", "--resize-short-train", "192")
+    if reused:
+        assert r.exit_code == 0 and "dataset imagenet-256-t192 is kept already" in r.output, r.output
+        (_, spec), = job_calls.started  # the training only: nothing prepared again
+        assert spec.job == "t192" and spec.dataset.name == "imagenet-256-t192"
+    else:
+        assert r.exit_code == 2 and "kept already, as imagenet {'resize_short': 256}" in r.output, r.output
+        assert "--dataset-name" in r.output and not aws.run_calls and not job_calls.started

@@ -153,3 +153,14 @@ def test_help_says_what_the_train_side_costs(command):
     text = " ".join(result.output.split())
     assert "--resize-short-train" in text and "val/ keeps --resize-short S" in text
     assert "upsampled to the largest train resolution R" in text
+
+
+def test_make_dataset_passes_the_train_side_on(tmp_path, official):
+    """`trainer make-dataset` (what `orch data prepare --target aws` runs on its instance): prepare, verify, pack."""
+    result = trainer("make-dataset", "imagenet", "--source", tmp_path / "src", "--work", tmp_path / "work",
+                     "--out", tmp_path / "shards", "--resize-short", "24", "--resize-short-train", "16")
+    assert result.exit_code == 0, result.output
+    meta = dataset_json(tmp_path / "work")
+    assert (meta["resize_short"], meta["resize_short_train"]) == (24, 16)
+    assert _sizes(tree_files(tmp_path / "work"))["train"] == {("JPEG", "RGB", (21, 16))}
+    assert (tmp_path / "shards" / "manifest.json").is_file()
