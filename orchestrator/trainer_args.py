@@ -36,6 +36,10 @@ SET_BY_ORCH = {
     "--data": "orch mounts the dataset given to `orch launch --data` there",
     "--out": "orch keeps the run folder in the job's outputs",
     "--resume": "orch resumes from the job's last checkpoint by itself (orch launch --resume after a reclaim)",
+    # One machine per job until `orch launch --nodes` exists: these would wait for machines nobody started.
+    "--nnodes": "a job runs on one instance (its GPUs all used: --nproc); several instances per job are not built yet",
+    "--node-rank": "a job runs on one instance; several instances per job are not built yet",
+    "--master": "a job runs on one instance; several instances per job are not built yet",
 }
 
 

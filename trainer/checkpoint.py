@@ -359,6 +359,30 @@ def resume_position(images_done: int, world: int, shard_len: int, batch_size: in
     return skip, (steps_per_epoch - (shard_len - skip) // batch_size if skip else 0)
 
 
+def _read_by_rank_0(which: str, checkpoint_dir: Path, rank: int, world: int) -> tuple[dict[str, Any], Path] | None:
+    """The checkpoint to resume from: read by rank 0 and sent to the others. Only rank 0 writes the
+    run's checkpoints, so in a run over several machines the others' run folders have none; and one
+    reader never races another over a torn last.pt it moves aside. A refusal on rank 0 (a torn or
+    unsafe file) is raised on every rank, so none waits for a checkpoint that is not coming."""
+    def read():
+        return load_latest(checkpoint_dir) if which == "auto" else None if which == "none" else (load(Path(which)), Path(which))
+
+    if world <= 1 or not torch.distributed.is_initialized():
+        return read()
+    box: list[Any] = [None]
+    if rank == 0:
+        try:
+            box[0] = ("ok", read())
+        except TrainerError as exc:
+            box[0] = ("refused", type(exc).__name__, exc.message, exc.code)
+    # From rank 0, a process of this same run: the payload was read with weights_only=True there.
+    torch.distributed.broadcast_object_list(box, src=0)
+    if box[0][0] == "refused":
+        _, kind, message, code = box[0]
+        raise (UnsafeFileError if kind == UnsafeFileError.__name__ else TrainerError)(message, code)
+    return box[0][1]
+
+
 def resume(which: str, checkpoint_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
            scaler: torch.amp.GradScaler, config: TrainConfig, classes: list[str], stem: str, rank: int, world: int,
            shard_len: int) -> ResumePoint:
@@ -366,7 +390,7 @@ def resume(which: str, checkpoint_dir: Path, model: nn.Module, optimizer: torch.
     else a fresh start), "none" (a fresh start) or a checkpoint's path. Loads the weights, the
     optimizer's state (not its settings), the loss scale and this process's RNG state into what it
     is given; `shard_len` is this process's share of the train images per epoch."""
-    loaded = load_latest(checkpoint_dir) if which == "auto" else None if which == "none" else (load(Path(which)), Path(which))
+    loaded = _read_by_rank_0(which, checkpoint_dir, rank, world)
     if loaded is None:
         return ResumePoint()
     payload, source = loaded

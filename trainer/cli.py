@@ -94,6 +94,12 @@ def train(
     watch_spot: bool = typer.Option(False, "--watch-spot", help="Poll EC2 metadata for a spot interruption notice; save and stop."),
     nproc: str = typer.Option("auto", help="Training processes: auto = one per GPU (DDP) when there are several, "
                                            "else one; or a number (N gloo processes on a CPU)."),
+    nnodes: int = typer.Option(1, min=1, help="Machines in the run (with --node-rank and --master on each): "
+                                              "--nproc processes on each, one DDP run over them all."),
+    node_rank: int = typer.Option(0, min=0, help="This machine's place among --nnodes: 0 is the one with --master, "
+                                                 "whose first process alone writes checkpoints and metrics."),
+    master: Optional[str] = typer.Option(None, help="HOST:PORT of node 0, reachable from every node (its private "
+                                                    "address), where the run's processes meet."),
 ) -> None:
     """Train a classifier from random weights (or fine-tune one: --init-weights).
 
@@ -102,6 +108,7 @@ def train(
 
     Every setting a recipe and your flags resolve to, and what each means: trainer settings --recipe NAME.
     Several GPUs: one process each (DDP) by itself (--nproc auto); torchrun -m trainer train ... works too.
+    Several machines: on each, the same command with --nnodes N --node-rank I --master NODE0_ADDRESS:29500.
     Exit 0 when done (or at --max-hours / --target-top1); 130/143 after Ctrl-C/SIGTERM, once last.pt is saved.
     """
     with user_errors(where=out):
@@ -115,12 +122,18 @@ def train(
                      target_top1=target_top1, max_hours=max_hours, checkpoint_minutes=checkpoint_minutes)
         flags.update(_parse_sets(set_))
         config = resolve(recipe, flags)
-        from trainer.launch import processes_wanted, run_per_process
+        from trainer.launch import Nodes, launching, processes_wanted, run_per_process
+        nodes = Nodes.checked(nnodes, node_rank, master)
         n = processes_wanted(nproc, config.device)
-        if n > 1:
-            typer.echo(f"{n} training processes (DDP: one per GPU where there are GPUs), global batch {n} x "
-                       f"{config.batch_size}; --nproc 1 trains in one", err=True)
-            raise typer.Exit(run_per_process(n, sys.argv[1:]))
+        if launching(n, nodes):
+            if nodes.count > 1:
+                typer.echo(f"node {nodes.rank} of {nodes.count} (node 0 at {nodes.master}): {n} training process(es) "
+                           f"here, {n * nodes.count} in all (DDP), global batch {n * nodes.count} x {config.batch_size}",
+                           err=True)
+            else:
+                typer.echo(f"{n} training processes (DDP: one per GPU where there are GPUs), global batch {n} x "
+                           f"{config.batch_size}; --nproc 1 trains in one", err=True)
+            raise typer.Exit(run_per_process(n, sys.argv[1:], nodes))
         code = run_training(config, data, out, resume=resume, stop_file=stop_file, watch_spot=watch_spot, argv=sys.argv)
     raise typer.Exit(code)
 
@@ -338,6 +351,8 @@ def make_dataset(
     work: Path = typer.Option(..., "--work", help="Folder `trainer prepare` writes into (kept: a rerun resumes)."),
     out: Path = typer.Option(..., "--out", help="Folder for the shards and manifest.json."),
     resize_short: Optional[int] = typer.Option(None, "--resize-short", min=8, help="As `trainer prepare`'s."),
+    resize_short_train: Optional[int] = typer.Option(None, "--resize-short-train", min=8,
+                                                     help="As `trainer prepare`'s: train/ alone at this short side."),
     subset_percent: Optional[float] = typer.Option(None, "--subset-percent", help="As `trainer prepare`'s."),
     shard_mb: int = typer.Option(512, "--shard-mb", min=1, help="About this many MB per shard."),
 ) -> None:
@@ -353,6 +368,7 @@ def make_dataset(
         typer.echo(f"trainer make-dataset: kind {kind!r}: use imagenet, tiny-imagenet, cifar100 or folder", err=True)
         raise typer.Exit(2)
     options = [*(["--resize-short", str(resize_short)] if resize_short else []),
+               *(["--resize-short-train", str(resize_short_train)] if resize_short_train else []),
                *(["--subset-percent", f"{subset_percent:g}"] if subset_percent else [])]
     steps = [["prepare", kind, "--source", str(source), "--dest", str(work), *options],
              ["verify", "--data", str(work)],  # every image decoded, every count checked: before it is kept

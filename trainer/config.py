@@ -75,6 +75,8 @@ class TrainConfig:
     tensorboard: bool = True          # write TensorBoard scalars to OUT/tensorboard/ (needs the tensorboard package)
     seed: int = 0                     # seeds init, shuffling and augmentation
     deterministic: bool = False       # cuDNN deterministic algorithms (slower)
+    dist_timeout_minutes: float = 10.0  # several processes: a collective waiting this long for a rank that is gone fails
+                                      # the run (a machine of a multi-node run lost); last.pt stays as last saved
     recipe: str = ""                  # the recipe this config came from (informational)
 
 
@@ -247,6 +249,8 @@ def validate(c: TrainConfig) -> None:
         problems.append("max_hours, target_top1 and checkpoint_minutes must be >= 0 (0: off)")
     if c.stem not in ("auto", "imagenet", "small"):
         problems.append("stem must be auto, imagenet or small")
+    if c.dist_timeout_minutes <= 0:
+        problems.append("dist_timeout_minutes must be positive")
     if c.workers < 0:
         problems.append("workers must be >= 0")
     if c.tta not in TTAS:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 EXIT_BAD_INPUT = 2      # bad flags, recipe, data layout, checkpoint
 EXIT_DISK = 3           # could not write a checkpoint (disk full, read-only volume)
+EXIT_PEER_LOST = 4      # another process of the run (another machine's) stopped answering; last.pt as last saved
 EXIT_SIGHUP = 129       # its terminal or SSH session went away; last.pt saved first
 EXIT_SIGINT = 130       # stopped by Ctrl-C after saving last.pt
 EXIT_SIGTERM = 143      # stopped by SIGTERM / spot notice after saving last.pt

@@ -11,6 +11,7 @@ stopped. The loop below is deliberately one flat function you can read top to bo
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from trainer.data import (EpochSampler, ImageFiles, TrainTransform, available_cp
                           make_loader, progressive_resolution)
 from trainer.engine import (InputNorm, amp_settings, effective_channels_last, evaluate, make_grad_scaler, make_optimizer,
                             pick_device, prepare_model, to_device, train_step_with_logits, training_forward, unwrap)
-from trainer.errors import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, TrainerError
+from trainer.errors import EXIT_PEER_LOST, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, TrainerError
 from trainer.init_weights import init_from
 from trainer.metrics import (Progress, append_metrics, epoch_row, read_metrics, setup_logging, truncate_metrics,
                              write_run_config)
@@ -60,8 +61,12 @@ class Dist:
         return self.world > 1
 
 
-def init_distributed(device_hint: str) -> Dist:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; NCCL on GPUs, gloo on CPU (the tests)."""
+def init_distributed(device_hint: str, timeout_minutes: float = 10.0) -> Dist:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; NCCL on GPUs, gloo on CPU (the tests).
+
+    `timeout_minutes` bounds every collective: a rank whose peer is gone (a machine of a multi-node
+    run reclaimed, its network cut without a goodbye) fails after that long instead of the
+    backend's default (30 min for gloo), keeping the last checkpoint."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
@@ -72,8 +77,18 @@ def init_distributed(device_hint: str) -> Dist:
         # current device, and without this every rank would use cuda:0 and hang.
         torch.cuda.set_device(local_rank)
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+        torch.distributed.init_process_group("nccl" if use_cuda else "gloo",
+                                             timeout=datetime.timedelta(minutes=timeout_minutes))
     return Dist(int(os.environ["RANK"]), local_rank, world)
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """A collective failed because another rank is gone: its connection closed, or the timeout passed."""
+    if isinstance(exc, getattr(torch.distributed, "DistError", ())):
+        return True
+    text = str(exc)
+    return any(k in text for k in ("Connection closed by peer", "Connection reset by peer", "Timed out", "timed out",
+                                   "NCCL communicator was aborted", "ProcessGroupGloo", "ProcessGroupNCCL"))
 
 
 def _all_max(flags: list[float], dist: Dist, device: torch.device) -> list[float]:
@@ -132,10 +147,21 @@ def write_status(out: Path, **fields: Any) -> None:
 def train(config: TrainConfig, data_dir: Path, out_dir: Path, resume: str = "auto", stop_file: Path | None = None,
           watch_spot: bool = False, argv: list[str] | None = None) -> int:
     """Run (or continue) a training job; returns the process exit code. Raises TrainerError on bad input."""
-    dist = init_distributed(config.device)
+    dist = init_distributed(config.device, config.dist_timeout_minutes)
     try:
         with runlock.held(Path(out_dir)) if dist.main else contextlib.nullcontext():
             return _train(config, Path(data_dir), Path(out_dir), resume, stop_file, watch_spot, argv or sys.argv, dist)
+    except RuntimeError as exc:
+        if not (dist.enabled and peer_lost(exc)):
+            raise
+        if dist.main and (Path(out_dir) / "status.json").exists():
+            write_status(Path(out_dir), state="failed", reason="peer-lost", exit_code=EXIT_PEER_LOST)
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise TrainerError(
+            f"process {dist.rank} of {dist.world}: another process of this run stopped answering ({first}). On a run "
+            f"over several machines that is usually one of them lost (a spot reclaim, a crash); this one stops too. "
+            f"Node 0's checkpoints/last.pt is as last saved: start the same command on every machine again (`orch "
+            f"launch --name JOB --resume` does) and training continues from it.", EXIT_PEER_LOST) from None
     finally:
         if dist.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
