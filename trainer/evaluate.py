@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from trainer.config import TTAS
 from trainer.data import EpochSampler, EvalTransform, ImageFiles, eval_transform, load_dataset, make_loader
 from trainer.engine import AmpSettings, EvalResult, InputNorm, amp_settings, evaluate, pick_device, prepare_model, to_device
 from trainer.errors import TrainerError
@@ -31,8 +32,8 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, split: str = "val", ba
     way (FixRes, Touvron et al. 2019: the statistics of a low-resolution run do not fit a larger
     eval crop); the checkpoint itself is never changed.
     """
-    if tta not in ("none", "flip"):
-        raise TrainerError(f"--tta {tta!r}: use none or flip.")
+    if tta not in TTAS:
+        raise TrainerError(f"--tta {tta!r}: use {' or '.join(TTAS)}.")
     if any(r < 8 for r in resolutions) or recalibrate_bn < 0:
         raise TrainerError("--res takes crop sizes of at least 8 px (e.g. --res 160,192,224) and --recalibrate-bn a "
                            "number of batches >= 0.")
@@ -73,7 +74,8 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, split: str = "val", ba
         report["by_res"] = []
         for res in resolutions:
             framing = EvalTransform(int(round(res * own.resize / own.crop)), res)
-            entry: dict[str, Any] = {"res": res, "resize": framing.resize, **_figures(scorer.score(model, samples, framing))}
+            plain = result if framing == own else scorer.score(model, samples, framing)   # its own framing: once
+            entry: dict[str, Any] = {"res": res, "resize": framing.resize, **_figures(plain)}
             if recalibrate_bn:
                 tuned, seen = recalibrated(model, info.train, framing, recalibrate_bn, scorer)
                 entry["recalibrated_bn"] = {"batches": recalibrate_bn, "train_images": seen,
