@@ -83,6 +83,9 @@ class Settings:
     bootstrap_script: str | None = None  # default: infra/bootstrap.sh as orch ships it; "none": no user data
     wait_timeout_s: int = 600
     poll_interval_s: float = 3.0
+    # `--nodes N`: the address the other nodes reach node 0 at. None: its private address in the VPC. Set it when
+    # they meet elsewhere (an overlay network; in orch's tests, one machine's loopback).
+    rendezvous_host: str | None = None
 
 
 _ENV_PREFIX = "ORCH_"
@@ -92,7 +95,7 @@ _BOOL_FIELDS = {"allow_on_demand_fallback", "live_prices"}
 _TUPLE_FIELDS = {"ami_owners"}
 _OPTIONAL = {
     "ssh_proxy_command", "ssh_cidr", "iam_instance_profile", "subnet_id", "autostop_minutes", "max_hours",
-    "max_dollars", "checkpoint_bucket", "bootstrap_script", "remote_root", "bucket",
+    "max_dollars", "checkpoint_bucket", "bootstrap_script", "remote_root", "bucket", "rendezvous_host",
 }
 
 

@@ -26,3 +26,10 @@ def container_name(job: str) -> str:
 
 def tensorboard_container_name(job: str) -> str:
     return f"orch-{job}.tensorboard"  # no job's container: a job name has no "."
+
+
+def node_key(job: str, node: int) -> str:
+    """What node `node` of a `--nodes N` job is known by on its machine (its container, `orch.job` label and
+    folders): the job's own name on node 0, `JOB.nodeI` on the others. Never a job's name (a job name has no "."),
+    and two nodes on one engine (one big machine, the tests' loopback) stay apart."""
+    return job if node == 0 else f"{job}.node{node}"

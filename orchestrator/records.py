@@ -49,6 +49,12 @@ class Instance:
     state_reason: str | None = None  # the cloud's code, e.g. "Server.SpotInstanceTermination"
     tags: dict[str, str] = field(default_factory=dict)  # the orch:* tags (job settings that outlive the state file)
 
+    @property
+    def node(self) -> int:
+        """Which of a `--nodes N` job's instances this is (tag orch:node); 0 for a one-instance job."""
+        raw = self.tags.get("orch:node", "0")
+        return int(raw) if raw.isdigit() else 0
+
 
 @dataclass(frozen=True)
 class InstanceTypeInfo:
@@ -91,6 +97,10 @@ class LaunchPlan:
     subnets: tuple[tuple[str, str], ...] = ()  # (zone, subnet id) the launch may use
     public_ip: bool = False    # ask for a public address (a --subnet-id that gives none, no proxy command)
     network: str = "default VPC"  # as the plan prints it
+    nodes: int = 1  # `--nodes N`: N instances of the type, one training run over all of them
+    placement_group: str | None = None  # their cluster placement group; None: none (one node, or a type without)
+    placement_note: str = ""  # why there is none, as the plan prints it
+    quota: str = ""  # the vCPU quota the instances count against: "Running On-Demand G and VT instances (L-DB2E81BA)"
 
     @property
     def machine(self) -> str:
@@ -99,6 +109,11 @@ class LaunchPlan:
         if self.gpus > 1:
             gpus += ": one training process per GPU"
         return f"{self.instance_type} ({self.vcpus} vCPUs{gpus})"
+
+    @property
+    def total_price_per_hour(self) -> float | None:
+        """Every node's hourly price together."""
+        return None if self.price_per_hour is None else self.price_per_hour * self.nodes
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,7 @@ class TeardownReport:
     terminated: tuple[str, ...] = ()
     security_groups: tuple[str, ...] = ()
     key_pairs: tuple[str, ...] = ()
+    placement_groups: tuple[str, ...] = ()  # a `--nodes N` job's cluster placement group
     volumes: tuple[str, ...] = ()  # volumes left by an instance (--keep-volume at launch), deleted now
     kept_volumes: tuple[str, ...] = ()
     remaining: tuple[str, ...] = ()  # anything still tagged for the job after teardown
@@ -345,6 +361,7 @@ class LaunchConfig:
     keep_volume: bool = False
     # `orch data prepare --target aws`: what the instance prepares (lifecycle/data_instance.py), tagged orch:prepares.
     prepares: str | None = None
+    nodes: int = 1  # --nodes N: one run over N instances (lifecycle/nodes.py)
 
     @property
     def region(self) -> str:
@@ -363,3 +380,6 @@ class JobView:
     container: ContainerStatus | None = None  # when asked for and reachable
     note: str = ""
     unreachable: str | None = None  # the trainer was asked for and could not be reached: why
+    # A `--nodes N` job: every node's instance, node 0 first (`instance` is node 0's); () for a one-instance job.
+    nodes: tuple[Instance, ...] = ()
+    node_containers: tuple[str, ...] = ()  # with the container asked for: each node's trainer in a few words

@@ -44,6 +44,7 @@ class LaunchRecord:
     recover: bool = False
     max_recoveries: int = 3
     keep_volume: bool = False
+    nodes: int = 1
 
     @classmethod
     def from_json(cls, raw: dict) -> "LaunchRecord":
@@ -72,6 +73,7 @@ class JobRecord:
     created_at: str | None = None
     updated_at: str | None = None
     launch: LaunchRecord | None = None  # what the job was launched with (for --resume / --recover)
+    nodes: int = 1  # a local `--nodes N` job: its N trainers (an instance's node is tagged orch:node instead)
 
 
 def state_path() -> Path:

@@ -36,10 +36,10 @@ SET_BY_ORCH = {
     "--data": "orch mounts the dataset given to `orch launch --data` there",
     "--out": "orch keeps the run folder in the job's outputs",
     "--resume": "orch resumes from the job's last checkpoint by itself (orch launch --resume after a reclaim)",
-    # One machine per job until `orch launch --nodes` exists: these would wait for machines nobody started.
-    "--nnodes": "a job runs on one instance (its GPUs all used: --nproc); several instances per job are not built yet",
-    "--node-rank": "a job runs on one instance; several instances per job are not built yet",
-    "--master": "a job runs on one instance; several instances per job are not built yet",
+    # `orch launch --nodes N` gives each node these; by hand they would wait for machines nobody started.
+    "--nnodes": "orch gives it to each instance of `orch launch --nodes N` (one instance's GPUs: --nproc)",
+    "--node-rank": "orch gives each instance of `orch launch --nodes N` its own",
+    "--master": "orch gives every instance of `orch launch --nodes N` node 0's address",
 }
 
 

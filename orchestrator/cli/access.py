@@ -12,6 +12,11 @@ from orchestrator.cli.app import app, err, errors, job_argument, json_option, ou
 from orchestrator.paths import default_resume_dir
 
 
+def node_option():
+    return typer.Option(0, "--node", min=0, help="Of a job launched with --nodes N: which instance, 0 to N-1 "
+                                                 "(default 0, the one that writes checkpoints).")
+
+
 @app.command(context_settings={"allow_extra_args": True})
 def ssh(
     job: Optional[str] = job_argument(),
@@ -19,11 +24,15 @@ def ssh(
     print_only: bool = typer.Option(False, "--print", help="Print the ssh command instead of running it."),
     ssh_user: Optional[str] = typer.Option(None, "--ssh-user", help="SSH user (default: the one used at launch)."),
     ssh_proxy_command: Optional[str] = typer.Option(None, "--ssh-proxy-command", help="OpenSSH ProxyCommand."),
+    node: int = node_option(),
 ) -> None:
     """Open a shell on the job's instance (with its key and pinned host key).
 
     \b
     Example: orch ssh resnet50 -- nvidia-smi
+
+    \b
+    Example (node 1 of a --nodes job): orch ssh rn50x16 --node 1
     """
     # lifecycle/ is imported when a command runs, never with the CLI: `orch --help` loads no SSH, Docker or AWS code.
     from orchestrator.lifecycle import access, machines
@@ -31,7 +40,7 @@ def ssh(
     with errors() as about:
         name = about.name = machines.resolve_job(job)
         args = access.ssh_command(name, settings(ssh_user=ssh_user, ssh_proxy_command=ssh_proxy_command),
-                                  list(command or []))
+                                  list(command or []), node=node)
         if print_only:
             out(shlex.join(args))
             return
@@ -45,11 +54,15 @@ def logs(
     since: Optional[str] = typer.Option(
         None, "--since", help="Only output from then on: a duration (10m, 2h) or a time, e.g. 2024-05-01T12:00 "
                               "(UTC, unless it ends in Z or +HH:MM)."),
+    node: int = node_option(),
 ) -> None:
     """Print the trainer's output; with --follow, stream it and exit with the trainer's code.
 
     \b
     Example: orch logs resnet50 --follow
+
+    \b
+    Example (node 1 of a --nodes job; node 0 is rank 0, the default): orch logs rn50x16 --node 1 --follow
     """
     # lifecycle/ is imported when a command runs, never with the CLI: `orch --help` loads no SSH, Docker or AWS code.
     from orchestrator.lifecycle import access, machines
@@ -57,7 +70,7 @@ def logs(
     with errors() as about:
         name = about.name = machines.resolve_job(job)
         access.check_since(since)
-        code = access.logs(name, settings(), follow_on=follow, since=since, say_after=err)
+        code = access.logs(name, settings(), follow_on=follow, since=since, say_after=err, node=node)
     raise typer.Exit(code)
 
 

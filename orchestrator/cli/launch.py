@@ -96,6 +96,12 @@ def launch(
     dataset_name: Optional[str] = typer.Option(None, "--dataset-name",
                                                help="With --prepare: the kept dataset's name (default: the source's "
                                                     "last part, e.g. imagenet-256)."),
+    nodes: Optional[int] = typer.Option(
+        None, "--nodes", min=1, show_default=False,
+        help="Train one run over N instances of the type (one process per GPU on each), in one cluster placement "
+             "group, e.g. --nodes 4 --instance g4dn.12xlarge (16 T4s). Node 0 writes the checkpoints; "
+             "`orch logs --node I` follows another. With --target local, N trainers on this machine (to try "
+             "the flow). Default 1."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan (with --dry-run) or the started job as JSON on "
                                                        "stdout; progress goes to stderr."),
 ) -> None:
@@ -121,6 +127,9 @@ def launch(
 
     \b
     Example (a secret for the trainer): orch launch --instance g4dn.2xlarge --data demo --env-file .env
+
+    \b
+    Example (one run over 4 instances, 16 T4s): orch launch --instance g4dn.12xlarge --nodes 4 --name rn50x16 --iam-instance-profile orch-trainer --data dataset:imagenet-256 -- --recipe t4-rn50
     """
     # lifecycle/ is imported when a command runs, never with the CLI: `orch --help` loads no SSH, Docker or AWS code.
     from orchestrator.lifecycle import launch as launcher
@@ -139,7 +148,8 @@ def launch(
             gpus=gpus, remote_root=remote_root, resume=resume, resume_from=str(resume_from) if resume_from else None,
             recover=recover, max_recoveries=max_recoveries, keep_volume=keep_volume, bucket=bucket, env=tuple(env or ()),
             env_files=tuple(str(f) for f in env_file or ()), prepare=prepare, resize_short=resize_short,
-            resize_short_train=resize_short_train, subset_percent=subset_percent, dataset_name=dataset_name))
+            resize_short_train=resize_short_train, subset_percent=subset_percent, dataset_name=dataset_name,
+            nodes=nodes))
         cfg = launch_.config
         job_name = about.name = cfg.job
         about.creates = True
@@ -201,9 +211,23 @@ def plan_dict(p: LaunchPlan | None) -> dict | None:
 def print_plan(p: LaunchPlan) -> None:
     price = (f"${p.price_per_hour:.3f}/hour ({p.price_source})" if p.price_per_hour is not None
              else "unknown (no live price and not in the table)")
+    if p.nodes > 1 and p.price_per_hour is not None:
+        price = f"${p.total_price_per_hour:.3f}/hour for the {p.nodes} instances (each {price})"
+    need = p.vcpus * p.nodes
     rows = [
         ("job", p.job), ("region", p.region), ("zones", ", ".join(p.zones)),
-        ("instance", p.machine),
+        ("instance", p.machine + (f" x {p.nodes} instances" if p.nodes > 1 else "")),
+    ]
+    if p.nodes > 1:
+        procs = max(p.gpus, 1) * p.nodes
+        rows += [("nodes", f"{p.nodes}: one training run of {procs} processes ({'one per GPU' if p.gpus else 'CPU'}), "
+                           "rendezvous on node 0's private address; node 0 writes the checkpoints"),
+                 ("placement group", f"{p.placement_group} (cluster: one zone, close together){p.placement_note}"
+                  if p.placement_group else p.placement_note),
+                 ("between nodes", "every port, from the security group's own members only")]
+    rows += [
+        ("quota need", (f"{p.nodes} x {p.vcpus} = " if p.nodes > 1 else "") + f"{need} vCPUs"
+                       + (f" of {p.quota}" if p.quota else "") + " (checked at launch)"),
         ("market", ("spot, on-demand fallback" if p.allow_on_demand_fallback else "spot") if p.spot else "on-demand"),
         ("ami", f"{p.ami} [{p.ami_source}]"),
         ("root volume", f"{p.volume_gb} GiB gp3, {p.volume_throughput} MiB/s, {p.root_device}, "

@@ -50,7 +50,8 @@ def teardown(
                 f"data); to start fresh, delete that folder (rm -rf {report.kept_outputs}) or choose another --name.")
             return
         removed = ([f"instance {i}" for i in report.terminated] + [f"security group {g}" for g in report.security_groups]
-                   + [f"key pair {k}" for k in report.key_pairs] + [f"volume {v}" for v in report.volumes])
+                   + [f"key pair {k}" for k in report.key_pairs] + [f"placement group {g}" for g in report.placement_groups]
+                   + [f"volume {v}" for v in report.volumes])
         out(f"Removed: {', '.join(removed) if removed else 'nothing (no resources were left)'}")
         if report.kept_volumes:
             out(f"Kept volume(s): {', '.join(report.kept_volumes)} (they bill until deleted: "

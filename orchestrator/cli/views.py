@@ -19,6 +19,10 @@ def _view_dict(view: JobView) -> dict:
         d["container"] = asdict(view.container)
     elif view.unreachable is not None:
         d["container"] = f"unreachable: {view.unreachable}"
+    if view.nodes:
+        trainers = ("",) + view.node_containers if view.node_containers else ()
+        d["nodes"] = [{"node": i.node, "instance": asdict(i), **({"trainer": trainers[n]} if n and trainers else {})}
+                      for n, i in enumerate(view.nodes)]
     return d
 
 
@@ -63,6 +67,11 @@ def status(
                 out("  latest    " + progress_text(c.last_metrics))
         elif view.unreachable is not None:
             out(f"  container unreachable: {view.unreachable}")
+        for n, i in enumerate(view.nodes):
+            trainer = "node 0 (above)" if n == 0 else (f"trainer {view.node_containers[n - 1]}"
+                                                       if view.node_containers else "")
+            out(f"  node {i.node}    {i.instance_id} {i.state} {i.public_ip or i.private_ip or '-'} "
+                f"(private {i.private_ip or '-'}) {trainer}".rstrip())
         if view.note:
             out(f"  note      {view.note}")
 

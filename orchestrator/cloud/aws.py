@@ -28,6 +28,8 @@ TAG_KEEP_VOLUME = "orch:keep-volume"  # on the instance and its root volume: it 
 TAG_INSTANCE_PROFILE = "orch:iam-instance-profile"  # what a resume on another laptop launches with again
 TAG_SUBNET = "orch:subnet"  # --subnet-id, likewise
 TAG_PREPARES = "orch:prepares"  # on an `orch data prepare --target aws` instance: a digest of what it prepares
+TAG_NODE = "orch:node"  # `--nodes N`: which of the job's instances this is, 0 to N-1 (none: 0, a one-instance job)
+TAG_NODES = "orch:nodes"  # `--nodes N`: how many (a resume on another laptop launches as many again)
 CREATED_BY = "orch"
 CAPACITY_ERRORS = {
     "InsufficientInstanceCapacity",

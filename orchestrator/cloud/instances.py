@@ -120,7 +120,8 @@ def run_instance(plan: LaunchPlan, security_group_id: str, log: Callable[[str], 
                 MaxCount=1,
                 KeyName=plan.key_name,
                 **_interface(subnets[zone], security_group_id, plan.public_ip),
-                Placement={"AvailabilityZone": zone},
+                Placement={"AvailabilityZone": zone, **({"GroupName": plan.placement_group} if plan.placement_group
+                                                         else {})},
                 BlockDeviceMappings=[{
                     "DeviceName": plan.root_device,
                     # --keep-volume: a spot reclaim or an autostop shutdown leaves the job's outputs behind.

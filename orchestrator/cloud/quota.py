@@ -109,7 +109,7 @@ def fix_message(check: QuotaCheck, region: str) -> str:
     desired = max(int(check.in_use_vcpus + check.needed_vcpus), 8)
     return (
         f"vCPU quota too low: '{check.quota_name}' ({check.quota_code}) in {region} is "
-        f"{check.limit:g} vCPUs, {check.in_use_vcpus} in use, and this instance needs "
+        f"{check.limit:g} vCPUs, {check.in_use_vcpus} in use, and this launch needs "
         f"{check.needed_vcpus}. Request an increase (approval takes minutes to a day):\n"
         f"  aws service-quotas request-service-quota-increase --service-code ec2 "
         f"--quota-code {check.quota_code} --desired-value {desired} --region {region}\n"

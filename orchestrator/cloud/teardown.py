@@ -1,4 +1,5 @@
-"""Remove everything tagged for a job (instances, security group, key pair, volumes) and say what is left."""
+"""Remove everything tagged for a job (instances, security group, key pair, placement group, volumes) and say what
+is left."""
 from __future__ import annotations
 
 import time
@@ -7,6 +8,7 @@ from typing import Callable
 from orchestrator.cloud.aws import client, error_code, job_filter
 from orchestrator.cloud.instances import find_instances, wait_for_state
 from orchestrator.cloud.network import KeyPairInfo, delete_key_pair
+from orchestrator.cloud.placement import delete_placement_groups, find_placement_groups
 from orchestrator.cloud.volumes import detached_volumes, keep_root_volumes
 from orchestrator.records import TeardownReport
 
@@ -52,13 +54,18 @@ def terminate_job(region: str, job: str, keep_volume: bool = False, timeout_s: f
                     warnings.append(f"could not delete security group {group['GroupId']}: {e}")
                     break
                 time.sleep(poll_s)
+    try:  # a --nodes job's: empty once its instances are gone
+        placement_groups = delete_placement_groups(region, job)
+    except Exception as e:
+        placement_groups = []
+        warnings.append(f"could not delete the placement group of {job}: {e}")
     keys = []
     for pair in ec2.describe_key_pairs(Filters=job_filter(job))["KeyPairs"]:
         delete_key_pair(region, KeyPairInfo(pair["KeyName"], pair.get("KeyPairId"), False))
         keys.append(pair["KeyName"])
     remaining = [r for r in remaining_resources(region, job) if r.split(" ", 1)[-1] not in kept]
     return TeardownReport(job=job, terminated=tuple(ids), security_groups=tuple(groups),
-                          key_pairs=tuple(keys), volumes=tuple(deleted_volumes), kept_volumes=tuple(kept),
+                          key_pairs=tuple(keys), placement_groups=tuple(placement_groups), volumes=tuple(deleted_volumes), kept_volumes=tuple(kept),
                           remaining=tuple(remaining), warnings=tuple(warnings))
 
 
@@ -69,6 +76,7 @@ def remaining_resources(region: str, job: str) -> list[str]:
     left += [f"security-group {g['GroupId']}"
              for g in ec2.describe_security_groups(Filters=job_filter(job))["SecurityGroups"]]
     left += [f"key-pair {k['KeyName']}" for k in ec2.describe_key_pairs(Filters=job_filter(job))["KeyPairs"]]
+    left += [f"placement-group {name}" for name in find_placement_groups(region, job)]
     left += [f"volume {v['VolumeId']}" for v in ec2.describe_volumes(Filters=job_filter(job))["Volumes"]
              if v.get("State") not in ("deleting", "deleted")]
     return left

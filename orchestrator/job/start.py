@@ -107,14 +107,16 @@ def _trainer_image(machine: Machine, session, runner, spec: JobSpec, say: Say) -
     return ready
 
 
-def start(machine: Machine, spec: JobSpec, say: Say | None = None) -> ContainerStatus:
-    """Put the data on the machine, build or reuse the image, and run the trainer detached."""
+def start(machine: Machine, spec: JobSpec, say: Say | None = None,
+          go: Callable[[], object] = lambda: None) -> ContainerStatus:
+    """Put the data on the machine, build or reuse the image, and run the trainer detached. `go` is called once
+    all is in place, just before the trainer starts (the nodes of one run start together: lifecycle/nodes.py)."""
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     with trainer_on(machine, before=lambda session: machine.prepare(session, spec, say)) as (session, runner):
-        return _start(machine, session, runner, spec, say)
+        return _start(machine, session, runner, spec, say, go)
 
 
-def _start(machine: Machine, session, runner, spec: JobSpec, say: Say) -> ContainerStatus:
+def _start(machine: Machine, session, runner, spec: JobSpec, say: Say, go: Callable[[], object]) -> ContainerStatus:
     existing = runner.state()
     if existing.state in ("running", "restarting", "created"):
         say(f"  the job's {runner.what} is already {existing.state}; not starting a second one")
@@ -165,6 +167,7 @@ def _start(machine: Machine, session, runner, spec: JobSpec, say: Say) -> Contai
     run = RunSpec(job=spec.job, image=image, trainer_args=args, data_dir=data_dir, outputs_dir=outputs_dir,
                   gpus=spec.gpus, user=user, max_restarts=spec.max_restarts, image_hash=image_hash,
                   created_by=created_by(), labels=extra, env_file=env_file, command=spec.command)
+    go()  # waits until the run's other nodes are ready too (a one-machine job goes at once)
     try:
         st = runner.run(run)
     except NoGPUs:

@@ -24,12 +24,13 @@ def check_since(since: str | None) -> None:
 
 
 def logs(job: str, settings: Settings, follow_on: bool = False, since: str | None = None,
-         say_after: Callable[[str], None] | None = None) -> int:
-    """Print the job's trainer output (following it with `follow_on`); the trainer's exit code.
+         say_after: Callable[[str], None] | None = None, node: int = 0) -> int:
+    """Print the job's trainer output (of node `node`, with --nodes; following it with `follow_on`); the trainer's
+    exit code.
 
     Once an instance's trainer has ended for good, `say_after` is told when autostop takes its disks."""
     check_since(since)
-    machine = machines.machine_for(job, settings)
+    machine = machines.machine_for(job, settings, node=node)
     ended: list[JobEnded] = []
     code = follow(machine, follow=follow_on, since_ns=parse_since(since), ended=ended.append)
     if follow_on and ended and say_after is not None and machine.autostops:
@@ -54,8 +55,9 @@ def fetch_weights(job: str, settings: Settings, which: str, dest: Path) -> Fetch
                                  remote_root=remote_root_for(job, settings), outputs_root=outputs_root_for(job))
 
 
-def ssh_command(job: str, settings: Settings, extra: list[str]) -> list[str]:
-    """The `ssh` command line that opens a shell (or runs `extra`) on the job's instance, as orch reaches it."""
+def ssh_command(job: str, settings: Settings, extra: list[str], node: int = 0) -> list[str]:
+    """The `ssh` command line that opens a shell (or runs `extra`) on the job's instance (node `node`'s), as orch
+    reaches it."""
     if machines.is_local(job):
         raise ConfigError(f"Job {job} runs on this machine; use `docker exec` or `orch logs {job}`.")
-    return openssh_command(machines.endpoint_for(job, settings), extra)
+    return openssh_command(machines.endpoint_for(job, settings, node), extra)

@@ -18,7 +18,7 @@ from orchestrator.config import ConfigError, Settings, validate_job_name
 from orchestrator.errors import FlowError
 from orchestrator.job.restore import ATTACH_DEVICE
 from orchestrator.job.start import start
-from orchestrator.lifecycle import datasets, machines
+from orchestrator.lifecycle import datasets, machines, nodes
 from orchestrator.lifecycle.keys import caller_cidr, ensure_key
 from orchestrator.lifecycle.local import launch_local, say_started
 from orchestrator.lifecycle.plan import check_dataset, on_demand_plan, plan, preflight, require_instance_profile
@@ -62,6 +62,8 @@ def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
     if machines.is_local(cfg.job):
         raise FlowError(f"Job {cfg.job!r} is a local job. Tear it down first (`orch teardown {cfg.job}`) "
                         "or choose another --name.")
+    if cfg.nodes > 1:
+        return _launch_nodes(cfg, p, restore, say)
     # One look-then-create at a time per job on this machine: two `orch launch` of one job in two terminals
     # would each find no instance and start one. A teardown takes the same lock (lifecycle/teardown.py).
     with locked(job_lock_path(cfg.job), waiting=lambda: say(f"  waiting: another orch launch or teardown of "
@@ -102,6 +104,37 @@ def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
     return instance
 
 
+def _launch_nodes(cfg: LaunchConfig, p: LaunchPlan, restore, say: Say) -> Instance:
+    """`--nodes N` (lifecycle/nodes.py): the N instances found or started, then the trainer on each; node 0's."""
+    s = cfg.settings
+    with locked(job_lock_path(cfg.job), waiting=lambda: say(f"  waiting: another orch launch or teardown of "
+                                                              f"{cfg.job} is running on this machine")):
+        found = nodes.find_or_create(cfg, p, say)
+    up = nodes.wait_running(cfg, found, say)
+    with phase("trainer image repository (ECR)", say):
+        registry = _image_registry(p.region, say)
+    spec = replace(cfg.job_spec, remote_root=s.remote_root, restore=restore, registry=registry)
+    with phase(f"start the job on its {cfg.nodes} nodes" + (" (node 0 restores the checkpoint)" if restore else ""),
+               say):
+        try:
+            statuses = nodes.start_nodes(cfg, up, spec, say)
+        except (RuntimeError, OSError) as e:
+            if isinstance(e, CapSpent):
+                raise FlowError(_cap_spent(cfg.job, e)) from None
+            raise FlowError(f"{e}\nThe job's {cfg.nodes} instances are up and recorded (each of them: {billing_note(p, s)}): "
+                            f"run the same `orch launch --name {cfg.job} ...` again to carry on, or "
+                            f"`orch teardown {cfg.job}` to remove them.") from e
+        if not statuses[0].already_running:
+            state.update(cfg.job, launch=launch_record(cfg))
+        say_started(statuses[0], cfg.job, say, stop_first=f"`orch fetch-weights {cfg.job}`, then `orch teardown "
+                                                          f"{cfg.job}` (its {cfg.nodes} instances go with it)",
+                    start_over=f"`orch teardown {cfg.job}` first, or choose another --name")
+    note = _lifetime_note(cfg, p)
+    if note:
+        say(f"  {note}")
+    return up[0]
+
+
 def _find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[Instance, LaunchPlan]:
     """The job's instance: the one tagged for it, else a new one (after the quota check); recorded either way.
     Returns it with the plan it was started on (an on-demand fallback changes it)."""
@@ -116,6 +149,9 @@ def _find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[Instanc
                                          s.poll_interval_s)
             else:
                 existing.append(found)
+        if counts := {i.tags[aws.TAG_NODES] for i in existing if aws.TAG_NODES in i.tags}:
+            raise FlowError(f"Job {cfg.job} runs on {max(counts)} instances (launched with --nodes {max(counts)}): "
+                            f"add --nodes {max(counts)}, or launch with --resume, which takes it from the first launch.")
         if len(existing) > 1:
             say(f"  warning: {len(existing)} instances tagged {cfg.job}; using the newest")
         if existing:

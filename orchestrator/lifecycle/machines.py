@@ -18,6 +18,7 @@ from orchestrator import state
 from orchestrator.cloud import aws, instances
 from orchestrator.config import Settings, load_settings, validate_job_name
 from orchestrator.errors import FlowError, JobError
+from orchestrator.labels import node_key
 from orchestrator.machines.base import Machine
 from orchestrator.machines.instance import InstanceMachine
 from orchestrator.machines.local_docker import LocalDockerMachine
@@ -43,13 +44,19 @@ def is_local(job: str) -> bool:
     return runs_here(state.get(job))
 
 
-def machine_for(job: str, settings: Settings | None = None) -> Machine:
-    """The machine the job runs on: this machine (by the runner it started with), or its instance."""
+def machine_for(job: str, settings: Settings | None = None, node: int = 0) -> Machine:
+    """The machine the job runs on: this machine (by the runner it started with), or its instance (of a `--nodes N`
+    job, node `node`'s, where that node's trainer is known by `labels.node_key`)."""
     if is_local(job):
-        record = load_record(job)
+        count = state.get(job).nodes
+        if node >= count:
+            raise FlowError(f"Job {job} runs on this machine with {count} node(s): --node 0"
+                            + (f" to {count - 1}." if count > 1 else " (or leave it out)."))
+        key = node_key(job, node)
+        record = load_record(key)
         runner = record.runner if record else ("docker" if engine_answers() else "process")
-        return LOCAL_MACHINES[runner](job)
-    return InstanceMachine(job, endpoint_for(job, settings))
+        return LOCAL_MACHINES[runner](key)
+    return InstanceMachine(node_key(job, node), endpoint_for(job, settings, node))
 
 
 def local_machine_to_start(job: str) -> Machine:
@@ -95,20 +102,24 @@ def choose_runner() -> str:
     return "process"
 
 
-def endpoint_for(job: str, settings: Settings | None = None) -> SSHEndpoint:
-    """How to reach the job's instance over SSH. Current settings win over the recorded ones."""
+def endpoint_for(job: str, settings: Settings | None = None, node: int = 0) -> SSHEndpoint:
+    """How to reach the job's instance (node `node`'s, of a `--nodes N` job) over SSH. Current settings win over the
+    recorded ones."""
     s = settings or load_settings()
     record = state.get(job)
     region = (record.region if record else None) or s.region
     instance = None
-    if record and record.instance_id:
+    if record and record.instance_id and node == 0:  # the record's instance is node 0's
         instance = instances.describe_instance(region, record.instance_id)
-    if instance is None or instance.state == "terminated":
+    if instance is None or instance.state == "terminated" or instance.node != node:
         with asking_aws(job, region, known=record is not None):
-            live = instances.find_instances(region, job)
+            live = [i for i in instances.find_instances(region, job) if i.node == node]
         instance = live[0] if live else None
     if instance is None and record is None:
         raise FlowError(not_here(job, f"Nor is an instance tagged orch:job={job} running in {region}."))
+    if instance is None and node:
+        raise FlowError(f"No running instance for node {node} of job {job!r} in {region}. `orch status {job}` "
+                        "lists its nodes.")
     if instance is None:
         raise FlowError(f"No running instance for job {job!r} in {region}. See `orch list`.")
     host = instance.public_ip or instance.private_ip

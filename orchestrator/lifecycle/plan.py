@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from orchestrator.cloud import aws, catalog, network, pricing, quota
+from orchestrator.cloud import aws, catalog, network, placement, pricing, quota
 from orchestrator.config import ConfigError, Settings, validate_job_name
 from orchestrator.errors import FlowError
 from orchestrator.lifecycle.userdata import bootstrap_script, render_user_data
@@ -39,6 +39,9 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
                             f"of {s.region} (with a subnet: {net.described}). Pick one of those, or leave --zone out.")
         zones = (cfg.zone,)
     price = pricing.hourly_price(cfg.instance_type, s.region, spot=cfg.spot, live=s.live_prices)
+    group, group_note = placement_for(cfg, info.name)
+    if group is not None and not cfg.zone:
+        zones = zones[:1]  # a cluster placement group is in one zone: the first that offers the type
     return LaunchPlan(
         job=cfg.job, region=s.region, instance_type=info.name, vcpus=info.vcpus, ami=ami.image_id,
         ami_source=ami.source, spot=cfg.spot, allow_on_demand_fallback=s.allow_on_demand_fallback,
@@ -50,7 +53,24 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
         price_source=price.source if price else None,
         tags=launch_tags(cfg), keep_volume=cfg.keep_volume,
         vpc_id=net.vpc_id, subnets=net.subnets, public_ip=net.public_ip, network=net.described,
+        nodes=cfg.nodes, placement_group=group, placement_note=group_note, quota=quota_named(info.name, cfg.spot),
     )
+
+
+def quota_named(instance_type: str, spot: bool) -> str:
+    code, name = quota.quota_for(instance_type, spot)
+    return f"{name} ({code})" if code else ""
+
+
+def placement_for(cfg: LaunchConfig, instance_type: str) -> tuple[str | None, str]:
+    """A `--nodes N` job's cluster placement group (its name), or None and why not."""
+    if cfg.nodes <= 1:
+        return None, ""
+    supported = placement.supports_cluster(cfg.settings.region, instance_type)
+    if supported is False:
+        return None, f"none: {instance_type} can't join a cluster placement group (the nodes start unplaced)"
+    note = "" if supported else f" (EC2 does not say whether {instance_type} can join one: AWS refuses if not)"
+    return aws.resource_name(cfg.job), note
 
 
 def refuse_unsupported(instance_type: str, s: Settings) -> None:
@@ -172,12 +192,12 @@ class Preflight:
     spot_quota_too_low: bool = False  # a spot plan whose fallback is allowed: start on-demand
 
 
-def preflight(p: LaunchPlan) -> Preflight:
-    """Refuse a launch AWS would refuse for quota; says what was checked."""
-    check = quota.check_vcpu_quota(p.region, p.instance_type, p.vcpus, p.spot)
+def preflight(p: LaunchPlan, count: int = 1) -> Preflight:
+    """Refuse a launch of `count` instances AWS would refuse for quota; says what was checked."""
+    check = quota.check_vcpu_quota(p.region, p.instance_type, p.vcpus * count, p.spot)
     if check.ok is False:
         if p.spot and p.allow_on_demand_fallback:
-            od = quota.check_vcpu_quota(p.region, p.instance_type, p.vcpus, False)
+            od = quota.check_vcpu_quota(p.region, p.instance_type, p.vcpus * count, False)
             if od.ok is not False:
                 return Preflight(f"spot quota too low ({check.limit:g}); starting on-demand (fallback allowed)", True)
         raise FlowError(quota.fix_message(check, p.region))

@@ -63,6 +63,7 @@ class LaunchRequest:
     resize_short_train: int | None = None  # with --prepare: train/ alone at this short side
     subset_percent: float | None = None  # with --prepare
     dataset_name: str | None = None  # with --prepare: else named after the source
+    nodes: int | None = None  # --nodes N: one run over N instances
 
 
 DEMO_ARGS = ("--recipe", "demo")
@@ -99,7 +100,7 @@ def with_recorded(req: LaunchRequest) -> LaunchRequest:
         subnet_id=req.subnet_id or recorded.subnet_id,
         volume_gb=req.volume_gb or recorded.volume_gb, remote_root=req.remote_root or recorded.remote_root,
         recover=given(req.recover, recorded.recover), max_recoveries=given(req.max_recoveries, recorded.max_recoveries),
-        keep_volume=given(req.keep_volume, recorded.keep_volume))
+        keep_volume=given(req.keep_volume, recorded.keep_volume), nodes=given(req.nodes, recorded.nodes))
 
 
 def configure(req: LaunchRequest) -> Launch:
@@ -122,6 +123,7 @@ def configure(req: LaunchRequest) -> Launch:
         raise ConfigError("--keep-volume is for --target aws: a local job's outputs already stay on this machine")
     if req.target == "aws" and not req.instance:
         raise ConfigError("--instance is required for --target aws, e.g. --instance g4dn.2xlarge")
+    nodes = check_nodes(req)
     trainer_env = parse_env(req.env, [Path(f) for f in req.env_files])
     if trainer_env and not req.data:
         raise ConfigError("--env and --env-file are for the trainer: add --data PATH|demo|s3://...")
@@ -173,7 +175,7 @@ def configure(req: LaunchRequest) -> Launch:
     config = LaunchConfig(job=job, instance_type=req.instance or "local", settings=settings, spot=spot, zone=req.zone,
                           ami=req.ami, dry_run=req.dry_run, target=req.target, job_spec=spec, resume=req.resume,
                           resume_from=req.resume_from, recover=recover, max_recoveries=max_recoveries,
-                          keep_volume=keep_volume)
+                          keep_volume=keep_volume, nodes=nodes)
     return Launch(config, name_was_made_up=req.name is None, warnings=tuple(warnings), prepare=prepare)
 
 
@@ -192,3 +194,21 @@ def prepare_request(req: LaunchRequest, settings) -> PrepareRequest:
                           target=req.target, bucket=settings.bucket if req.target == "aws" else None,
                           region=settings.region)
 
+
+
+def check_nodes(req: LaunchRequest) -> int:
+    """--nodes N: what one run over N instances can't be launched with yet, refused before anything is made."""
+    nodes = 1 if req.nodes is None else req.nodes
+    if nodes < 1:
+        raise ConfigError(f"--nodes {nodes}: give 1 or more, e.g. --nodes 2")
+    if nodes == 1:
+        return 1
+    refused = [(bool(req.keep_volume), "--keep-volume (node 0's outputs: use --checkpoint-bucket)"),
+               (bool(req.recover), "--recover"),
+               (bool(req.image), "--image (the nodes meet through orch's trainer: `trainer train --nnodes`)"),
+               (req.data is None, "no --data (several instances are for one training run)")]
+    for refuse, what in refused:
+        if refuse:
+            raise ConfigError(f"--nodes {nodes} does not go with {what}. One instance per job otherwise: leave "
+                              "--nodes out.")
+    return nodes

@@ -29,7 +29,7 @@ def launch_record(cfg: LaunchConfig) -> state.LaunchRecord:
         data=data, trainer_args=tuple(spec.trainer_args), image=spec.image, gpus=spec.gpus,
         instance_type=cfg.instance_type, region=s.region, spot=cfg.spot, checkpoint_bucket=s.checkpoint_bucket,
         iam_instance_profile=s.iam_instance_profile, subnet_id=s.subnet_id, volume_gb=s.volume_gb, remote_root=s.remote_root,
-        recover=cfg.recover, max_recoveries=cfg.max_recoveries, keep_volume=cfg.keep_volume,
+        recover=cfg.recover, max_recoveries=cfg.max_recoveries, keep_volume=cfg.keep_volume, nodes=cfg.nodes,
     )
 
 
@@ -50,7 +50,8 @@ def recorded_launch(job: str, settings: Settings) -> state.LaunchRecord | None:
                               iam_instance_profile=newest.tags.get(aws.TAG_INSTANCE_PROFILE),
                               subnet_id=newest.tags.get(aws.TAG_SUBNET),
                               recover=newest.tags.get(aws.TAG_RECOVER) == "on",
-                              keep_volume=newest.tags.get(aws.TAG_KEEP_VOLUME) == "on")
+                              keep_volume=newest.tags.get(aws.TAG_KEEP_VOLUME) == "on",
+                              nodes=int(n) if (n := newest.tags.get(aws.TAG_NODES, "1")).isdigit() else 1)
 
 
 def remote_root_for(job: str, settings: Settings) -> str | None:
@@ -95,7 +96,7 @@ def resume_sources(cfg: LaunchConfig, say: Say):
     for found in instances.find_instances(cfg.region, cfg.job):
         if found.state == "shutting-down":  # a reclaim: its root volume detaches once it is gone
             instances.wait_for_state(cfg.region, found.instance_id, {"terminated"}, s.wait_timeout_s, s.poll_interval_s)
-        else:
+        elif found.node == 0:  # of a --nodes job, node 0 alone holds the outputs (the others get them from it)
             live.append(found)
     # Only volumes launched with --keep-volume hold the job's outputs (not one kept at teardown).
     kept = [v for v in volumes.kept_volumes(cfg.region, cfg.job, wait_s=min(s.wait_timeout_s, 120),

@@ -68,6 +68,12 @@ def _teardown_local(job: str) -> TeardownReport:
             stopped = "the trainer process" if before.runner == "process" else f"the container orch-{job}"
     except Exception as e:
         warnings = (f"could not stop the local container: {e}",)
+    record = state.get(job)
+    for node in range(1, record.nodes if record else 1):  # `--nodes N`: its other trainers (each stops with node 0)
+        try:
+            control.stop(machines.machine_for(job, node=node))
+        except Exception as e:
+            warnings += (f"could not stop node {node}'s trainer: {e}",)
     state.remove(job)
     return TeardownReport(job=job, warnings=warnings, local=True, stopped=stopped,
                           kept_outputs=str(outputs) if outputs.is_dir() else None)

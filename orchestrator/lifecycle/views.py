@@ -23,8 +23,9 @@ def status(job: str, settings: Settings, container: bool = True) -> JobView:
     region = (record.region if record else None) or settings.region
     with machines.asking_aws(job, region, known=record is not None):
         found = instances.find_instances(region, job, include_terminated=True)
-    live = [i for i in found if i.state != "terminated"]
+    live = sorted((i for i in found if i.state != "terminated"), key=lambda i: i.node)  # node 0 first, then newest
     instance = live[0] if live else (found[0] if found else None)
+    nodes = tuple({i.node: i for i in reversed(live)}.values()) if any(i.node for i in found) else ()
     if instance is None:
         if record is None:
             raise FlowError(machines.not_here(job, f"Nor is anything tagged orch:job={job} in {region}."))
@@ -34,7 +35,7 @@ def status(job: str, settings: Settings, container: bool = True) -> JobView:
     state.update(job, target="aws", region=region, instance_id=instance.instance_id,
                  instance_type=instance.instance_type, status=shown,
                  public_ip=instance.public_ip, private_ip=instance.private_ip)
-    view = JobView(job, "aws", shown, region, instance, None, note)
+    view = JobView(job, "aws", shown, region, instance, None, note, nodes=tuple(sorted(nodes, key=lambda i: i.node)))
     return with_container(view, settings) if container else view
 
 
@@ -49,9 +50,22 @@ def with_container(view: JobView, settings: Settings) -> JobView:
         return replace(view, note=str(e))
     try:
         # A status is a glance: a machine SSH can't reach now (a new IP, still booting) is said so, not waited for.
-        return replace(view, container=control.status(machine, deadline_s=quick_ssh_deadline_s()))
+        view = replace(view, container=control.status(machine, deadline_s=quick_ssh_deadline_s()))
     except Exception as e:  # unreachable, no container yet: the cloud view still stands
-        return replace(view, unreachable=str(e))
+        view = replace(view, unreachable=str(e))
+    return replace(view, node_containers=tuple(_node_trainer(view, i, settings) for i in view.nodes[1:]))
+
+
+def _node_trainer(view: JobView, instance: Instance, settings: Settings) -> str:
+    """Node I's trainer of a `--nodes N` job, in a few words ("running", "exited 4", "unreachable: ...")."""
+    if instance.state != "running":
+        return f"its instance is {instance.state}"
+    try:
+        c = control.status(machines.machine_for(view.job, settings, node=instance.node),
+                           deadline_s=quick_ssh_deadline_s())
+    except Exception as e:
+        return f"unreachable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    return c.state + (f" exit {c.exit_code}" if c.exit_code is not None else "")
 
 
 def cloud_state(job: str, instance: Instance, region: str) -> tuple[str, str]:
@@ -85,9 +99,10 @@ def list_jobs(settings: Settings, warn: Say = quiet) -> list[JobView]:
         try:
             for instance in instances.find_instances(region, None, include_terminated=True):
                 seen = by_job.get(instance.job)
-                # Newest first; a live instance wins over a terminated one.
-                replaces_dead = seen is not None and seen.state == "terminated" and instance.state != "terminated"
-                if instance.job and (seen is None or replaces_dead):
+                # Newest first; a live instance wins over a terminated one, and a --nodes job's node 0 over the others.
+                better = seen is not None and instance.state != "terminated" and (
+                    seen.state == "terminated" or (seen.node != 0 and instance.node == 0))
+                if instance.job and (seen is None or better):
                     by_job[instance.job] = instance
         except Exception as e:  # no credentials or network: still list what the registry knows
             if not type(e).__module__.startswith("botocore"):

@@ -260,3 +260,68 @@ def test_a_launch_under_a_running_jobs_name_records_none_of_what_it_did_not_appl
     assert state.get(job).launch == recorded
     client.close()
     orch("teardown", job, "--yes")
+
+
+def test_two_instances_train_one_run_a_lost_node_stops_it_and_a_resume_continues(  # noqa: F811
+        instance, orch, docker_engine, sshd_server, aws, tmp_path, monkeypatch):
+    """`--nodes 2`: two moto instances, each reached through the proxy command, each with its own container on
+    host networking (both on the test engine here: they meet on its loopback, `rendezvous_host`)."""
+    import boto3
+
+    from tests.fixtures.aws import REGION
+
+    monkeypatch.setenv("ORCH_RENDEZVOUS_HOST", "127.0.0.1")
+    data = make_dataset(tmp_path / "data", classes=3, per_class=20)
+    job = job_name("nodes")
+    node1 = f"{job}.node1"
+    instance.extend([job, node1])
+    epochs = 30
+    r = orch("launch", "--instance", "g4dn.xlarge", "--name", job, "--nodes", "2", "--ssh-cidr", CIDR, "--no-gpus",
+             "--data", str(data), "--", *TINY, "--batch-size", "8", "--epochs", str(epochs))
+    assert r.exit_code == 0, r.output
+    client = docker_engine.client()
+    containers = [ctr.find(client, job), ctr.find(client, node1)]
+    assert all(c is not None and c.attrs["HostConfig"]["NetworkMode"] == "host" for c in containers)
+    assert [c.attrs["HostConfig"]["RestartPolicy"]["Name"] for c in containers] == ["no", "no"]
+
+    outputs = Path(pwd.getpwnam(sshd_server.user).pw_dir) / "orch"
+    metrics = outputs / job / "outputs" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not metrics.exists() or len(metrics.read_text().splitlines()) < 2:
+        assert time.monotonic() < deadline and containers[0].reload() is None and containers[0].status == "running", \
+            orch("logs", job).output[-3000:]
+        time.sleep(0.5)
+    assert json.loads((outputs / job / "outputs" / "config.json").read_text())["world_size"] == 2
+    r = orch("logs", job, "--node", "1")
+    assert r.exit_code == 0 and "node 1 of 2" in r.output, r.output
+
+    # Node 1's instance is lost mid-run (a reclaim): its container dies with it, and AWS says it is terminated.
+    ec2 = boto3.client("ec2", region_name=REGION)
+    lost = [i["InstanceId"] for res in ec2.describe_instances(Filters=[{"Name": "tag:orch:node", "Values": ["1"]},
+                                                                        {"Name": "tag:orch:job", "Values": [job]}])[
+        "Reservations"] for i in res["Instances"]]
+    containers[1].kill()
+    ec2.terminate_instances(InstanceIds=lost)
+    lost_at = time.monotonic()
+    r = orch("logs", job, "--follow")
+    assert r.exit_code == 4, r.output[-3000:]  # node 0 stops: its peer is gone
+    assert time.monotonic() - lost_at < 120 and "stopped answering" in r.output
+    saved = len(metrics.read_text().splitlines())
+    assert 2 <= saved < epochs and (outputs / job / "outputs" / "checkpoints" / "last.pt").is_file()
+
+    r = orch("launch", "--name", job, "--resume", "--ssh-cidr", CIDR)
+    assert r.exit_code == 0, r.output
+    assert "to start: node 1" in r.output and "continues from the checkpoint" in r.output
+    r = orch("logs", job, "--follow")
+    assert r.exit_code == 0, r.output[-3000:]
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == list(range(1, epochs + 1))
+    assert not (outputs / node1 / "outputs" / "checkpoints").exists()  # node 0 alone writes
+    assert not (outputs / node1 / "outputs" / "metrics.jsonl").exists()
+
+    r = orch("teardown", job, "--yes")
+    assert r.exit_code == 0, r.output
+    assert f"placement group orch-{job}" in r.output
+    assert tagged(job) == {"instances": [], "security_groups": [], "key_pairs": [], "volumes": []}
+    assert aws.placement_groups == {}
+    assert client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job}"}) == []
+    client.close()

@@ -38,7 +38,7 @@ def test_what_trainer_train_takes_passes(args):
     (["--data", "/mnt/imagenet"], "--data after `--`: orch mounts the dataset"),
     (["--out=/tmp/run"], "--out after `--`"),
     (["--resume", "none"], "--resume after `--`"),
-    (["--nnodes", "2", "--master", "10.0.0.5:29500"], "--nnodes after `--`: a job runs on one instance"),
+    (["--nnodes", "2", "--master", "10.0.0.5:29500"], "--nnodes after `--`: orch gives it to each instance of `orch launch --nodes N`"),
     (["resnet50"], "unexpected trainer argument 'resnet50'"),
     (["--epochs", "3", "-e"], "unexpected trainer argument '-e'"),
     (["--recipe", "t4-rn18-fats"], "unknown recipe 't4-rn18-fats' after `--` (did you mean t4-rn18-fast?)"),

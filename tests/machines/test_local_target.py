@@ -94,6 +94,30 @@ def test_local_demo_job_through_the_cli(process_runner, tmp_path):
     assert job_status(job).state == "missing"
 
 
+def test_two_nodes_of_one_run_on_this_machine_meet_on_its_loopback(process_runner):
+    """`--target local --nodes 2`: the flow of a run over two instances, as two trainer processes here."""
+    job = "local-nodes"
+    process_runner.extend([job, f"{job}.node1"])
+    launched = orch("launch", "--target", "local", "--nodes", "2", "--data", "demo", "--name", job, "--", *TINY,
+                    "--batch-size", "8", "--epochs", "2")
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    assert "the nodes meet at 127.0.0.1:" in launched.stdout
+    followed = orch("logs", job, "--follow")
+    assert followed.returncode == 0, followed.stdout + followed.stderr
+    assert "epoch 2/2" in followed.stdout
+    other = orch("logs", job, "--node", "1")
+    assert other.returncode == 0 and "node 1 of 2" in other.stdout, other.stdout + other.stderr
+    outputs = [Path(load_record(key).outputs_dir) for key in (job, f"{job}.node1")]
+    assert json.loads((outputs[0] / "config.json").read_text())["world_size"] == 2
+    assert epochs_in(outputs[0] / "metrics.jsonl") == [1, 2]
+    assert not (outputs[1] / "checkpoints").exists() and not (outputs[1] / "metrics.jsonl").exists()
+    assert "--node 0 to 1" in orch("logs", job, "--node", "2").stderr
+
+    down = orch("teardown", job, "--yes")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert load_record(job) is None and load_record(f"{job}.node1") is None
+
+
 def test_local_process_restarts_after_a_crash_and_resumes(process_runner, tmp_path, capsys):
     job = "local-crash"
     process_runner.append(job)
