@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 from orchestrator import state
 from orchestrator.cloud import aws, instances, network, volumes
@@ -28,7 +28,7 @@ from orchestrator.lifecycle.userdata import autostop_of, billing_note, idle_minu
 from orchestrator.machines.instance import ROOT_VOLUME_ROOT
 from orchestrator.files import locked
 from orchestrator.paths import job_lock_path, key_path
-from orchestrator.records import ImageRegistry, Instance, LaunchConfig, LaunchPlan
+from orchestrator.records import ContainerStatus, ImageRegistry, Instance, LaunchConfig, LaunchPlan
 from orchestrator.trainer_args import CapSpent
 
 
@@ -85,19 +85,8 @@ def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
                        outputs_root=ROOT_VOLUME_ROOT if cfg.keep_volume else None)
         with _volume_attached(restore.volume_id if restore else None, instance, s, say):
             with phase("start the job" + (" (restoring its checkpoint)" if restore else ""), say):
-                try:
-                    status = start(machines.machine_for(cfg.job, s), spec)
-                except (RuntimeError, OSError) as e:
-                    if isinstance(e, CapSpent):
-                        raise FlowError(_cap_spent(cfg.job, e)) from None
-                    raise FlowError(f"{e}\nThe instance {instance.instance_id} is up and recorded ({billing_note(p, s)}): "
-                                    f"run the same `orch launch --name {cfg.job} ...` again to carry on, or "
-                                    f"`orch teardown {cfg.job}` to remove it.") from e
-                if not status.already_running:
-                    state.update(cfg.job, launch=launch_record(cfg))
-                say_started(status, cfg.job, say, stop_first=f"`orch fetch-weights {cfg.job}`, then `orch teardown "
-                                                              f"{cfg.job}` (its instance and outputs go with it)",
-                              start_over=f"`orch teardown {cfg.job}` first, or choose another --name")
+                _start_and_say(cfg, p, lambda: start(machines.machine_for(cfg.job, s), spec), say,
+                               f"The instance {instance.instance_id} is", "its instance and outputs go with it")
     note = _lifetime_note(cfg, p)
     if note:
         say(f"  {note}")
@@ -116,23 +105,30 @@ def _launch_nodes(cfg: LaunchConfig, p: LaunchPlan, restore, say: Say) -> Instan
     spec = replace(cfg.job_spec, remote_root=s.remote_root, restore=restore, registry=registry)
     with phase(f"start the job on its {cfg.nodes} nodes" + (" (node 0 restores the checkpoint)" if restore else ""),
                say):
-        try:
-            statuses = nodes.start_nodes(cfg, up, spec, say)
-        except (RuntimeError, OSError) as e:
-            if isinstance(e, CapSpent):
-                raise FlowError(_cap_spent(cfg.job, e)) from None
-            raise FlowError(f"{e}\nThe job's {cfg.nodes} instances are up and recorded (each of them: {billing_note(p, s)}): "
-                            f"run the same `orch launch --name {cfg.job} ...` again to carry on, or "
-                            f"`orch teardown {cfg.job}` to remove them.") from e
-        if not statuses[0].already_running:
-            state.update(cfg.job, launch=launch_record(cfg))
-        say_started(statuses[0], cfg.job, say, stop_first=f"`orch fetch-weights {cfg.job}`, then `orch teardown "
-                                                          f"{cfg.job}` (its {cfg.nodes} instances go with it)",
-                    start_over=f"`orch teardown {cfg.job}` first, or choose another --name")
+        _start_and_say(cfg, p, lambda: nodes.start_nodes(cfg, up, spec, say)[0], say,
+                       f"The job's {cfg.nodes} instances are", f"its {cfg.nodes} instances go with it")
     note = _lifetime_note(cfg, p)
     if note:
         say(f"  {note}")
     return up[0]
+
+
+def _start_and_say(cfg: LaunchConfig, p: LaunchPlan, start_job: Callable[[], ContainerStatus], say: Say,
+                   machines_are: str, gone_with: str) -> None:
+    """Start the job (`start_job`: node 0's status) and say how it went; a failure says what is left billing."""
+    try:
+        status = start_job()
+    except (RuntimeError, OSError) as e:
+        if isinstance(e, CapSpent):
+            raise FlowError(_cap_spent(cfg.job, e)) from None
+        raise FlowError(f"{e}\n{machines_are} up and recorded ({billing_note(p, cfg.settings)}): run the same "
+                        f"`orch launch --name {cfg.job} ...` again to carry on, or `orch teardown {cfg.job}` to remove "
+                        f"{'them' if cfg.nodes > 1 else 'it'}.") from e
+    if not status.already_running:
+        state.update(cfg.job, launch=launch_record(cfg))
+    say_started(status, cfg.job, say, stop_first=f"`orch fetch-weights {cfg.job}`, then `orch teardown {cfg.job}` "
+                                                 f"({gone_with})",
+                start_over=f"`orch teardown {cfg.job}` first, or choose another --name")
 
 
 def _find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[Instance, LaunchPlan]:

@@ -10,7 +10,7 @@ from orchestrator.labels import node_key
 from orchestrator.lifecycle import datasets, machines, nodes
 from orchestrator.lifecycle.plan import check_dataset
 from orchestrator.lifecycle.progress import Say, phase
-from orchestrator.records import ContainerStatus, Instance, LaunchConfig
+from orchestrator.records import ContainerStatus, Instance, JobSpec, LaunchConfig
 from orchestrator.trainer_args import budget_from_flag, max_hours_of, with_max_hours
 
 
@@ -24,16 +24,15 @@ def launch_local(cfg: LaunchConfig, say: Say) -> Instance:
             cfg = replace(cfg, job_spec=replace(cfg.job_spec, data=folder))
     check_dataset(cfg)
     state.update(cfg.job, target=machines.LOCAL, status="running", nodes=cfg.nodes)
-    if cfg.job_spec is not None and cfg.nodes > 1:
-        _start_nodes_here(cfg, record, say)
-    elif cfg.job_spec is not None:
+    if cfg.job_spec is not None:
         spec, budget = cfg.job_spec, None
         if cfg.settings.max_hours:  # no watcher here: the trainer's own budget is the cap
             budget = budget_from_flag(cfg.settings.max_hours, max_hours_of(spec.trainer_args))
             spec = replace(spec, trainer_args=with_max_hours(spec.trainer_args, budget.hours))
-        with phase("start the job on this machine", say):
+        with phase("start the job on this machine" + (f" ({cfg.nodes} nodes)" if cfg.nodes > 1 else ""), say):
             try:
-                status = start(machines.local_machine_to_start(cfg.job), spec)
+                status = (_start_nodes_here(cfg.job, cfg.nodes, spec, say) if cfg.nodes > 1 else
+                          start(machines.local_machine_to_start(cfg.job), spec))
             except Exception:
                 if record is None:  # nothing was started: don't list a job that never ran
                     state.remove(cfg.job)
@@ -48,24 +47,13 @@ def launch_local(cfg: LaunchConfig, say: Say) -> Instance:
                     instance_type="local")
 
 
-def _start_nodes_here(cfg: LaunchConfig, record, say: Say) -> None:
+def _start_nodes_here(job: str, count: int, spec: JobSpec, say: Say) -> ContainerStatus:
     """`--target local --nodes N`: the N node trainers of one run on this machine, as on N instances (meeting on
-    127.0.0.1), each known by `labels.node_key`. Each sees every GPU here: a way to try the flow, not a speed-up."""
-    spec = cfg.job_spec
-    if cfg.settings.max_hours:  # no watcher here: the trainer's own budget is the cap
-        budget = budget_from_flag(cfg.settings.max_hours, max_hours_of(spec.trainer_args))
-        spec = replace(spec, trainer_args=with_max_hours(spec.trainer_args, budget.hours))
-    master = f"127.0.0.1:{nodes.rendezvous_port(cfg.job)}"
-    with phase(f"start the job's {cfg.nodes} nodes on this machine", say):
-        try:
-            statuses = nodes.start_together(cfg.job, cfg.nodes, master, spec, say,
-                                            lambda n: machines.local_machine_to_start(node_key(cfg.job, n)))
-        except Exception:
-            if record is None:
-                state.remove(cfg.job)
-            raise
-        say_started(statuses[0], cfg.job, say, stop_first=f"`orch teardown {cfg.job} --yes`",
-                    start_over="delete that folder, or choose another --name")
+    127.0.0.1), each known by `labels.node_key`; node 0's status. Each sees every GPU here: a way to try the flow,
+    not a speed-up."""
+    master = f"127.0.0.1:{nodes.rendezvous_port(job)}"
+    return nodes.start_together(job, count, master, spec, say,
+                                lambda n: machines.local_machine_to_start(node_key(job, n)))[0]
 
 
 def say_started(status: ContainerStatus, job: str, say: Say, stop_first: str, start_over: str) -> None:
