@@ -25,7 +25,10 @@ def status(job: str, settings: Settings, container: bool = True) -> JobView:
         found = instances.find_instances(region, job, include_terminated=True)
     live = sorted((i for i in found if i.state != "terminated"), key=lambda i: i.node)  # node 0 first, then newest
     instance = live[0] if live else (found[0] if found else None)
-    nodes = tuple({i.node: i for i in reversed(live)}.values()) if any(i.node for i in found) else ()
+    by_node: dict[int, Instance] = {}
+    for i in live + [i for i in found if i.state == "terminated"]:  # a node's live instance, else its newest (lost)
+        by_node.setdefault(i.node, i)
+    nodes = tuple(by_node[n] for n in sorted(by_node)) if any(i.node for i in found) else ()
     if instance is None:
         if record is None:
             raise FlowError(machines.not_here(job, f"Nor is anything tagged orch:job={job} in {region}."))
@@ -35,7 +38,7 @@ def status(job: str, settings: Settings, container: bool = True) -> JobView:
     state.update(job, target="aws", region=region, instance_id=instance.instance_id,
                  instance_type=instance.instance_type, status=shown,
                  public_ip=instance.public_ip, private_ip=instance.private_ip)
-    view = JobView(job, "aws", shown, region, instance, None, note, nodes=tuple(sorted(nodes, key=lambda i: i.node)))
+    view = JobView(job, "aws", shown, region, instance, None, note, nodes=nodes)
     return with_container(view, settings) if container else view
 
 

@@ -106,6 +106,8 @@ def test_a_launch_again_after_a_node_is_lost_starts_that_node_alone_in_the_same_
 
     one = launch(orch, "mend")  # --nodes left out: not taken for a one-instance job of the same name
     assert one.exit_code == 1 and "add --nodes 2, or launch with --resume" in one.output, one.output
+    lost = orch("status", "mend")
+    assert f"node 1    {node1['InstanceId']} terminated" in lost.output and "its instance is terminated" in lost.output
     r = launch(orch, "mend", "--nodes", "2")
     assert r.exit_code == 0, r.output
     assert "to start: node 1" in r.output
