@@ -137,6 +137,8 @@ class TeardownReport:
     security_groups: tuple[str, ...] = ()
     key_pairs: tuple[str, ...] = ()
     placement_groups: tuple[str, ...] = ()  # a `--nodes N` job's cluster placement group
+    auto_scaling_groups: tuple[str, ...] = ()  # a managed job's group (cloud/groups.py)
+    launch_templates: tuple[str, ...] = ()  # and its launch template
     volumes: tuple[str, ...] = ()  # volumes left by an instance (--keep-volume at launch), deleted now
     kept_volumes: tuple[str, ...] = ()
     remaining: tuple[str, ...] = ()  # anything still tagged for the job after teardown

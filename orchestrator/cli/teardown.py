@@ -49,7 +49,9 @@ def teardown(
                 out(f"Outputs kept at {report.kept_outputs}. A launch named {name} continues from them (on the same "
                 f"data); to start fresh, delete that folder (rm -rf {report.kept_outputs}) or choose another --name.")
             return
-        removed = ([f"instance {i}" for i in report.terminated] + [f"security group {g}" for g in report.security_groups]
+        removed = ([f"auto scaling group {g}" for g in report.auto_scaling_groups]
+                   + [f"launch template {t}" for t in report.launch_templates]
+                   + [f"instance {i}" for i in report.terminated] + [f"security group {g}" for g in report.security_groups]
                    + [f"key pair {k}" for k in report.key_pairs] + [f"placement group {g}" for g in report.placement_groups]
                    + [f"volume {v}" for v in report.volumes])
         out(f"Removed: {', '.join(removed) if removed else 'nothing (no resources were left)'}")

@@ -1,11 +1,12 @@
-"""Remove everything tagged for a job (instances, security group, key pair, placement group, volumes) and say what
-is left."""
+"""Remove everything tagged for a job (auto scaling group and launch template, instances, security group, key pair,
+placement group, volumes) and say what is left."""
 from __future__ import annotations
 
 import time
 from typing import Callable
 
 from orchestrator.cloud.aws import client, error_code, job_filter
+from orchestrator.cloud.groups import delete_group, find_group, find_launch_templates
 from orchestrator.cloud.instances import find_instances, wait_for_state
 from orchestrator.cloud.network import KeyPairInfo, delete_key_pair
 from orchestrator.cloud.placement import delete_placement_groups, find_placement_groups
@@ -19,6 +20,10 @@ def terminate_job(region: str, job: str, keep_volume: bool = False, timeout_s: f
     ec2 = client("ec2", region)
     warnings: list[str] = []
     kept: list[str] = [v for vs in keep_root_volumes(region, job).values() for v in vs] if keep_volume else []
+    # A managed job's group first: it would replace an instance terminated under it.
+    groups, templates = delete_group(region, job, min(timeout_s, 300), poll_s)
+    if groups or templates:
+        log(f"deleted auto scaling group {', '.join(groups) or '-'}, launch template {', '.join(templates) or '-'}")
     ids = [i.instance_id for i in find_instances(region, job)]
     if ids:
         ec2.terminate_instances(InstanceIds=ids)
@@ -65,7 +70,8 @@ def terminate_job(region: str, job: str, keep_volume: bool = False, timeout_s: f
         keys.append(pair["KeyName"])
     remaining = [r for r in remaining_resources(region, job) if r.split(" ", 1)[-1] not in kept]
     return TeardownReport(job=job, terminated=tuple(ids), security_groups=tuple(groups),
-                          key_pairs=tuple(keys), placement_groups=tuple(placement_groups), volumes=tuple(deleted_volumes), kept_volumes=tuple(kept),
+                          key_pairs=tuple(keys), placement_groups=tuple(placement_groups),
+                          auto_scaling_groups=tuple(groups), launch_templates=tuple(templates), volumes=tuple(deleted_volumes), kept_volumes=tuple(kept),
                           remaining=tuple(remaining), warnings=tuple(warnings))
 
 
@@ -77,6 +83,9 @@ def remaining_resources(region: str, job: str) -> list[str]:
              for g in ec2.describe_security_groups(Filters=job_filter(job))["SecurityGroups"]]
     left += [f"key-pair {k['KeyName']}" for k in ec2.describe_key_pairs(Filters=job_filter(job))["KeyPairs"]]
     left += [f"placement-group {name}" for name in find_placement_groups(region, job)]
+    group = find_group(region, job)
+    left += [f"auto-scaling-group {group.name}"] if group else []
+    left += [f"launch-template {t}" for t in find_launch_templates(region, job)]
     left += [f"volume {v['VolumeId']}" for v in ec2.describe_volumes(Filters=job_filter(job))["Volumes"]
              if v.get("State") not in ("deleting", "deleted")]
     return left
