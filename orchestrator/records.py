@@ -11,6 +11,11 @@ from pathlib import Path
 from orchestrator.config import Settings
 from orchestrator.secret_records import KaggleToken, TrainerEnv  # noqa: F401 (re-exported: what job records hold)
 
+def whole(text: str, default: int) -> int:
+    """A tag's whole number (ASCII digits only: "²".isdigit() is True), else `default`."""
+    return int(text) if text.isascii() and text.isdecimal() else default
+
+
 # -- the cloud -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SSHEndpoint:
@@ -52,8 +57,7 @@ class Instance:
     @property
     def node(self) -> int:
         """Which of a `--nodes N` job's instances this is (tag orch:node); 0 for a one-instance job."""
-        raw = self.tags.get("orch:node", "0")
-        return int(raw) if raw.isdigit() else 0
+        return whole(self.tags.get("orch:node", "0"), -1)  # -1: a tag orch never writes (no node of the run)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ all-reduce over TCP between nodes wants. Not every type can join one: the type's
 """
 from __future__ import annotations
 
-from orchestrator.cloud.aws import client, error_code, job_filter, resource_name, tag_spec
+from orchestrator.cloud.aws import ProviderError, client, error_code, job_filter, resource_name, tag_spec
 
 STRATEGY = "cluster"
 
@@ -44,6 +44,9 @@ def ensure_placement_group(region: str, job: str) -> str:
     except Exception as e:
         if error_code(e) != "InvalidPlacementGroup.Duplicate":
             raise
+        raise ProviderError(f"A placement group named {name} exists in {region} and is not tagged for job {job} "
+                            "(someone else's, or one still being deleted). Nothing was started: wait a minute, "
+                            "or choose another --name.") from None
     return name
 
 

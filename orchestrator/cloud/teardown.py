@@ -21,9 +21,10 @@ def terminate_job(region: str, job: str, keep_volume: bool = False, timeout_s: f
     warnings: list[str] = []
     kept: list[str] = [v for vs in keep_root_volumes(region, job).values() for v in vs] if keep_volume else []
     # A managed job's group first: it would replace an instance terminated under it.
-    groups, templates = delete_group(region, job, min(timeout_s, 300), poll_s)
-    if groups or templates:
-        log(f"deleted auto scaling group {', '.join(groups) or '-'}, launch template {', '.join(templates) or '-'}")
+    scaling, templates = optional("an auto scaling group or launch template", job, warnings, ([], []),
+                                  lambda: delete_group(region, job, min(timeout_s, 300), poll_s))
+    if scaling or templates:
+        log(f"deleted auto scaling group {', '.join(scaling) or '-'}, launch template {', '.join(templates) or '-'}")
     ids = [i.instance_id for i in find_instances(region, job)]
     if ids:
         ec2.terminate_instances(InstanceIds=ids)
@@ -59,11 +60,8 @@ def terminate_job(region: str, job: str, keep_volume: bool = False, timeout_s: f
                     warnings.append(f"could not delete security group {group['GroupId']}: {e}")
                     break
                 time.sleep(poll_s)
-    try:  # a --nodes job's: empty once its instances are gone
-        placement_groups = delete_placement_groups(region, job)
-    except Exception as e:
-        placement_groups = []
-        warnings.append(f"could not delete the placement group of {job}: {e}")
+    # A --nodes job's: empty once its instances are gone.
+    placement_groups = optional("a placement group", job, warnings, [], lambda: delete_placement_groups(region, job))
     keys = []
     for pair in ec2.describe_key_pairs(Filters=job_filter(job))["KeyPairs"]:
         delete_key_pair(region, KeyPairInfo(pair["KeyName"], pair.get("KeyPairId"), False))
@@ -71,7 +69,8 @@ def terminate_job(region: str, job: str, keep_volume: bool = False, timeout_s: f
     remaining = [r for r in remaining_resources(region, job) if r.split(" ", 1)[-1] not in kept]
     return TeardownReport(job=job, terminated=tuple(ids), security_groups=tuple(groups),
                           key_pairs=tuple(keys), placement_groups=tuple(placement_groups),
-                          auto_scaling_groups=tuple(groups), launch_templates=tuple(templates), volumes=tuple(deleted_volumes), kept_volumes=tuple(kept),
+                          auto_scaling_groups=tuple(scaling), launch_templates=tuple(templates),
+                          volumes=tuple(deleted_volumes), kept_volumes=tuple(kept),
                           remaining=tuple(remaining), warnings=tuple(warnings))
 
 
@@ -82,10 +81,26 @@ def remaining_resources(region: str, job: str) -> list[str]:
     left += [f"security-group {g['GroupId']}"
              for g in ec2.describe_security_groups(Filters=job_filter(job))["SecurityGroups"]]
     left += [f"key-pair {k['KeyName']}" for k in ec2.describe_key_pairs(Filters=job_filter(job))["KeyPairs"]]
-    left += [f"placement-group {name}" for name in find_placement_groups(region, job)]
-    group = find_group(region, job)
+    # What an older policy may not let orch look for (already said by the teardown): not a failure of its own.
+    left += [f"placement-group {name}" for name in optional("", job, None, [], lambda: find_placement_groups(region, job))]
+    group = optional("", job, None, None, lambda: find_group(region, job))
     left += [f"auto-scaling-group {group.name}"] if group else []
-    left += [f"launch-template {t}" for t in find_launch_templates(region, job)]
+    left += [f"launch-template {t}" for t in optional("", job, None, [], lambda: find_launch_templates(region, job))]
     left += [f"volume {v['VolumeId']}" for v in ec2.describe_volumes(Filters=job_filter(job))["Volumes"]
              if v.get("State") not in ("deleting", "deleted")]
     return left
+
+
+def optional(what: str, job: str, warnings: list[str] | None, default, call: Callable):
+    """A look for what only some jobs have (a placement group, an auto scaling group), which a policy from before
+    they existed may not allow: its refusal is a warning (when `warnings` is given), never a failed teardown."""
+    try:
+        return call()
+    except Exception as e:
+        if not type(e).__module__.startswith("botocore"):
+            raise
+        if warnings is not None:
+            warnings.append(f"could not look for {what} of {job} ({error_code(e) or type(e).__name__}); if it has "
+                            "one, delete it in the AWS console. infra/iam-policy.json allows orch to (update your "
+                            "policy from it)")
+        return default

@@ -156,7 +156,8 @@ def _start(machine: Machine, session, runner, spec: JobSpec, say: Say, go: Calla
     has_checkpoint = session.run(f"test -f {shlex.quote(posixpath.join(outputs_dir, 'checkpoints', 'last.pt'))}")
     continues_from = outputs_dir if has_checkpoint.exit_code == 0 else None
     args, budget = tuple(spec.trainer_args), None
-    if (cap := machine.hard_cap(session)) is not None:  # read again: the sync took its time
+    go()  # waits until the run's other nodes are ready too (a one-machine job goes at once)
+    if (cap := machine.hard_cap(session)) is not None:  # read again: the sync (and the wait) took its time
         trained = _trained_s(last_metrics(session, outputs_dir)) if continues_from else 0.0
         budget = budget_under_cap(cap.seconds, cap.elapsed_s, trained, max_hours_of(args))
         args = with_max_hours(args, budget.hours)
@@ -167,7 +168,6 @@ def _start(machine: Machine, session, runner, spec: JobSpec, say: Say, go: Calla
     run = RunSpec(job=spec.job, image=image, trainer_args=args, data_dir=data_dir, outputs_dir=outputs_dir,
                   gpus=spec.gpus, user=user, max_restarts=spec.max_restarts, image_hash=image_hash,
                   created_by=created_by(), labels=extra, env_file=env_file, command=spec.command)
-    go()  # waits until the run's other nodes are ready too (a one-machine job goes at once)
     try:
         st = runner.run(run)
     except NoGPUs:

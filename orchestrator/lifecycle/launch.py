@@ -28,7 +28,7 @@ from orchestrator.lifecycle.userdata import autostop_of, billing_note, idle_minu
 from orchestrator.machines.instance import ROOT_VOLUME_ROOT
 from orchestrator.files import locked
 from orchestrator.paths import job_lock_path, key_path
-from orchestrator.records import ContainerStatus, ImageRegistry, Instance, LaunchConfig, LaunchPlan
+from orchestrator.records import ContainerStatus, ImageRegistry, Instance, LaunchConfig, LaunchPlan, whole
 from orchestrator.trainer_args import CapSpent
 
 
@@ -98,7 +98,7 @@ def _launch_nodes(cfg: LaunchConfig, p: LaunchPlan, restore, say: Say) -> Instan
     s = cfg.settings
     with locked(job_lock_path(cfg.job), waiting=lambda: say(f"  waiting: another orch launch or teardown of "
                                                               f"{cfg.job} is running on this machine")):
-        found = nodes.find_or_create(cfg, p, say)
+        found, p = nodes.find_or_create(cfg, p, say)
     up = nodes.wait_running(cfg, found, say)
     with phase("trainer image repository (ECR)", say):
         registry = _image_registry(p.region, say)
@@ -145,7 +145,7 @@ def _find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[Instanc
                                          s.poll_interval_s)
             else:
                 existing.append(found)
-        if counts := {i.tags[aws.TAG_NODES] for i in existing if aws.TAG_NODES in i.tags}:
+        if counts := {whole(i.tags[aws.TAG_NODES], 2) for i in existing if aws.TAG_NODES in i.tags}:
             raise FlowError(f"Job {cfg.job} runs on {max(counts)} instances (launched with --nodes {max(counts)}): "
                             f"add --nodes {max(counts)}, or launch with --resume, which takes it from the first launch.")
         if len(existing) > 1:

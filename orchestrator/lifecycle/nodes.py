@@ -19,13 +19,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Callable
 
 from orchestrator import state
 from orchestrator.cloud import aws, instances, network, placement
-from orchestrator.errors import FlowError
+from orchestrator.errors import FlowError, JobError
 from orchestrator.job.start import start
 from orchestrator.labels import node_key
 from orchestrator.lifecycle import machines
@@ -35,7 +34,7 @@ from orchestrator.lifecycle.progress import Say, phase
 from orchestrator.lifecycle.resume import launch_record
 from orchestrator.machines.base import Machine
 from orchestrator.paths import key_path
-from orchestrator.records import ContainerStatus, Instance, JobSpec, LaunchConfig, LaunchPlan
+from orchestrator.records import ContainerStatus, Instance, JobSpec, LaunchConfig, LaunchPlan, whole
 
 PORT_BASE, PORT_SPAN = 29500, 500  # torch's default master port, and above it: one per job (two jobs on one box)
 
@@ -51,9 +50,10 @@ def node_args(trainer_args: tuple[str, ...], nodes: int, node: int, master: str)
     return (*trainer_args, "--nnodes", str(nodes), "--node-rank", str(node), "--master", master)
 
 
-def find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> list[Instance]:
+def find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[list[Instance], LaunchPlan]:
     """The job's N instances, node 0 first: those tagged for it kept, the missing ones started (in one zone, in the
-    placement group), after the quota check for them alone. Recorded in the state file (node 0's as the job's)."""
+    placement group), after the quota check for them alone. Recorded in the state file (node 0's as the job's).
+    Returned with the plan they were started on (an on-demand fallback changes it)."""
     s = cfg.settings
     with phase(f"look for the job's {cfg.nodes} instances (tags orch:job, orch:node)", say):
         by_node: dict[int, Instance] = {}
@@ -63,10 +63,11 @@ def find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> list[Instance]
                                          s.poll_interval_s)
             else:
                 by_node.setdefault(found.node, found)
-        beyond = sorted(n for n in by_node if n >= cfg.nodes)
-        if beyond:
-            say(f"  warning: node(s) {', '.join(map(str, beyond))} of an earlier launch with more nodes are up and "
-                f"not used: `orch teardown {cfg.job}` first to change the count")
+        counts = {whole(i.tags.get(aws.TAG_NODES, "1"), 1) for i in by_node.values()}
+        if counts - {cfg.nodes}:
+            raise FlowError(f"Job {cfg.job} has instances of a launch on {max(counts - {cfg.nodes})} instance(s), not "
+                            f"{cfg.nodes}: a run can't mix them. `orch teardown {cfg.job}` first to change the count "
+                            f"(fetch its weights first), or launch with --nodes {max(counts - {cfg.nodes})}.")
         for n in sorted(n for n in by_node if n < cfg.nodes):
             say(f"  node {n}: {by_node[n].instance_id} ({by_node[n].state}); kept")
         missing = [n for n in range(cfg.nodes) if n not in by_node]
@@ -105,7 +106,7 @@ def find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> list[Instance]
                                      s.poll_interval_s)
             aws.client("ec2", p.region).start_instances(InstanceIds=[by_node[n].instance_id])
     state.update(cfg.job, instance_id=by_node[0].instance_id, spot=by_node[0].spot, status=by_node[0].state)
-    return [by_node[n] for n in range(cfg.nodes)]
+    return [by_node[n] for n in range(cfg.nodes)], p
 
 
 def wait_running(cfg: LaunchConfig, nodes: list[Instance], say: Say) -> list[Instance]:
@@ -134,6 +135,28 @@ def start_nodes(cfg: LaunchConfig, nodes: list[Instance], spec: JobSpec, say: Sa
                           lambda n: machines.machine_for(cfg.job, cfg.settings, node=n))
 
 
+class _Together:
+    """The nodes' trainers start at once, or none does: each node's start waits here (`go`) once its data and image
+    are ready. A node whose start fails, a node found still running its trainer (the others would meet without
+    it), or a Ctrl-C here stops the others before their trainers start."""
+
+    def __init__(self, count: int):
+        self.barrier = threading.Barrier(count)
+        self.running: list[int] = []  # nodes whose trainer was already running
+
+    def go(self) -> None:
+        self.barrier.wait()
+        if self.running:
+            raise JobError(f"not started: node(s) {', '.join(map(str, self.running))} still run the trainer of an "
+                           "earlier start, which the others can't join. A run that lost a node stops by itself "
+                           "(within dist_timeout_minutes): launch again then, or `orch teardown` first")
+
+    def already_running(self, node: int) -> None:
+        self.running.append(node)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            self.barrier.wait()
+
+
 def start_together(job: str, count: int, master: str, spec: JobSpec, say: Say,
                    machine_of: Callable[[int], Machine]) -> list[ContainerStatus]:
     """The trainer on each of `count` nodes (node I's machine: `machine_of(I)`). Each node gets its data and image
@@ -142,33 +165,38 @@ def start_together(job: str, count: int, master: str, spec: JobSpec, say: Say,
     alone restores a checkpoint (its trainer sends it to the others). No trainer restarts by itself: one node's
     restart can't rejoin a run whose other nodes have stopped; `orch launch --resume` starts them all again."""
     say(f"  the nodes meet at {master} (node 0)")
-    together = threading.Barrier(count)
+    together = _Together(count)
+    results: dict[int, ContainerStatus | BaseException] = {}
 
-    def one(n: int) -> ContainerStatus:
+    def one(n: int) -> None:
         node_spec = replace(spec, job=node_key(job, n), restore=spec.restore if n == 0 else None,
                             trainer_args=node_args(spec.trainer_args, count, n, master), max_restarts=0)
         try:
-            machine = machine_of(n)
-            status = start(machine, node_spec, say=lambda m: say(f"  node {n}: {m.strip()}"), go=together.wait)
-        except BaseException:
-            together.abort()  # the other nodes' trainers are not started
-            raise
+            status = start(machine_of(n), node_spec, say=lambda m: say(f"  node {n}: {m.strip()}"), go=together.go)
+        except BaseException as e:
+            together.barrier.abort()  # the other nodes' trainers are not started
+            results[n] = e
+            return
         if status.already_running:
-            with contextlib.suppress(threading.BrokenBarrierError):
-                together.wait()
-        return status
+            together.already_running(n)
+        results[n] = status
 
-    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="orch-node") as pool:
-        futures = [pool.submit(one, n) for n in range(count)]
-    failures = [(n, f.exception()) for n, f in enumerate(futures) if f.exception() is not None]
+    # Daemon threads: a Ctrl-C here aborts the barrier (no trainer starts) and does not wait for their syncs.
+    threads = [threading.Thread(target=one, args=(n,), name=f"orch-node-{n}", daemon=True) for n in range(count)]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+    except BaseException:
+        together.barrier.abort()
+        raise
+    failures = [(n, r) for n, r in sorted(results.items()) if isinstance(r, BaseException)]
     causes = [(n, e) for n, e in failures if not isinstance(e, threading.BrokenBarrierError)] or failures
     for n, error in failures:
         say(f"  node {n}: " + ("not started: another node's start failed" if isinstance(
-            error, threading.BrokenBarrierError) else f"its start failed ({type(error).__name__})"))
+            error, threading.BrokenBarrierError) else f"not started ({type(error).__name__})"))
     if causes:
         raise causes[0][1]
-    statuses = [f.result() for f in futures]
-    if len({s.already_running for s in statuses}) > 1:
-        say(f"  warning: some nodes' trainers were running and others not. A run that lost a node stops by itself "
-            f"(within dist_timeout_minutes); then run `orch launch --name {job} --resume` again")
-    return statuses
+    return [results[n] for n in range(count)]

@@ -153,6 +153,10 @@ def configure(req: LaunchRequest) -> Launch:
     job = validate_job_name(req.name) if req.name is not None else time.strftime("job-%Y%m%d-%H%M%S")
     spec = None
     warnings = []
+    if nodes > 1 and spot and not settings.checkpoint_bucket:
+        warnings.append(f"--nodes {nodes} --spot without --checkpoint-bucket: node 0 holds the run's checkpoints, and "
+                        "if AWS reclaims it they go with it (a resume then starts over). Add --checkpoint-bucket "
+                        "s3://BUCKET/PREFIX (and --iam-instance-profile).")
     if req.data == "demo" and not req.trainer_args and req.image is None:
         # The trainer's defaults are ImageNet's (ResNet-50, 90 epochs): over an hour on the demo images.
         req = replace(req, trainer_args=DEMO_ARGS)

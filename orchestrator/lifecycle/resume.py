@@ -17,7 +17,7 @@ from orchestrator.lifecycle import machines
 from orchestrator.lifecycle.progress import Say
 from orchestrator.machines.instance import ROOT_VOLUME_ROOT
 from orchestrator.paths import default_resume_dir
-from orchestrator.records import LaunchConfig, Restore
+from orchestrator.records import LaunchConfig, Restore, whole
 
 
 def launch_record(cfg: LaunchConfig) -> state.LaunchRecord:
@@ -51,7 +51,7 @@ def recorded_launch(job: str, settings: Settings) -> state.LaunchRecord | None:
                               subnet_id=newest.tags.get(aws.TAG_SUBNET),
                               recover=newest.tags.get(aws.TAG_RECOVER) == "on",
                               keep_volume=newest.tags.get(aws.TAG_KEEP_VOLUME) == "on",
-                              nodes=int(n) if (n := newest.tags.get(aws.TAG_NODES, "1")).isdigit() else 1)
+                              nodes=max(1, whole(newest.tags.get(aws.TAG_NODES, "1"), 1)))
 
 
 def remote_root_for(job: str, settings: Settings) -> str | None:

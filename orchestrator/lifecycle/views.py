@@ -23,12 +23,13 @@ def status(job: str, settings: Settings, container: bool = True) -> JobView:
     region = (record.region if record else None) or settings.region
     with machines.asking_aws(job, region, known=record is not None):
         found = instances.find_instances(region, job, include_terminated=True)
-    live = sorted((i for i in found if i.state != "terminated"), key=lambda i: i.node)  # node 0 first, then newest
-    instance = live[0] if live else (found[0] if found else None)
+    live = [i for i in found if i.state != "terminated"]
     by_node: dict[int, Instance] = {}
     for i in live + [i for i in found if i.state == "terminated"]:  # a node's live instance, else its newest (lost)
         by_node.setdefault(i.node, i)
-    nodes = tuple(by_node[n] for n in sorted(by_node)) if any(i.node for i in found) else ()
+    nodes = tuple(by_node[n] for n in sorted(by_node) if n >= 0) if any(i.node for i in found) else ()
+    # A --nodes job is node 0's (it holds rank 0 and the outputs): a lost node 0 is the job's state, whatever else runs.
+    instance = nodes[0] if nodes else live[0] if live else (found[0] if found else None)
     if instance is None:
         if record is None:
             raise FlowError(machines.not_here(job, f"Nor is anything tagged orch:job={job} in {region}."))

@@ -121,12 +121,17 @@ def test_a_spot_quota_too_low_at_preflight_starts_on_demand_at_its_price(aws, or
     assert "export ORCH_PRICE_PER_HOUR=0.752" in user_data(aws.run_calls[0])
 
 
-def test_the_iam_policy_lets_the_first_spot_request_create_only_the_spot_role():
+def test_the_iam_policy_lets_orch_create_only_the_spot_and_auto_scaling_service_roles():
     policy = json.loads((assets.root() / "infra" / "iam-policy.json").read_text())
-    (st,) = [s for s in policy["Statement"] if "iam:CreateServiceLinkedRole" in json.dumps(s["Action"])]
-    assert st["Action"] == "iam:CreateServiceLinkedRole" and st["Effect"] == "Allow"
-    assert st["Resource"] == "arn:aws:iam::*:role/aws-service-role/spot.amazonaws.com/*"
-    assert st["Condition"] == {"StringLike": {"iam:AWSServiceName": "spot.amazonaws.com"}}
+    granting = [s for s in policy["Statement"] if "iam:CreateServiceLinkedRole" in json.dumps(s["Action"])]
+    services = []
+    for st in granting:
+        assert st["Action"] == "iam:CreateServiceLinkedRole" and st["Effect"] == "Allow"
+        service = st["Condition"]["StringLike"]["iam:AWSServiceName"]
+        assert st["Condition"] == {"StringLike": {"iam:AWSServiceName": service}}
+        assert st["Resource"] == f"arn:aws:iam::*:role/aws-service-role/{service}/*"
+        services.append(service)
+    assert sorted(services) == ["autoscaling.amazonaws.com", "spot.amazonaws.com"]
 
 
 # --- the --max-dollars cap of an on-demand fallback -----------------------------------------------

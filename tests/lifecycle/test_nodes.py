@@ -5,6 +5,7 @@ real containers is tests/lifecycle/test_nodes_e2e.py."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import boto3
 import pytest
@@ -108,9 +109,15 @@ def test_a_launch_again_after_a_node_is_lost_starts_that_node_alone_in_the_same_
     assert one.exit_code == 1 and "add --nodes 2, or launch with --resume" in one.output, one.output
     lost = orch("status", "mend")
     assert f"node 1    {node1['InstanceId']} terminated" in lost.output and "its instance is terminated" in lost.output
+    early = launch(orch, "mend", "--nodes", "2")  # node 0's trainer has not noticed yet: node 1 would wait alone
+    assert early.exit_code == 1 and "node(s) 0 still run the trainer of an earlier start" in early.output
+    assert "to start: node 1" in early.output
+    node0 = next(key for key in job_calls.trainers if key[1] == "mend")
+    job_calls.trainers[node0] = replace(job_calls.trainers[node0], state="exited", exit_code=4)  # peer lost
     r = launch(orch, "mend", "--nodes", "2")
     assert r.exit_code == 0, r.output
-    assert "to start: node 1" in r.output
+    assert "to start: none" in r.output  # node 1 started by the launch before
+    assert job_calls.trainers[node0].state == "running"  # started again, with node 1's new trainer
     assert len(aws.run_calls) == 3 and aws.run_calls[-1]["Placement"]["AvailabilityZone"] == \
         node1["Placement"]["AvailabilityZone"]
     assert {node_tags(i) for i in tagged("mend")["instances"]} == {("0", "2"), ("1", "2")}
@@ -153,3 +160,30 @@ def test_the_run_s_meeting_point_is_orchs_to_give_not_the_users(aws, orch):
     r = launch(orch, "mine", "--", "--nnodes", "2")
     assert r.exit_code == 2, r.output
     assert "orch launch --nodes N" in r.output
+
+
+def test_a_launch_on_another_count_of_instances_is_refused_before_anything_starts(aws, orch, job_calls):
+    assert launch(orch, "one").exit_code == 0  # a one-instance job
+    r = launch(orch, "one", "--nodes", "2")
+    assert r.exit_code == 1 and "has instances of a launch on 1 instance(s), not 2" in r.output, r.output
+    assert len(aws.run_calls) == 1
+
+
+@pytest.mark.parametrize("tag, node", [("0", 0), ("3", 3), ("²", -1), ("-1", -1), ("abc", -1), ("", -1)])
+def test_a_node_tag_orch_never_writes_is_no_node_of_the_run(tag, node):
+    from orchestrator.records import Instance
+
+    assert Instance("j", "ec2", "i-1", "running", "g4dn.xlarge", tags={"orch:node": tag}).node == node
+
+
+def test_spot_nodes_without_a_checkpoint_bucket_are_warned_that_node_0_holds_the_checkpoints(aws, orch):
+    r = launch(orch, "sp", "--nodes", "2", "--spot", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "warning: --nodes 2 --spot without --checkpoint-bucket: node 0 holds the run's checkpoints" in r.output
+
+
+def test_a_placement_group_of_the_name_that_is_not_the_jobs_is_not_joined(aws, orch, job_calls):
+    aws.placement_groups["orch-taken"] = {"strategy": "cluster", "tags": {}}  # someone else's, untagged
+    r = launch(orch, "taken", "--nodes", "2")
+    assert r.exit_code == 1 and "A placement group named orch-taken exists" in r.output, r.output
+    assert aws.run_calls == []
