@@ -26,7 +26,9 @@
 #          `--max-hours` for what is left of the cap less a margin: the trainer then saves and exits 0
 #          before this stop, and its projection warns when the run won't fit. The stop stays the
 #          backstop (a trainer image of your own may ignore the flag);
-#        - copies each new last.pt/best.pt (+ .sha256) to ORCH_CHECKPOINT_BUCKET.
+#        - copies each new last.pt/best.pt (+ .sha256) to ORCH_CHECKPOINT_BUCKET;
+#        - for a managed job (ORCH_MANAGED_GROUP, its Auto Scaling group), sets the group to 0 instances before
+#          any shutdown of its own, so that AWS replaces the instance only after a reclaim or a failure.
 #
 # The watcher runs anywhere Docker does, which is how the tests exercise it:
 #   ORCH_AUTOSTOP_MINUTES=0.05 ORCH_WATCH_INTERVAL_S=1 ORCH_SHUTDOWN_CMD="touch /tmp/down" bash bootstrap.sh watch
@@ -145,9 +147,25 @@ first_start() {  # the hard cap's clock: the watcher's first start, kept across 
     echo "$t"
 }
 
-power_off() {
+stop_replacing() {  # a managed job (issue 24) that ends on purpose: its Auto Scaling group must not replace this
+    [ -n "${ORCH_MANAGED_GROUP:-}" ] || return 0
+    local try
+    for try in 1 2 3; do
+        if aws autoscaling set-desired-capacity --auto-scaling-group-name "$ORCH_MANAGED_GROUP" \
+                --desired-capacity 0 --no-honor-cooldown; then
+            log "group $ORCH_MANAGED_GROUP set to 0 instances: this one is not replaced"
+            return 0
+        fi
+        sleep $((try * 5))
+    done
+    log "could not set group $ORCH_MANAGED_GROUP to 0 instances (the instance role needs" \
+        "autoscaling:SetDesiredCapacity, infra/instance-role-policy.json): AWS will start a replacement"
+}
+
+power_off() {  # on purpose: the cap, the job's end, nobody coming (never a reclaim: AWS ends those itself)
     log "$1: shutting down"
     copy_checkpoints
+    stop_replacing
     ${ORCH_SHUTDOWN_CMD:-shutdown -h now}
     exit 0
 }
@@ -215,6 +233,7 @@ install_watcher() {
         echo "ORCH_IDLE_MINUTES=${ORCH_IDLE_MINUTES:-}"
         echo "ORCH_MAX_HOURS=${ORCH_MAX_HOURS:-}"; echo "ORCH_MAX_DOLLARS=${ORCH_MAX_DOLLARS:-}"
         echo "ORCH_PRICE_PER_HOUR=${ORCH_PRICE_PER_HOUR:-}"; echo "ORCH_CHECKPOINT_BUCKET=${ORCH_CHECKPOINT_BUCKET:-}"
+        echo "ORCH_MANAGED_GROUP=${ORCH_MANAGED_GROUP:-}"
         echo "AWS_DEFAULT_REGION=${ORCH_REGION:-}"
     } > /etc/orch-watch.env
     chmod 600 /etc/orch-watch.env

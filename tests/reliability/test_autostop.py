@@ -302,3 +302,26 @@ def test_the_metrics_follow_last_pt_to_the_bucket(instance):
         f"s3 cp --only-show-errors {outputs}/checkpoints/last.pt s3://example-bucket/ckpt/demo-job/last.pt",
         f"s3 cp --only-show-errors {outputs}/checkpoints/last.pt.sha256 s3://example-bucket/ckpt/demo-job/last.pt.sha256",
         f"s3 cp --only-show-errors {outputs}/metrics.jsonl s3://example-bucket/ckpt/demo-job/metrics.jsonl"]
+
+
+def test_a_managed_job_that_ends_stops_its_group_replacing_the_instance_before_it_shuts_down(instance):
+    instance.container("exited")
+    (instance.root / "state").mkdir()
+    (instance.root / "state" / "job-seen").touch()  # its job ran and ended
+    proc = instance.watch(ORCH_AUTOSTOP_MINUTES=str(1 / 60), ORCH_MANAGED_GROUP="orch-rn50")
+    assert wait_for(lambda: instance.shutdown_time() is not None, 15), instance.log()
+    proc.wait(timeout=10)
+    asked = [c for c in instance.calls("aws") if c.startswith("autoscaling")]
+    assert asked == ["autoscaling set-desired-capacity --auto-scaling-group-name orch-rn50 --desired-capacity 0 "
+                     "--no-honor-cooldown"]
+    assert "group orch-rn50 set to 0 instances: this one is not replaced" in instance.log()
+
+
+def test_a_job_that_is_not_managed_asks_no_group_anything(instance):
+    instance.container("exited")
+    (instance.root / "state").mkdir()
+    (instance.root / "state" / "job-seen").touch()
+    proc = instance.watch(ORCH_AUTOSTOP_MINUTES=str(1 / 60))
+    assert wait_for(lambda: instance.shutdown_time() is not None, 15), instance.log()
+    proc.wait(timeout=10)
+    assert not [c for c in instance.calls("aws") if c.startswith("autoscaling")]
