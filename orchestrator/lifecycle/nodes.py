@@ -68,7 +68,7 @@ def find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[list[Ins
             raise FlowError(f"Job {cfg.job} has instances of a launch on {max(counts - {cfg.nodes})} instance(s), not "
                             f"{cfg.nodes}: a run can't mix them. `orch teardown {cfg.job}` first to change the count "
                             f"(fetch its weights first), or launch with --nodes {max(counts - {cfg.nodes})}.")
-        for n in sorted(n for n in by_node if n < cfg.nodes):
+        for n in sorted(n for n in by_node if 0 <= n < cfg.nodes):
             say(f"  node {n}: {by_node[n].instance_id} ({by_node[n].state}); kept")
         missing = [n for n in range(cfg.nodes) if n not in by_node]
         say(f"  to start: {', '.join(f'node {n}' for n in missing) if missing else 'none'}")
