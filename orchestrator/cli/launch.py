@@ -182,7 +182,8 @@ def launch(
         if inst.provider == "local":
             out(f"Job {job_name} runs on this machine. Follow it: orch logs {job_name} --follow")
             return
-        out(f"Job {job_name}: {inst.instance_id} {inst.state} at {inst.public_ip or inst.private_ip}.")
+        out(f"Job {job_name}: {inst.instance_id} {inst.state} at {inst.public_ip or inst.private_ip}"
+            + (f" (node 0 of {cfg.nodes}; every node: orch status {job_name})." if cfg.nodes > 1 else "."))
         if cfg.job_spec is None:
             out(f"Provisioned only (no --data). Connect: orch ssh {job_name}   Remove: orch teardown {job_name}")
         elif cfg.recover:

@@ -46,6 +46,7 @@ def test_two_nodes_start_as_two_tagged_instances_in_one_placement_group_and_zone
         aws, orch, job_calls):
     r = launch(orch, "pair", "--nodes", "2", "--", "--epochs", "1")
     assert r.exit_code == 0, r.output
+    assert "(node 0 of 2; every node: orch status pair)." in r.output
 
     held = tagged("pair")
     by_node = {node_tags(i): i for i in held["instances"]}
