@@ -275,7 +275,7 @@ def test_iam_policy_changes_only_orch_tagged_resources():
         assert all("*" not in a for a in actions), st["Sid"]  # no wildcard actions
         writes = [a for a in actions if a.split(":")[1].startswith(("Terminate", "Delete", "Stop", "Start", "Modify",
                                                                    "Authorize", "Revoke", "Attach", "Detach"))]
-        if writes and all(a.startswith("ec2:") for a in writes):
+        if writes and all(a.startswith(("ec2:", "autoscaling:")) for a in writes):
             assert st["Condition"]["Null"] == {"aws:ResourceTag/orch:job": "false"}, st["Sid"]
         elif writes:  # S3: only what `orch data` keeps, under its prefix
             assert st["Resource"] == "arn:aws:s3:::*/orch-datasets/*", st["Sid"]
@@ -285,12 +285,16 @@ def test_iam_policy_changes_only_orch_tagged_resources():
     role_actions = {a for st in role["Statement"] for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
     ecr_image = {"ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage",
                  "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage"}
-    # Read data, write checkpoints, pull and push the trainer image: nothing deletes, nothing else.
+    # Read data, write checkpoints, pull and push the trainer image, stop a managed job's own group replacing its
+    # instance: nothing deletes, nothing else.
     assert role_actions <= {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload",
-                            "ecr:GetAuthorizationToken"} | ecr_image
+                            "ecr:GetAuthorizationToken", "autoscaling:SetDesiredCapacity"} | ecr_image
     for st in role["Statement"]:
-        if set([st["Action"]] if isinstance(st["Action"], str) else st["Action"]) & ecr_image:
+        actions = set([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+        if actions & ecr_image:
             assert st["Resource"] == "arn:aws:ecr:*:*:repository/orch-trainer", st["Sid"]
+        if "autoscaling:SetDesiredCapacity" in actions:  # orch's groups only
+            assert st["Condition"]["Null"] == {"aws:ResourceTag/orch:job": "false"}, st["Sid"]
 
 
 def test_local_target_in_docker_through_the_cli(local_engine, trainer_image, tmp_path):
