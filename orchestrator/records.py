@@ -68,6 +68,7 @@ class InstanceTypeInfo:
     gpu_name: str | None = None
     memory_mib: int = 0
     instance_store_gb: int = 0  # its NVMe instance store, where the AMI mounts it (a job's data goes there)
+    cluster_placement: bool | None = None  # can join a cluster placement group; None: EC2 does not say
 
 
 @dataclass(frozen=True)

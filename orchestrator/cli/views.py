@@ -20,8 +20,8 @@ def _view_dict(view: JobView) -> dict:
     elif view.unreachable is not None:
         d["container"] = f"unreachable: {view.unreachable}"
     if view.nodes:
-        trainers = ("",) + view.node_containers if view.node_containers else ()
-        d["nodes"] = [{"node": i.node, "instance": asdict(i), **({"trainer": trainers[n]} if n and trainers else {})}
+        d["nodes"] = [{"node": i.node, "instance": asdict(i),
+                       **({"trainer": view.node_containers[n - 1]} if n and view.node_containers else {})}
                       for n, i in enumerate(view.nodes)]
     return d
 

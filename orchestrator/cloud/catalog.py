@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from orchestrator.cloud.aws import ProviderError, UnknownInstanceType, client, error_code, is_boto_error
+from orchestrator.cloud import placement
 from orchestrator.records import InstanceTypeInfo
 
 # --- AMI and instance types -------------------------------------------------------------------
@@ -84,6 +85,8 @@ def instance_type_info(region: str, instance_type: str) -> InstanceTypeInfo:
         gpu_name=gpus[0].get("Name") if gpus else None,
         memory_mib=int(t.get("MemoryInfo", {}).get("SizeInMiB", 0)),
         instance_store_gb=int(t.get("InstanceStorageInfo", {}).get("TotalSizeInGB", 0)),
+        cluster_placement=(placement.STRATEGY in t["PlacementGroupInfo"]["SupportedStrategies"]
+                           if "SupportedStrategies" in t.get("PlacementGroupInfo", {}) else None),
     )
 
 

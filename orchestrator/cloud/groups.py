@@ -30,16 +30,6 @@ class ManagedGroup:
     launch_template_id: str | None = None
 
 
-@dataclass(frozen=True)
-class Recovery:
-    """One of the group's activities: an instance started or stopped, and why (AWS's words)."""
-
-    at: str  # ISO 8601
-    description: str  # "Launching a new EC2 instance: i-0abc", "Terminating EC2 instance: i-0abc"
-    cause: str
-    status: str  # Successful | Failed | InProgress ...
-
-
 def launch_template_data(plan: LaunchPlan, security_group_id: str) -> dict:
     """What every instance of the group starts with: the plan's AMI, key, disk, role and user data; no type (the
     group's overrides give it) and no subnet (the group's zones do)."""
@@ -122,21 +112,6 @@ def stop_replacing(region: str, job: str) -> bool:
     client("autoscaling", region).set_desired_capacity(AutoScalingGroupName=group.name, DesiredCapacity=0,
                                                        HonorCooldown=False)
     return True
-
-
-def recoveries(region: str, job: str) -> list[Recovery]:
-    """What the group did, oldest first: each launch after the first is a replacement."""
-    group = find_group(region, job)
-    if group is None:
-        return []
-    out = []
-    paginator = client("autoscaling", region).get_paginator("describe_scaling_activities")
-    for page in paginator.paginate(AutoScalingGroupName=group.name):
-        for a in page["Activities"]:
-            at = a.get("StartTime")
-            out.append(Recovery(at.isoformat() if hasattr(at, "isoformat") else str(at), a.get("Description", ""),
-                                a.get("Cause", ""), a.get("StatusCode", "")))
-    return sorted(out, key=lambda r: r.at)
 
 
 def find_launch_templates(region: str, job: str) -> list[str]:

@@ -60,6 +60,24 @@ def find_instances(region: str, job: str | None = None, include_terminated: bool
     return sorted(found, key=lambda i: i.launched_at or "", reverse=True)
 
 
+def usable_instances(region: str, job: str, timeout_s: float, poll_s: float) -> list[Instance]:
+    """The job's instances a launch may keep, newest first: one shutting down (a reclaim) is waited out, not kept."""
+    kept = []
+    for found in find_instances(region, job):
+        if found.state == "shutting-down":  # going away: wait, then a fresh one replaces it
+            wait_for_state(region, found.instance_id, {"terminated"}, timeout_s, poll_s)
+        else:
+            kept.append(found)
+    return kept
+
+
+def start_if_stopped(region: str, instance: Instance, timeout_s: float, poll_s: float) -> None:
+    """A stopped (or stopping) instance of the job, started again."""
+    if instance.state in ("stopped", "stopping"):
+        wait_for_state(region, instance.instance_id, {"stopped"}, timeout_s, poll_s)
+        client("ec2", region).start_instances(InstanceIds=[instance.instance_id])
+
+
 def describe_instance(region: str, instance_id: str) -> Instance | None:
     try:
         reservations = client("ec2", region).describe_instances(InstanceIds=[instance_id])["Reservations"]

@@ -1,15 +1,10 @@
-"""A managed job's spec and checkpoints in S3, as the laptop writes them and the job's instances read them."""
+"""A managed job's spec and checkpoints in S3, as the job's instances read them."""
 from __future__ import annotations
 
 from orchestrator.cloud.aws import client, error_code
 from orchestrator.cloud.datasets import split
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few KB: a larger object is not one orch wrote
-
-
-def put_spec(region: str, uri: str, body: bytes) -> None:
-    bucket, key = split(uri)
-    client("s3", region).put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
 
 
 def get_spec(region: str, uri: str) -> bytes | None:

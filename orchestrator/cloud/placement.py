@@ -3,27 +3,14 @@ security group's rule that lets them reach each other.
 
 A cluster placement group keeps the instances in one zone, on low-latency links: what NCCL's
 all-reduce over TCP between nodes wants. Not every type can join one: the type's own
-`PlacementGroupInfo` (DescribeInstanceTypes) says so, and a type without it runs its nodes unplaced.
+`PlacementGroupInfo` (DescribeInstanceTypes, read by cloud/catalog.py) says so, and a type without it runs its
+nodes unplaced.
 """
 from __future__ import annotations
 
 from orchestrator.cloud.aws import ProviderError, client, error_code, job_filter, resource_name, tag_spec
 
-STRATEGY = "cluster"
-
-
-def supports_cluster(region: str, instance_type: str) -> bool | None:
-    """Whether the type can join a cluster placement group; None when EC2 does not say."""
-    try:
-        found = client("ec2", region).describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
-    except Exception as e:
-        if error_code(e) in ("InvalidInstanceType", "InvalidParameterValue"):
-            return False
-        raise
-    info = found[0].get("PlacementGroupInfo") if found else None
-    if not info or "SupportedStrategies" not in info:
-        return None
-    return STRATEGY in info["SupportedStrategies"]
+STRATEGY = "cluster"  # what cloud/catalog.py checks the type supports
 
 
 def find_placement_groups(region: str, job: str) -> list[str]:

@@ -1,5 +1,5 @@
 """A managed job's spec as a file in the bucket (issue 24): what an instance the job's Auto Scaling group starts
-reads to set itself up, with nothing from the laptop (orchestrator/self_start.py).
+reads to set itself up, with nothing from the laptop (orchestrator/lifecycle/self_start.py).
 
     s3://BUCKET/orch-jobs/JOB/spec.json     {"schema": 1, "job": ..., "data": ..., "trainer_args": [...], ...}
 

@@ -138,13 +138,7 @@ def _find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[Instanc
     record = state.get(cfg.job)
     # Before the quota: the job's own running instance is reused, and must not count against it.
     with phase("look for an existing instance (tag orch:job)", say):
-        existing = []
-        for found in instances.find_instances(p.region, cfg.job):
-            if found.state == "shutting-down":  # going away: wait, then start a fresh one
-                instances.wait_for_state(p.region, found.instance_id, {"terminated"}, s.wait_timeout_s,
-                                         s.poll_interval_s)
-            else:
-                existing.append(found)
+        existing = instances.usable_instances(p.region, cfg.job, s.wait_timeout_s, s.poll_interval_s)
         if counts := {whole(i.tags[aws.TAG_NODES], 2) for i in existing if aws.TAG_NODES in i.tags}:
             raise FlowError(f"Job {cfg.job} runs on {max(counts)} instances (launched with --nodes {max(counts)}): "
                             f"add --nodes {max(counts)}, or launch with --resume, which takes it from the first launch.")
@@ -195,9 +189,7 @@ def _find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[Instanc
 
     if existing:
         instance = existing[0]
-        if instance.state in ("stopped", "stopping"):
-            instances.wait_for_state(p.region, instance.instance_id, {"stopped"}, s.wait_timeout_s, s.poll_interval_s)
-            aws.client("ec2", p.region).start_instances(InstanceIds=[instance.instance_id])
+        instances.start_if_stopped(p.region, instance, s.wait_timeout_s, s.poll_interval_s)
     else:
         with phase("run instance", say):
             instance = instances.run_instance(p, group_id, log=lambda m: say("  " + m),

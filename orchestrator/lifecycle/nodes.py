@@ -57,12 +57,8 @@ def find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[list[Ins
     s = cfg.settings
     with phase(f"look for the job's {cfg.nodes} instances (tags orch:job, orch:node)", say):
         by_node: dict[int, Instance] = {}
-        for found in instances.find_instances(p.region, cfg.job):  # newest first: the newest of a node is kept
-            if found.state == "shutting-down":  # going away (a reclaim): a fresh one replaces it
-                instances.wait_for_state(p.region, found.instance_id, {"terminated"}, s.wait_timeout_s,
-                                         s.poll_interval_s)
-            else:
-                by_node.setdefault(found.node, found)
+        for found in instances.usable_instances(p.region, cfg.job, s.wait_timeout_s, s.poll_interval_s):
+            by_node.setdefault(found.node, found)  # newest first: the newest of a node is kept
         counts = {whole(i.tags.get(aws.TAG_NODES, "1"), 1) for i in by_node.values()}
         if counts - {cfg.nodes}:
             raise FlowError(f"Job {cfg.job} has instances of a launch on {max(counts - {cfg.nodes})} instance(s), not "
@@ -101,10 +97,7 @@ def find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[list[Ins
             say(f"  {started.instance_id} in {started.zone}{' (spot)' if started.spot else ''}")
             by_node[n], zone = started, started.zone
     for n in range(cfg.nodes):
-        if by_node[n].state in ("stopped", "stopping"):
-            instances.wait_for_state(p.region, by_node[n].instance_id, {"stopped"}, s.wait_timeout_s,
-                                     s.poll_interval_s)
-            aws.client("ec2", p.region).start_instances(InstanceIds=[by_node[n].instance_id])
+        instances.start_if_stopped(p.region, by_node[n], s.wait_timeout_s, s.poll_interval_s)
     state.update(cfg.job, instance_id=by_node[0].instance_id, spot=by_node[0].spot, status=by_node[0].state)
     return [by_node[n] for n in range(cfg.nodes)], p
 

@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from orchestrator.cloud import aws, catalog, network, placement, pricing, quota
+from orchestrator.cloud import aws, catalog, network, pricing, quota
 from orchestrator.config import ConfigError, Settings, validate_job_name
 from orchestrator.errors import FlowError
 from orchestrator.lifecycle.userdata import bootstrap_script, render_user_data
@@ -39,7 +39,7 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
                             f"of {s.region} (with a subnet: {net.described}). Pick one of those, or leave --zone out.")
         zones = (cfg.zone,)
     price = pricing.hourly_price(cfg.instance_type, s.region, spot=cfg.spot, live=s.live_prices)
-    group, group_note = placement_for(cfg, info.name)
+    group, group_note = placement_for(cfg, info)
     if group is not None and not cfg.zone:
         zones = zones[:1]  # a cluster placement group is in one zone: the first that offers the type
     return LaunchPlan(
@@ -62,14 +62,13 @@ def quota_named(instance_type: str, spot: bool) -> str:
     return f"{name} ({code})" if code else ""
 
 
-def placement_for(cfg: LaunchConfig, instance_type: str) -> tuple[str | None, str]:
+def placement_for(cfg: LaunchConfig, info: InstanceTypeInfo) -> tuple[str | None, str]:
     """A `--nodes N` job's cluster placement group (its name), or None and why not."""
     if cfg.nodes <= 1:
         return None, ""
-    supported = placement.supports_cluster(cfg.settings.region, instance_type)
-    if supported is False:
-        return None, f"none: {instance_type} can't join a cluster placement group (the nodes start unplaced)"
-    note = "" if supported else f" (EC2 does not say whether {instance_type} can join one: AWS refuses if not)"
+    if info.cluster_placement is False:
+        return None, f"none: {info.name} can't join a cluster placement group (the nodes start unplaced)"
+    note = "" if info.cluster_placement else f" (EC2 does not say whether {info.name} can join one: AWS refuses if not)"
     return aws.resource_name(cfg.job), note
 
 
