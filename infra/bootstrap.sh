@@ -28,7 +28,11 @@
 #          backstop (a trainer image of your own may ignore the flag);
 #        - copies each new last.pt/best.pt (+ .sha256) to ORCH_CHECKPOINT_BUCKET;
 #        - for a managed job (ORCH_MANAGED_GROUP, its Auto Scaling group), sets the group to 0 instances before
-#          any shutdown of its own, so that AWS replaces the instance only after a reclaim or a failure.
+#          any shutdown of its own, so that AWS replaces the instance only after a reclaim or a failure;
+#          its cap counts from the launch (ORCH_CAP_FROM), not from this instance's start.
+#   5. A managed job (ORCH_SPEC_URI): orch's package from the bucket, checked against ORCH_PACKAGE_SHA256,
+#      installed in a venv, then `python -m orchestrator.lifecycle.self_start` as the SSH user starts the
+#      job from its spec there (its data, image, newest checkpoint). `bootstrap.sh start` runs this step alone.
 #
 # The watcher runs anywhere Docker does, which is how the tests exercise it:
 #   ORCH_AUTOSTOP_MINUTES=0.05 ORCH_WATCH_INTERVAL_S=1 ORCH_SHUTDOWN_CMD="touch /tmp/down" bash bootstrap.sh watch
@@ -112,22 +116,22 @@ active_jobs() {  # orch containers that are running or about to be (restart poli
       docker ps -q --filter label=orch.job --filter status=created; } 2>/dev/null | wc -l
 }
 
-copy_checkpoints() {  # new checkpoints to the bucket, each .sha256 after its file; the metrics after last.pt
-    [ -n "${ORCH_CHECKPOINT_BUCKET:-}" ] || return 0
-    local id outputs job name
+copy_checkpoints() {  # new checkpoints to the bucket: the file, with last.pt the metrics (the history a resume
+    [ -n "${ORCH_CHECKPOINT_BUCKET:-}" ] || return 0  # shows), then its .sha256, which a restore checks: it comes last
+    local id outputs job name to
     for id in $(docker ps -aq --filter label=orch.job 2>/dev/null); do
         outputs=$(docker inspect -f '{{index .Config.Labels "orch.outputs"}}' "$id")
         job=$(docker inspect -f '{{index .Config.Labels "orch.job"}}' "$id")
         for name in last.pt best.pt; do
             local f="$outputs/checkpoints/$name" stamp="$STATE_DIR/copied-$job-$name"
+            to="${ORCH_CHECKPOINT_BUCKET%/}/$job"
             [ -f "$f" ] && [ -f "$f.sha256" ] || continue
             [ -f "$stamp" ] && [ ! "$f.sha256" -nt "$stamp" ] && continue
-            aws s3 cp --only-show-errors "$f" "${ORCH_CHECKPOINT_BUCKET%/}/$job/$name" \
-                && aws s3 cp --only-show-errors "$f.sha256" "${ORCH_CHECKPOINT_BUCKET%/}/$job/$name.sha256" \
-                && touch -r "$f.sha256" "$stamp" && log "copied $job/$name to $ORCH_CHECKPOINT_BUCKET" \
-                && if [ "$name" = last.pt ] && [ -f "$outputs/metrics.jsonl" ]; then  # the history a resume shows
-                       aws s3 cp --only-show-errors "$outputs/metrics.jsonl" "${ORCH_CHECKPOINT_BUCKET%/}/$job/metrics.jsonl"
-                   fi
+            aws s3 cp --only-show-errors "$f" "$to/$name" \
+                && { [ "$name" != last.pt ] || [ ! -f "$outputs/metrics.jsonl" ] \
+                     || aws s3 cp --only-show-errors "$outputs/metrics.jsonl" "$to/metrics.jsonl"; } \
+                && aws s3 cp --only-show-errors "$f.sha256" "$to/$name.sha256" \
+                && touch -r "$f.sha256" "$stamp" && log "copied $job/$name to $ORCH_CHECKPOINT_BUCKET"
         done
     done
 }
@@ -138,11 +142,13 @@ ssh_sessions() {  # established SSH connections to this machine (orch's sync and
     printf '%s' "$out" | grep -c .
 }
 
-first_start() {  # the hard cap's clock: the watcher's first start, kept across restarts and reboots
+first_start() {  # the hard cap's clock: the watcher's first start (a managed job's launch), kept across reboots
     local file="$STATE_DIR/started" t
     t=$(cat "$file" 2>/dev/null)
-    case "$t" in
-        ''|*[!0-9]*) t=$(date +%s); echo "$t" > "$file.tmp" && mv "$file.tmp" "$file" ;;
+    case "${ORCH_CAP_FROM:-}" in ''|*[!0-9]*) ;; *) [ "$t" = "$ORCH_CAP_FROM" ] || t="" ;; esac
+    case "$t" in  # a managed job's clock counts across its replacements: from its launch
+        ''|*[!0-9]*) t=${ORCH_CAP_FROM:-$(date +%s)}; case "$t" in *[!0-9]*) t=$(date +%s) ;; esac
+                     echo "$t" > "$file.tmp" && mv "$file.tmp" "$file" ;;
     esac
     echo "$t"
 }
@@ -213,7 +219,7 @@ watch() {
         elif [ "$idle" -gt 0 ]; then
             # No job yet: the dataset may take hours to arrive, but over an SSH connection. With none
             # open either, nobody is coming back (a sync cut short, a laptop asleep): stop the billing.
-            if [ "$(ssh_sessions)" -gt 0 ]; then
+            if [ "$(ssh_sessions)" -gt 0 ] || kill -0 "$(cat "$STATE_DIR/starting" 2>/dev/null || echo x)" 2>/dev/null; then
                 unused_since=""
             else
                 unused_since="${unused_since:-$now}"
@@ -233,7 +239,7 @@ install_watcher() {
         echo "ORCH_IDLE_MINUTES=${ORCH_IDLE_MINUTES:-}"
         echo "ORCH_MAX_HOURS=${ORCH_MAX_HOURS:-}"; echo "ORCH_MAX_DOLLARS=${ORCH_MAX_DOLLARS:-}"
         echo "ORCH_PRICE_PER_HOUR=${ORCH_PRICE_PER_HOUR:-}"; echo "ORCH_CHECKPOINT_BUCKET=${ORCH_CHECKPOINT_BUCKET:-}"
-        echo "ORCH_MANAGED_GROUP=${ORCH_MANAGED_GROUP:-}"
+        echo "ORCH_MANAGED_GROUP=${ORCH_MANAGED_GROUP:-}"; echo "ORCH_CAP_FROM=${ORCH_CAP_FROM:-}"
         echo "AWS_DEFAULT_REGION=${ORCH_REGION:-}"
     } > /etc/orch-watch.env
     chmod 600 /etc/orch-watch.env
@@ -257,8 +263,47 @@ UNIT
     log "watcher installed (orch-watch.service)"
 }
 
+# -- 5. A managed job: orch from the bucket, then the job from its spec in the bucket ----------------
+as_user() {  # the SSH user runs the job, as over SSH (its home, its docker group)
+    if [ "$(id -un)" = "$ORCH_USER" ]; then "$@"; return; fi
+    runuser -u "$ORCH_USER" -- env HOME="$(getent passwd "$ORCH_USER" | cut -d: -f6)" "$@"
+}
+
+start_job() {  # ORCH_SPEC_URI set: nothing comes from the laptop (orchestrator/lifecycle/self_start.py)
+    [ -n "${ORCH_SPEC_URI:-}" ] || return 0
+    local dir="${ORCH_PACKAGE_DIR:-/opt/orch}" python="${ORCH_PYTHON:-}" try rc
+    mkdir -p "$dir" "$STATE_DIR" && rm -f "$dir/orch.tar.gz"
+    echo $$ > "$STATE_DIR/starting"  # the watcher's idle rule waits while this runs (a dataset restore is long)
+    aws s3 cp --only-show-errors "$ORCH_PACKAGE_URI" "$dir/orch.tar.gz"
+    if ! echo "${ORCH_PACKAGE_SHA256:-none}  $dir/orch.tar.gz" | sha256sum -c --status 2>/dev/null; then
+        log "$ORCH_PACKAGE_URI is missing or not the orch launched (sha256 ${ORCH_PACKAGE_SHA256:-?}): job not started"
+        return 1
+    fi
+    rm -rf "$dir/src" && mkdir -p "$dir/src" \
+        && tar -xzf "$dir/orch.tar.gz" -C "$dir/src" --no-same-owner --no-same-permissions || return 1
+    if [ -z "$python" ]; then  # a venv of orch and its dependencies (PyPI), once per instance
+        python="$dir/venv/bin/python"
+        { [ -x "$python" ] || python3 -m venv "$dir/venv" \
+            || { apt-get install -y -q python3-venv && python3 -m venv "$dir/venv"; }; } \
+            && "$dir/venv/bin/pip" install -q "$dir/src" >> "$LOG" 2>&1 \
+            || { log "could not install orch from $ORCH_PACKAGE_URI"; return 1; }
+    fi
+    chmod -R a+rX "$dir"
+    for try in 1 2 3; do
+        as_user env PYTHONPATH="$dir/src" ORCH_REGION="${ORCH_REGION:-}" AWS_DEFAULT_REGION="${ORCH_REGION:-}" \
+            "$python" -m orchestrator.lifecycle.self_start "$ORCH_SPEC_URI" >> "$LOG" 2>&1
+        rc=$?
+        if [ "$rc" -eq 0 ]; then log "job ${ORCH_JOB:-?} started from $ORCH_SPEC_URI"; return 0; fi
+        [ "$rc" -eq 2 ] && break  # its spec is refused: trying again changes nothing
+        sleep $((try * ${ORCH_RETRY_S:-20}))
+    done
+    log "job ${ORCH_JOB:-?} could not start from $ORCH_SPEC_URI (above): the watcher shuts this instance down when idle"
+    return 1
+}
+
 case "${1:-boot}" in
     watch) watch ;;
+    start) start_job ;;
     boot)
         log "bootstrap for job ${ORCH_JOB:-?}"
         setup_docker
@@ -266,6 +311,7 @@ case "${1:-boot}" in
         setup_fast_disk
         install_watcher
         log "bootstrap done"
+        start_job
         ;;
-    *) echo "usage: $0 [boot|watch]" >&2; exit 2 ;;
+    *) echo "usage: $0 [boot|watch|start]" >&2; exit 2 ;;
 esac

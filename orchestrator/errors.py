@@ -14,6 +14,10 @@ class NoCheckpointSource(FlowError):
     """`--resume` with nowhere to resume from; raised before anything is created (a usage error)."""
 
 
+class NoRunningInstance(FlowError):
+    """The job has no instance up now (a managed job between two, or ended): what it left in the cloud still is."""
+
+
 class ToolMissing(FlowError):
     """A program this command runs on this machine is not installed; nothing was started (a usage error)."""
 

@@ -34,6 +34,7 @@ class SSHEndpoint:
     proxy_command: str | None = None
     known_hosts: Path | None = None  # where the host key is pinned (under $ORCH_HOME)
     instance_id: str | None = None  # %i in proxy_command; when set, the host key is pinned under it, not the address
+    managed: bool = False  # a managed job's instance: its group may replace it (lifecycle/machines.py)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class LaunchPlan:
     placement_group: str | None = None  # their cluster placement group; None: none (one node, or a type without)
     placement_note: str = ""  # why there is none, as the plan prints it
     quota: str = ""  # the vCPU quota the instances count against: "Running On-Demand G and VT instances (L-DB2E81BA)"
+    managed: tuple[str, ...] = ()  # --managed: its group's instance types (price, caps: the dearest of them)
 
     @property
     def machine(self) -> str:
@@ -144,6 +146,7 @@ class TeardownReport:
     placement_groups: tuple[str, ...] = ()  # a `--nodes N` job's cluster placement group
     auto_scaling_groups: tuple[str, ...] = ()  # a managed job's group (cloud/groups.py)
     launch_templates: tuple[str, ...] = ()  # and its launch template
+    bucket_objects: tuple[str, ...] = ()  # and its spec and orch's package in the checkpoint bucket (not checkpoints)
     volumes: tuple[str, ...] = ()  # volumes left by an instance (--keep-volume at launch), deleted now
     kept_volumes: tuple[str, ...] = ()
     remaining: tuple[str, ...] = ()  # anything still tagged for the job after teardown
@@ -340,6 +343,7 @@ class FetchReport:
     files: tuple[Path, ...]
     verified: tuple[Path, ...]
     bytes_downloaded: int
+    source: str = ""  # "": the job's machine; else the checkpoint bucket it came from (no instance was up)
 
 
 # -- a launch and a view ------------------------------------------------------------------------
@@ -369,6 +373,7 @@ class LaunchConfig:
     # `orch data prepare --target aws`: what the instance prepares (lifecycle/data_instance.py), tagged orch:prepares.
     prepares: str | None = None
     nodes: int = 1  # --nodes N: one run over N instances (lifecycle/nodes.py)
+    managed: tuple[str, ...] = ()  # --managed: the instance types its Auto Scaling group may start (lifecycle/managed.py)
 
     @property
     def region(self) -> str:

@@ -96,6 +96,8 @@ def fetch_weights(
         if as_json:
             out_json(report)
             return
+        if report.source:
+            out(f"No instance of {name} is up: from its checkpoint bucket, {report.source}/{name}/")
         for f in report.files:
             out(f"{f}{'  (sha256 ok)' if f in report.verified else ''}")
         out(f"{len(report.files)} file(s), {report.bytes_downloaded} bytes downloaded into {report.dest}")

@@ -102,6 +102,12 @@ def launch(
              "group, e.g. --nodes 4 --instance g4dn.12xlarge (16 T4s). Node 0 writes the checkpoints; "
              "`orch logs --node I` follows another. With --target local, N trainers on this machine (to try "
              "the flow). Default 1."),
+    managed: bool = typer.Option(
+        False, "--managed",
+        help="Run the job as an AWS Auto Scaling group of one: a reclaimed or failed instance is replaced and the new "
+             "one resumes from --checkpoint-bucket by itself, with this laptop closed. Several types allowed, e.g. "
+             "--managed --spot --instance g4dn.2xlarge,g5.2xlarge --checkpoint-bucket s3://b/ckpt. Data from S3 "
+             "(dataset:NAME, s3://, demo); `orch teardown` deletes the group."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan (with --dry-run) or the started job as JSON on "
                                                        "stdout; progress goes to stderr."),
 ) -> None:
@@ -129,6 +135,9 @@ def launch(
     Example (a secret for the trainer): orch launch --instance g4dn.2xlarge --data demo --env-file .env
 
     \b
+    Example (spot that recovers with the laptop closed): orch launch --managed --spot --instance g4dn.2xlarge,g5.2xlarge --name rn50 --iam-instance-profile orch-trainer --checkpoint-bucket s3://my-bucket/ckpt --data dataset:imagenet-256 -- --recipe t4-rn50
+
+    \b
     Example (one run over 4 instances, 16 T4s): orch launch --instance g4dn.12xlarge --nodes 4 --name rn50x16 --iam-instance-profile orch-trainer --data dataset:imagenet-256 -- --recipe t4-rn50
     """
     # lifecycle/ is imported when a command runs, never with the CLI: `orch --help` loads no SSH, Docker or AWS code.
@@ -149,7 +158,7 @@ def launch(
             recover=recover, max_recoveries=max_recoveries, keep_volume=keep_volume, bucket=bucket, env=tuple(env or ()),
             env_files=tuple(str(f) for f in env_file or ()), prepare=prepare, resize_short=resize_short,
             resize_short_train=resize_short_train, subset_percent=subset_percent, dataset_name=dataset_name,
-            nodes=nodes))
+            nodes=nodes, managed=managed))
         cfg = launch_.config
         job_name = about.name = cfg.job
         about.creates = True
@@ -226,6 +235,9 @@ def print_plan(p: LaunchPlan) -> None:
                  ("placement group", f"{p.placement_group} (cluster: one zone, close together){p.placement_note}"
                   if p.placement_group else p.placement_note),
                  ("between nodes", "every port, from the security group's own members only")]
+    if p.managed:
+        rows += [("managed", f"Auto Scaling group {p.key_name} of one over {', '.join(p.managed)}: AWS replaces a "
+                             "reclaimed or failed instance, which resumes from the checkpoint bucket by itself")]
     rows += [
         ("quota need", (f"{p.nodes} x {p.vcpus} = " if p.nodes > 1 else "") + f"{need} vCPUs"
                        + (f" of {p.quota}" if p.quota else "") + " (checked at launch)"),

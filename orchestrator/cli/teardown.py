@@ -51,6 +51,7 @@ def teardown(
             return
         removed = ([f"auto scaling group {g}" for g in report.auto_scaling_groups]
                    + [f"launch template {t}" for t in report.launch_templates]
+                   + [f"{u} (the job's spec and orch, not its checkpoints)" for u in report.bucket_objects]
                    + [f"instance {i}" for i in report.terminated] + [f"security group {g}" for g in report.security_groups]
                    + [f"key pair {k}" for k in report.key_pairs] + [f"placement group {g}" for g in report.placement_groups]
                    + [f"volume {v}" for v in report.volumes])

@@ -1,4 +1,4 @@
-"""A managed job's machine (issue 24, `orch launch --managed`, not yet a flag): an EC2 Auto Scaling group of one,
+"""A managed job's machine (`orch launch --managed`, lifecycle/managed.py): an EC2 Auto Scaling group of one,
 from a launch template that holds the job's user data, over the allowed types and every zone the plan may use.
 
 AWS keeps one instance of it running: a reclaimed spot instance (or a failed one) is replaced, with
@@ -12,7 +12,7 @@ import base64
 import time
 from dataclasses import dataclass
 
-from orchestrator.cloud.aws import TAG_JOB, client, error_code, job_filter, resource_name, tags_for
+from orchestrator.cloud.aws import TAG_JOB, TAG_SPEC, client, error_code, job_filter, resource_name, tags_for
 from orchestrator.cloud.instances import gp3_iops
 from orchestrator.records import LaunchPlan
 
@@ -28,6 +28,7 @@ class ManagedGroup:
     instances: tuple[str, ...]  # the ids of its instances now (replaced ones are gone from it)
     created_at: str | None = None  # ISO 8601
     launch_template_id: str | None = None
+    spec_folder: str | None = None  # s3://.../orch-jobs/JOB: its spec and orch's package (tag orch:spec)
 
 
 def launch_template_data(plan: LaunchPlan, security_group_id: str) -> dict:
@@ -53,7 +54,8 @@ def launch_template_data(plan: LaunchPlan, security_group_id: str) -> dict:
     return data
 
 
-def ensure_group(plan: LaunchPlan, security_group_id: str, types: tuple[str, ...]) -> ManagedGroup:
+def ensure_group(plan: LaunchPlan, security_group_id: str, types: tuple[str, ...],
+                 spec_folder: str | None = None) -> ManagedGroup:
     """The job's group of one (and its launch template), made once; the one there is otherwise. Spot over `types`
     when the plan is spot (on-demand otherwise), in every zone of the plan with a subnet; capacity rebalancing on,
     so AWS starts the replacement when it warns of a reclaim rather than after it."""
@@ -81,7 +83,8 @@ def ensure_group(plan: LaunchPlan, security_group_id: str, types: tuple[str, ...
             "InstancesDistribution": {"OnDemandBaseCapacity": 0,
                                       "OnDemandPercentageAboveBaseCapacity": 0 if plan.spot else 100,
                                       "SpotAllocationStrategy": SPOT_STRATEGY}},
-        Tags=[{"Key": t["Key"], "Value": t["Value"], "PropagateAtLaunch": False} for t in tags_for(plan.job)],
+        Tags=[{"Key": t["Key"], "Value": t["Value"], "PropagateAtLaunch": False} for t in tags_for(plan.job)]
+        + ([{"Key": TAG_SPEC, "Value": spec_folder, "PropagateAtLaunch": False}] if spec_folder else []),
     )
     return find_group(plan.region, plan.job) or ManagedGroup(name, 1, (), None, template_id)
 
@@ -100,7 +103,7 @@ def find_group(region: str, job: str) -> ManagedGroup | None:
         return ManagedGroup(g["AutoScalingGroupName"], int(g.get("DesiredCapacity", 0)),
                             tuple(i["InstanceId"] for i in g.get("Instances", [])),
                             created.isoformat() if hasattr(created, "isoformat") else created,
-                            spec.get("LaunchTemplateId"))
+                            spec.get("LaunchTemplateId"), tags.get(TAG_SPEC))
     return None
 
 
@@ -139,3 +142,31 @@ def delete_group(region: str, job: str, timeout_s: float = 600, poll_s: float = 
         client("ec2", region).delete_launch_template(LaunchTemplateId=template_id)
         templates.append(template_id)
     return groups, templates
+
+
+@dataclass(frozen=True)
+class GroupActivity:
+    """One entry of a group's activity history (AWS keeps six weeks of it)."""
+
+    at: str  # ISO 8601
+    description: str  # "Launching a new EC2 instance: i-...", "Terminating EC2 instance: i-..."
+    cause: str  # AWS's words: a spot interruption, a health check, a capacity change to 0
+    status: str  # Successful | InProgress | Failed | ...
+
+    @property
+    def launch(self) -> bool:
+        return self.description.startswith("Launching a new EC2 instance")
+
+
+def activities(region: str, job: str, limit: int = 100) -> list[GroupActivity]:
+    """The job's group's activities, oldest first ([] when there is no group)."""
+    found = []
+    pages = client("autoscaling", region).get_paginator("describe_scaling_activities").paginate(
+        AutoScalingGroupName=resource_name(job), PaginationConfig={"MaxItems": limit})
+    for page in pages:
+        for a in page.get("Activities", []):
+            at = a.get("StartTime")
+            found.append(GroupActivity(at.isoformat() if hasattr(at, "isoformat") else str(at or ""),
+                                       str(a.get("Description", "")), str(a.get("Cause", "")),
+                                       str(a.get("StatusCode", ""))))
+    return sorted(found, key=lambda a: a.at)

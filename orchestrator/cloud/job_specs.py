@@ -1,5 +1,9 @@
-"""A managed job's spec and checkpoints in S3, as the job's instances read them."""
+"""A managed job's spec, orch's package and checkpoints in S3: put there by `orch launch --managed`, read by the job's
+instances, deleted by `orch teardown`."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from orchestrator.cloud.aws import client, error_code
 from orchestrator.cloud.datasets import split
@@ -7,8 +11,8 @@ from orchestrator.cloud.datasets import split
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few KB: a larger object is not one orch wrote
 
 
-def get_spec(region: str, uri: str) -> bytes | None:
-    """The spec's bytes; None when there is none."""
+def get_small(region: str, uri: str) -> bytes | None:
+    """A small object's bytes (a spec, a .sha256: the first MiB at most); None when there is none."""
     bucket, key = split(uri)
     try:
         got = client("s3", region).get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{MAX_SPEC_BYTES}")
@@ -28,3 +32,36 @@ def exists(region: str, uri: str) -> bool:
             return False
         raise
     return True
+
+
+def put(region: str, uri: str, body: bytes) -> None:
+    bucket, key = split(uri)
+    client("s3", region).put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def delete_folder(region: str, uri: str) -> list[str]:
+    """Delete what is kept under `uri`/ (a managed job's spec and orch's package); the keys deleted."""
+    bucket, folder = split(uri)
+    prefix = folder + "/"
+    s3 = client("s3", region)
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])]
+    for start in range(0, len(keys), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
+    return keys
+
+
+def download(region: str, uri: str, local: Path) -> int | None:
+    """`uri` into `local` (through `local`.part, renamed when whole); its size, or None when there is no such object."""
+    bucket, key = split(uri)
+    part = local.with_name(local.name + ".part")
+    local.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        client("s3", region).download_file(bucket, key, str(part))
+    except Exception as e:
+        part.unlink(missing_ok=True)
+        if error_code(e) in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+    os.replace(part, local)
+    return local.stat().st_size

@@ -1,11 +1,12 @@
-"""Remove everything tagged for a job (auto scaling group and launch template, instances, security group, key pair,
-placement group, volumes) and say what is left."""
+"""Remove everything tagged for a job (auto scaling group and launch template, and the spec its group names,
+instances, security group, key pair, placement group, volumes) and say what is left."""
 from __future__ import annotations
 
 import time
 from typing import Callable
 
-from orchestrator.cloud.aws import client, error_code, job_filter
+from orchestrator.cloud import job_specs
+from orchestrator.cloud.aws import client, error_code, friendly_error, is_boto_error, job_filter
 from orchestrator.cloud.groups import delete_group, find_group, find_launch_templates
 from orchestrator.cloud.instances import find_instances, wait_for_state
 from orchestrator.cloud.network import KeyPairInfo, delete_key_pair
@@ -20,7 +21,10 @@ def terminate_job(region: str, job: str, keep_volume: bool = False, timeout_s: f
     ec2 = client("ec2", region)
     warnings: list[str] = []
     kept: list[str] = [v for vs in keep_root_volumes(region, job).values() for v in vs] if keep_volume else []
-    # A managed job's group first: it would replace an instance terminated under it.
+    # A managed job's group first: it would replace an instance terminated under it. Its spec before it (a replacement
+    # started meanwhile finds none and starts nothing): so a teardown cut short leaves no spec behind the group.
+    group = optional("an auto scaling group", job, warnings, None, lambda: find_group(region, job))
+    specs = delete_spec_folder(region, job, group.spec_folder, warnings) if group and group.spec_folder else []
     scaling, templates = optional("an auto scaling group or launch template", job, warnings, ([], []),
                                   lambda: delete_group(region, job, min(timeout_s, 300), poll_s))
     if scaling or templates:
@@ -70,6 +74,7 @@ def terminate_job(region: str, job: str, keep_volume: bool = False, timeout_s: f
     return TeardownReport(job=job, terminated=tuple(ids), security_groups=tuple(groups),
                           key_pairs=tuple(keys), placement_groups=tuple(placement_groups),
                           auto_scaling_groups=tuple(scaling), launch_templates=tuple(templates),
+                          bucket_objects=tuple(specs),
                           volumes=tuple(deleted_volumes), kept_volumes=tuple(kept),
                           remaining=tuple(remaining), warnings=tuple(warnings))
 
@@ -89,6 +94,20 @@ def remaining_resources(region: str, job: str) -> list[str]:
     left += [f"volume {v['VolumeId']}" for v in ec2.describe_volumes(Filters=job_filter(job))["Volumes"]
              if v.get("State") not in ("deleting", "deleted")]
     return left
+
+
+def delete_spec_folder(region: str, job: str, folder: str, warnings: list[str]) -> list[str]:
+    """A managed job's spec and orch's package (never its checkpoints); only a folder named for the job."""
+    if not folder.startswith("s3://") or not folder.endswith(f"/orch-jobs/{job}"):
+        warnings.append(f"not deleting {folder}: the group's tag orch:spec does not name orch-jobs/{job}")
+        return []
+    try:
+        return [f"{folder}/{key.rsplit('/', 1)[-1]}" for key in job_specs.delete_folder(region, folder)]
+    except Exception as e:
+        if not is_boto_error(e):
+            raise
+        warnings.append(f"could not delete {folder}/ (the job's spec and orch's package): {friendly_error(e) or e}")
+        return []
 
 
 def optional(what: str, job: str, warnings: list[str] | None, default, call: Callable):

@@ -1,7 +1,9 @@
 """Follow a job's trainer output to this terminal, across dropped connections. Written once against `Machine`.
 
 A dropped connection is reopened (for up to $ORCH_RECONNECT_S, default 600 s) and the stream
-carries on from the last line printed: none lost, none repeated (`LogCursor`). A link that goes
+carries on from the last line printed: none lost, none repeated (`LogCursor`). A managed job's
+machine (`replaceable`) is looked up again at each connection, and a trainer missing there is
+waited for the same way: the stream goes on from its replacement's trainer. A link that goes
 silent is noticed within about three times $ORCH_KEEPALIVE_S and treated the same way. A changed
 host key or an unusable key file ends the following at once. Ctrl-C stops following, never the job.
 
@@ -27,6 +29,10 @@ from orchestrator.remote.base import TRANSPORT_ERRORS, HostKeyChanged, KeyFileEr
 from orchestrator.remote.linkwatch import LinkWatch
 
 DEFAULT_RECONNECT_S = 600.0
+
+
+class Replacing(Exception):
+    """A replaceable machine's trainer is not there (yet): its replacement is being set up."""
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
@@ -79,7 +85,9 @@ def follow(machine: Machine, follow: bool = False, since_ns: int | None = None, 
     # Watched: short SSH attempts, so a machine that is gone is noticed between them, not after minutes.
     deadline_s = SSH_DEADLINE_S if machine_lost is None else min(SSH_DEADLINE_S, max(10.0, 2 * check_s))
     out = out or sys.stdout
-    reconnect_s = reconnect_s if reconnect_s is not None else float(os.environ.get("ORCH_RECONNECT_S", DEFAULT_RECONNECT_S))
+    if reconnect_s is None:  # a managed job's replacement boots, restores and starts: longer than a dropped link
+        reconnect_s = float(os.environ.get("ORCH_RECONNECT_S", 3 * DEFAULT_RECONNECT_S if machine.replaceable
+                                           else DEFAULT_RECONNECT_S))
     errors = _connection_errors()
     cursor = LogCursor(since_ns)
     lost_since: float | None = None
@@ -128,6 +136,9 @@ def follow(machine: Machine, follow: bool = False, since_ns: int | None = None, 
                             out.flush()
                     st = runner.state()
                     check_gone()
+                    if st.state == "missing" and machine.replaceable and follow:
+                        raise Replacing(f"no {runner.what} on {session.where}: AWS is replacing the instance, and "
+                                        "the new one starts the job itself; waiting for it")
                     if st.state == "missing":
                         raise JobError(f"job {job!r} has no {runner.what} on {session.where}. "
                                        "See `orch status` (it may have been torn down).")
@@ -145,16 +156,19 @@ def follow(machine: Machine, follow: bool = False, since_ns: int | None = None, 
                     time.sleep(0.5)  # restarting (crash, then resume): attach again
             except (HostKeyChanged, KeyFileError):
                 raise  # no reconnect can fix these; the message says what does
-            except errors as e:
+            except (*errors, Replacing) as e:
                 check_gone()
                 now = time.monotonic()
+                said_before = lost_since is not None
                 lost_since = lost_since or now
                 why = link.reason if link is not None and link.lost.is_set() else type(e).__name__
                 if not follow or now - lost_since > reconnect_s:
                     raise JobError(f"lost the connection to job {job!r} ({why}: {e}). The job "
                                    f"keeps running; `orch logs {job} --follow` picks up where this stopped.") from None
-                print(f"[orch] connection lost ({why}); reconnecting", file=sys.stderr, flush=True)
-                time.sleep(1.0)
+                if not (said_before and machine.replaceable):  # a replacement takes minutes: said once
+                    print(f"[orch] {e}" if isinstance(e, Replacing) else
+                          f"[orch] connection lost ({why}); reconnecting", file=sys.stderr, flush=True)
+                time.sleep(5.0 if machine.replaceable else 1.0)
             finally:
                 current.clear()
                 if link is not None:

@@ -1,13 +1,18 @@
 """Reaching a running job from this terminal: its logs, its weights, a shell on its instance."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable
 
+from orchestrator.cloud import job_specs
 from orchestrator.config import ConfigError, Settings
-from orchestrator.errors import JobError
+from orchestrator.errors import FlowError, JobError, NoRunningInstance
+from orchestrator.files import write_atomic
 from orchestrator.job import control
 from orchestrator.job.ended import after_the_job
+from orchestrator.job.fetch import sha256_file
+from orchestrator.job.restore import bucket_uri
 from orchestrator.job.logs import follow, parse_since
 from orchestrator.lifecycle import machines
 from orchestrator.lifecycle.resume import outputs_root_for, recorded_launch, remote_root_for
@@ -49,10 +54,55 @@ def check_which(which: str) -> None:
 
 
 def fetch_weights(job: str, settings: Settings, which: str, dest: Path) -> FetchReport:
-    """The job's checkpoints (verified against their .sha256) and metrics.jsonl, train.log, curves.png into `dest`."""
+    """The job's checkpoints (verified against their .sha256) and metrics.jsonl, train.log, curves.png into `dest`;
+    with no instance up, what its checkpoint bucket holds (a managed job between instances, or ended)."""
     check_which(which)
-    return control.fetch_weights(machines.machine_for(job, settings), which, dest,
+    try:
+        machine = machines.machine_for(job, settings)
+    except NoRunningInstance:
+        launched = recorded_launch(job, settings)
+        if launched is None or not launched.checkpoint_bucket:
+            raise
+        return from_bucket(job, launched.region or settings.region, launched.checkpoint_bucket, which, dest)
+    return control.fetch_weights(machine, which, dest,
                                  remote_root=remote_root_for(job, settings), outputs_root=outputs_root_for(job))
+
+
+def from_bucket(job: str, region: str, bucket: str, which: str, dest: Path) -> FetchReport:
+    """The checkpoints infra/bootstrap.sh's watcher copied to `bucket` (each checked against its .sha256, which it
+    copies last), and the metrics copied with last.pt."""
+    dest = Path(dest).expanduser()
+    got, verified, moved = [], [], 0
+    wanted = {"best": ["best.pt"], "last": ["last.pt"], "all": ["best.pt", "last.pt"]}[which]
+    for name in wanted + ["metrics.jsonl"]:
+        local = dest / ("checkpoints/" + name if name.endswith(".pt") else name)
+        if name.endswith(".pt"):
+            digest = job_specs.get_small(region, bucket_uri(bucket, job, name + ".sha256"))
+            if digest is None:
+                if which == "all" and name == "best.pt":
+                    continue  # best.pt only exists once an evaluation ran
+                raise FlowError(f"No running instance for job {job!r}, and {bucket_uri(bucket, job, name)} (with its "
+                                ".sha256) is not in its checkpoint bucket: nothing was downloaded for it.")
+            expected = (digest.decode(errors="replace").split() or [""])[0]
+            if not re.fullmatch(r"[0-9a-f]{64}", expected):
+                raise FlowError(f"{bucket_uri(bucket, job, name + '.sha256')} holds no SHA-256: nothing was downloaded "
+                                "for it.")
+        if local.exists() and name.endswith(".pt") and sha256_file(local) == expected:
+            size = 0  # already here and intact
+        else:
+            size = job_specs.download(region, bucket_uri(bucket, job, name), local)
+            if size is None:
+                continue
+        if name.endswith(".pt"):
+            if sha256_file(local) != expected:
+                local.unlink()
+                raise FlowError(f"{bucket_uri(bucket, job, name)} does not match its .sha256 (a newer checkpoint "
+                                "being copied?): run `orch fetch-weights` again.")
+            write_atomic(local.with_name(name + ".sha256"), f"{expected}  {name}\n")
+            verified.append(local)
+        got.append(local)
+        moved += size
+    return FetchReport(dest=dest, files=tuple(got), verified=tuple(verified), bytes_downloaded=moved, source=bucket)
 
 
 def ssh_command(job: str, settings: Settings, extra: list[str], node: int = 0) -> list[str]:

@@ -18,7 +18,7 @@ from orchestrator.config import ConfigError, Settings, validate_job_name
 from orchestrator.errors import FlowError
 from orchestrator.job.restore import ATTACH_DEVICE
 from orchestrator.job.start import start
-from orchestrator.lifecycle import datasets, machines, nodes
+from orchestrator.lifecycle import datasets, machines, managed, nodes
 from orchestrator.lifecycle.keys import caller_cidr, ensure_key
 from orchestrator.lifecycle.local import launch_local, say_started
 from orchestrator.lifecycle.plan import check_dataset, on_demand_plan, plan, preflight, require_instance_profile
@@ -46,7 +46,8 @@ def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
     if cfg.job_spec is not None and (name := datasets.name_of(cfg.job_spec.data)) is not None:
         source = datasets.for_instance(name, s.bucket, s.region)  # before anything is created
         cfg = replace(cfg, job_spec=replace(cfg.job_spec, dataset=source))
-    restore = resume_sources(cfg, say) if cfg.resume else None  # refuses before anything is created
+    # refuses before anything is created (a managed job's instances restore from its checkpoint bucket themselves)
+    restore = resume_sources(cfg, say) if cfg.resume and not cfg.managed else None
     with phase("plan", say):
         p = plan(cfg, ssh_cidr="")  # a bad type or AMI is reported before any network probe
         p = replace(p, ssh_cidr=s.ssh_cidr or caller_cidr())
@@ -64,6 +65,10 @@ def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
                         "or choose another --name.")
     if cfg.nodes > 1:
         return _launch_nodes(cfg, p, restore, say)
+    if cfg.managed:
+        with phase("trainer image repository (ECR)", say):
+            registry = _image_registry(p.region, say)
+        return managed.launch_managed(cfg, p, registry, say)
     # One look-then-create at a time per job on this machine: two `orch launch` of one job in two terminals
     # would each find no instance and start one. A teardown takes the same lock (lifecycle/teardown.py).
     with locked(job_lock_path(cfg.job), waiting=lambda: say(f"  waiting: another orch launch or teardown of "
@@ -139,6 +144,10 @@ def _find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[Instanc
     # Before the quota: the job's own running instance is reused, and must not count against it.
     with phase("look for an existing instance (tag orch:job)", say):
         existing = instances.usable_instances(p.region, cfg.job, s.wait_timeout_s, s.poll_interval_s)
+        if any(aws.TAG_MANAGED in i.tags for i in existing):
+            raise FlowError(f"Job {cfg.job} is managed: its Auto Scaling group keeps its instance and starts the job "
+                            f"there. `orch status {cfg.job}` shows it; to launch it otherwise, `orch teardown {cfg.job}` "
+                            "first.")
         if counts := {whole(i.tags[aws.TAG_NODES], 2) for i in existing if aws.TAG_NODES in i.tags}:
             raise FlowError(f"Job {cfg.job} runs on {max(counts)} instances (launched with --nodes {max(counts)}): "
                             f"add --nodes {max(counts)}, or launch with --resume, which takes it from the first launch.")

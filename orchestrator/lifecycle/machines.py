@@ -17,9 +17,9 @@ from typing import Iterator
 from orchestrator import state
 from orchestrator.cloud import aws, instances
 from orchestrator.config import Settings, load_settings, validate_job_name
-from orchestrator.errors import FlowError, JobError
+from orchestrator.errors import FlowError, JobError, NoRunningInstance
 from orchestrator.labels import node_key
-from orchestrator.machines.base import Machine
+from orchestrator.machines.base import SSH_DEADLINE_S, Machine
 from orchestrator.machines.instance import InstanceMachine
 from orchestrator.machines.local_docker import LocalDockerMachine
 from orchestrator.machines.local_jobs import load_record
@@ -56,7 +56,29 @@ def machine_for(job: str, settings: Settings | None = None, node: int = 0) -> Ma
         record = load_record(key)
         runner = record.runner if record else ("docker" if engine_answers() else "process")
         return LOCAL_MACHINES[runner](key)
-    return InstanceMachine(node_key(job, node), endpoint_for(job, settings, node))
+    endpoint = endpoint_for(job, settings, node)
+    if endpoint.managed:
+        return CurrentInstanceMachine(job, endpoint, settings)
+    return InstanceMachine(node_key(job, node), endpoint)
+
+
+class CurrentInstanceMachine(InstanceMachine):
+    """A managed job's machine: whichever instance its Auto Scaling group runs now, looked up by tag at each
+    connection (AWS replaces a reclaimed one; `orch logs --follow` goes on from the new one's trainer)."""
+
+    replaceable = True
+
+    def __init__(self, job: str, endpoint: SSHEndpoint, settings: Settings | None):
+        super().__init__(job, endpoint)
+        self.settings = settings
+
+    def open(self, deadline_s: float = SSH_DEADLINE_S):
+        try:
+            self.endpoint = endpoint_for(self.job, self.settings)
+            self.where = f"{self.endpoint.user}@{self.endpoint.host}:{self.endpoint.port}"
+        except FlowError:
+            pass  # none running now (AWS is starting the replacement): the last one, until there is
+        return super().open(deadline_s)
 
 
 def local_machine_to_start(job: str) -> Machine:
@@ -121,7 +143,7 @@ def endpoint_for(job: str, settings: Settings | None = None, node: int = 0) -> S
         raise FlowError(f"No running instance for node {node} of job {job!r} in {region}. `orch status {job}` "
                         "lists its nodes.")
     if instance is None:
-        raise FlowError(f"No running instance for job {job!r} in {region}. See `orch list`.")
+        raise NoRunningInstance(f"No running instance for job {job!r} in {region}. See `orch list`.")
     host = instance.public_ip or instance.private_ip
     if not host:
         raise FlowError(f"Instance {instance.instance_id} of job {job!r} has no address yet ({instance.state}).")
@@ -133,7 +155,8 @@ def endpoint_for(job: str, settings: Settings | None = None, node: int = 0) -> S
         raise FlowError(f"The private key of job {job!r} is missing ({path}), so its instance can't be "
                         f"reached. `orch teardown {job}` removes it; launch again for a new key.")
     return SSHEndpoint(host=host, port=22, user=user, key_path=path, proxy_command=proxy,
-                       known_hosts=known_hosts_path(), instance_id=instance.instance_id)
+                       known_hosts=known_hosts_path(), instance_id=instance.instance_id,
+                       managed=aws.TAG_MANAGED in instance.tags)
 
 
 def not_here(job: str, aws: str) -> str:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.cloud import aws, catalog, network, pricing, quota
 from orchestrator.config import ConfigError, Settings, validate_job_name
 from orchestrator.errors import FlowError
+from orchestrator.lifecycle import orch_package
 from orchestrator.lifecycle.userdata import bootstrap_script, render_user_data
 from orchestrator.records import InstanceTypeInfo, LaunchConfig, LaunchPlan
 
@@ -21,13 +23,20 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
     validate_job_name(cfg.job)
     require_instance_profile(s)
     check_dataset(cfg)
-    bootstrap_script(s)  # a missing set-up script is refused before the cloud is asked anything
+    if bootstrap_script(s) is None and cfg.managed:  # a missing one is refused before the cloud is asked anything
+        raise ConfigError("--managed: each instance of the job starts it with infra/bootstrap.sh, and bootstrap_script "
+                          "is \"none\" (config.toml or $ORCH_BOOTSTRAP_SCRIPT). Unset it. Nothing was created.")
     if cfg.ami is None:  # by name, before the cloud is asked: with their own AMI, users bring their driver
-        refuse_unsupported(cfg.instance_type, s)
+        for name in cfg.managed or (cfg.instance_type,):
+            refuse_unsupported(name, s)
     info = catalog.instance_type_info(s.region, cfg.instance_type)
     ami = catalog.resolve_ami(s.region, s.ami_ssm_parameter, s.ami_owners, s.ami_name_pattern, cfg.ami)
     net = network.network_for(s.region, s.subnet_id, via_proxy=bool(s.ssh_proxy_command))
     zones = catalog.offered_zones(s.region, cfg.instance_type, [zone for zone, _ in net.subnets])
+    for other in cfg.managed[1:]:  # a managed job's group may start any of its types: the zones of any
+        catalog.instance_type_info(s.region, other)  # a type EC2 doesn't know is refused here
+        more = catalog.offered_zones(s.region, other, [zone for zone, _ in net.subnets])
+        zones += tuple(z for z in more if z not in zones)
     if not zones:
         where = f"the zone of --subnet-id {s.subnet_id}" if s.subnet_id else f"any zone of {s.region}"
         raise FlowError(f"{cfg.instance_type} is not offered in {where}. Nothing was created. Try another "
@@ -39,6 +48,10 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
                             f"of {s.region} (with a subnet: {net.described}). Pick one of those, or leave --zone out.")
         zones = (cfg.zone,)
     price = pricing.hourly_price(cfg.instance_type, s.region, spot=cfg.spot, live=s.live_prices)
+    for other in cfg.managed[1:]:  # the caps and the plan take the dearest type the group may start
+        dearer = pricing.hourly_price(other, s.region, spot=cfg.spot, live=s.live_prices)
+        if price is not None and (dearer is None or dearer.usd_per_hour > price.usd_per_hour):
+            price = dearer
     group, group_note = placement_for(cfg, info)
     if group is not None and not cfg.zone:
         zones = zones[:1]  # a cluster placement group is in one zone: the first that offers the type
@@ -48,13 +61,21 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
         volume_gb=volume_for(cfg, info), volume_throughput=s.volume_throughput, ssh_cidr=ssh_cidr, zones=zones,
         key_name=aws.resource_name(cfg.job), security_group_name=aws.resource_name(cfg.job),
         root_device=ami.root_device_name, iam_instance_profile=s.iam_instance_profile,
-        user_data=render_user_data(cfg.job, s, price.usd_per_hour if price else None),
+        user_data=render_user_data(cfg.job, s, price.usd_per_hour if price else None, managed_values(cfg)),
         price_per_hour=price.usd_per_hour if price else None, gpus=info.gpus, gpu_name=info.gpu_name,
         price_source=price.source if price else None,
         tags=launch_tags(cfg), keep_volume=cfg.keep_volume,
         vpc_id=net.vpc_id, subnets=net.subnets, public_ip=net.public_ip, network=net.described,
         nodes=cfg.nodes, placement_group=group, placement_note=group_note, quota=quota_named(info.name, cfg.spot),
+        managed=cfg.managed,
     )
+
+
+def managed_values(cfg: LaunchConfig) -> dict[str, object] | None:
+    """A managed job's user data settings (lifecycle/orch_package.py); None for any other job."""
+    if not cfg.managed:
+        return None
+    return orch_package.boot_values(cfg.job, cfg.settings.checkpoint_bucket, orch_package.build(), int(time.time()))
 
 
 def quota_named(instance_type: str, spot: bool) -> str:
@@ -166,6 +187,8 @@ def launch_tags(cfg: LaunchConfig) -> tuple[tuple[str, str], ...]:
         tags.append((aws.TAG_KEEP_VOLUME, "on"))
     if cfg.prepares:
         tags.append((aws.TAG_PREPARES, cfg.prepares))
+    if cfg.managed:
+        tags.append((aws.TAG_MANAGED, aws.resource_name(cfg.job)))
     return tuple(tags)
 
 

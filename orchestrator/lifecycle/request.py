@@ -64,6 +64,7 @@ class LaunchRequest:
     subset_percent: float | None = None  # with --prepare
     dataset_name: str | None = None  # with --prepare: else named after the source
     nodes: int | None = None  # --nodes N: one run over N instances
+    managed: bool = False  # --managed: an Auto Scaling group of one keeps the job's instance (lifecycle/managed.py)
 
 
 DEMO_ARGS = ("--recipe", "demo")
@@ -124,6 +125,7 @@ def configure(req: LaunchRequest) -> Launch:
     if req.target == "aws" and not req.instance:
         raise ConfigError("--instance is required for --target aws, e.g. --instance g4dn.2xlarge")
     nodes = check_nodes(req)
+    types = instance_types(req)
     trainer_env = parse_env(req.env, [Path(f) for f in req.env_files])
     if trainer_env and not req.data:
         raise ConfigError("--env and --env-file are for the trainer: add --data PATH|demo|s3://...")
@@ -149,6 +151,8 @@ def configure(req: LaunchRequest) -> Launch:
     if req.data and req.data.startswith("dataset:") and req.target == "aws" and not settings.bucket:
         raise ConfigError(f"--data {req.data} on an instance needs the bucket it is kept in: --bucket s3://NAME "
                           "(or bucket in config.toml)")
+    if req.managed:
+        check_managed(req, settings, bool(trainer_env))
     # Checked here, for every target and --dry-run alike; "" is a refused name, not "make one up".
     job = validate_job_name(req.name) if req.name is not None else time.strftime("job-%Y%m%d-%H%M%S")
     spec = None
@@ -176,10 +180,10 @@ def configure(req: LaunchRequest) -> Launch:
         cap = (f"--max-hours {req.max_hours:g} caps the run's time" if req.max_hours
                else "use --max-hours to cap the run's time")
         warnings.append(f"--max-dollars has no effect on the local target (no hourly price); {cap}")
-    config = LaunchConfig(job=job, instance_type=req.instance or "local", settings=settings, spot=spot, zone=req.zone,
+    config = LaunchConfig(job=job, instance_type=types[0] if types else "local", settings=settings, spot=spot, zone=req.zone,
                           ami=req.ami, dry_run=req.dry_run, target=req.target, job_spec=spec, resume=req.resume,
                           resume_from=req.resume_from, recover=recover, max_recoveries=max_recoveries,
-                          keep_volume=keep_volume, nodes=nodes)
+                          keep_volume=keep_volume, nodes=nodes, managed=types if req.managed else ())
     return Launch(config, name_was_made_up=req.name is None, warnings=tuple(warnings), prepare=prepare)
 
 
@@ -216,3 +220,41 @@ def check_nodes(req: LaunchRequest) -> int:
             raise ConfigError(f"--nodes {nodes} does not go with {what}. One instance per job otherwise: leave "
                               "--nodes out.")
     return nodes
+
+
+def instance_types(req: LaunchRequest) -> tuple[str, ...]:
+    """--instance TYPE, or with --managed TYPE,OTHER,...: the types the job may run on, the first preferred."""
+    types = tuple(t.strip() for t in (req.instance or "").split(",")) if req.instance else ()
+    if any(not t for t in types) or len(set(types)) != len(types):
+        raise ConfigError(f"--instance {req.instance}: give a type, or with --managed distinct types separated by "
+                          "commas, e.g. --instance g4dn.2xlarge,g5.2xlarge")
+    if len(types) > 1 and not req.managed:
+        raise ConfigError(f"--instance {req.instance}: several types are for --managed (its Auto Scaling group picks "
+                          "the one with spot capacity); otherwise give one, e.g. --instance g4dn.2xlarge")
+    return types
+
+
+def check_managed(req: LaunchRequest, settings, has_env: bool) -> None:
+    """--managed: a replacement instance starts the job from the checkpoint bucket alone, so what it can't get
+    from there is refused before anything is made."""
+    refused = [(req.target != "aws", "--target local (AWS keeps the job's instance)"),
+               ((req.nodes or 1) > 1, "--nodes (one instance per managed job)"),
+               (bool(req.recover), "--recover (the group replaces the instance without this terminal)"),
+               (bool(req.keep_volume), "--keep-volume (a replacement starts on a new volume: use --checkpoint-bucket)"),
+               (req.resume_from is not None, "--resume-from (a replacement restores from --checkpoint-bucket)"),
+               (has_env, "--env/--env-file (values are never written to the bucket a replacement reads)"),
+               (req.on_demand_fallback is True, "--on-demand-fallback (an Auto Scaling group does not fall back by "
+                                                "itself: give it more types, --instance g4dn.2xlarge,g5.2xlarge, or "
+                                                "leave out --spot for an on-demand group)")]
+    for refuse, what in refused:
+        if refuse:
+            raise ConfigError(f"--managed does not go with {what}.")
+    if not req.data:
+        raise ConfigError("--managed keeps a training job running: add --data dataset:NAME|s3://...|demo")
+    if not (req.data == "demo" or req.data.startswith(("s3://", "dataset:"))):
+        raise ConfigError(f"--data {req.data}: a managed job's replacement instance reads its data from S3: keep it "
+                          "there first (`orch data prepare NAME ... --bucket s3://...`, then --data dataset:NAME), or "
+                          "give an s3:// URI")
+    if not settings.checkpoint_bucket:
+        raise ConfigError("--managed needs --checkpoint-bucket s3://BUCKET/PREFIX: the job's spec is kept there and "
+                          "each replacement instance resumes from the newest checkpoint there")

@@ -30,7 +30,7 @@ def say(message: str) -> None:
 
 
 def self_start(uri: str, region: str) -> int:
-    raw = job_specs.get_spec(region, uri)
+    raw = job_specs.get_small(region, uri)
     if raw is None:
         raise ConfigError(f"{uri}: no job spec there (the job was torn down, or the bucket is not the job's)")
     try:
@@ -38,7 +38,7 @@ def self_start(uri: str, region: str) -> int:
     except ValueError:
         raise ConfigError(f"{uri}: not JSON") from None
     spec, region = spec_file.from_json(parsed, uri)
-    if spec.restore is not None and not job_specs.exists(region, bucket_uri(spec.restore.bucket, spec.job, "last.pt")):
+    if spec.restore is not None and not job_specs.exists(region, bucket_uri(spec.restore.bucket, spec.job, "last.pt.sha256")):
         say(f"no checkpoint in {spec.restore.bucket} yet: the trainer starts from scratch")
         spec = replace(spec, restore=None)
     status = start(ThisInstanceMachine(spec.job), spec, say=say)

@@ -36,8 +36,10 @@ def bootstrap_script(settings: Settings) -> Path | None:
         raise FlowError(f"{e} Nothing was created.") from None
 
 
-def render_user_data(job: str, settings: Settings, price_per_hour: float | None) -> str:
-    """infra/bootstrap.sh with the job's settings exported after its shebang. No credentials."""
+def render_user_data(job: str, settings: Settings, price_per_hour: float | None,
+                     more: dict[str, object] | None = None) -> str:
+    """infra/bootstrap.sh with the job's settings (and `more`, a managed job's) exported after its shebang, its
+    opening comments left out (EC2 holds 16 KB of user data). No credentials."""
     script = bootstrap_script(settings)
     if script is None:
         return ""
@@ -50,11 +52,15 @@ def render_user_data(job: str, settings: Settings, price_per_hour: float | None)
         "ORCH_MAX_DOLLARS": settings.max_dollars,
         "ORCH_PRICE_PER_HOUR": price_per_hour,
         "ORCH_CHECKPOINT_BUCKET": settings.checkpoint_bucket,
+        **(more or {}),
     }
     block = ["# --- orch job settings (written by `orch launch`; never credentials) ---"]
     block += [f"export {k}={shlex.quote(str(v))}" for k, v in values.items() if v is not None]
     lines = text.splitlines()
     head = [lines.pop(0)] if lines and lines[0].startswith("#!") else ["#!/bin/bash"]
+    opening = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    if opening:
+        lines[:opening] = [f"# {script.name}: its opening comments are left out here (EC2 holds 16 KB of user data)"]
     rendered = "\n".join(head + block + lines) + "\n"
     refuse_secrets(rendered, "user data")
     if len(rendered.encode()) > 16384:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from orchestrator import state
-from orchestrator.cloud import aws, instances, volumes
+from orchestrator.cloud import aws, groups, instances, volumes
 from orchestrator.config import Settings
 from orchestrator.errors import FlowError
 from orchestrator.job import control
@@ -35,7 +35,8 @@ def status(job: str, settings: Settings, container: bool = True) -> JobView:
             raise FlowError(machines.not_here(job, f"Nor is anything tagged orch:job={job} in {region}."))
         return JobView(job, "aws", "gone", region, None, None,
                        f"nothing tagged in {region}; `orch teardown {job}` forgets it")
-    shown, note = cloud_state(job, instance, region)
+    shown, note = managed_state(job, instance, region) if aws.TAG_MANAGED in instance.tags else \
+        cloud_state(job, instance, region)
     state.update(job, target="aws", region=region, instance_id=instance.instance_id,
                  instance_type=instance.instance_type, status=shown,
                  public_ip=instance.public_ip, private_ip=instance.private_ip)
@@ -91,6 +92,33 @@ def cloud_state(job: str, instance: Instance, region: str) -> tuple[str, str]:
                                + volume)
     return "terminated", (f"instance terminated; `orch teardown {job}` removes its key pair and security group."
                           + volume)
+
+
+def managed_state(job: str, instance: Instance, region: str) -> tuple[str, str]:
+    """A managed job's state and its group's story: how many times AWS replaced its instance, and why last."""
+    group = groups.find_group(region, job)
+    if group is None:
+        return instance.state, "managed, but its Auto Scaling group is gone (torn down)"
+    try:
+        history = groups.activities(region, job)
+    except Exception as e:
+        if not aws.is_boto_error(e):
+            raise
+        history = []
+    launches = [a for a in history if a.launch and a.status != "Failed"]
+    ended = [a for a in history if a.description.startswith("Terminating")]
+    note = (f"managed by Auto Scaling group {group.name} ({', '.join(group.instances) or 'no instance now'}): "
+            f"{max(len(launches) - 1, 0)} replacement(s) so far")
+    if ended:
+        note += f"; the last instance ended at {ended[-1].at}: {ended[-1].cause[:200]}"
+    if group.desired == 0:
+        return ("ended" if instance.state == "terminated" else instance.state), note + (
+            f". The job ended on purpose (finished, a cap or autostop): the group is set to 0 instances and AWS "
+            f"starts no other. Weights: `orch fetch-weights {job}`; then `orch teardown {job}`.")
+    if instance.state != "running":
+        return "replacing", note + f". Its instance {instance.instance_id} is {instance.state}: AWS starts another, " \
+                                   "which resumes from the checkpoint bucket by itself."
+    return instance.state, note
 
 
 def list_jobs(settings: Settings, warn: Say = quiet) -> list[JobView]:

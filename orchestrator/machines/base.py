@@ -71,6 +71,7 @@ class Machine(Protocol):
     where: str  # for messages: "ubuntu@203.0.113.10:22 (via proxy command)" or "this machine"
     progress: bool  # show transfer progress bars (a terminal is watching)
     autostops: bool  # it shuts itself down (and its disks go) once its job has ended: say when
+    replaceable: bool  # the cloud may replace it mid-job (a managed job): a missing trainer is awaited, not an end
 
     def open(self, deadline_s: float = SSH_DEADLINE_S) -> Session: ...
     def runner(self, session: Session) -> Runner: ...

@@ -68,6 +68,7 @@ def job_dirs(session, spec: JobSpec) -> tuple[str, str]:
 
 class InstanceMachine:
     autostops = True  # infra/bootstrap.sh's watcher, --autostop-minutes after the job ends
+    replaceable = False
 
     def __init__(self, job: str, endpoint: SSHEndpoint):
         self.job, self.endpoint = job, endpoint

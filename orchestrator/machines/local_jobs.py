@@ -73,6 +73,7 @@ class LocalMachine:
     where = "this machine"
     progress = False
     autostops = False
+    replaceable = False
 
     def __init__(self, job: str):
         self.job = job

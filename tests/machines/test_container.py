@@ -277,8 +277,8 @@ def test_iam_policy_changes_only_orch_tagged_resources():
                                                                    "Authorize", "Revoke", "Attach", "Detach"))]
         if writes and all(a.startswith(("ec2:", "autoscaling:")) for a in writes):
             assert st["Condition"]["Null"] == {"aws:ResourceTag/orch:job": "false"}, st["Sid"]
-        elif writes:  # S3: only what `orch data` keeps, under its prefix
-            assert st["Resource"] == "arn:aws:s3:::*/orch-datasets/*", st["Sid"]
+        elif writes:  # S3: only what `orch data` keeps and a managed job's spec, each under its prefix
+            assert st["Resource"] in ("arn:aws:s3:::*/orch-datasets/*", "arn:aws:s3:::*/orch-jobs/*"), st["Sid"]
         if "ec2:CreateTags" in actions:
             assert "ec2:CreateAction" in st["Condition"]["StringEquals"]
     role = json.loads((assets.root() / "infra" / "instance-role-policy.json").read_text())

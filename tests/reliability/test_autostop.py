@@ -289,8 +289,9 @@ def test_new_checkpoints_are_copied_to_the_bucket_once_each(instance):
     assert wait_for(lambda: len(instance.calls("aws")) >= 4, 10), instance.log()
 
 
-def test_the_metrics_follow_last_pt_to_the_bucket(instance):
-    """A resume from the bucket gets the run's history too (orchestrator/restore.py copies it back)."""
+def test_the_metrics_go_to_the_bucket_between_last_pt_and_its_sha256(instance):
+    """A resume from the bucket gets the run's history too (orchestrator/restore.py copies it back). The .sha256 a
+    restore checks goes last: an instance lost half-way through the copies leaves no checkpoint without its history."""
     outputs = instance.root / "outputs"
     (outputs / "checkpoints" / "last.pt").write_bytes(b"weights-1")
     (outputs / "checkpoints" / "last.pt.sha256").write_text("aaaa  last.pt\n")
@@ -300,8 +301,8 @@ def test_the_metrics_follow_last_pt_to_the_bucket(instance):
     assert wait_for(lambda: len(instance.calls("aws")) >= 3, 10), instance.log()
     assert instance.calls("aws")[:3] == [
         f"s3 cp --only-show-errors {outputs}/checkpoints/last.pt s3://example-bucket/ckpt/demo-job/last.pt",
-        f"s3 cp --only-show-errors {outputs}/checkpoints/last.pt.sha256 s3://example-bucket/ckpt/demo-job/last.pt.sha256",
-        f"s3 cp --only-show-errors {outputs}/metrics.jsonl s3://example-bucket/ckpt/demo-job/metrics.jsonl"]
+        f"s3 cp --only-show-errors {outputs}/metrics.jsonl s3://example-bucket/ckpt/demo-job/metrics.jsonl",
+        f"s3 cp --only-show-errors {outputs}/checkpoints/last.pt.sha256 s3://example-bucket/ckpt/demo-job/last.pt.sha256"]
 
 
 def test_a_managed_job_that_ends_stops_its_group_replacing_the_instance_before_it_shuts_down(instance):
@@ -315,6 +316,20 @@ def test_a_managed_job_that_ends_stops_its_group_replacing_the_instance_before_i
     assert asked == ["autoscaling set-desired-capacity --auto-scaling-group-name orch-rn50 --desired-capacity 0 "
                      "--no-honor-cooldown"]
     assert "group orch-rn50 set to 0 instances: this one is not replaced" in instance.log()
+
+
+def test_a_managed_jobs_cap_counts_from_its_launch_so_a_replacement_stops_at_once_and_is_not_replaced(instance):
+    """A replacement instance (a fresh disk: no clock of its own) of a job launched over an hour ago with
+    --max-hours 1: the cap is spent, across instances."""
+    instance.container("running")
+    launched = int(time.time()) - 3601
+    proc = instance.watch(ORCH_AUTOSTOP_MINUTES="30", ORCH_MAX_HOURS="1", ORCH_CAP_FROM=str(launched),
+                          ORCH_MANAGED_GROUP="orch-rn50")
+    assert wait_for(lambda: instance.shutdown_time() is not None, 15), instance.log()
+    proc.wait(timeout=10)
+    assert "hard cap of 3600s reached" in instance.log()
+    assert (instance.root / "state" / "started").read_text().strip() == str(launched)  # what orch tells the trainer
+    assert [c for c in instance.calls("aws") if c.startswith("autoscaling set-desired-capacity")]
 
 
 def test_a_job_that_is_not_managed_asks_no_group_anything(instance):
