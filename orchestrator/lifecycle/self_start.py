@@ -1,5 +1,5 @@
 """A managed job's instance starting the job by itself, from the bucket alone (issue 24): what infra/bootstrap.sh
-will run on each instance the job's Auto Scaling group starts, as the instance's user and with its role.
+runs (its `start` step) on each instance the job's Auto Scaling group starts, as the SSH user, with the instance role.
 
     python -m orchestrator.lifecycle.self_start s3://BUCKET/orch-jobs/JOB/spec.json
 

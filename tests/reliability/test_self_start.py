@@ -5,9 +5,9 @@ the instance's. A first instance trains and is lost mid-run; its checkpoint is i
 bootstrap.sh's watcher copies it); a replacement with an empty disk restores it from there and the run ends with
 every epoch logged once.
 
-Real: the trainer image and container, the AWS CLI (`aws s3 cp`) against moto's S3. Not shown here: the Auto
-Scaling group starting the replacement (tests/lifecycle/test_managed_group.py has the group) and the boot script
-that runs this (not written yet)."""
+Real: the trainer image and container, the AWS CLI (`aws s3 cp`) against moto's S3. The whole flow, with the Auto
+Scaling group starting the replacement and infra/bootstrap.sh running this at its boot, is
+tests/lifecycle/test_managed_e2e.py."""
 from __future__ import annotations
 
 import json
