@@ -12,7 +12,7 @@ import zipfile
 
 from orchestrator import assets
 from orchestrator.lifecycle import orch_package
-from tests.install.test_wheel import _closure, _expose
+from tests.install.test_wheel import fresh_venv_with
 
 
 def test_the_package_is_the_same_bytes_each_time_and_names_only_plain_relative_files():
@@ -40,15 +40,7 @@ def test_the_package_builds_into_a_wheel_whose_install_runs_self_start(tmp_path)
     held = set(zipfile.ZipFile(wheel).namelist())
     assert {"orchestrator/lifecycle/self_start.py", f"orchestrator/{assets.BUNDLE}/infra/bootstrap.sh",
             "orchestrator/data/prices.json"} <= held
-
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    put = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
-                          "--no-deps", "--no-index", str(wheel)], capture_output=True, text=True, timeout=300)
-    assert put.returncode == 0, put.stderr[-3000:]
-    site, = (venv / "lib").glob("python3*/site-packages")
-    _expose(_closure("orch-trainer"), tmp_path / "deps")
-    (site / "orch-deps.pth").write_text(str(tmp_path / "deps") + "\n")
+    venv = fresh_venv_with(wheel, tmp_path)
     ran = subprocess.run([str(venv / "bin" / "python"), "-m", "orchestrator.lifecycle.self_start"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert ran.returncode == 2 and "usage: python -m orchestrator.lifecycle.self_start s3://" in ran.stderr, ran.stderr

@@ -71,7 +71,11 @@ def installed(tmp_path_factory) -> Path:
                             "-w", str(work / "dist"), str(src)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-3000:]
     wheel, = (work / "dist").glob("orch_trainer-*.whl")
+    return fresh_venv_with(wheel, work)
 
+
+def fresh_venv_with(wheel: Path, work: Path) -> Path:
+    """A new venv under `work` holding `wheel` alone, its dependencies this venv's (orch's closure only)."""
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     put = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
