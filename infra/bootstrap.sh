@@ -116,6 +116,10 @@ active_jobs() {  # orch containers that are running or about to be (restart poli
       docker ps -q --filter label=orch.job --filter status=created; } 2>/dev/null | wc -l
 }
 
+matches() {  # the file's SHA-256 is the one in $STATE_DIR/copying.sha256
+    [ "$(sha256sum < "$1" | cut -d' ' -f1)" = "$(cut -d' ' -f1 < "$STATE_DIR/copying.sha256")" ]
+}
+
 copy_checkpoints() {  # new checkpoints to the bucket: the file, with last.pt the metrics (the history a resume
     [ -n "${ORCH_CHECKPOINT_BUCKET:-}" ] || return 0  # shows), then its .sha256, which a restore checks: it comes last
     local id outputs job name to
@@ -127,11 +131,14 @@ copy_checkpoints() {  # new checkpoints to the bucket: the file, with last.pt th
             to="${ORCH_CHECKPOINT_BUCKET%/}/$job"
             [ -f "$f" ] && [ -f "$f.sha256" ] || continue
             [ -f "$stamp" ] && [ ! "$f.sha256" -nt "$stamp" ] && continue
-            aws s3 cp --only-show-errors "$f" "$to/$name" \
+            # Its .sha256 as it is now, and the file checked against it before and after the copy: a checkpoint
+            # written meanwhile is copied on the next round, never paired with another one's .sha256.
+            cp -p "$f.sha256" "$STATE_DIR/copying.sha256" && matches "$f" || continue
+            aws s3 cp --only-show-errors "$f" "$to/$name" && matches "$f" \
                 && { [ "$name" != last.pt ] || [ ! -f "$outputs/metrics.jsonl" ] \
                      || aws s3 cp --only-show-errors "$outputs/metrics.jsonl" "$to/metrics.jsonl"; } \
-                && aws s3 cp --only-show-errors "$f.sha256" "$to/$name.sha256" \
-                && touch -r "$f.sha256" "$stamp" && log "copied $job/$name to $ORCH_CHECKPOINT_BUCKET"
+                && aws s3 cp --only-show-errors "$STATE_DIR/copying.sha256" "$to/$name.sha256" \
+                && touch -r "$STATE_DIR/copying.sha256" "$stamp" && log "copied $job/$name to $ORCH_CHECKPOINT_BUCKET"
         done
     done
 }
@@ -271,31 +278,41 @@ as_user() {  # the SSH user runs the job, as over SSH (its home, its docker grou
 
 start_job() {  # ORCH_SPEC_URI set: nothing comes from the laptop (orchestrator/lifecycle/self_start.py)
     [ -n "${ORCH_SPEC_URI:-}" ] || return 0
+    mkdir -p "$STATE_DIR" && echo $$ > "$STATE_DIR/starting"  # the watcher's idle rule waits while this runs
+    start_from_bucket
+    local rc=$?
+    rm -f "$STATE_DIR/starting"
+    return "$rc"
+}
+
+start_from_bucket() {
     local dir="${ORCH_PACKAGE_DIR:-/opt/orch}" python="${ORCH_PYTHON:-}" try rc
-    mkdir -p "$dir" "$STATE_DIR" && rm -f "$dir/orch.tar.gz"
-    echo $$ > "$STATE_DIR/starting"  # the watcher's idle rule waits while this runs (a dataset restore is long)
+    mkdir -p "$dir" && rm -f "$dir/orch.tar.gz"
     aws s3 cp --only-show-errors "$ORCH_PACKAGE_URI" "$dir/orch.tar.gz"
     if ! echo "${ORCH_PACKAGE_SHA256:-none}  $dir/orch.tar.gz" | sha256sum -c --status 2>/dev/null; then
         log "$ORCH_PACKAGE_URI is missing or not the orch launched (sha256 ${ORCH_PACKAGE_SHA256:-?}): job not started"
         return 1
     fi
     rm -rf "$dir/src" && mkdir -p "$dir/src" \
-        && tar -xzf "$dir/orch.tar.gz" -C "$dir/src" --no-same-owner --no-same-permissions || return 1
-    if [ -z "$python" ]; then  # a venv of orch and its dependencies (PyPI), once per instance
+        && tar -xzf "$dir/orch.tar.gz" -C "$dir/src" --no-same-owner --no-same-permissions \
+        || { log "could not unpack $dir/orch.tar.gz: job not started"; return 1; }
+    if [ -z "$python" ]; then  # a venv of orch and its dependencies (from PyPI: not pinned), once per instance
         python="$dir/venv/bin/python"
-        { [ -x "$python" ] || python3 -m venv "$dir/venv" \
-            || { apt-get install -y -q python3-venv && python3 -m venv "$dir/venv"; }; } \
+        { [ -x "$dir/venv/bin/pip" ] || python3 -m venv --clear "$dir/venv" \
+            || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv \
+                 && python3 -m venv --clear "$dir/venv"; }; } \
             && "$dir/venv/bin/pip" install -q "$dir/src" >> "$LOG" 2>&1 \
-            || { log "could not install orch from $ORCH_PACKAGE_URI"; return 1; }
+            || { log "could not install orch from $ORCH_PACKAGE_URI: job not started"; return 1; }
     fi
     chmod -R a+rX "$dir"
     for try in 1 2 3; do
         as_user env PYTHONPATH="$dir/src" ORCH_REGION="${ORCH_REGION:-}" AWS_DEFAULT_REGION="${ORCH_REGION:-}" \
+            ORCH_SPEC_SHA256="${ORCH_SPEC_SHA256:-}" timeout "${ORCH_START_TIMEOUT_S:-14400}" \
             "$python" -m orchestrator.lifecycle.self_start "$ORCH_SPEC_URI" >> "$LOG" 2>&1
         rc=$?
         if [ "$rc" -eq 0 ]; then log "job ${ORCH_JOB:-?} started from $ORCH_SPEC_URI"; return 0; fi
         [ "$rc" -eq 2 ] && break  # its spec is refused: trying again changes nothing
-        sleep $((try * ${ORCH_RETRY_S:-20}))
+        [ "$try" -lt 3 ] && sleep $((try * ${ORCH_RETRY_S:-20}))
     done
     log "job ${ORCH_JOB:-?} could not start from $ORCH_SPEC_URI (above): the watcher shuts this instance down when idle"
     return 1

@@ -64,14 +64,12 @@ def ensure_group(plan: LaunchPlan, security_group_id: str, types: tuple[str, ...
         return found
     ec2 = client("ec2", plan.region)
     name = resource_name(plan.job)
-    templates = find_launch_templates(plan.region, plan.job)
-    if templates:
-        template_id = templates[0]
-    else:
-        template_id = ec2.create_launch_template(
-            LaunchTemplateName=name, LaunchTemplateData=launch_template_data(plan, security_group_id),
-            TagSpecifications=[{"ResourceType": "launch-template", "Tags": tags_for(plan.job)}],
-        )["LaunchTemplate"]["LaunchTemplateId"]
+    for stale in find_launch_templates(plan.region, plan.job):  # an earlier launch's, cut short: its user data
+        ec2.delete_launch_template(LaunchTemplateId=stale)       # pins another spec and package
+    template_id = ec2.create_launch_template(
+        LaunchTemplateName=name, LaunchTemplateData=launch_template_data(plan, security_group_id),
+        TagSpecifications=[{"ResourceType": "launch-template", "Tags": tags_for(plan.job)}],
+    )["LaunchTemplate"]["LaunchTemplateId"]
     subnets = dict(plan.subnets)
     zones = [subnets[z] for z in plan.zones if z in subnets]
     client("autoscaling", plan.region).create_auto_scaling_group(

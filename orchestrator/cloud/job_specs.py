@@ -9,6 +9,9 @@ from orchestrator.cloud.aws import client, error_code
 from orchestrator.cloud.datasets import split
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few KB: a larger object is not one orch wrote
+# S3 answers a missing object with 403, not 404, to a caller without s3:ListBucket on the bucket (infra/iam-policy.json
+# grants it for orch's prefixes only): for a checkpoint's name that means "not there" as far as orch can tell.
+ABSENT = ("NoSuchKey", "404", "NotFound", "NoSuchBucket", "403", "AccessDenied", "Forbidden")
 
 
 def get_small(region: str, uri: str) -> bytes | None:
@@ -17,7 +20,7 @@ def get_small(region: str, uri: str) -> bytes | None:
     try:
         got = client("s3", region).get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{MAX_SPEC_BYTES}")
     except Exception as e:
-        if error_code(e) in ("NoSuchKey", "404", "NoSuchBucket"):
+        if error_code(e) in ABSENT:
             return None
         raise
     return got["Body"].read()
@@ -28,7 +31,7 @@ def exists(region: str, uri: str) -> bool:
     try:
         client("s3", region).head_object(Bucket=bucket, Key=key)
     except Exception as e:
-        if error_code(e) in ("NoSuchKey", "404", "NotFound"):
+        if error_code(e) in ABSENT:
             return False
         raise
     return True
@@ -60,7 +63,7 @@ def download(region: str, uri: str, local: Path) -> int | None:
         client("s3", region).download_file(bucket, key, str(part))
     except Exception as e:
         part.unlink(missing_ok=True)
-        if error_code(e) in ("NoSuchKey", "404", "NotFound"):
+        if error_code(e) in ABSENT:
             return None
         raise
     os.replace(part, local)

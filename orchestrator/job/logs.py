@@ -91,6 +91,7 @@ def follow(machine: Machine, follow: bool = False, since_ns: int | None = None, 
     errors = _connection_errors()
     cursor = LogCursor(since_ns)
     lost_since: float | None = None
+    waiting_since: float | None = None  # a replaceable machine's trainer missing since (its replacement sets up)
     gone, done = threading.Event(), threading.Event()
     current: list = []  # the open session, for the watchdog to close
 
@@ -125,7 +126,7 @@ def follow(machine: Machine, follow: bool = False, since_ns: int | None = None, 
                 link = LinkWatch(session, keepalive_s)
                 check_gone()
                 runner = machine.runner(session)
-                if lost_since is not None:
+                if lost_since is not None and waiting_since is None:
                     print(f"[orch] reconnected to {session.where}; carrying on", file=sys.stderr, flush=True)
                 lost_since = None
                 while True:
@@ -136,7 +137,9 @@ def follow(machine: Machine, follow: bool = False, since_ns: int | None = None, 
                             out.flush()
                     st = runner.state()
                     check_gone()
-                    if st.state == "missing" and machine.replaceable and follow:
+                    if st.state != "missing":
+                        waiting_since = None
+                    elif machine.replaceable and follow:
                         raise Replacing(f"no {runner.what} on {session.where}: AWS is replacing the instance, and "
                                         "the new one starts the job itself; waiting for it")
                     if st.state == "missing":
@@ -159,8 +162,10 @@ def follow(machine: Machine, follow: bool = False, since_ns: int | None = None, 
             except (*errors, Replacing) as e:
                 check_gone()
                 now = time.monotonic()
-                said_before = lost_since is not None
+                said_before = lost_since is not None or waiting_since is not None
                 lost_since = lost_since or now
+                if isinstance(e, Replacing):  # a connection that works does not end the wait for the trainer
+                    waiting_since = lost_since = waiting_since or now
                 why = link.reason if link is not None and link.lost.is_set() else type(e).__name__
                 if not follow or now - lost_since > reconnect_s:
                     raise JobError(f"lost the connection to job {job!r} ({why}: {e}). The job "

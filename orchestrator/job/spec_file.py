@@ -77,6 +77,9 @@ def from_json(raw: object, where: str) -> tuple[JobSpec, str]:
                 and all(isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and SHARD_NAME.fullmatch(s[0])
                         and isinstance(s[1], int) and s[1] >= 0 for s in shards)):
             raise refuse("its dataset names shards `trainer pack` would not write")
+        if not re.fullmatch(r"[0-9a-f]{64}", str(d.get("manifest_key", ""))) or \
+                not re.fullmatch(r"[\w.-]{1,128}", str(d.get("name", ""))):
+            raise refuse("its dataset's name or manifest key is not one orch writes")
         dataset = DatasetSource(str(d.get("name", "")), d["uri"], tuple((s[0], s[1]) for s in shards),
                                 str(d.get("manifest_key", "")))
     registry = None

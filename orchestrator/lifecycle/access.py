@@ -1,6 +1,7 @@
 """Reaching a running job from this terminal: its logs, its weights, a shell on its instance."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Callable
@@ -87,17 +88,19 @@ def from_bucket(job: str, region: str, bucket: str, which: str, dest: Path) -> F
             if not re.fullmatch(r"[0-9a-f]{64}", expected):
                 raise FlowError(f"{bucket_uri(bucket, job, name + '.sha256')} holds no SHA-256: nothing was downloaded "
                                 "for it.")
+        fetched = local.with_name(local.name + ".fetched")  # checked before it replaces what is here
         if local.exists() and name.endswith(".pt") and sha256_file(local) == expected:
             size = 0  # already here and intact
         else:
-            size = job_specs.download(region, bucket_uri(bucket, job, name), local)
+            size = job_specs.download(region, bucket_uri(bucket, job, name), fetched)
             if size is None:
                 continue
-        if name.endswith(".pt"):
-            if sha256_file(local) != expected:
-                local.unlink()
+            if name.endswith(".pt") and sha256_file(fetched) != expected:
+                fetched.unlink()
                 raise FlowError(f"{bucket_uri(bucket, job, name)} does not match its .sha256 (a newer checkpoint "
                                 "being copied?): run `orch fetch-weights` again.")
+            os.replace(fetched, local)
+        if name.endswith(".pt"):
             write_atomic(local.with_name(name + ".sha256"), f"{expected}  {name}\n")
             verified.append(local)
         got.append(local)

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Callable, Iterator
 
 from orchestrator import state
-from orchestrator.cloud import aws, instances, network, volumes
+from orchestrator.cloud import aws, groups, instances, network, volumes
 from orchestrator.cloud.aws import error_code, is_boto_error
 from orchestrator.cloud.registry import KEEP_IMAGES, ensure_repository
 from orchestrator.config import ConfigError, Settings, validate_job_name
@@ -63,6 +63,10 @@ def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
     if machines.is_local(cfg.job):
         raise FlowError(f"Job {cfg.job!r} is a local job. Tear it down first (`orch teardown {cfg.job}`) "
                         "or choose another --name.")
+    if not cfg.managed and _has_group(p.region, cfg.job):
+        raise FlowError(f"Job {cfg.job} is managed: its Auto Scaling group keeps its instance (or is starting one) and "
+                        f"starts the job there. `orch status {cfg.job}` shows it; to launch it otherwise, "
+                        f"`orch teardown {cfg.job}` first.")
     if cfg.nodes > 1:
         return _launch_nodes(cfg, p, restore, say)
     if cfg.managed:
@@ -144,10 +148,6 @@ def _find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[Instanc
     # Before the quota: the job's own running instance is reused, and must not count against it.
     with phase("look for an existing instance (tag orch:job)", say):
         existing = instances.usable_instances(p.region, cfg.job, s.wait_timeout_s, s.poll_interval_s)
-        if any(aws.TAG_MANAGED in i.tags for i in existing):
-            raise FlowError(f"Job {cfg.job} is managed: its Auto Scaling group keeps its instance and starts the job "
-                            f"there. `orch status {cfg.job}` shows it; to launch it otherwise, `orch teardown {cfg.job}` "
-                            "first.")
         if counts := {whole(i.tags[aws.TAG_NODES], 2) for i in existing if aws.TAG_NODES in i.tags}:
             raise FlowError(f"Job {cfg.job} runs on {max(counts)} instances (launched with --nodes {max(counts)}): "
                             f"add --nodes {max(counts)}, or launch with --resume, which takes it from the first launch.")
@@ -207,6 +207,16 @@ def _find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[Instanc
         _keep_only_the_first(cfg.job, p.region, instance)
     state.update(cfg.job, instance_id=instance.instance_id, spot=instance.spot, status=instance.state)
     return instance, p
+
+
+def _has_group(region: str, job: str) -> bool:
+    """Whether the job is a managed one (its Auto Scaling group); False when a policy from before groups can't ask."""
+    try:
+        return groups.find_group(region, job) is not None
+    except Exception as e:
+        if not is_boto_error(e):
+            raise
+        return False
 
 
 def _keep_only_the_first(job: str, region: str, ours: Instance) -> None:

@@ -13,6 +13,9 @@ and the spec and package kept for it (never the checkpoints).
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import time
 from dataclasses import replace
 
@@ -28,6 +31,7 @@ from orchestrator.lifecycle.keys import ensure_key
 from orchestrator.lifecycle.plan import preflight
 from orchestrator.lifecycle.progress import Say, phase
 from orchestrator.lifecycle.resume import launch_record
+from orchestrator.lifecycle.userdata import render_user_data
 from orchestrator.paths import job_lock_path, key_path
 from orchestrator.records import ImageRegistry, Instance, LaunchConfig, LaunchPlan, Restore
 
@@ -48,7 +52,7 @@ def launch_managed(cfg: LaunchConfig, p: LaunchPlan, registry: ImageRegistry | N
         elif group.desired == 0:
             raise FlowError(f"Job {cfg.job}'s group was set to 0 instances: the job ended on purpose (it finished, "
                             f"or reached its cap or autostop). Weights: `orch fetch-weights {cfg.job}`. To run it "
-                            f"again: `orch teardown {cfg.job}`, then launch with --resume.")
+                            f"again: `orch teardown {cfg.job}`, then the same launch with --managed --resume.")
     instance = _wait_for_instance(cfg, p, say)
     say(f"  AWS keeps one instance of {cfg.job} running ({', '.join(cfg.managed)}, "
         f"{'spot' if p.spot else 'on-demand'}): a reclaimed or failed one is replaced, and the new one resumes from "
@@ -63,10 +67,16 @@ def _create(cfg: LaunchConfig, p: LaunchPlan, registry: ImageRegistry | None, sa
         raise ConfigError(f"{checkpoints} is there: an earlier job {cfg.job} left checkpoints, and this one would "
                           "continue from them. Add --resume to do that, or choose another --name. Nothing was created.")
     spec = replace(cfg.job_spec, remote_root=s.remote_root, registry=registry, restore=Restore(bucket=s.checkpoint_bucket))
+    uri = spec_file.spec_uri(s.checkpoint_bucket, cfg.job)
     body = spec_file.dumps(spec, p.region)  # what a bucket must not hold is refused before anything is made
+    spec_file.from_json(json.loads(body), uri)  # and what every instance would refuse, here rather than on each
     package = orch_package.build()
-    if f"ORCH_PACKAGE_SHA256={package.sha256}\n" not in p.user_data:
-        raise FlowError("orch's files changed during this launch (an upgrade?): run it again. Nothing was created.")
+    # The user data pins both hashes: each instance runs this spec and this orch, whatever the bucket holds later.
+    p = replace(p, user_data=render_user_data(cfg.job, s, p.price_per_hour, orch_package.boot_values(
+        cfg.job, s.checkpoint_bucket, package, int(time.time()), hashlib.sha256(body).hexdigest())))
+    if (s.max_dollars is not None) and p.price_per_hour is None:
+        say(f"  warning: no price known for one of {', '.join(cfg.managed)}; --max-dollars can't be enforced, use "
+            "--max-hours")
     with phase("pre-flight (quota)", say):
         say("  " + preflight(p).summary)
     state.update(cfg.job, target="aws", region=p.region, instance_type=p.instance_type, spot=p.spot,
@@ -76,12 +86,16 @@ def _create(cfg: LaunchConfig, p: LaunchPlan, registry: ImageRegistry | None, sa
         key = ensure_key(p.region, cfg.job, in_use=False)
         group_id = network.ensure_security_group(p.region, cfg.job, p.ssh_cidr, p.vpc_id)
         state.update(cfg.job, key_name=key.name, key_path=str(key_path(cfg.job)), security_group_id=group_id)
-    uri = spec_file.spec_uri(s.checkpoint_bucket, cfg.job)
     with phase(f"the job's spec and orch ({len(package.data) / 1e6:.1f} MB) to {uri.rsplit('/', 1)[0]}/", say):
         job_specs.put(p.region, uri.rsplit("/", 1)[0] + "/" + package.name, package.data)
         job_specs.put(p.region, uri, body)  # after the package: an instance that reads the spec finds it
     with phase("launch template and Auto Scaling group of one", say):
-        group = groups.ensure_group(p, group_id, cfg.managed, spec_folder=uri.rsplit("/", 1)[0])
+        try:
+            group = groups.ensure_group(p, group_id, cfg.managed, spec_folder=uri.rsplit("/", 1)[0])
+        except BaseException:
+            with contextlib.suppress(Exception):  # no group names them: teardown could not find them
+                job_specs.delete_folder(p.region, uri.rsplit("/", 1)[0])
+            raise
         say(f"  {group.name} over {', '.join(cfg.managed)} in {', '.join(p.zones)}"
             + (", capacity rebalancing on" if p.spot else ""))
 

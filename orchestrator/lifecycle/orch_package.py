@@ -58,10 +58,12 @@ def build() -> OrchPackage:
     return OrchPackage(packed, hashlib.sha256(packed).hexdigest())
 
 
-def boot_values(job: str, checkpoint_bucket: str, package: OrchPackage, launched_at: int) -> dict[str, object]:
+def boot_values(job: str, checkpoint_bucket: str, package: OrchPackage, launched_at: int,
+                spec_sha256: str | None = None) -> dict[str, object]:
     """What a managed job's user data adds (infra/bootstrap.sh reads them): where its spec and orch's package are,
-    the package's hash, the group to set to 0 when the job ends on purpose, and when its caps started counting."""
+    the hashes of both (the instance role can write to that bucket: what each instance runs is fixed at launch),
+    the group to set to 0 when the job ends on purpose, and when its caps started counting."""
     spec = spec_uri(checkpoint_bucket, job)
     return {"ORCH_MANAGED_GROUP": resource_name(job), "ORCH_SPEC_URI": spec,
             "ORCH_PACKAGE_URI": spec.rsplit("/", 1)[0] + "/" + package.name, "ORCH_PACKAGE_SHA256": package.sha256,
-            "ORCH_CAP_FROM": launched_at}
+            "ORCH_SPEC_SHA256": spec_sha256, "ORCH_CAP_FROM": launched_at}

@@ -57,7 +57,7 @@ def plan(cfg: LaunchConfig, ssh_cidr: str) -> LaunchPlan:
         zones = zones[:1]  # a cluster placement group is in one zone: the first that offers the type
     return LaunchPlan(
         job=cfg.job, region=s.region, instance_type=info.name, vcpus=info.vcpus, ami=ami.image_id,
-        ami_source=ami.source, spot=cfg.spot, allow_on_demand_fallback=s.allow_on_demand_fallback,
+        ami_source=ami.source, spot=cfg.spot, allow_on_demand_fallback=s.allow_on_demand_fallback and not cfg.managed,
         volume_gb=volume_for(cfg, info), volume_throughput=s.volume_throughput, ssh_cidr=ssh_cidr, zones=zones,
         key_name=aws.resource_name(cfg.job), security_group_name=aws.resource_name(cfg.job),
         root_device=ami.root_device_name, iam_instance_profile=s.iam_instance_profile,

@@ -12,6 +12,7 @@ line on stderr.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -29,15 +30,21 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def self_start(uri: str, region: str) -> int:
+def self_start(uri: str, region: str, pinned: str | None = None) -> int:
+    """Start the job of the spec at `uri`; `pinned`, the spec's SHA-256 from the user data: any other is refused
+    (the bucket is writable by every instance's role, what this one runs was fixed at launch)."""
     raw = job_specs.get_small(region, uri)
     if raw is None:
         raise ConfigError(f"{uri}: no job spec there (the job was torn down, or the bucket is not the job's)")
+    if pinned is not None and hashlib.sha256(raw).hexdigest() != pinned:
+        raise ConfigError(f"{uri}: not the spec this job was launched with (its SHA-256 is not {pinned})")
     try:
         parsed = json.loads(raw)
     except ValueError:
         raise ConfigError(f"{uri}: not JSON") from None
     spec, region = spec_file.from_json(parsed, uri)
+    if uri != spec_file.spec_uri(uri.rsplit(f"/{spec_file.PREFIX}/", 1)[0], spec.job):
+        raise ConfigError(f"{uri}: its job is {spec.job}, not the one its place names")
     if spec.restore is not None and not job_specs.exists(region, bucket_uri(spec.restore.bucket, spec.job, "last.pt.sha256")):
         say(f"no checkpoint in {spec.restore.bucket} yet: the trainer starts from scratch")
         spec = replace(spec, restore=None)
@@ -54,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     region = os.environ.get("ORCH_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
     try:
-        return self_start(args[0], region)
+        return self_start(args[0], region, os.environ.get("ORCH_SPEC_SHA256") or None)
     except ConfigError as e:
         say(f"error: {e}")
         return 2

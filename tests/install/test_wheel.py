@@ -142,7 +142,9 @@ def test_a_launch_from_the_installed_wheel_gives_the_instance_its_bootstrap(inst
     raw = ec2.describe_instance_attribute(InstanceId=ids[0], Attribute="userData")["UserData"]["Value"]
     user_data = base64.b64decode(raw).decode()
     assert "export ORCH_JOB=wheel" in user_data
-    assert user_data.split("\n", 1)[1].endswith((ROOT / "infra" / "bootstrap.sh").read_text().split("\n", 1)[1])
+    script = (ROOT / "infra" / "bootstrap.sh").read_text().splitlines(keepends=True)
+    body = "".join(script[next(i for i, line in enumerate(script) if not line.startswith("#")):])
+    assert user_data.startswith("#!") and user_data.endswith(body)
 
     down = run(installed, "orch", "teardown", "wheel", "--yes", cwd=tmp_path, env={**env, "ORCH_QUICK_SSH_S": "1"})
     assert down.returncode == 0, down.stdout + down.stderr

@@ -2,6 +2,7 @@
 (lifecycle/self_start.py): what is written, what is refused on the way in and on the way back."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ SPEC = JobSpec(job="rn50", data="dataset:imagenet-256", trainer_args=("--recipe"
                restore=Restore(bucket="s3://ckpt-bucket/orch-ckpt"),
                registry=ImageRegistry("123456789012.dkr.ecr.us-east-1.amazonaws.com/orch-trainer", "us-east-1"),
                dataset=DatasetSource("imagenet-256", "s3://data-bucket/orch-datasets/imagenet-256/shards-v2",
-                                     (("shard-00000.tar", 1000), ("shard-00001.tar", 2000)), "abc"),
+                                     (("shard-00000.tar", 1000), ("shard-00001.tar", 2000)), "ab" * 32),
                autostop_minutes=30)
 
 
@@ -48,6 +49,8 @@ def test_what_a_bucket_must_not_hold_or_an_instance_cannot_reach_is_refused_befo
     ({"remote_root": "/tmp/../etc"}, "remote_root"),
     ({"region": "us-east-1; rm -rf /"}, "region"),
     ({"dataset": {"uri": "s3://data-bucket/x", "shards": [["../../.bashrc", 1]]}}, "shards"),
+    ({"dataset": {"name": "x", "uri": "s3://data-bucket/x", "shards": [["shard-00000.tar", 1]],
+                  "manifest_key": "../../../x"}}, "manifest key"),
     ({"schema": 2}, "schema 1"),
 ])
 def test_a_spec_edited_in_the_bucket_is_refused_field_by_field(change, refused):
@@ -56,9 +59,9 @@ def test_a_spec_edited_in_the_bucket_is_refused_field_by_field(change, refused):
         spec_file.from_json(raw, "s3://b/orch-jobs/rn50/spec.json")
 
 
-def self_start(uri: str) -> subprocess.CompletedProcess:
+def self_start(uri: str, pinned: str = "") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "orchestrator.lifecycle.self_start", uri], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "ORCH_REGION": REGION})
+                          text=True, timeout=120, env={**os.environ, "ORCH_REGION": REGION, "ORCH_SPEC_SHA256": pinned})
 
 
 def test_an_instance_with_no_spec_or_a_refused_one_says_so_and_starts_nothing(aws):  # noqa: F811
@@ -70,3 +73,17 @@ def test_an_instance_with_no_spec_or_a_refused_one_says_so_and_starts_nothing(aw
                   Body=json.dumps({**json.loads(spec_file.dumps(SPEC, REGION)), "job": "../x"}).encode())
     bad = self_start("s3://jobs-bucket/orch-jobs/bad/spec.json")
     assert bad.returncode == 2 and "job name is not one orch gives: refused" in bad.stderr, bad.stderr
+
+
+def test_an_instance_runs_only_the_spec_its_launch_pinned_and_only_under_its_own_job(aws):  # noqa: F811
+    """Every instance's role can write to the bucket: a spec rewritten there, or another job's copied under this
+    job's name, starts nothing."""
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="jobs-bucket")
+    body = spec_file.dumps(SPEC, REGION)
+    s3.put_object(Bucket="jobs-bucket", Key="orch-jobs/rn50/spec.json", Body=body)
+    rewritten = self_start("s3://jobs-bucket/orch-jobs/rn50/spec.json", pinned=hashlib.sha256(b"other").hexdigest())
+    assert rewritten.returncode == 2 and "not the spec this job was launched with" in rewritten.stderr
+    s3.put_object(Bucket="jobs-bucket", Key="orch-jobs/victim/spec.json", Body=body)  # rn50's, under victim
+    moved = self_start("s3://jobs-bucket/orch-jobs/victim/spec.json", pinned=hashlib.sha256(body).hexdigest())
+    assert moved.returncode == 2 and "its job is rn50, not the one its place names" in moved.stderr, moved.stderr

@@ -187,9 +187,11 @@ def test_with_no_instance_up_fetch_weights_takes_the_checkpoints_from_the_bucket
     assert (tmp_path / "got" / "metrics.jsonl").read_text() == '{"epoch": 1}\n'
 
     s3.put_object(Bucket="orch-test-ckpt", Key="runs/w/last.pt", Body=b"a newer one, mid-copy")
-    r = orch("fetch-weights", "w", "--which", "last", "--dest", str(tmp_path / "again"))
+    s3.put_object(Bucket="orch-test-ckpt", Key="runs/w/last.pt.sha256", Body=f"{'0' * 64}  last.pt\n")
+    r = orch("fetch-weights", "w", "--which", "last", "--dest", str(tmp_path / "got"))
     assert r.exit_code != 0 and "does not match its .sha256" in r.output, r.output
-    assert not (tmp_path / "again" / "checkpoints" / "last.pt").exists()
+    assert (tmp_path / "got" / "checkpoints" / "last.pt").read_bytes() == weights  # the good copy here is kept
+    assert list((tmp_path / "got" / "checkpoints").glob("*.fetched")) == []
 
 
 def test_a_launch_without_managed_over_a_managed_job_starts_nothing_there(managed_aws, orch, job_calls):

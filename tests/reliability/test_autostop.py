@@ -7,6 +7,7 @@ test flips, records `update`/`stop`), `shutdown` and `aws` (record their calls a
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import time
@@ -270,31 +271,49 @@ def test_the_watcher_tells_orch_its_cap_and_clock_for_the_trainers_max_hours(ins
     proc.communicate()
 
 
+def checkpoint(ckpts: Path, data: bytes) -> None:
+    """A checkpoint as the trainer writes it: the file, then its .sha256."""
+    (ckpts / "last.pt").write_bytes(data)
+    (ckpts / "last.pt.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  last.pt\n")
+
+
 def test_new_checkpoints_are_copied_to_the_bucket_once_each(instance):
     ckpts = instance.root / "outputs" / "checkpoints"
-    (ckpts / "last.pt").write_bytes(b"weights-1")
-    (ckpts / "last.pt.sha256").write_text("aaaa  last.pt\n")
+    checkpoint(ckpts, b"weights-1")
     instance.container("running")
     instance.watch(ORCH_AUTOSTOP_MINUTES="30", ORCH_CHECKPOINT_BUCKET="s3://example-bucket/ckpt/")
     assert wait_for(lambda: len(instance.calls("aws")) >= 2, 10), instance.log()
     time.sleep(3 * INTERVAL_S)
     calls = instance.calls("aws")
+    copying = instance.root / "state" / "copying.sha256"  # the .sha256 as it was when the copy began
     assert calls == [f"s3 cp --only-show-errors {ckpts}/last.pt s3://example-bucket/ckpt/demo-job/last.pt",
-                     f"s3 cp --only-show-errors {ckpts}/last.pt.sha256 s3://example-bucket/ckpt/demo-job/last.pt.sha256"]
+                     f"s3 cp --only-show-errors {copying} s3://example-bucket/ckpt/demo-job/last.pt.sha256"]
     # A new epoch's checkpoint: copied again (checksum file newer than the last copy).
     time.sleep(1.1)
-    (ckpts / "last.pt").write_bytes(b"weights-2")
-    (ckpts / "last.pt.sha256").write_text("bbbb  last.pt\n")
+    checkpoint(ckpts, b"weights-2")
     os.utime(ckpts / "last.pt.sha256", (time.time() + 2, time.time() + 2))
     assert wait_for(lambda: len(instance.calls("aws")) >= 4, 10), instance.log()
+
+
+def test_a_checkpoint_that_does_not_match_its_sha256_is_not_copied_until_it_does(instance):
+    """Mid-write (the trainer replaced the file, its .sha256 not yet): no pair that a restore would refuse."""
+    ckpts = instance.root / "outputs" / "checkpoints"
+    checkpoint(ckpts, b"weights-1")
+    (ckpts / "last.pt").write_bytes(b"weights-2")
+    instance.container("running")
+    instance.watch(ORCH_AUTOSTOP_MINUTES="30", ORCH_CHECKPOINT_BUCKET="s3://example-bucket/ckpt")
+    time.sleep(3 * INTERVAL_S)
+    assert instance.calls("aws") == []
+    checkpoint(ckpts, b"weights-2")
+    os.utime(ckpts / "last.pt.sha256", (time.time() + 2, time.time() + 2))
+    assert wait_for(lambda: len(instance.calls("aws")) >= 2, 10), instance.log()
 
 
 def test_the_metrics_go_to_the_bucket_between_last_pt_and_its_sha256(instance):
     """A resume from the bucket gets the run's history too (orchestrator/restore.py copies it back). The .sha256 a
     restore checks goes last: an instance lost half-way through the copies leaves no checkpoint without its history."""
     outputs = instance.root / "outputs"
-    (outputs / "checkpoints" / "last.pt").write_bytes(b"weights-1")
-    (outputs / "checkpoints" / "last.pt.sha256").write_text("aaaa  last.pt\n")
+    checkpoint(outputs / "checkpoints", b"weights-1")
     (outputs / "metrics.jsonl").write_text('{"epoch": 1}\n')
     instance.container("running")
     instance.watch(ORCH_AUTOSTOP_MINUTES="30", ORCH_CHECKPOINT_BUCKET="s3://example-bucket/ckpt")
@@ -302,7 +321,7 @@ def test_the_metrics_go_to_the_bucket_between_last_pt_and_its_sha256(instance):
     assert instance.calls("aws")[:3] == [
         f"s3 cp --only-show-errors {outputs}/checkpoints/last.pt s3://example-bucket/ckpt/demo-job/last.pt",
         f"s3 cp --only-show-errors {outputs}/metrics.jsonl s3://example-bucket/ckpt/demo-job/metrics.jsonl",
-        f"s3 cp --only-show-errors {outputs}/checkpoints/last.pt.sha256 s3://example-bucket/ckpt/demo-job/last.pt.sha256"]
+        f"s3 cp --only-show-errors {instance.root}/state/copying.sha256 s3://example-bucket/ckpt/demo-job/last.pt.sha256"]
 
 
 def test_a_managed_job_that_ends_stops_its_group_replacing_the_instance_before_it_shuts_down(instance):
