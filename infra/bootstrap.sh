@@ -134,7 +134,10 @@ copy_checkpoints() {  # new checkpoints to the bucket: the file, with last.pt th
             # Its .sha256 as it is now, and the file checked against it before and after the copy: a checkpoint
             # written meanwhile is copied on the next round, never paired with another one's .sha256.
             cp -p "$f.sha256" "$STATE_DIR/copying.sha256" && matches "$f" || continue
-            aws s3 cp --only-show-errors "$f" "$to/$name" && matches "$f" \
+            # The digest rides on the object too (one PUT): a reclaim before the .sha256 is copied leaves a
+            # checkpoint that a restore still verifies (orchestrator/job/restore.py reads it on a mismatch).
+            aws s3 cp --only-show-errors --metadata "sha256=$(cut -d' ' -f1 "$STATE_DIR/copying.sha256")" \
+                "$f" "$to/$name" && matches "$f" \
                 && { [ "$name" != last.pt ] || [ ! -f "$outputs/metrics.jsonl" ] \
                      || aws s3 cp --only-show-errors "$outputs/metrics.jsonl" "$to/metrics.jsonl"; } \
                 && aws s3 cp --only-show-errors "$STATE_DIR/copying.sha256" "$to/$name.sha256" \
@@ -226,7 +229,7 @@ watch() {
         elif [ "$idle" -gt 0 ]; then
             # No job yet: the dataset may take hours to arrive, but over an SSH connection. With none
             # open either, nobody is coming back (a sync cut short, a laptop asleep): stop the billing.
-            if [ "$(ssh_sessions)" -gt 0 ] || kill -0 "$(cat "$STATE_DIR/starting" 2>/dev/null || echo x)" 2>/dev/null; then
+            if [ "$(ssh_sessions)" -gt 0 ] || starting; then
                 unused_since=""
             else
                 unused_since="${unused_since:-$now}"
@@ -276,9 +279,15 @@ as_user() {  # the SSH user runs the job, as over SSH (its home, its docker grou
     runuser -u "$ORCH_USER" -- env HOME="$(getent passwd "$ORCH_USER" | cut -d: -f6)" "$@"
 }
 
+starting() {  # a start_job runs now: its pid, alive, written since this boot (a reboot leaves a stale file)
+    local pid boot
+    read -r pid boot < "$STATE_DIR/starting" 2>/dev/null || return 1
+    [ "$boot" = "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" ] && kill -0 "$pid" 2>/dev/null
+}
+
 start_job() {  # ORCH_SPEC_URI set: nothing comes from the laptop (orchestrator/lifecycle/self_start.py)
     [ -n "${ORCH_SPEC_URI:-}" ] || return 0
-    mkdir -p "$STATE_DIR" && echo $$ > "$STATE_DIR/starting"  # the watcher's idle rule waits while this runs
+    mkdir -p "$STATE_DIR" && echo "$$ $(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" > "$STATE_DIR/starting"
     start_from_bucket
     local rc=$?
     rm -f "$STATE_DIR/starting"
@@ -299,7 +308,8 @@ start_from_bucket() {
     if [ -z "$python" ]; then  # a venv of orch and its dependencies (from PyPI: not pinned), once per instance
         python="$dir/venv/bin/python"
         { [ -x "$dir/venv/bin/pip" ] || python3 -m venv --clear "$dir/venv" \
-            || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv \
+            || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+                    -o DPkg::Lock::Timeout=600 python3-venv \
                  && python3 -m venv --clear "$dir/venv"; }; } \
             && "$dir/venv/bin/pip" install -q "$dir/src" >> "$LOG" 2>&1 \
             || { log "could not install orch from $ORCH_PACKAGE_URI: job not started"; return 1; }

@@ -74,6 +74,7 @@ class JobRecord:
     updated_at: str | None = None
     launch: LaunchRecord | None = None  # what the job was launched with (for --resume / --recover)
     nodes: int = 1  # a local `--nodes N` job: its N trainers (an instance's node is tagged orch:node instead)
+    spec_folder: str | None = None  # a managed job's s3://.../orch-jobs/JOB (its group's tag orch:spec says it too)
 
 
 def state_path() -> Path:

@@ -33,12 +33,16 @@ class ManagedGroup:
 
 def launch_template_data(plan: LaunchPlan, security_group_id: str) -> dict:
     """What every instance of the group starts with: the plan's AMI, key, disk, role and user data; no type (the
-    group's overrides give it) and no subnet (the group's zones do)."""
+    group's overrides give it) and no subnet (the group's zones do). A public address, when the plan's subnet gives
+    none, is asked for on the interface, as run_instance does (EC2 allows it nowhere else)."""
     tags = tags_for(plan.job) + [{"Key": k, "Value": v} for k, v in plan.tags]
+    network: dict = {"NetworkInterfaces": [{"DeviceIndex": 0, "Groups": [security_group_id],
+                                            "AssociatePublicIpAddress": True, "DeleteOnTermination": True}]} \
+        if plan.public_ip else {"SecurityGroupIds": [security_group_id]}
     data = {
         "ImageId": plan.ami,
         "KeyName": plan.key_name,
-        "SecurityGroupIds": [security_group_id],
+        **network,
         "BlockDeviceMappings": [{"DeviceName": plan.root_device, "Ebs": {
             "VolumeSize": plan.volume_gb, "VolumeType": "gp3", "Iops": gp3_iops(plan.volume_throughput),
             "Throughput": plan.volume_throughput, "DeleteOnTermination": True}}],
@@ -55,13 +59,14 @@ def launch_template_data(plan: LaunchPlan, security_group_id: str) -> dict:
 
 
 def ensure_group(plan: LaunchPlan, security_group_id: str, types: tuple[str, ...],
-                 spec_folder: str | None = None) -> ManagedGroup:
+                 spec_folder: str | None = None, poll_s: float = 3.0) -> ManagedGroup:
     """The job's group of one (and its launch template), made once; the one there is otherwise. Spot over `types`
     when the plan is spot (on-demand otherwise), in every zone of the plan with a subnet; capacity rebalancing on,
     so AWS starts the replacement when it warns of a reclaim rather than after it."""
     found = find_group(plan.region, plan.job)
     if found is not None:
         return found
+    wait_deleted(plan.region, plan.job, 300, poll_s)  # a teardown's, just before: AWS frees the name when it is done
     ec2 = client("ec2", plan.region)
     name = resource_name(plan.job)
     for stale in find_launch_templates(plan.region, plan.job):  # an earlier launch's, cut short: its user data
@@ -87,14 +92,14 @@ def ensure_group(plan: LaunchPlan, security_group_id: str, types: tuple[str, ...
     return find_group(plan.region, plan.job) or ManagedGroup(name, 1, (), None, template_id)
 
 
-def find_group(region: str, job: str) -> ManagedGroup | None:
+def find_group(region: str, job: str, deleting: bool = False) -> ManagedGroup | None:
     """The job's group, found by its name and checked by its tag (a group of that name not tagged for the job is
-    someone else's)."""
+    someone else's); one AWS is deleting only when `deleting` (it still holds the name, and its instance)."""
     groups = client("autoscaling", region).describe_auto_scaling_groups(
         AutoScalingGroupNames=[resource_name(job)])["AutoScalingGroups"]
     for g in groups:
         tags = {t["Key"]: t["Value"] for t in g.get("Tags", [])}
-        if tags.get(TAG_JOB) != job or g.get("Status") == "Delete in progress":
+        if tags.get(TAG_JOB) != job or (g.get("Status") == "Delete in progress" and not deleting):
             continue
         spec = g.get("MixedInstancesPolicy", {}).get("LaunchTemplate", {}).get("LaunchTemplateSpecification", {})
         created = g.get("CreatedTime")
@@ -115,6 +120,16 @@ def stop_replacing(region: str, job: str) -> bool:
     return True
 
 
+def wait_deleted(region: str, job: str, timeout_s: float, poll_s: float) -> bool:
+    """Until AWS has finished deleting the job's group (its name is free again); False if it has not by then."""
+    deadline = time.monotonic() + timeout_s
+    while find_group(region, job, deleting=True) is not None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+    return True
+
+
 def find_launch_templates(region: str, job: str) -> list[str]:
     return [t["LaunchTemplateId"] for t in
             client("ec2", region).describe_launch_templates(Filters=job_filter(job))["LaunchTemplates"]]
@@ -132,9 +147,7 @@ def delete_group(region: str, job: str, timeout_s: float = 600, poll_s: float = 
             if error_code(e) != "ValidationError":  # gone already
                 raise
         groups.append(group.name)
-        deadline = time.monotonic() + timeout_s
-        while find_group(region, job) is not None and time.monotonic() < deadline:
-            time.sleep(poll_s)
+        wait_deleted(region, job, timeout_s, poll_s)
     templates = []
     for template_id in find_launch_templates(region, job):
         client("ec2", region).delete_launch_template(LaunchTemplateId=template_id)

@@ -37,6 +37,20 @@ def exists(region: str, uri: str) -> bool:
     return True
 
 
+def object_sha256(region: str, uri: str) -> str | None:
+    """The SHA-256 infra/bootstrap.sh's watcher puts on a checkpoint object (its metadata, written with it in one
+    PUT); None when the object has none (or is not there)."""
+    bucket, key = split(uri)
+    try:
+        meta = client("s3", region).head_object(Bucket=bucket, Key=key).get("Metadata", {})
+    except Exception as e:
+        if error_code(e) in ABSENT:
+            return None
+        raise
+    value = str(meta.get("sha256", "")).lower()
+    return value if len(value) == 64 and all(c in "0123456789abcdef" for c in value) else None
+
+
 def put(region: str, uri: str, body: bytes) -> None:
     bucket, key = split(uri)
     client("s3", region).put_object(Bucket=bucket, Key=key, Body=body)

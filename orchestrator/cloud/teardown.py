@@ -16,15 +16,18 @@ from orchestrator.records import TeardownReport
 
 
 def terminate_job(region: str, job: str, keep_volume: bool = False, timeout_s: float = 600,
-                  poll_s: float = 3.0, log: Callable[[str], None] = lambda _: None) -> TeardownReport:
-    """Terminate every instance tagged for the job, wait, then delete its SG and key pair."""
+                  poll_s: float = 3.0, log: Callable[[str], None] = lambda _: None,
+                  spec_folder: str | None = None) -> TeardownReport:
+    """Terminate every instance tagged for the job, wait, then delete its SG and key pair. A managed job's spec
+    folder is the one its group's tag names, else `spec_folder` (the local cache's, for a group already gone)."""
     ec2 = client("ec2", region)
     warnings: list[str] = []
     kept: list[str] = [v for vs in keep_root_volumes(region, job).values() for v in vs] if keep_volume else []
     # A managed job's group first: it would replace an instance terminated under it. Its spec before it (a replacement
     # started meanwhile finds none and starts nothing): so a teardown cut short leaves no spec behind the group.
     group = optional("an auto scaling group", job, warnings, None, lambda: find_group(region, job))
-    specs = delete_spec_folder(region, job, group.spec_folder, warnings) if group and group.spec_folder else []
+    folder = (group.spec_folder if group else None) or spec_folder
+    specs = delete_spec_folder(region, job, folder, warnings) if folder else []
     scaling, templates = optional("an auto scaling group or launch template", job, warnings, ([], []),
                                   lambda: delete_group(region, job, min(timeout_s, 300), poll_s))
     if scaling or templates:
@@ -88,7 +91,7 @@ def remaining_resources(region: str, job: str) -> list[str]:
     left += [f"key-pair {k['KeyName']}" for k in ec2.describe_key_pairs(Filters=job_filter(job))["KeyPairs"]]
     # What an older policy may not let orch look for (already said by the teardown): not a failure of its own.
     left += [f"placement-group {name}" for name in optional("", job, None, [], lambda: find_placement_groups(region, job))]
-    group = optional("", job, None, None, lambda: find_group(region, job))
+    group = optional("", job, None, None, lambda: find_group(region, job, deleting=True))
     left += [f"auto-scaling-group {group.name}"] if group else []
     left += [f"launch-template {t}" for t in optional("", job, None, [], lambda: find_launch_templates(region, job))]
     left += [f"volume {v['VolumeId']}" for v in ec2.describe_volumes(Filters=job_filter(job))["Volumes"]

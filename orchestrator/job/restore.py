@@ -157,6 +157,8 @@ def restore_from_bucket(session: Session, bucket: str, job: str, ckpt_dir: str,
                                    "checkpoint was written there and the role may s3:GetObject it (see infra/).")
         else:
             got.append(name)
+    for name in got:  # a reclaim between the watcher's copy of a checkpoint and of its .sha256: the digest on the object
+        _digest_from_object(session, staging, name, bucket_uri(bucket, job, name))
     _verify_staged(session, staging, got, f"the checkpoint copied from {bucket_uri(bucket, job, '')}",
                    "The watcher may have been cut mid-copy: resume from a local copy (--resume-from).")
     # The epochs' history, copied by the watcher after last.pt (optional: the trainer trims any line
@@ -166,6 +168,17 @@ def restore_from_bucket(session: Session, bucket: str, job: str, ckpt_dir: str,
                               "--only-show-errors --no-progress").ok
     placed = _move_into_place(session, staging, posixpath.dirname(ckpt_dir), got, has_metrics)
     return RestoreReport("bucket", bucket_uri(bucket, job, ""), placed)
+
+
+def _digest_from_object(session: Session, staging: str, name: str, uri: str) -> None:
+    """When the staged `name` does not match the .sha256 copied with it, the SHA-256 infra/bootstrap.sh puts on the
+    object itself (its metadata, written in the same PUT) takes the .sha256's place if it is one; else nothing
+    changes and the check that follows fails."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    session.run(f"cd {shell_path(staging)} && {{ sha256sum -c --status {shlex.quote(name + '.sha256')} || {{ "
+                f"d=$(aws s3api head-object --bucket {shlex.quote(bucket)} --key {shlex.quote(key)} "
+                "--query Metadata.sha256 --output text) && printf '%s' \"$d\" | grep -qxE '[0-9a-f]{64}' && "
+                f"printf '%s  %s\\n' \"$d\" {shlex.quote(name)} > {shlex.quote(name + '.sha256')}; }}; }}")
 
 
 def _sftp_path(path: str) -> str:

@@ -70,15 +70,19 @@ def fetch_weights(job: str, settings: Settings, which: str, dest: Path) -> Fetch
 
 
 def from_bucket(job: str, region: str, bucket: str, which: str, dest: Path) -> FetchReport:
-    """The checkpoints infra/bootstrap.sh's watcher copied to `bucket` (each checked against its .sha256, which it
-    copies last), and the metrics copied with last.pt."""
+    """The checkpoints infra/bootstrap.sh's watcher copied to `bucket` (each checked against the SHA-256 on the object,
+    else its .sha256, which it copies last), and the metrics copied with last.pt."""
     dest = Path(dest).expanduser()
     got, verified, moved = [], [], 0
     wanted = {"best": ["best.pt"], "last": ["last.pt"], "all": ["best.pt", "last.pt"]}[which]
     for name in wanted + ["metrics.jsonl"]:
         local = dest / ("checkpoints/" + name if name.endswith(".pt") else name)
         if name.endswith(".pt"):
-            digest = job_specs.get_small(region, bucket_uri(bucket, job, name + ".sha256"))
+            # The digest on the object is the checkpoint's own (one PUT); its .sha256 beside it can be an older
+            # checkpoint's when the instance was lost between the watcher's two copies.
+            on_object = job_specs.object_sha256(region, bucket_uri(bucket, job, name))
+            digest = on_object.encode() if on_object else \
+                job_specs.get_small(region, bucket_uri(bucket, job, name + ".sha256"))
             if digest is None:
                 if which == "all" and name == "best.pt":
                     continue  # best.pt only exists once an evaluation ran

@@ -27,6 +27,7 @@ from orchestrator.machines.local_process import LocalProcessMachine
 from orchestrator.machines.process_runner import alive
 from orchestrator.paths import key_path, known_hosts_path, local_job_dir
 from orchestrator.records import SSHEndpoint
+from orchestrator.remote.base import SSHUnreachable
 from orchestrator.remote.local import LocalSession
 
 LOCAL = "local"  # a job's recorded target when it runs on this machine (`--target local`); else "aws"
@@ -76,8 +77,8 @@ class CurrentInstanceMachine(InstanceMachine):
         try:
             self.endpoint = endpoint_for(self.job, self.settings)
             self.where = f"{self.endpoint.user}@{self.endpoint.host}:{self.endpoint.port}"
-        except FlowError:
-            pass  # none running now (AWS is starting the replacement): the last one, until there is
+        except NoRunningInstance as e:  # AWS is starting the replacement: never the last one's address, which AWS
+            raise SSHUnreachable(f"{e} AWS starts its group's replacement") from None  # may have given another
         return super().open(deadline_s)
 
 
@@ -133,9 +134,9 @@ def endpoint_for(job: str, settings: Settings | None = None, node: int = 0) -> S
     instance = None
     if record and record.instance_id and node == 0:  # the record's instance is node 0's
         instance = instances.describe_instance(region, record.instance_id)
-    if instance is None or instance.state == "terminated" or instance.node != node:
+    if instance is None or instance.state in ("terminated", "shutting-down") or instance.node != node:
         with asking_aws(job, region, known=record is not None):
-            live = [i for i in instances.find_instances(region, job) if i.node == node]
+            live = [i for i in instances.find_instances(region, job) if i.node == node and i.state != "shutting-down"]
         instance = live[0] if live else None
     if instance is None and record is None:
         raise FlowError(not_here(job, f"Nor is an instance tagged orch:job={job} running in {region}."))
@@ -146,7 +147,7 @@ def endpoint_for(job: str, settings: Settings | None = None, node: int = 0) -> S
         raise NoRunningInstance(f"No running instance for job {job!r} in {region}. See `orch list`.")
     host = instance.public_ip or instance.private_ip
     if not host:
-        raise FlowError(f"Instance {instance.instance_id} of job {job!r} has no address yet ({instance.state}).")
+        raise NoRunningInstance(f"Instance {instance.instance_id} of job {job!r} has no address yet ({instance.state}).")
     default_user = Settings().ssh_user
     user = s.ssh_user if s.ssh_user != default_user else (record.ssh_user if record else default_user)
     proxy = s.ssh_proxy_command or (record.ssh_proxy_command if record else None)

@@ -14,13 +14,14 @@ and the spec and package kept for it (never the checkpoints).
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import time
 from dataclasses import replace
 
 from orchestrator import state
-from orchestrator.cloud import aws, groups, instances, job_specs, network
+from orchestrator.cloud import aws, groups, iam, instances, job_specs, network
 from orchestrator.config import ConfigError
 from orchestrator.errors import FlowError
 from orchestrator.files import locked
@@ -60,8 +61,44 @@ def launch_managed(cfg: LaunchConfig, p: LaunchPlan, registry: ImageRegistry | N
     return instance
 
 
+STOPS_ITS_GROUP = "autoscaling:SetDesiredCapacity"
+
+
+def check_role_stops_its_group(region: str, profile: str, say: Say) -> None:
+    """A job that ends on purpose sets its group to 0 with the instance's role. A role without that (orch init's from
+    before --managed) would leave AWS replacing the finished job again and again: refused when orch's own policy on
+    the role says so, a warning when the role's policies are not orch's to read."""
+    try:
+        roles = iam.instance_profile_roles(region, profile) or []
+        policies = {role: iam.role_policy(region, role) for role in roles}
+    except Exception as e:
+        if not aws.is_boto_error(e):
+            raise
+        policies = {}
+    allowed = [role for role, policy in policies.items() if policy and _allows(policy, STOPS_ITS_GROUP)]
+    if allowed:
+        return
+    if any(policies.values()):
+        raise ConfigError(f"The role of instance profile {profile} may not {STOPS_ITS_GROUP}: a managed job that ends "
+                          "would be replaced by AWS again and again. Run `orch init` again (it updates the role from "
+                          "infra/instance-role-policy.json). Nothing was created.")
+    say(f"  warning: could not read what the role of {profile} may do. It must allow {STOPS_ITS_GROUP} on group "
+        "orch-JOB (infra/instance-role-policy.json), or a job that ends is replaced again and again")
+
+
+def _allows(policy: dict, action: str) -> bool:
+    statements = policy.get("Statement", [])
+    for st in statements if isinstance(statements, list) else [statements]:
+        actions = st.get("Action", [])
+        if st.get("Effect") == "Allow" and any(fnmatch.fnmatch(action.lower(), str(a).lower())
+                                               for a in (actions if isinstance(actions, list) else [actions])):
+            return True
+    return False
+
+
 def _create(cfg: LaunchConfig, p: LaunchPlan, registry: ImageRegistry | None, say: Say) -> None:
     s = cfg.settings
+    check_role_stops_its_group(p.region, s.iam_instance_profile, say)
     checkpoints = bucket_uri(s.checkpoint_bucket, cfg.job, "last.pt")
     if not cfg.resume and job_specs.exists(p.region, checkpoints):
         raise ConfigError(f"{checkpoints} is there: an earlier job {cfg.job} left checkpoints, and this one would "
@@ -86,15 +123,17 @@ def _create(cfg: LaunchConfig, p: LaunchPlan, registry: ImageRegistry | None, sa
         key = ensure_key(p.region, cfg.job, in_use=False)
         group_id = network.ensure_security_group(p.region, cfg.job, p.ssh_cidr, p.vpc_id)
         state.update(cfg.job, key_name=key.name, key_path=str(key_path(cfg.job)), security_group_id=group_id)
-    with phase(f"the job's spec and orch ({len(package.data) / 1e6:.1f} MB) to {uri.rsplit('/', 1)[0]}/", say):
-        job_specs.put(p.region, uri.rsplit("/", 1)[0] + "/" + package.name, package.data)
+    folder = uri.rsplit("/", 1)[0]
+    state.update(cfg.job, spec_folder=folder)  # for teardown, should the group be gone
+    with phase(f"the job's spec and orch ({len(package.data) / 1e6:.1f} MB) to {folder}/", say):
+        job_specs.put(p.region, folder + "/" + package.name, package.data)
         job_specs.put(p.region, uri, body)  # after the package: an instance that reads the spec finds it
     with phase("launch template and Auto Scaling group of one", say):
         try:
-            group = groups.ensure_group(p, group_id, cfg.managed, spec_folder=uri.rsplit("/", 1)[0])
+            group = groups.ensure_group(p, group_id, cfg.managed, spec_folder=folder, poll_s=s.poll_interval_s)
         except BaseException:
             with contextlib.suppress(Exception):  # no group names them: teardown could not find them
-                job_specs.delete_folder(p.region, uri.rsplit("/", 1)[0])
+                job_specs.delete_folder(p.region, folder)
             raise
         say(f"  {group.name} over {', '.join(cfg.managed)} in {', '.join(p.zones)}"
             + (", capacity rebalancing on" if p.spot else ""))

@@ -113,7 +113,8 @@ def _teardown_aws(job: str, settings: Settings, keep_volume: bool, say: Say) -> 
                 "SIGTERM), but whatever the job wrote since its last checkpoint copy may be lost.")
     with phase("terminate and delete", say):
         report = cloud_teardown.terminate_job(region, job, keep_volume=keep_volume, timeout_s=settings.wait_timeout_s,
-                                              poll_s=settings.poll_interval_s, log=lambda m: say("  " + m))
+                                              poll_s=settings.poll_interval_s, log=lambda m: say("  " + m),
+                                              spec_folder=record.spec_folder if record else None)
     key_path(job).unlink(missing_ok=True)
     # Pinned by address, or by instance id (an endpoint with an instance id: SSM and the like).
     forget_host_keys({name for i in live for name in (i.public_ip, i.private_ip, i.instance_id) if name})

@@ -47,6 +47,8 @@ def render_user_data(job: str, settings: Settings, price_per_hour: float | None,
     values = {
         "ORCH_JOB": job,
         "ORCH_REGION": settings.region,
+        # the AMI's login user, whom jobs run as (ec2-user on Amazon Linux); bootstrap.sh's own default is ubuntu
+        "ORCH_USER": settings.ssh_user if settings.ssh_user != "ubuntu" else None,
         "ORCH_AUTOSTOP_MINUTES": settings.autostop_minutes,
         "ORCH_MAX_HOURS": settings.max_hours,
         "ORCH_MAX_DOLLARS": settings.max_dollars,

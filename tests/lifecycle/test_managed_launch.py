@@ -193,9 +193,109 @@ def test_with_no_instance_up_fetch_weights_takes_the_checkpoints_from_the_bucket
     assert (tmp_path / "got" / "checkpoints" / "last.pt").read_bytes() == weights  # the good copy here is kept
     assert list((tmp_path / "got" / "checkpoints").glob("*.fetched")) == []
 
+    # Lost between the watcher's two copies: the .sha256 is the last one's; the digest on the object is its own.
+    newer = b"epoch 2" * 1000
+    s3.put_object(Bucket="orch-test-ckpt", Key="runs/w/last.pt", Body=newer,
+                  Metadata={"sha256": hashlib.sha256(newer).hexdigest()})
+    s3.put_object(Bucket="orch-test-ckpt", Key="runs/w/last.pt.sha256",
+                  Body=f"{hashlib.sha256(weights).hexdigest()}  last.pt\n")
+    r = orch("fetch-weights", "w", "--which", "last", "--dest", str(tmp_path / "got"))
+    assert r.exit_code == 0 and "(sha256 ok)" in r.output, r.output
+    assert (tmp_path / "got" / "checkpoints" / "last.pt").read_bytes() == newer
+    assert (tmp_path / "got" / "checkpoints" / "last.pt.sha256").read_text().split()[0] == hashlib.sha256(newer).hexdigest()
+
 
 def test_a_launch_without_managed_over_a_managed_job_starts_nothing_there(managed_aws, orch, job_calls):
     assert launch(orch, "g").exit_code == 0
     r = orch("launch", "--instance", "g4dn.xlarge", "--name", "g", "--ssh-cidr", CIDR, "--data", "demo")
     assert r.exit_code != 0 and "Job g is managed" in r.output, r.output
     assert job_calls.started == [] and len(tagged("g")["instances"]) == 1
+
+
+def test_a_managed_job_in_a_subnet_without_public_addresses_asks_one_for_each_instance(managed_aws, orch):
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.43.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.43.1.0/24", AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]
+    r = launch(orch, "mp", "--subnet-id", subnet)
+    assert r.exit_code == 0, r.output
+    (template,) = ec2.describe_launch_templates(Filters=[{"Name": "tag:orch:job", "Values": ["mp"]}])["LaunchTemplates"]
+    data = ec2.describe_launch_template_versions(LaunchTemplateId=template["LaunchTemplateId"])[
+        "LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    (nic,) = data["NetworkInterfaces"]
+    (sg,) = tagged("mp")["security_groups"]
+    assert nic["AssociatePublicIpAddress"] is True and nic["Groups"] == [sg["GroupId"]] and "SubnetId" not in nic
+    assert "SecurityGroupIds" not in data and group("mp")["VPCZoneIdentifier"] == subnet
+
+
+def test_the_instances_run_the_job_as_the_amis_own_user(managed_aws, orch):
+    r = launch(orch, "mu", "--ssh-user", "ec2-user")
+    assert r.exit_code == 0, r.output
+    assert "export ORCH_USER=ec2-user\n" in user_data_of("mu")  # bootstrap.sh's default is ubuntu
+
+
+def test_teardown_deletes_the_spec_of_a_job_whose_group_was_deleted_by_hand(managed_aws, orch):
+    assert launch(orch, "gone").exit_code == 0
+    boto3.client("autoscaling", region_name=REGION).delete_auto_scaling_group(AutoScalingGroupName="orch-gone",
+                                                                              ForceDelete=True)
+    assert objects("runs/orch-jobs/gone/")
+    r = orch("teardown", "gone", "--yes")
+    assert r.exit_code == 0, r.output
+    assert objects("runs/orch-jobs/gone/") == {} and "Nothing tagged orch:job=gone remains." in r.output
+
+
+def test_teardown_waits_until_aws_has_deleted_the_group_so_a_new_launch_can_take_its_name(managed_aws, orch):
+    assert launch(orch, "slow").exit_code == 0
+    managed_aws.slow_group_deletes = 3  # AWS deletes a group in the background
+    r = orch("teardown", "slow", "--yes")
+    assert r.exit_code == 0, r.output
+    assert managed_aws.slow_group_deletes == 0 and "Nothing tagged orch:job=slow remains." in r.output
+    # A launch straight after a teardown that did not wait (cut short): the name is AWS's until it is done.
+    managed_aws.slow_group_deletes = 2
+    managed_aws.deleting = [{"AutoScalingGroupName": "orch-slow", "Status": "Delete in progress", "DesiredCapacity": 0,
+                             "Instances": [], "Tags": [{"Key": "orch:job", "Value": "slow"}]}]
+    again = launch(orch, "slow")
+    assert again.exit_code == 0, again.output
+    assert managed_aws.slow_group_deletes == 0 and group("slow")["DesiredCapacity"] == 1
+
+
+def test_with_its_instance_gone_a_managed_jobs_machine_waits_for_the_next_never_dials_the_old_address(
+        managed_aws, orch):
+    from orchestrator.lifecycle import machines
+    from orchestrator.remote.base import SSHUnreachable
+
+    assert launch(orch, "gap").exit_code == 0
+    machine = machines.machine_for("gap")
+    boto3.client("autoscaling", region_name=REGION).set_desired_capacity(AutoScalingGroupName="orch-gap",
+                                                                         DesiredCapacity=0)
+    assert [i["State"]["Name"] for i in tagged("gap")["instances"]] in ([], ["terminated"], ["shutting-down"])
+    with pytest.raises(SSHUnreachable, match="No running instance for job 'gap'.*AWS starts its group's replacement"):
+        machine.open(1)  # `orch logs --follow` retries it until the replacement is up
+
+
+def role_with(profile: str, actions: list[str] | None) -> None:
+    """Instance profile `profile` with a role of that name, whose orch policy (`orch init`'s) allows `actions`."""
+    iam = boto3.client("iam", region_name=REGION)
+    iam.create_role(RoleName=profile, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))
+    iam.create_instance_profile(InstanceProfileName=profile)
+    iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=profile)
+    if actions is not None:
+        iam.put_role_policy(RoleName=profile, PolicyName="orch-trainer", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}))
+
+
+def test_a_role_that_could_not_stop_its_group_is_refused_before_anything_is_made(managed_aws, orch):
+    role_with("orch-trainer", ["s3:GetObject"])  # orch init's policy from before --managed
+    r = launch(orch, "old")
+    assert r.exit_code != 0 and "may not autoscaling:SetDesiredCapacity" in r.output and "orch init" in r.output
+    assert group("old") is None and tagged("old")["security_groups"] == [] and objects("runs/") == {}
+
+
+@pytest.mark.parametrize("actions,warned", [(["s3:GetObject", "autoscaling:SetDesiredCapacity"], False),
+                                            (["autoscaling:*"], False), (None, True)],
+                         ids=["orch-policy", "wildcard", "a-role-of-ones-own"])
+def test_a_role_that_can_stop_its_group_launches_and_one_orch_cannot_read_is_a_warning(
+        managed_aws, orch, actions, warned):
+    role_with("orch-trainer", actions)
+    r = launch(orch, "ok")
+    assert r.exit_code == 0, r.output
+    assert ("warning: could not read what the role of orch-trainer may do" in r.output) is warned

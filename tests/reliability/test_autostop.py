@@ -175,6 +175,27 @@ def test_a_fresh_instance_receiving_its_data_is_kept_and_one_left_alone_shuts_do
     assert not [c for c in instance.calls("docker") if c.startswith("stop")]
 
 
+def test_an_instance_setting_its_job_up_is_kept_but_a_start_left_from_before_a_reboot_does_not_keep_it(instance):
+    """A managed instance's `start` (orch installed, image pulled, dataset copied) can outlast the idle limit; what it
+    leaves behind when cut off (a reboot), a pid that another process may hold now, keeps nothing up."""
+    idle_s = 2
+    instance.container(None)
+    (instance.root / "state").mkdir()
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    setting_up = subprocess.Popen(["sleep", "60"])  # stands for the `start` step, alive
+    try:
+        (instance.root / "state" / "starting").write_text(f"{setting_up.pid} {boot}\n")
+        instance.watch(ORCH_AUTOSTOP_MINUTES="30", ORCH_IDLE_MINUTES=str(idle_s / 60))
+        time.sleep(idle_s + 4 * INTERVAL_S)
+        assert instance.calls("shutdown") == [], instance.log()
+        # The same pid, alive, but written before a reboot (another boot id): not a start running now.
+        (instance.root / "state" / "starting").write_text(f"{setting_up.pid} {'0' * 8}-0000-0000-0000-{'0' * 12}\n")
+        assert wait_for(lambda: instance.shutdown_time() is not None, idle_s + 10 * INTERVAL_S), instance.log()
+    finally:
+        setting_up.kill()
+        setting_up.wait()
+
+
 @pytest.mark.parametrize("autostop", ["0", "1", "30", "90"])
 def test_the_idle_stop_before_any_job_is_twice_autostop_within_bounds_as_orch_says(instance, autostop):
     instance.container(None)
@@ -286,7 +307,9 @@ def test_new_checkpoints_are_copied_to_the_bucket_once_each(instance):
     time.sleep(3 * INTERVAL_S)
     calls = instance.calls("aws")
     copying = instance.root / "state" / "copying.sha256"  # the .sha256 as it was when the copy began
-    assert calls == [f"s3 cp --only-show-errors {ckpts}/last.pt s3://example-bucket/ckpt/demo-job/last.pt",
+    digest = hashlib.sha256(b"weights-1").hexdigest()  # on the object too: it and the checkpoint are one PUT
+    assert calls == [f"s3 cp --only-show-errors --metadata sha256={digest} {ckpts}/last.pt "
+                     "s3://example-bucket/ckpt/demo-job/last.pt",
                      f"s3 cp --only-show-errors {copying} s3://example-bucket/ckpt/demo-job/last.pt.sha256"]
     # A new epoch's checkpoint: copied again (checksum file newer than the last copy).
     time.sleep(1.1)
@@ -319,7 +342,8 @@ def test_the_metrics_go_to_the_bucket_between_last_pt_and_its_sha256(instance):
     instance.watch(ORCH_AUTOSTOP_MINUTES="30", ORCH_CHECKPOINT_BUCKET="s3://example-bucket/ckpt")
     assert wait_for(lambda: len(instance.calls("aws")) >= 3, 10), instance.log()
     assert instance.calls("aws")[:3] == [
-        f"s3 cp --only-show-errors {outputs}/checkpoints/last.pt s3://example-bucket/ckpt/demo-job/last.pt",
+        f"s3 cp --only-show-errors --metadata sha256={hashlib.sha256(b'weights-1').hexdigest()} "
+        f"{outputs}/checkpoints/last.pt s3://example-bucket/ckpt/demo-job/last.pt",
         f"s3 cp --only-show-errors {outputs}/metrics.jsonl s3://example-bucket/ckpt/demo-job/metrics.jsonl",
         f"s3 cp --only-show-errors {instance.root}/state/copying.sha256 s3://example-bucket/ckpt/demo-job/last.pt.sha256"]
 
