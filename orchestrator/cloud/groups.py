@@ -12,7 +12,8 @@ import base64
 import time
 from dataclasses import dataclass
 
-from orchestrator.cloud.aws import TAG_JOB, TAG_SPEC, client, error_code, job_filter, resource_name, tags_for
+from orchestrator.cloud.aws import (TAG_JOB, TAG_SPEC, client, error_code, is_boto_error, job_filter, resource_name,
+                                    tags_for)
 from orchestrator.cloud.instances import gp3_iops
 from orchestrator.records import LaunchPlan
 
@@ -108,6 +109,16 @@ def find_group(region: str, job: str, deleting: bool = False) -> ManagedGroup | 
                             created.isoformat() if hasattr(created, "isoformat") else created,
                             spec.get("LaunchTemplateId"), tags.get(TAG_SPEC))
     return None
+
+
+def find_group_if_allowed(region: str, job: str) -> ManagedGroup | None:
+    """`find_group`, where a refusal (a policy from before groups, which made none) counts as no group."""
+    try:
+        return find_group(region, job)
+    except Exception as e:
+        if not is_boto_error(e):
+            raise
+        return None
 
 
 def stop_replacing(region: str, job: str) -> bool:

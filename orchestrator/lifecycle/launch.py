@@ -63,7 +63,7 @@ def launch(cfg: LaunchConfig, say: Say = quiet) -> Instance:
     if machines.is_local(cfg.job):
         raise FlowError(f"Job {cfg.job!r} is a local job. Tear it down first (`orch teardown {cfg.job}`) "
                         "or choose another --name.")
-    if not cfg.managed and _has_group(p.region, cfg.job):
+    if not cfg.managed and groups.find_group_if_allowed(p.region, cfg.job) is not None:
         raise FlowError(f"Job {cfg.job} is managed: its Auto Scaling group keeps its instance (or is starting one) and "
                         f"starts the job there. `orch status {cfg.job}` shows it; to launch it otherwise, "
                         f"`orch teardown {cfg.job}` first.")
@@ -207,16 +207,6 @@ def _find_or_create(cfg: LaunchConfig, p: LaunchPlan, say: Say) -> tuple[Instanc
         _keep_only_the_first(cfg.job, p.region, instance)
     state.update(cfg.job, instance_id=instance.instance_id, spot=instance.spot, status=instance.state)
     return instance, p
-
-
-def _has_group(region: str, job: str) -> bool:
-    """Whether the job is a managed one (its Auto Scaling group); False when a policy from before groups can't ask."""
-    try:
-        return groups.find_group(region, job) is not None
-    except Exception as e:
-        if not is_boto_error(e):
-            raise
-        return False
 
 
 def _keep_only_the_first(job: str, region: str, ours: Instance) -> None:

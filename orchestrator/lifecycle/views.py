@@ -30,7 +30,7 @@ def status(job: str, settings: Settings, container: bool = True) -> JobView:
     nodes = tuple(by_node[n] for n in sorted(by_node) if n >= 0) if any(i.node for i in found) else ()
     # A --nodes job is node 0's (it holds rank 0 and the outputs): a lost node 0 is the job's state, whatever else runs.
     instance = nodes[0] if nodes else live[0] if live else (found[0] if found else None)
-    if instance is None and (group := _group(job, region)) is not None:  # a managed job with no instance visible
+    if instance is None and (group := groups.find_group_if_allowed(region, job)) is not None:  # a managed job with no instance visible
         return JobView(job, "aws", "starting" if group.desired else "ended", region, None, None,
                        f"managed by Auto Scaling group {group.name}: " + (
                            "AWS is starting its instance (spot capacity can take a while)" if group.desired else
@@ -97,15 +97,6 @@ def cloud_state(job: str, instance: Instance, region: str) -> tuple[str, str]:
                                + volume)
     return "terminated", (f"instance terminated; `orch teardown {job}` removes its key pair and security group."
                           + volume)
-
-
-def _group(job: str, region: str) -> groups.ManagedGroup | None:
-    try:
-        return groups.find_group(region, job)
-    except Exception as e:  # a policy from before groups
-        if not aws.is_boto_error(e):
-            raise
-        return None
 
 
 def managed_state(job: str, instance: Instance, region: str) -> tuple[str, str]:
